@@ -1,0 +1,28 @@
+// SPDX-License-Identifier: Apache-2.0
+// The recops._C extension: the only translation units that see nanobind are in cpp/bindings/.
+#include <nanobind/nanobind.h>
+
+namespace nb = nanobind;
+
+namespace recops::bindings {
+void bind_jagged(nb::module_& m);
+}
+
+NB_MODULE(_C, m) {
+  m.doc() = "recops compiled kernels (torch-free; tensors cross via DLPack)";
+  m.def("has_cuda", []() {
+#ifdef RECOPS_WITH_CUDA
+    return true;
+#else
+    return false;
+#endif
+  }, "True if this build contains the CUDA kernels.");
+  m.def("has_openmp", []() {
+#ifdef RECOPS_WITH_OPENMP
+    return true;
+#else
+    return false;
+#endif
+  }, "True if the CPU kernels were built with OpenMP.");
+  recops::bindings::bind_jagged(m);
+}

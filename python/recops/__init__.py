@@ -1,0 +1,17 @@
+# SPDX-License-Identifier: Apache-2.0
+"""recops: fast C++/CUDA kernels for deep-learning recommendation models, called from PyTorch."""
+
+from . import _C
+from ._runtime import checks_enabled, set_checks
+from . import ops
+from .data.jagged import Jagged
+
+__version__ = "0.1.0"
+
+
+def has_cuda() -> bool:
+    """True if this build of recops contains CUDA kernels (a GPU is still needed to run them)."""
+    return bool(_C.has_cuda())
+
+
+__all__ = ["Jagged", "checks_enabled", "has_cuda", "ops", "set_checks", "__version__"]

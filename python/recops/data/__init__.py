@@ -1,0 +1,6 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Batch containers, collate helpers and (later) data readers and synthetic generators."""
+
+from .jagged import Jagged
+
+__all__ = ["Jagged"]

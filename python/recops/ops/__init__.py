@@ -1,0 +1,18 @@
+# SPDX-License-Identifier: Apache-2.0
+"""recops operators (torch.library custom ops named recops::<op>)."""
+
+from .jagged import (
+    jagged_to_padded,
+    jagged_to_padded_backward,
+    lengths_to_offsets,
+    offsets_to_lengths,
+    padded_to_jagged,
+)
+
+__all__ = [
+    "jagged_to_padded",
+    "jagged_to_padded_backward",
+    "lengths_to_offsets",
+    "offsets_to_lengths",
+    "padded_to_jagged",
+]
