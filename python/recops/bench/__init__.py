@@ -1,0 +1,29 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Benchmark cases: each recops op timed against named baselines in the same process.
+
+Used by the runner (`python -m recops.bench`) and by the pytest-benchmark files in bench/. Every family adds a
+`<family>_cases(device, quick)` function returning `Case`s and registers it in CASE_BUILDERS.
+"""
+
+import dataclasses
+from typing import Callable, Dict, List
+
+import torch
+
+from .jagged import jagged_cases
+
+
+@dataclasses.dataclass
+class Case:
+    """One op at one shape. impls maps an implementation name to a zero-argument callable (inputs prebuilt);
+    "recops" is the op under test, every other entry a baseline."""
+
+    op: str
+    shape: str
+    impls: Dict[str, Callable[[], object]]
+    bytes_moved: int = 0  # for GB/s; 0 when not meaningful
+
+
+CASE_BUILDERS: Dict[str, Callable[[torch.device, bool], List[Case]]] = {
+    "jagged": jagged_cases,
+}

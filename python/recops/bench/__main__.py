@@ -1,0 +1,114 @@
+# SPDX-License-Identifier: Apache-2.0
+"""`python -m recops.bench [--quick] [--families jagged,...] [--device cpu|cuda] [--out DIR]`
+
+Times every recops op against its named baselines in one process, prints a table with the speed ratio
+(baseline time / recops time: > 1 means recops is faster), and writes bench/results/<date>-<machine>.md.
+"""
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import sys
+import time
+
+import torch
+
+import recops
+
+from . import CASE_BUILDERS
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_call(fn, device, min_time, max_reps=1000):
+    """Median seconds per call of fn (after warm-up), repeating until min_time has passed."""
+    for _ in range(2):
+        fn()
+    _sync(device)
+    samples = []
+    start = time.perf_counter()
+    while len(samples) < 3 or (time.perf_counter() - start < min_time and len(samples) < max_reps):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples)
+
+
+def machine_description(device):
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
+def machine_tag(device):
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device).split()[-1].lower().replace("/", "-")
+    return f"cpu{os.cpu_count()}"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m recops.bench", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="fewer shapes and shorter timing (under two minutes)")
+    p.add_argument("--families", default=",".join(CASE_BUILDERS), help="comma-separated op families")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() and recops.has_cuda() else "cpu")
+    p.add_argument("--out", default=os.path.join("bench", "results"), help="folder for the results file")
+    p.add_argument("--min-time", type=float, default=None, help="seconds of timing per implementation")
+    args = p.parse_args(argv)
+
+    device = torch.device(args.device)
+    min_time = args.min_time if args.min_time is not None else (0.15 if args.quick else 1.0)
+    families = [f for f in args.families.split(",") if f]
+    unknown = [f for f in families if f not in CASE_BUILDERS]
+    if unknown:
+        p.error(f"unknown families {unknown}; known: {list(CASE_BUILDERS)}")
+
+    header = [
+        f"# recops benchmarks, {datetime.date.today().isoformat()}",
+        "",
+        f"- machine: {machine_description(device)} ({platform.machine()}, {platform.system()})",
+        f"- device: {device}, torch threads: {torch.get_num_threads()}",
+        f"- versions: recops {recops.__version__} (CUDA build: {recops.has_cuda()}), torch {torch.__version__}, "
+        f"python {platform.python_version()}",
+        f"- mode: {'quick' if args.quick else 'full'}, min time per impl {min_time}s, median of repeated calls",
+        "- ratio = baseline time / recops time (> 1: recops is faster)",
+        "",
+        "| op | shape | impl | time (ms) | GB/s | ratio |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    print("\n".join(header), flush=True)
+    rows = []
+    for fam in families:
+        for case in CASE_BUILDERS[fam](device, args.quick):
+            times = {name: time_call(fn, device, min_time) for name, fn in case.impls.items()}
+            mine = times["recops"]
+            for name, t in times.items():
+                gbs = f"{case.bytes_moved / t / 1e9:.1f}" if case.bytes_moved else ""
+                ratio = "1.00" if name == "recops" else f"{t / mine:.2f}"
+                row = f"| {case.op} | {case.shape} | {name} | {t * 1e3:.3f} | {gbs} | {ratio} |"
+                rows.append(row)
+                print(row, flush=True)
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, f"{datetime.date.today().isoformat()}-{machine_tag(device)}.md")
+    with open(path, "w") as f:
+        f.write("\n".join(header + rows) + "\n")
+    print(f"\nwrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
