@@ -46,3 +46,29 @@ void parallel_for(int64_t begin, int64_t end, int64_t grain, int num_threads, co
 }
 
 }  // namespace recops
+
+namespace recops {
+
+// Runs fn(task, thread_index) for every task in [0, num_tasks), handing tasks out dynamically one at a time
+// (callers order tasks longest first). thread_index is in [0, num_threads) and indexes per-thread scratch.
+// One parallel region per call; fn must not throw.
+template <typename Fn>
+void parallel_tasks(int64_t num_tasks, int num_threads, const Fn& fn) {
+  if (num_tasks <= 0) return;
+  const int64_t nt = std::min<int64_t>(std::max(num_threads, 1), num_tasks);
+#ifdef _OPENMP
+  if (nt > 1 && !omp_in_parallel()) {
+#pragma omp parallel num_threads(static_cast<int>(nt))
+    {
+      const int tid = omp_get_thread_num();
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t t = 0; t < num_tasks; ++t) fn(t, tid);
+    }
+    return;
+  }
+#endif
+  (void)nt;
+  for (int64_t t = 0; t < num_tasks; ++t) fn(t, 0);
+}
+
+}  // namespace recops

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """recops operators (torch.library custom ops named recops::<op>)."""
 
+from .hstu import hstu_attention
 from .jagged import (
     jagged_to_padded,
     jagged_to_padded_backward,
@@ -10,6 +11,7 @@ from .jagged import (
 )
 
 __all__ = [
+    "hstu_attention",
     "jagged_to_padded",
     "jagged_to_padded_backward",
     "lengths_to_offsets",

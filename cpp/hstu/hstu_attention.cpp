@@ -1,0 +1,202 @@
+// SPDX-License-Identifier: Apache-2.0
+// HSTU attention: validation, work plan, run-time ISA dispatch and the deterministic bias-gradient reduction.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+#include <stdexcept>
+#include <vector>
+
+#include "common/check.h"
+#include "common/checked_math.h"
+#include "common/parallel.h"
+#include "hstu/hstu_attention.h"
+#include "hstu/hstu_plan.h"
+#include "jagged/jagged.h"
+
+namespace recops::hstu {
+
+void throw_alloc_failure(const char* op) {
+  throw std::runtime_error(std::string(op) + ": could not allocate kernel scratch memory");
+}
+
+namespace {
+
+enum class Isa { kGeneric, kAvx2, kAvx512 };
+
+Isa detect_isa() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq")) {
+    return Isa::kAvx512;
+  }
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
+#endif
+  return Isa::kGeneric;
+}
+
+Isa selected_isa() {
+  static const Isa isa = [] {
+    const char* force = std::getenv("RECOPS_CPU_ISA");  // "generic" | "avx2" | "avx512": testing aid
+    const Isa best = detect_isa();
+    if (force) {
+      const std::string f(force);
+      if (f == "generic") return Isa::kGeneric;
+      if (f == "avx2" && best != Isa::kGeneric) return Isa::kAvx2;
+    }
+    return best;
+  }();
+  return isa;
+}
+
+template <typename T>
+void validate(const HstuArgs<T>& a, const char* op) {
+  RECOPS_CHECK(a.num_seqs >= 0 && a.total_len >= 0 && a.num_heads >= 0 && a.dqk >= 0 && a.dv >= 0, op,
+               ": sizes must be non-negative");
+  RECOPS_CHECK(a.max_seq_len >= 1, op, ": max_seq_len must be >= 1, got ", a.max_seq_len);
+  checked_mul(checked_mul(a.total_len, a.num_heads, op), std::max(a.dqk, a.dv), op);
+  checked_mul(2, a.max_seq_len, op);
+  jagged::check_offsets(op, a.offsets, a.num_seqs, a.total_len);
+  for (int64_t b = 0; b < a.num_seqs; ++b) {
+    const int64_t n = a.offsets[b + 1] - a.offsets[b];
+    RECOPS_CHECK(n <= a.max_seq_len, op, ": sequence lengths must be <= max_seq_len=", a.max_seq_len,
+                 ", got length ", n, " for sequence ", b);
+    if (a.num_targets) {
+      RECOPS_CHECK(a.num_targets[b] >= 0 && a.num_targets[b] <= n, op, ": num_targets[", b,
+                   "] must be in [0, length=", n, "], got ", a.num_targets[b]);
+    }
+  }
+  RECOPS_CHECK(a.contextual_len >= 0, op, ": contextual_len must be >= 0, got ", a.contextual_len);
+  RECOPS_CHECK(a.max_attn_len >= 0, op, ": max_attn_len must be >= 0, got ", a.max_attn_len);
+  if (a.time_bias) {
+    RECOPS_CHECK(a.timestamps != nullptr, op, ": time_bias needs timestamps");
+    RECOPS_CHECK(a.num_buckets >= 1, op, ": time_bias must have at least 1 element, got ", a.num_buckets);
+    RECOPS_CHECK(a.time_bucket_base > 0 && std::isfinite(a.time_bucket_base), op,
+                 ": time_bucket_base must be > 0, got ", a.time_bucket_base);
+  }
+  RECOPS_CHECK(std::isfinite(a.alpha), op, ": alpha must be finite, got ", a.alpha);
+}
+
+// thr[k] = the smallest integer x >= 1 with floor(ln(x) / base) >= k (k = 1 .. nb - 1); thr[0] = 1,
+// thr[nb] = +inf. Uses the formula's own double log, so the kernels' bucket equals the formula's.
+std::vector<double> bucket_thresholds(int64_t nb, double base) {
+  std::vector<double> thr(nb + 1, std::numeric_limits<double>::infinity());
+  thr[0] = 1.0;
+  auto bucket = [base](double x) { return std::floor(std::log(x) / base); };
+  for (int64_t k = 1; k < nb; ++k) {
+    const double guess = std::ceil(std::exp(static_cast<double>(k) * base));
+    if (!(guess < 9.0e15)) break;  // beyond exactly representable integers: unreachable buckets stay +inf
+    double x = std::max(guess, 1.0);
+    while (x > 1.0 && bucket(x - 1.0) >= static_cast<double>(k)) x -= 1.0;
+    while (bucket(x) < static_cast<double>(k)) x += 1.0;
+    thr[k] = x;
+  }
+  return thr;
+}
+
+template <typename T>
+void run(const HstuArgs<T>& a, const HstuPlan& plan, int threads, bool backward) {
+  switch (selected_isa()) {
+    case Isa::kAvx512:
+      backward ? avx512::run_bwd(a, plan, threads) : avx512::run_fwd(a, plan, threads);
+      break;
+    case Isa::kAvx2:
+      backward ? avx2::run_bwd(a, plan, threads) : avx2::run_fwd(a, plan, threads);
+      break;
+    default:
+      backward ? generic::run_bwd(a, plan, threads) : generic::run_fwd(a, plan, threads);
+  }
+}
+
+int64_t seq_len(const int64_t* offsets, int64_t b) { return offsets[b + 1] - offsets[b]; }
+
+}  // namespace
+
+const char* hstu_cpu_isa() {
+  switch (selected_isa()) {
+    case Isa::kAvx512: return "avx512";
+    case Isa::kAvx2: return "avx2";
+    default: return "generic";
+  }
+}
+
+template <typename T>
+void hstu_attention_fwd(const HstuArgs<T>& a, int num_threads) {
+  validate(a, "hstu_attention");
+  if (a.total_len == 0 || a.num_heads == 0 || a.dv == 0) return;
+  std::vector<int64_t> seq, qblk;
+  std::vector<int64_t> cost;
+  for (int64_t b = 0; b < a.num_seqs; ++b) {
+    const int64_t n = seq_len(a.offsets, b);
+    for (int64_t qb = 0; qb * kBlockQ < n; ++qb) {
+      seq.push_back(b);
+      qblk.push_back(qb);
+      cost.push_back(std::min(n, (qb + 1) * kBlockQ) + (a.contextual_len > 0 && qb == 0 ? n : 0));
+    }
+  }
+  std::vector<int64_t> order(seq.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int64_t x, int64_t y) { return cost[x] > cost[y]; });
+  std::vector<int64_t> task_seq(order.size()), task_qblock(order.size());
+  for (size_t t = 0; t < order.size(); ++t) {
+    task_seq[t] = seq[order[t]];
+    task_qblock[t] = qblk[order[t]];
+  }
+  const std::vector<double> thr = bucket_thresholds(std::max<int64_t>(a.num_buckets, 1), a.time_bucket_base);
+  HstuPlan plan;
+  plan.task_seq = task_seq.data();
+  plan.task_qblock = task_qblock.data();
+  plan.num_tasks = static_cast<int64_t>(task_seq.size());
+  plan.bucket_thr = thr.data();
+  plan.log2_to_bucket = std::log(2.0) / a.time_bucket_base;
+  run(a, plan, num_threads, false);
+}
+
+template <typename T>
+void hstu_attention_bwd(const HstuArgs<T>& a, int num_threads) {
+  validate(a, "hstu_attention_backward");
+  const int64_t npos = 2 * a.max_seq_len - 1;
+  if (a.d_pos_bias) std::fill(a.d_pos_bias, a.d_pos_bias + npos, T(0));
+  if (a.d_time_bias) std::fill(a.d_time_bias, a.d_time_bias + a.num_buckets, T(0));
+  const int64_t L = a.total_len, H = a.num_heads;
+  std::fill(a.dq, a.dq + L * H * a.dqk, T(0));
+  std::fill(a.dk, a.dk + L * H * a.dqk, T(0));
+  std::fill(a.dv_out, a.dv_out + L * H * a.dv, T(0));
+  if (L == 0 || H == 0) return;
+  std::vector<int64_t> order(a.num_seqs);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int64_t x, int64_t y) { return seq_len(a.offsets, x) > seq_len(a.offsets, y); });
+  std::vector<T> pos_part(a.d_pos_bias ? checked_mul(a.num_seqs, npos, "hstu_attention_backward") : 0, T(0));
+  std::vector<T> time_part(a.d_time_bias ? checked_mul(a.num_seqs, a.num_buckets, "hstu_attention_backward") : 0,
+                           T(0));
+  const std::vector<double> thr = bucket_thresholds(std::max<int64_t>(a.num_buckets, 1), a.time_bucket_base);
+  HstuPlan plan;
+  plan.seq_order = order.data();
+  plan.num_seq_tasks = a.num_seqs;
+  plan.bucket_thr = thr.data();
+  plan.log2_to_bucket = std::log(2.0) / a.time_bucket_base;
+  plan.pos_partials = pos_part.data();
+  plan.time_partials = time_part.data();
+  run(a, plan, num_threads, true);
+  // Fixed-order reduction over sequences: bitwise identical for any thread count.
+  auto reduce = [&](const std::vector<T>& part, int64_t width, T* out) {
+    parallel_for(0, width, 256, num_threads, [&](int64_t e0, int64_t e1) {
+      for (int64_t e = e0; e < e1; ++e) {
+        T acc = T(0);
+        for (int64_t b = 0; b < a.num_seqs; ++b) acc += part[b * width + e];
+        out[e] = acc;
+      }
+    });
+  };
+  if (a.d_pos_bias) reduce(pos_part, npos, a.d_pos_bias);
+  if (a.d_time_bias) reduce(time_part, a.num_buckets, a.d_time_bias);
+}
+
+template void hstu_attention_fwd<float>(const HstuArgs<float>&, int);
+template void hstu_attention_fwd<double>(const HstuArgs<double>&, int);
+template void hstu_attention_bwd<float>(const HstuArgs<float>&, int);
+template void hstu_attention_bwd<double>(const HstuArgs<double>&, int);
+
+}  // namespace recops::hstu

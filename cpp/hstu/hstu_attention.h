@@ -1,0 +1,79 @@
+// SPDX-License-Identifier: Apache-2.0
+// Jagged HSTU attention (Zhai et al. 2024), CPU core: causal pointwise-SiLU attention with relative position
+// and time bias, target and contextual masks, over packed variable-length sequences.
+//
+// Shapes (L = total rows, H heads, B sequences, N = max_seq_len):
+//   q, k [L, H, dqk] and v [L, H, dv]: strided rows are allowed (views of one fused projection), the last
+//   dimension must be contiguous; strides are in elements.  offsets [B + 1] int64.
+//   out, grad_out, dq, dk, dv: contiguous [L, H, d].  pos_bias [2N - 1]; timestamps [L]; time_bias [num_buckets].
+//
+// For sequence b with n rows and local rows i, j in [0, n):
+//   s_ij   = alpha * <q_i, k_j> + pos_bias[(N - 1) + (j - i)] + time_bias[bucket_ij]
+//   out_i  = scale_i * sum_j valid(i, j) * SiLU(s_ij) * v_j,     scale_i = row_scale[i] if given, else scale
+//   bucket_ij = clamp(floor(ln(max(|t'_i - t_j|, 1)) / time_bucket_base), 0, num_buckets - 1),
+//   t'_i = t_{i+1} for i < n - 1 and t_{n-1} for the last row (query i predicts item i + 1); ln in double.
+// Mask (the reference HSTU kernels' rule). With c = contextual_len, n_t = num_targets[b], W = max_attn_len:
+//   m = (c > 0 ? n - c + 1 : n) - n_t;  p(i) = min(c > 0 ? max(i - c + 1, 0) : i, m)
+//   valid(i, j) = i == j
+//              || (p(i) - p(j) > 0 && (W == 0 || p(i) - p(j) <= W))
+//              || (c > 0 && p(i) == 0 && p(j) < m)
+// So history rows are causal, the last n_t rows (targets) see the history and themselves but not each other,
+// the first c rows (context) see all context and history rows and are seen by every row within the window.
+//
+// Backward (no softmax, so nothing of size N^2 is stored; s is recomputed): with P = scale * valid * SiLU(s),
+//   dv = P^T dout;  dP = dout v^T;  dS = dP * scale * valid * SiLU'(s);  dq = alpha dS k;  dk = alpha dS^T q;
+//   d pos_bias and d time_bias gather dS over heads and sequences into the tables.
+// Results are bitwise deterministic for any thread count (each output row and each per-sequence bias partial
+// is owned by one task; partials are reduced in sequence order).
+#pragma once
+
+#include <cstdint>
+
+namespace recops::hstu {
+
+template <typename T>
+struct HstuArgs {
+  const T* q = nullptr;
+  int64_t q_row = 0, q_head = 0;
+  const T* k = nullptr;
+  int64_t k_row = 0, k_head = 0;
+  const T* v = nullptr;
+  int64_t v_row = 0, v_head = 0;
+  const int64_t* offsets = nullptr;      // [B + 1]
+  int64_t num_seqs = 0, total_len = 0, num_heads = 0, dqk = 0, dv = 0, max_seq_len = 0;
+  double alpha = 1.0;
+  double scale = 1.0;                    // used when row_scale is null
+  const T* row_scale = nullptr;          // [L] or null
+  const int64_t* num_targets = nullptr;  // [B] or null
+  int64_t contextual_len = 0;
+  int64_t max_attn_len = 0;
+  const T* pos_bias = nullptr;           // [2N - 1] or null
+  const int64_t* timestamps = nullptr;   // [L], required with time_bias
+  const T* time_bias = nullptr;          // [num_buckets] or null
+  int64_t num_buckets = 0;
+  double time_bucket_base = 0.301;
+  // forward output
+  T* out = nullptr;
+  // backward inputs / outputs (d_pos_bias, d_time_bias may be null when the bias is absent)
+  const T* grad_out = nullptr;
+  T* dq = nullptr;
+  T* dk = nullptr;
+  T* dv_out = nullptr;
+  T* d_pos_bias = nullptr;
+  T* d_time_bias = nullptr;
+};
+
+// Forward: fills args.out. Validates sizes, offsets (start 0, non-decreasing, end L), every length <= N,
+// 0 <= num_targets[b] <= length, non-negative contextual_len / max_attn_len, time_bucket_base > 0, and
+// timestamps present with time_bias; throws std::invalid_argument ("hstu_attention: ...") before any work.
+template <typename T>
+void hstu_attention_fwd(const HstuArgs<T>& args, int num_threads);
+
+// Backward: fills dq, dk, dv_out and (when non-null) d_pos_bias, d_time_bias. Same validation as forward.
+template <typename T>
+void hstu_attention_bwd(const HstuArgs<T>& args, int num_threads);
+
+// Which CPU code path runs: "avx512", "avx2" or "generic" (picked at run time from the CPU's features).
+const char* hstu_cpu_isa();
+
+}  // namespace recops::hstu

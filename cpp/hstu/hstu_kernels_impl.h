@@ -1,0 +1,498 @@
+// SPDX-License-Identifier: Apache-2.0
+// HSTU attention CPU kernels, compiled once per instruction set. Included only by hstu_cpu_<isa>.cpp, which
+// defines RECOPS_HSTU_ISA (the namespace), RECOPS_HSTU_VBYTES (vector register bytes) and RECOPS_HSTU_NV
+// (vectors per micro-kernel row) and wraps the include in `#pragma GCC target`. Everything here lives in that
+// ISA's namespace and calls no std:: templates, so no function compiled for a wide ISA can be merged by the
+// linker into code that runs on a narrower CPU.
+//
+// Tiling (flash-attention style, no softmax so no running statistics):
+//   forward task = (sequence, 64-row query block), all heads: for each 64-row key block that has a valid pair,
+//   build the bias and mask tiles once, then per head S = (alpha q) k^T, P = SiLU(S + bias) * mask,
+//   O += P v. Tiles with no valid pair are skipped; tiles where every pair is valid skip the mask.
+//   backward task = one sequence, all heads, so dq/dk/dv rows and the sequence's bias partials have one owner
+//   (deterministic, no atomics): key blocks outer, query blocks inner, dk/dv accumulated per key block, dq per
+//   sequence.
+// Small GEMMs use a register-blocked micro-kernel: 4 rows x NV vectors of accumulators, A broadcast, B loaded.
+
+namespace recops::hstu::RECOPS_HSTU_ISA {
+
+constexpr int kMR = 4;  // micro-kernel rows; every packed M dimension is a multiple of it
+
+template <typename T>
+struct Vec {
+  typedef T type __attribute__((vector_size(RECOPS_HSTU_VBYTES)));
+  static constexpr int kW = RECOPS_HSTU_VBYTES / sizeof(T);
+};
+template <typename T>
+using V = typename Vec<T>::type;
+typedef int32_t VI32 __attribute__((vector_size(RECOPS_HSTU_VBYTES)));
+
+inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+inline int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
+inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+template <typename T>
+inline V<T> vload(const T* p) {
+  V<T> v;
+  __builtin_memcpy(&v, p, sizeof(v));
+  return v;
+}
+template <typename T>
+inline void vstore(T* p, V<T> v) {
+  __builtin_memcpy(p, &v, sizeof(v));
+}
+
+// C[M x N] (+)= A[M x K] B[K x N] for a kMR x NV-vector block of C.
+template <typename T, int NV, bool kAccumulate>
+inline void micro(int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C, int64_t ldc) {
+  constexpr int W = Vec<T>::kW;
+  V<T> acc[kMR][NV];
+  for (int r = 0; r < kMR; ++r) {
+    for (int v = 0; v < NV; ++v) acc[r][v] = kAccumulate ? vload(C + r * ldc + v * W) : V<T>{};
+  }
+  for (int64_t k = 0; k < K; ++k) {
+    V<T> b[NV];
+    for (int v = 0; v < NV; ++v) b[v] = vload(B + k * ldb + v * W);
+    for (int r = 0; r < kMR; ++r) {
+      const T a = A[r * lda + k];
+      for (int v = 0; v < NV; ++v) acc[r][v] += a * b[v];
+    }
+  }
+  for (int r = 0; r < kMR; ++r) {
+    for (int v = 0; v < NV; ++v) vstore(C + r * ldc + v * W, acc[r][v]);
+  }
+}
+
+// C[M x N] (+)= A[M x K] B[K x N]; M a multiple of kMR, N a multiple of the vector width.
+template <typename T, bool kAccumulate>
+void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C,
+          int64_t ldc) {
+  constexpr int W = Vec<T>::kW;
+  constexpr int NV = RECOPS_HSTU_NV;
+  int64_t n = 0;
+  for (; n + NV * W <= N; n += NV * W) {
+    for (int64_t m = 0; m < M; m += kMR) {
+      micro<T, NV, kAccumulate>(K, A + m * lda, lda, B + n, ldb, C + m * ldc + n, ldc);
+    }
+  }
+  for (; n < N; n += W) {
+    for (int64_t m = 0; m < M; m += kMR) {
+      micro<T, 1, kAccumulate>(K, A + m * lda, lda, B + n, ldb, C + m * ldc + n, ldc);
+    }
+  }
+}
+
+// exp(x) for float vectors: Cephes-style range reduction and degree-6 polynomial (~2 ulp on [-87, 88]).
+inline V<float> vexp(V<float> x) {
+  const V<float> lo = V<float>{} - 87.0f, hi = V<float>{} + 88.0f;
+  x = x < lo ? lo : x;
+  x = x > hi ? hi : x;
+  const V<float> fx = x * 1.44269504088896341f;
+  const V<float> half = V<float>{} + 0.5f;
+  const VI32 n = __builtin_convertvector(fx + (fx >= 0 ? half : -half), VI32);
+  const V<float> nf = __builtin_convertvector(n, V<float>);
+  const V<float> r = x - nf * 0.693359375f + nf * 2.12194440e-4f;
+  V<float> p = V<float>{} + 1.9875691500E-4f;
+  p = p * r + 1.3981999507E-3f;
+  p = p * r + 8.3334519073E-3f;
+  p = p * r + 4.1665795894E-2f;
+  p = p * r + 1.6666665459E-1f;
+  p = p * r + 5.0000001201E-1f;
+  const V<float> y = p * r * r + r + 1.0f;
+  V<float> scale;
+  const VI32 bits = (n + 127) << 23;
+  __builtin_memcpy(&scale, &bits, sizeof(scale));
+  return y * scale;
+}
+
+inline V<double> vexp(V<double> x) {  // float64 is the gradcheck path: exact libm exp
+  for (int i = 0; i < Vec<double>::kW; ++i) x[i] = ::exp(x[i]);
+  return x;
+}
+
+template <typename T>
+inline V<T> vsigmoid(V<T> s) {
+  const V<T> one = V<T>{} + T(1);
+  return one / (one + vexp(-s));
+}
+
+// Positions of the mask rule (see hstu_attention.h).
+struct SeqMask {
+  int64_t c, m, window;
+  int64_t p(int64_t i) const { return imin(c > 0 ? imax(i - c + 1, 0) : i, m); }
+  bool valid(int64_t i, int64_t j) const {
+    if (i == j) return true;
+    const int64_t pi = p(i), d = pi - p(j);
+    if (d > 0 && (window == 0 || d <= window)) return true;
+    return c > 0 && pi == 0 && p(j) < m;
+  }
+  // Conservative: false only if no pair of rows [i0, i1] x cols [j0, j1] is valid (p is non-decreasing).
+  bool any(int64_t i0, int64_t i1, int64_t j0, int64_t j1) const {
+    if (i0 <= j1 && j0 <= i1) return true;
+    const int64_t dmin = p(i0) - p(j1), dmax = p(i1) - p(j0);
+    if (dmax > 0 && (window == 0 || dmin <= window)) return true;
+    return c > 0 && p(i0) == 0 && p(j0) < m;
+  }
+  // Sufficient: every pair is valid through the causal/window rule.
+  bool all(int64_t i0, int64_t i1, int64_t j0, int64_t j1) const {
+    const int64_t dmin = p(i0) - p(j1), dmax = p(i1) - p(j0);
+    return dmin > 0 && (window == 0 || dmax <= window);
+  }
+};
+
+template <typename T>
+inline SeqMask seq_mask(const HstuArgs<T>& a, int64_t b, int64_t n) {
+  const int64_t nt = a.num_targets ? a.num_targets[b] : 0;
+  const int64_t c = a.contextual_len;
+  return SeqMask{c, (c > 0 ? n - c + 1 : n) - nt, a.max_attn_len};
+}
+
+inline int64_t time_bucket(double x, const HstuPlan& plan, int64_t num_buckets) {
+  if (x < 1.0) x = 1.0;
+  // First guess from the exponent and mantissa bits (|error| < 0.09 in log2), then exact fix-up against
+  // the thresholds, which were computed with the formula's own double-precision log.
+  uint64_t bits;
+  __builtin_memcpy(&bits, &x, sizeof(bits));
+  const double e = static_cast<double>(static_cast<int64_t>((bits >> 52) & 0x7ff) - 1023);
+  const uint64_t mbits = (bits & 0xfffffffffffffULL) | 0x3ff0000000000000ULL;
+  double mant;
+  __builtin_memcpy(&mant, &mbits, sizeof(mant));
+  int64_t k = static_cast<int64_t>((e + mant - 1.0) * plan.log2_to_bucket);
+  k = imin(imax(k, 0), num_buckets - 1);
+  while (k > 0 && x < plan.bucket_thr[k]) --k;
+  while (k < num_buckets - 1 && x >= plan.bucket_thr[k + 1]) ++k;
+  return k;
+}
+
+// Bias tile [RP x ldt] (pos + time bias), mask tile (1/0) and, if buckets != null, the time buckets, for
+// query rows i0 + [0, R) and key rows j0 + [0, C) of the sequence starting at global row s. Padding is 0.
+template <typename T>
+void fill_tiles(const HstuArgs<T>& a, const HstuPlan& plan, const SeqMask& mk, int64_t s, int64_t n,
+                int64_t i0, int64_t R, int64_t RP, int64_t j0, int64_t C, int64_t ldt, bool all_valid,
+                T* bias, T* mask, int32_t* buckets) {
+  const int64_t N = a.max_seq_len;
+  for (int64_t r = 0; r < RP; ++r) {
+    T* brow = bias + r * ldt;
+    T* mrow = mask + r * ldt;
+    for (int64_t c = 0; c < ldt; ++c) {
+      brow[c] = T(0);
+      mrow[c] = T(0);
+    }
+    if (r >= R) continue;
+    const int64_t i = i0 + r;
+    const double tq = a.timestamps ? static_cast<double>(a.timestamps[s + imin(i + 1, n - 1)]) : 0.0;
+    for (int64_t c = 0; c < C; ++c) {
+      const int64_t j = j0 + c;
+      T val = T(0);
+      if (a.pos_bias) val += a.pos_bias[(N - 1) + (j - i)];
+      if (a.time_bias) {
+        const double diff = tq - static_cast<double>(a.timestamps[s + j]);
+        const int64_t kb = time_bucket(diff < 0 ? -diff : diff, plan, a.num_buckets);
+        val += a.time_bias[kb];
+        if (buckets) buckets[r * ldt + c] = static_cast<int32_t>(kb);
+      }
+      brow[c] = val;
+      mrow[c] = (all_valid || mk.valid(i, j)) ? T(1) : T(0);
+    }
+  }
+}
+
+// Bump allocator over one aligned block of per-thread scratch.
+struct Arena {
+  char* base = nullptr;
+  int64_t used = 0;
+  template <typename U>
+  U* take(int64_t count) {
+    U* p = reinterpret_cast<U*>(base + used);
+    used += round_up(count * static_cast<int64_t>(sizeof(U)), 64);
+    return p;
+  }
+};
+
+struct Scratch {
+  char* blocks[256] = {};
+  int n = 0;
+  Scratch(int threads, int64_t bytes) : n(threads) {
+    for (int t = 0; t < n; ++t) {
+      void* p = nullptr;
+      if (posix_memalign(&p, 64, static_cast<size_t>(bytes)) != 0) p = nullptr;
+      blocks[t] = static_cast<char*>(p);
+    }
+  }
+  ~Scratch() {
+    for (int t = 0; t < n; ++t) free(blocks[t]);
+  }
+  bool ok() const {
+    for (int t = 0; t < n; ++t) {
+      if (!blocks[t]) return false;
+    }
+    return true;
+  }
+};
+
+// ---------------------------------------------------------------------------------------------------------
+// forward
+
+template <typename T>
+struct FwdLayout {
+  int64_t DQ, DQP, DVP, BKP;
+  template <typename Fn>
+  void carve(Arena& ar, int64_t H, Fn&& fn) const {
+    fn(ar.take<T>(H * kBlockQ * DQ), ar.take<T>(H * kBlockQ * DVP), ar.take<T>(DQ * BKP),
+       ar.take<T>(BKP * DVP), ar.take<T>(kBlockQ * BKP), ar.take<T>(kBlockQ * BKP), ar.take<T>(kBlockQ * BKP));
+  }
+};
+
+template <typename T>
+void fwd_task(const HstuArgs<T>& a, const HstuPlan& plan, const FwdLayout<T>& lay, int64_t b, int64_t qb,
+              char* mem) {
+  constexpr int W = Vec<T>::kW;
+  const int64_t H = a.num_heads, DQ = lay.DQ, DV = a.dv, DVP = lay.DVP, BKP = lay.BKP;
+  Arena ar{mem, 0};
+  T *Qp, *Oacc, *Kt, *Vp, *S, *bias, *mask;
+  lay.carve(ar, H, [&](T* q_, T* o_, T* kt_, T* vp_, T* s_, T* b_, T* m_) {
+    Qp = q_; Oacc = o_; Kt = kt_; Vp = vp_; S = s_; bias = b_; mask = m_;
+  });
+  const int64_t s = a.offsets[b], n = a.offsets[b + 1] - s;
+  const int64_t i0 = qb * kBlockQ, R = imin(kBlockQ, n - i0), RP = round_up(R, kMR);
+  const SeqMask mk = seq_mask(a, b, n);
+  const T alpha = static_cast<T>(a.alpha);
+  const bool has_bias = a.pos_bias || a.time_bias;
+
+  for (int64_t h = 0; h < H; ++h) {
+    T* qh = Qp + h * kBlockQ * DQ;
+    for (int64_t r = 0; r < RP; ++r) {
+      const T* src = r < R ? a.q + (s + i0 + r) * a.q_row + h * a.q_head : nullptr;
+      for (int64_t d = 0; d < DQ; ++d) qh[r * DQ + d] = r < R ? alpha * src[d] : T(0);
+    }
+    T* oh = Oacc + h * kBlockQ * DVP;
+    for (int64_t x = 0; x < RP * DVP; ++x) oh[x] = T(0);
+  }
+
+  const int64_t nkb = (n + kBlockK - 1) / kBlockK;
+  for (int64_t kb = 0; kb < nkb; ++kb) {
+    const int64_t j0 = kb * kBlockK, C = imin(kBlockK, n - j0);
+    if (!mk.any(i0, i0 + R - 1, j0, j0 + C - 1)) continue;
+    const bool all_valid = mk.all(i0, i0 + R - 1, j0, j0 + C - 1);
+    if (has_bias || !all_valid) {
+      fill_tiles(a, plan, mk, s, n, i0, R, RP, j0, C, BKP, all_valid, bias, mask, static_cast<int32_t*>(nullptr));
+    }
+    for (int64_t h = 0; h < H; ++h) {
+      for (int64_t d = 0; d < DQ; ++d) {
+        for (int64_t c = 0; c < BKP; ++c) {
+          Kt[d * BKP + c] = c < C ? a.k[(s + j0 + c) * a.k_row + h * a.k_head + d] : T(0);
+        }
+      }
+      for (int64_t c = 0; c < C; ++c) {
+        const T* src = a.v + (s + j0 + c) * a.v_row + h * a.v_head;
+        for (int64_t d = 0; d < DVP; ++d) Vp[c * DVP + d] = d < DV ? src[d] : T(0);
+      }
+      gemm<T, false>(RP, BKP, DQ, Qp + h * kBlockQ * DQ, DQ, Kt, BKP, S, BKP);
+      for (int64_t r = 0; r < RP; ++r) {
+        T* srow = S + r * BKP;
+        for (int64_t c = 0; c < BKP; c += W) {
+          V<T> x = vload(srow + c);
+          if (has_bias) x += vload(bias + r * BKP + c);
+          V<T> p = x * vsigmoid<T>(x);
+          if (!all_valid) p *= vload(mask + r * BKP + c);
+          vstore(srow + c, p);
+        }
+      }
+      gemm<T, true>(RP, DVP, C, S, BKP, Vp, DVP, Oacc + h * kBlockQ * DVP, DVP);
+    }
+  }
+
+  for (int64_t r = 0; r < R; ++r) {
+    const T sc = a.row_scale ? a.row_scale[s + i0 + r] : static_cast<T>(a.scale);
+    for (int64_t h = 0; h < H; ++h) {
+      const T* src = Oacc + h * kBlockQ * DVP + r * DVP;
+      T* dst = a.out + ((s + i0 + r) * H + h) * DV;
+      for (int64_t d = 0; d < DV; ++d) dst[d] = sc * src[d];
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// backward
+
+template <typename T>
+struct BwdLayout {
+  int64_t DQ, DV, DQP, DVP, BKP, NQ;
+  struct Bufs {
+    T *dQacc, *Kt, *Kp, *Vt, *dKacc, *dVacc, *Qp, *dOp, *S, *P, *PT, *dP, *DST, *bias, *mask, *dSsum;
+    int32_t* buckets;
+  };
+  Bufs carve(Arena& ar, int64_t H) const {
+    Bufs x;
+    x.dQacc = ar.take<T>(H * NQ * DQP);
+    x.Kt = ar.take<T>(H * DQ * BKP);
+    x.Kp = ar.take<T>(H * BKP * DQP);
+    x.Vt = ar.take<T>(H * DV * BKP);
+    x.dKacc = ar.take<T>(H * BKP * DQP);
+    x.dVacc = ar.take<T>(H * BKP * DVP);
+    x.Qp = ar.take<T>(kBlockQ * DQP);
+    x.dOp = ar.take<T>(kBlockQ * DVP);
+    x.S = ar.take<T>(kBlockQ * BKP);
+    x.P = ar.take<T>(kBlockQ * BKP);
+    x.PT = ar.take<T>(BKP * kBlockQ);
+    x.dP = ar.take<T>(kBlockQ * BKP);
+    x.DST = ar.take<T>(BKP * kBlockQ);
+    x.bias = ar.take<T>(kBlockQ * BKP);
+    x.mask = ar.take<T>(kBlockQ * BKP);
+    x.dSsum = ar.take<T>(kBlockQ * BKP);
+    x.buckets = ar.take<int32_t>(kBlockQ * BKP);
+    return x;
+  }
+};
+
+template <typename T>
+void bwd_task(const HstuArgs<T>& a, const HstuPlan& plan, const BwdLayout<T>& lay, int64_t b, char* mem) {
+  constexpr int W = Vec<T>::kW;
+  const int64_t H = a.num_heads, DQ = lay.DQ, DV = lay.DV, DQP = lay.DQP, DVP = lay.DVP, BKP = lay.BKP;
+  const int64_t N = a.max_seq_len;
+  Arena ar{mem, 0};
+  auto x = lay.carve(ar, H);
+  const int64_t s = a.offsets[b], n = a.offsets[b + 1] - s;
+  if (n == 0) return;
+  const SeqMask mk = seq_mask(a, b, n);
+  const T alpha = static_cast<T>(a.alpha);
+  const bool has_bias = a.pos_bias || a.time_bias;
+  T* dpos = a.d_pos_bias ? static_cast<T*>(plan.pos_partials) + b * (2 * N - 1) : nullptr;
+  T* dtime = a.d_time_bias ? static_cast<T*>(plan.time_partials) + b * a.num_buckets : nullptr;
+  const int64_t nblk_q = (n + kBlockQ - 1) / kBlockQ, nblk_k = (n + kBlockK - 1) / kBlockK;
+  for (int64_t i = 0; i < H * nblk_q * kBlockQ * DQP; ++i) x.dQacc[i] = T(0);
+
+  for (int64_t kb = 0; kb < nblk_k; ++kb) {
+    const int64_t j0 = kb * kBlockK, C = imin(kBlockK, n - j0);
+    for (int64_t h = 0; h < H; ++h) {
+      T* kt = x.Kt + h * DQ * BKP;
+      T* kp = x.Kp + h * BKP * DQP;
+      T* vt = x.Vt + h * DV * BKP;
+      for (int64_t c = 0; c < BKP; ++c) {
+        const bool in = c < C;
+        const T* ksrc = in ? a.k + (s + j0 + c) * a.k_row + h * a.k_head : nullptr;
+        const T* vsrc = in ? a.v + (s + j0 + c) * a.v_row + h * a.v_head : nullptr;
+        for (int64_t d = 0; d < DQP; ++d) {
+          const T kv = (in && d < DQ) ? ksrc[d] : T(0);
+          kp[c * DQP + d] = kv;
+          if (d < DQ) kt[d * BKP + c] = kv;
+        }
+        for (int64_t d = 0; d < DV; ++d) vt[d * BKP + c] = in ? vsrc[d] : T(0);
+      }
+    }
+    for (int64_t i = 0; i < H * BKP * DQP; ++i) x.dKacc[i] = T(0);
+    for (int64_t i = 0; i < H * BKP * DVP; ++i) x.dVacc[i] = T(0);
+
+    for (int64_t qb = 0; qb < nblk_q; ++qb) {
+      const int64_t i0 = qb * kBlockQ, R = imin(kBlockQ, n - i0), RP = round_up(R, kMR);
+      if (!mk.any(i0, i0 + R - 1, j0, j0 + C - 1)) continue;
+      const bool all_valid = mk.all(i0, i0 + R - 1, j0, j0 + C - 1);
+      fill_tiles(a, plan, mk, s, n, i0, R, RP, j0, C, BKP, all_valid, x.bias, x.mask,
+                 a.time_bias ? x.buckets : static_cast<int32_t*>(nullptr));
+      if (has_bias) {
+        for (int64_t i = 0; i < RP * BKP; ++i) x.dSsum[i] = T(0);
+      }
+      for (int64_t h = 0; h < H; ++h) {
+        for (int64_t r = 0; r < RP; ++r) {
+          const bool in = r < R;
+          const T* qsrc = in ? a.q + (s + i0 + r) * a.q_row + h * a.q_head : nullptr;
+          const T* gsrc = in ? a.grad_out + ((s + i0 + r) * H + h) * DV : nullptr;
+          for (int64_t d = 0; d < DQP; ++d) x.Qp[r * DQP + d] = (in && d < DQ) ? alpha * qsrc[d] : T(0);
+          for (int64_t d = 0; d < DVP; ++d) x.dOp[r * DVP + d] = (in && d < DV) ? gsrc[d] : T(0);
+        }
+        gemm<T, false>(RP, BKP, DQ, x.Qp, DQP, x.Kt + h * DQ * BKP, BKP, x.S, BKP);
+        for (int64_t r = 0; r < RP; ++r) {
+          const T sc = r < R ? (a.row_scale ? a.row_scale[s + i0 + r] : static_cast<T>(a.scale)) : T(0);
+          for (int64_t c = 0; c < BKP; c += W) {
+            V<T> sv = vload(x.S + r * BKP + c) + vload(x.bias + r * BKP + c);
+            const V<T> sig = vsigmoid<T>(sv);
+            V<T> m = V<T>{} + sc;
+            if (!all_valid) m *= vload(x.mask + r * BKP + c);
+            vstore(x.P + r * BKP + c, sv * sig * m);
+            vstore(x.S + r * BKP + c, sig * (T(1) + sv * (T(1) - sig)) * m);  // SiLU'(s) * scale * mask
+          }
+        }
+        for (int64_t r = 0; r < RP; ++r) {
+          for (int64_t c = 0; c < BKP; ++c) x.PT[c * RP + r] = x.P[r * BKP + c];
+        }
+        gemm<T, true>(BKP, DVP, R, x.PT, RP, x.dOp, DVP, x.dVacc + h * BKP * DVP, DVP);
+        gemm<T, false>(RP, BKP, DV, x.dOp, DVP, x.Vt + h * DV * BKP, BKP, x.dP, BKP);
+        for (int64_t r = 0; r < RP; ++r) {
+          for (int64_t c = 0; c < BKP; c += W) {
+            const V<T> ds = vload(x.dP + r * BKP + c) * vload(x.S + r * BKP + c);
+            vstore(x.dP + r * BKP + c, ds);
+            if (has_bias) vstore(x.dSsum + r * BKP + c, vload(x.dSsum + r * BKP + c) + ds);
+          }
+        }
+        for (int64_t r = 0; r < RP; ++r) {
+          for (int64_t c = 0; c < BKP; ++c) x.DST[c * RP + r] = x.dP[r * BKP + c];
+        }
+        gemm<T, true>(BKP, DQP, R, x.DST, RP, x.Qp, DQP, x.dKacc + h * BKP * DQP, DQP);
+        gemm<T, true>(RP, DQP, C, x.dP, BKP, x.Kp + h * BKP * DQP, DQP, x.dQacc + (h * nblk_q * kBlockQ + i0) * DQP,
+                      DQP);
+      }
+      if (has_bias) {
+        for (int64_t r = 0; r < R; ++r) {
+          for (int64_t c = 0; c < C; ++c) {
+            const T g = x.dSsum[r * BKP + c];
+            if (dpos) dpos[(N - 1) + (j0 + c) - (i0 + r)] += g;
+            if (dtime) dtime[x.buckets[r * BKP + c]] += g;
+          }
+        }
+      }
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      for (int64_t h = 0; h < H; ++h) {
+        const T* dks = x.dKacc + h * BKP * DQP + c * DQP;
+        const T* dvs = x.dVacc + h * BKP * DVP + c * DVP;
+        T* dkd = a.dk + ((s + j0 + c) * H + h) * DQ;
+        T* dvd = a.dv_out + ((s + j0 + c) * H + h) * DV;
+        for (int64_t d = 0; d < DQ; ++d) dkd[d] = dks[d];
+        for (int64_t d = 0; d < DV; ++d) dvd[d] = dvs[d];
+      }
+    }
+  }
+  for (int64_t r = 0; r < n; ++r) {
+    for (int64_t h = 0; h < H; ++h) {
+      const T* src = x.dQacc + (h * nblk_q * kBlockQ + r) * DQP;
+      T* dst = a.dq + ((s + r) * H + h) * DQ;
+      for (int64_t d = 0; d < DQ; ++d) dst[d] = alpha * src[d];
+    }
+  }
+}
+
+template <typename T>
+void run_fwd(const HstuArgs<T>& a, const HstuPlan& plan, int threads) {
+  constexpr int W = Vec<T>::kW;
+  FwdLayout<T> lay{a.dqk, round_up(a.dqk, W), round_up(a.dv, W), round_up(kBlockK, W)};
+  Arena probe;
+  lay.carve(probe, a.num_heads, [](T*, T*, T*, T*, T*, T*, T*) {});
+  const int nt = static_cast<int>(imax(1, imin(imin(threads, 256), plan.num_tasks)));
+  Scratch scratch(nt, probe.used);
+  if (!scratch.ok()) throw_alloc_failure("hstu_attention");
+  parallel_tasks(plan.num_tasks, nt, [&](int64_t t, int tid) {
+    fwd_task(a, plan, lay, plan.task_seq[t], plan.task_qblock[t], scratch.blocks[tid]);
+  });
+}
+
+template <typename T>
+void run_bwd(const HstuArgs<T>& a, const HstuPlan& plan, int threads) {
+  constexpr int W = Vec<T>::kW;
+  BwdLayout<T> lay{a.dqk, a.dv, round_up(a.dqk, W), round_up(a.dv, W), round_up(kBlockK, W),
+                   round_up(a.max_seq_len, kBlockQ)};
+  Arena probe;
+  lay.carve(probe, a.num_heads);
+  const int nt = static_cast<int>(imax(1, imin(imin(threads, 256), plan.num_seq_tasks)));
+  Scratch scratch(nt, probe.used);
+  if (!scratch.ok()) throw_alloc_failure("hstu_attention_backward");
+  parallel_tasks(plan.num_seq_tasks, nt, [&](int64_t t, int tid) {
+    bwd_task(a, plan, lay, plan.seq_order[t], scratch.blocks[tid]);
+  });
+}
+
+template void run_fwd<float>(const HstuArgs<float>&, const HstuPlan&, int);
+template void run_fwd<double>(const HstuArgs<double>&, const HstuPlan&, int);
+template void run_bwd<float>(const HstuArgs<float>&, const HstuPlan&, int);
+template void run_bwd<double>(const HstuArgs<double>&, const HstuPlan&, int);
+
+}  // namespace recops::hstu::RECOPS_HSTU_ISA

@@ -1,0 +1,44 @@
+// SPDX-License-Identifier: Apache-2.0
+// Internal: the per-call plan shared by the ISA-specific HSTU kernels (hstu_kernels_impl.h) and the
+// dispatcher (hstu_attention.cpp). Not part of the public core API.
+#pragma once
+
+#include <cstdint>
+
+#include "hstu/hstu_attention.h"
+
+namespace recops::hstu {
+
+constexpr int64_t kBlockQ = 64;  // query rows per tile
+constexpr int64_t kBlockK = 64;  // key rows per tile
+
+struct HstuPlan {
+  // forward tasks (sequence, query block), longest first
+  const int64_t* task_seq = nullptr;
+  const int64_t* task_qblock = nullptr;
+  int64_t num_tasks = 0;
+  // backward tasks: sequences, longest first
+  const int64_t* seq_order = nullptr;
+  int64_t num_seq_tasks = 0;
+  // time buckets: bucket(x) = k  iff  thr[k] <= x < thr[k + 1]  (thr[0] = 1, thr[num_buckets] = +inf)
+  const double* bucket_thr = nullptr;
+  double log2_to_bucket = 0.0;  // ln(2) / time_bucket_base, for the first guess
+  // backward: per-sequence bias-gradient partials [B][2N - 1] and [B][num_buckets] (zeroed by the caller)
+  void* pos_partials = nullptr;
+  void* time_partials = nullptr;
+};
+
+// Throws std::bad_alloc-like failure as ValueError-free RuntimeError (scratch allocation failed).
+[[noreturn]] void throw_alloc_failure(const char* op);
+
+#define RECOPS_HSTU_DECLARE_ISA(ns)                                                          \
+  namespace ns {                                                                             \
+  template <typename T> void run_fwd(const HstuArgs<T>& a, const HstuPlan& p, int threads);  \
+  template <typename T> void run_bwd(const HstuArgs<T>& a, const HstuPlan& p, int threads);  \
+  }
+RECOPS_HSTU_DECLARE_ISA(generic)
+RECOPS_HSTU_DECLARE_ISA(avx2)
+RECOPS_HSTU_DECLARE_ISA(avx512)
+#undef RECOPS_HSTU_DECLARE_ISA
+
+}  // namespace recops::hstu

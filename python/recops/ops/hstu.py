@@ -1,0 +1,206 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Jagged HSTU attention (custom ops recops::hstu_attention and recops::hstu_attention_backward)."""
+
+from typing import Optional, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from .. import _C
+from .._runtime import Launch, num_threads
+from .jagged import _check_offsets_arg
+
+_OP = "hstu_attention"
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _opt(t: Optional[Tensor]) -> Optional[Tensor]:
+    return None if t is None else t.detach()
+
+
+def _cpu_args(q, k, v, offsets, row_scale, num_targets, pos_bias, timestamps, time_bias):
+    return [q.detach(), k.detach(), v.detach(), offsets, _opt(row_scale), _opt(num_targets), _opt(pos_bias),
+            _opt(timestamps), _opt(time_bias)]
+
+
+@torch.library.custom_op("recops::hstu_attention", mutates_args=())
+def _hstu_attention(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, max_seq_len: int, alpha: float,
+                    scale: float, row_scale: Optional[Tensor], num_targets: Optional[Tensor], contextual_len: int,
+                    max_attn_len: int, pos_bias: Optional[Tensor], timestamps: Optional[Tensor],
+                    time_bias: Optional[Tensor], time_bucket_base: float) -> Tensor:
+    out = torch.empty((q.shape[0], q.shape[1], v.shape[2]), dtype=q.dtype, device=q.device)
+    qd, kd, vd, od, rs, nt, pb, ts, tb = _cpu_args(q, k, v, offsets, row_scale, num_targets, pos_bias, timestamps,
+                                                   time_bias)
+    with Launch(q) as launch:
+        _C.hstu_attention_fwd(qd, kd, vd, od, max_seq_len, alpha, scale, rs, nt, contextual_len, max_attn_len, pb,
+                              ts, tb, time_bucket_base, out, num_threads=num_threads(), stream=launch.stream,
+                              error_flag=launch.flag)
+    return out
+
+
+@_hstu_attention.register_fake
+def _(q, k, v, offsets, max_seq_len, alpha, scale, row_scale, num_targets, contextual_len, max_attn_len, pos_bias,
+      timestamps, time_bias, time_bucket_base):
+    return q.new_empty((q.shape[0], q.shape[1], v.shape[2]))
+
+
+@torch.library.custom_op("recops::hstu_attention_backward", mutates_args=())
+def _hstu_attention_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, max_seq_len: int,
+                             alpha: float, scale: float, row_scale: Optional[Tensor],
+                             num_targets: Optional[Tensor], contextual_len: int, max_attn_len: int,
+                             pos_bias: Optional[Tensor], timestamps: Optional[Tensor], time_bias: Optional[Tensor],
+                             time_bucket_base: float) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    dk = torch.empty(k.shape, dtype=q.dtype, device=q.device)
+    dv = torch.empty(v.shape, dtype=q.dtype, device=q.device)
+    dpos = torch.empty(pos_bias.shape if pos_bias is not None else (0,), dtype=q.dtype, device=q.device)
+    dtime = torch.empty(time_bias.shape if time_bias is not None else (0,), dtype=q.dtype, device=q.device)
+    qd, kd, vd, od, rs, nt, pb, ts, tb = _cpu_args(q, k, v, offsets, row_scale, num_targets, pos_bias, timestamps,
+                                                   time_bias)
+    with Launch(q) as launch:
+        _C.hstu_attention_bwd(grad_out.detach().contiguous(), qd, kd, vd, od, max_seq_len, alpha, scale, rs, nt,
+                              contextual_len, max_attn_len, pb, ts, tb, time_bucket_base, dq, dk, dv,
+                              dpos if pos_bias is not None else None, dtime if time_bias is not None else None,
+                              num_threads=num_threads(), stream=launch.stream, error_flag=launch.flag)
+    return dq, dk, dv, dpos, dtime
+
+
+@_hstu_attention_backward.register_fake
+def _(grad_out, q, k, v, offsets, max_seq_len, alpha, scale, row_scale, num_targets, contextual_len, max_attn_len,
+      pos_bias, timestamps, time_bias, time_bucket_base):
+    return (q.new_empty(q.shape), q.new_empty(k.shape), q.new_empty(v.shape),
+            q.new_empty(pos_bias.shape if pos_bias is not None else (0,)),
+            q.new_empty(time_bias.shape if time_bias is not None else (0,)))
+
+
+_SAVED = ("q", "k", "v", "offsets", "row_scale", "num_targets", "pos_bias", "timestamps", "time_bias")
+
+
+def _setup(ctx, inputs, output):
+    (q, k, v, offsets, max_seq_len, alpha, scale, row_scale, num_targets, contextual_len, max_attn_len, pos_bias,
+     timestamps, time_bias, time_bucket_base) = inputs
+    ctx.save_for_backward(q, k, v, offsets, row_scale, num_targets, pos_bias, timestamps, time_bias)
+    ctx.config = (max_seq_len, alpha, scale, contextual_len, max_attn_len, time_bucket_base)
+
+
+def _backward(ctx, grad):
+    q, k, v, offsets, row_scale, num_targets, pos_bias, timestamps, time_bias = ctx.saved_tensors
+    max_seq_len, alpha, scale, contextual_len, max_attn_len, time_bucket_base = ctx.config
+    dq, dk, dv, dpos, dtime = _hstu_attention_backward(
+        grad, q, k, v, offsets, max_seq_len, alpha, scale, row_scale, num_targets, contextual_len, max_attn_len,
+        pos_bias, timestamps, time_bias, time_bucket_base)
+    return (dq, dk, dv, None, None, None, None, None, None, None, None,
+            dpos if pos_bias is not None else None, None, dtime if time_bias is not None else None, None)
+
+
+_hstu_attention.register_autograd(_backward, setup_context=_setup)
+
+
+def _as_index(name: str, t: Tensor, length: int, device) -> Tensor:
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise TypeError(f"{_OP}: {name} must be an integer tensor, got {t.dtype}")
+    if t.dim() != 1 or t.shape[0] != length:
+        raise ValueError(f"{_OP}: {name} must have shape [{length}], got {list(t.shape)}")
+    if t.device != device:
+        raise TypeError(f"{_OP}: {name} must be on q's device ({device}), got {t.device}")
+    return t.to(torch.int64).contiguous()
+
+
+def _as_param(name: str, t: Tensor, length: Optional[int], dtype, device) -> Tensor:
+    if not t.is_floating_point():
+        raise TypeError(f"{_OP}: {name} must be a floating tensor, got {t.dtype}")
+    if t.dim() != 1 or (length is not None and t.shape[0] != length) or t.shape[0] == 0:
+        want = f"[{length}]" if length is not None else "[num_buckets] with num_buckets >= 1"
+        raise ValueError(f"{_OP}: {name} must have shape {want}, got {list(t.shape)}")
+    if t.device != device:
+        raise TypeError(f"{_OP}: {name} must be on q's device ({device}), got {t.device}")
+    return t.to(dtype)
+
+
+def hstu_attention(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, max_seq_len: int, *, alpha: float = 1.0,
+                   attn_scale: Union[None, float, Tensor] = None, num_targets: Optional[Tensor] = None,
+                   contextual_len: int = 0, max_attn_len: int = 0, pos_bias: Optional[Tensor] = None,
+                   timestamps: Optional[Tensor] = None, time_bias: Optional[Tensor] = None,
+                   time_bucket_base: float = 0.301) -> Tensor:
+    """Jagged HSTU attention: causal pointwise-SiLU attention with relative position/time bias.
+
+    For sequence b (rows offsets[b] .. offsets[b+1]) with n rows and local rows i, j in [0, n)::
+
+        s_ij  = alpha * <q_i, k_j> + pos_bias[(max_seq_len - 1) + (j - i)] + time_bias[bucket_ij]
+        out_i = scale_i * sum_j valid(i, j) * SiLU(s_ij) * v_j
+        bucket_ij = clamp(floor(ln(max(|t_{i+1} - t_j|, 1)) / time_bucket_base), 0, len(time_bias) - 1)
+
+    with t_n := t_{n-1} (query i predicts item i+1; ln in float64) and scale_i = attn_scale (float, or [L] per
+    row) or 1 / max_seq_len. The mask, with c = contextual_len, n_t = num_targets[b], W = max_attn_len::
+
+        m = (n - c + 1 if c > 0 else n) - n_t;   p(i) = min(max(i - c + 1, 0) if c > 0 else i, m)
+        valid(i, j) = i == j  or  0 < p(i) - p(j) <= W (W = 0: no upper bound)
+                      or  (c > 0 and p(i) == 0 and p(j) < m)
+
+    History rows are causal; the last n_t rows (targets) see the history and themselves but not each other
+    (all targets sit at position m, so the window treats them as the first target); the first c rows (context)
+    see all context and history rows and are seen by every row while in its window (as one token at c - 1).
+    Example n=8, c=2, n_t=2, W=0 (row i = query, 1 = valid)::
+
+        11111100 / 11111100 / 11100000 / 11110000 / 11111000 / 11111100 / 11111110 / 11111101
+
+    Args:
+        q, k: [L, H, Dqk]; v: [L, H, Dv]. float32/float64 on CPU (float16/bfloat16 are computed in float32);
+            rows may be strided (views of a fused projection); the last dimension is made contiguous if needed.
+        offsets: [B+1] int32/int64. Every length must be <= max_seq_len.
+        max_seq_len: N, the padded length the biases and the default scale refer to.
+        alpha: multiplies q.k. attn_scale: float or [L] tensor (no gradient), default 1 / max_seq_len.
+        num_targets: [B] integers in [0, length]. contextual_len, max_attn_len: ints >= 0.
+        pos_bias: [2N-1]. timestamps: [L] integer seconds (required with time_bias). time_bias: [num_buckets].
+
+    Returns:
+        [L, H, Dv] in q's dtype. Differentiable w.r.t. q, k, v, pos_bias and time_bias (not timestamps,
+        offsets, num_targets or attn_scale); the backward recomputes scores and stores nothing of size N^2.
+    """
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, Tensor) or t.dim() != 3:
+            raise ValueError(f"{_OP}: {name} must have 3 dimensions [L, H, D], got {getattr(t, 'shape', t)}")
+        if not t.is_floating_point():
+            raise TypeError(f"{_OP}: {name} must be a floating tensor, got {t.dtype}")
+        if t.device != q.device:
+            raise TypeError(f"{_OP}: {name} must be on q's device ({q.device}), got {t.device}")
+    if k.dtype != q.dtype or v.dtype != q.dtype:
+        raise TypeError(f"{_OP}: q, k and v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if k.shape != q.shape:
+        raise ValueError(f"{_OP}: k must have q's shape {list(q.shape)}, got {list(k.shape)}")
+    if v.shape[:2] != q.shape[:2]:
+        raise ValueError(f"{_OP}: v must have shape [L={q.shape[0]}, H={q.shape[1]}, Dv], got {list(v.shape)}")
+    _check_offsets_arg(_OP, offsets, q, "q")
+    if max_seq_len < 1:
+        raise ValueError(f"{_OP}: max_seq_len must be >= 1, got {max_seq_len}")
+    if contextual_len < 0:
+        raise ValueError(f"{_OP}: contextual_len must be >= 0, got {contextual_len}")
+    if max_attn_len < 0:
+        raise ValueError(f"{_OP}: max_attn_len must be >= 0, got {max_attn_len}")
+    if time_bias is not None and timestamps is None:
+        raise ValueError(f"{_OP}: time_bias needs timestamps")
+    if not time_bucket_base > 0:
+        raise ValueError(f"{_OP}: time_bucket_base must be > 0, got {time_bucket_base}")
+    L, batch = q.shape[0], offsets.shape[0] - 1
+    out_dtype = q.dtype
+    dtype = torch.float32 if (q.device.type == "cpu" and q.dtype in _LOW_PRECISION) else q.dtype
+    q, k, v = (t.to(dtype) if t.stride(-1) == 1 or t.shape[-1] <= 1 else t.to(dtype).contiguous() for t in (q, k, v))
+    q, k, v = (t if t.stride(-1) == 1 or t.shape[-1] <= 1 else t.contiguous() for t in (q, k, v))
+    offsets = offsets.to(torch.int64).contiguous()
+    row_scale, scale = None, 1.0 / max_seq_len
+    if isinstance(attn_scale, Tensor):
+        row_scale = _as_param("attn_scale", attn_scale, L, dtype, q.device).detach().contiguous()
+    elif attn_scale is not None:
+        scale = float(attn_scale)
+    if num_targets is not None:
+        num_targets = _as_index("num_targets", num_targets, batch, q.device)
+    if pos_bias is not None:
+        pos_bias = _as_param("pos_bias", pos_bias, 2 * max_seq_len - 1, dtype, q.device).contiguous()
+    if timestamps is not None:
+        timestamps = _as_index("timestamps", timestamps, L, q.device)
+    if time_bias is not None:
+        time_bias = _as_param("time_bias", time_bias, None, dtype, q.device).contiguous()
+    out = _hstu_attention(q, k, v, offsets, int(max_seq_len), float(alpha), float(scale), row_scale, num_targets,
+                          int(contextual_len), int(max_attn_len), pos_bias, timestamps if time_bias is not None
+                          else None, time_bias, float(time_bucket_base))
+    return out.to(out_dtype)
