@@ -22,6 +22,9 @@ void throw_alloc_failure(const char* op) {
 
 namespace {
 
+// Largest error of the kernels' first bucket guess, log2(x) ~ exponent + (mantissa - 1), in log2 units.
+constexpr double kGuessErrorLog2 = 0.0861;
+
 enum class Isa { kGeneric, kAvx2, kAvx512 };
 
 Isa detect_isa() {
@@ -70,7 +73,7 @@ void validate(const HstuArgs<T>& a, const char* op) {
   RECOPS_CHECK(a.contextual_len >= 0, op, ": contextual_len must be >= 0, got ", a.contextual_len);
   RECOPS_CHECK(a.max_attn_len >= 0, op, ": max_attn_len must be >= 0, got ", a.max_attn_len);
   if (a.time_bias) {
-    RECOPS_CHECK(a.timestamps != nullptr, op, ": time_bias needs timestamps");
+    RECOPS_CHECK(a.timestamps != nullptr || a.total_len == 0, op, ": time_bias needs timestamps");
     RECOPS_CHECK(a.num_buckets >= 1, op, ": time_bias must have at least 1 element, got ", a.num_buckets);
     RECOPS_CHECK(a.time_bucket_base > 0 && std::isfinite(a.time_bucket_base), op,
                  ": time_bucket_base must be > 0, got ", a.time_bucket_base);
@@ -144,12 +147,18 @@ void hstu_attention_fwd(const HstuArgs<T>& a, int num_threads) {
     task_qblock[t] = qblk[order[t]];
   }
   const std::vector<double> thr = bucket_thresholds(std::max<int64_t>(a.num_buckets, 1), a.time_bucket_base);
+  std::vector<int64_t> kblock_base(a.num_seqs + 1, 0);
+  for (int64_t b = 0; b < a.num_seqs; ++b) {
+    kblock_base[b + 1] = kblock_base[b] + (seq_len(a.offsets, b) + kBlockK - 1) / kBlockK;
+  }
   HstuPlan plan;
+  plan.kblock_base = kblock_base.data();
   plan.task_seq = task_seq.data();
   plan.task_qblock = task_qblock.data();
   plan.num_tasks = static_cast<int64_t>(task_seq.size());
   plan.bucket_thr = thr.data();
   plan.log2_to_bucket = std::log(2.0) / a.time_bucket_base;
+  plan.single_step_buckets = plan.log2_to_bucket * kGuessErrorLog2 < 0.9;
   run(a, plan, num_threads, false);
 }
 
@@ -177,6 +186,7 @@ void hstu_attention_bwd(const HstuArgs<T>& a, int num_threads) {
   plan.num_seq_tasks = a.num_seqs;
   plan.bucket_thr = thr.data();
   plan.log2_to_bucket = std::log(2.0) / a.time_bucket_base;
+  plan.single_step_buckets = plan.log2_to_bucket * kGuessErrorLog2 < 0.9;
   plan.pos_partials = pos_part.data();
   plan.time_partials = time_part.data();
   run(a, plan, num_threads, true);

@@ -159,40 +159,74 @@ inline int64_t time_bucket(double x, const HstuPlan& plan, int64_t num_buckets) 
   __builtin_memcpy(&mant, &mbits, sizeof(mant));
   int64_t k = static_cast<int64_t>((e + mant - 1.0) * plan.log2_to_bucket);
   k = imin(imax(k, 0), num_buckets - 1);
+  if (plan.single_step_buckets) {  // the guess is within one bucket: branch-free, vectorisable fix-up
+    k -= (k > 0 && x < plan.bucket_thr[k]) ? 1 : 0;
+    k += (k < num_buckets - 1 && x >= plan.bucket_thr[k + 1]) ? 1 : 0;
+    return k;
+  }
   while (k > 0 && x < plan.bucket_thr[k]) --k;
   while (k < num_buckets - 1 && x >= plan.bucket_thr[k + 1]) ++k;
   return k;
 }
 
+// brow[c] += time_bias[bucket(|tq - ts[c]|)], brk[c] = bucket, for c < C: the single-step form of
+// time_bucket written as one branch-free loop so it vectorises (gathers for thr and time_bias).
+template <typename T>
+inline void time_bias_row(double tq, const int64_t* __restrict ts, int64_t C, const double* __restrict thr,
+                          double log2_to_bucket, int64_t last, const T* __restrict tb, T* __restrict brow,
+                          int32_t* __restrict brk) {
+#pragma omp simd
+  for (int64_t c = 0; c < C; ++c) {
+    double x = tq - static_cast<double>(ts[c]);
+    x = x < 0 ? -x : x;
+    x = x < 1.0 ? 1.0 : x;
+    union { double d; uint64_t u; } bx{x}, bm{0.0};
+    bm.u = (bx.u & 0xfffffffffffffULL) | 0x3ff0000000000000ULL;
+    const double e = static_cast<double>(static_cast<int64_t>(bx.u >> 52) - 1023);
+    int64_t k = static_cast<int64_t>((e + bm.d - 1.0) * log2_to_bucket);
+    k = k < 0 ? 0 : (k > last ? last : k);
+    k -= (k > 0 && x < thr[k]) ? 1 : 0;
+    k += (k < last && x >= thr[k + 1]) ? 1 : 0;
+    brow[c] += tb[k];
+    brk[c] = static_cast<int32_t>(k);
+  }
+}
+
 // Bias tile [RP x ldt] (pos + time bias), mask tile (1/0) and, if buckets != null, the time buckets, for
 // query rows i0 + [0, R) and key rows j0 + [0, C) of the sequence starting at global row s. Padding is 0.
+// `buckets` [RP x ldt] receives the time buckets when time_bias is set.
 template <typename T>
 void fill_tiles(const HstuArgs<T>& a, const HstuPlan& plan, const SeqMask& mk, int64_t s, int64_t n,
                 int64_t i0, int64_t R, int64_t RP, int64_t j0, int64_t C, int64_t ldt, bool all_valid,
                 T* bias, T* mask, int32_t* buckets) {
   const int64_t N = a.max_seq_len;
+  const int64_t* ts = a.timestamps ? a.timestamps + s + j0 : nullptr;
   for (int64_t r = 0; r < RP; ++r) {
     T* brow = bias + r * ldt;
     T* mrow = mask + r * ldt;
-    for (int64_t c = 0; c < ldt; ++c) {
-      brow[c] = T(0);
-      mrow[c] = T(0);
-    }
-    if (r >= R) continue;
+    const bool in = r < R;
     const int64_t i = i0 + r;
-    const double tq = a.timestamps ? static_cast<double>(a.timestamps[s + imin(i + 1, n - 1)]) : 0.0;
-    for (int64_t c = 0; c < C; ++c) {
-      const int64_t j = j0 + c;
-      T val = T(0);
-      if (a.pos_bias) val += a.pos_bias[(N - 1) + (j - i)];
-      if (a.time_bias) {
-        const double diff = tq - static_cast<double>(a.timestamps[s + j]);
-        const int64_t kb = time_bucket(diff < 0 ? -diff : diff, plan, a.num_buckets);
-        val += a.time_bias[kb];
-        if (buckets) buckets[r * ldt + c] = static_cast<int32_t>(kb);
+    // pos_bias[(N - 1) + (j - i)] is a contiguous slice along a row.
+    const T* prow = (in && a.pos_bias) ? a.pos_bias + (N - 1) + j0 - i : nullptr;
+    for (int64_t c = 0; c < ldt; ++c) brow[c] = (prow && c < C) ? prow[c] : T(0);
+    if (in && a.time_bias) {
+      const double tq = static_cast<double>(a.timestamps[s + imin(i + 1, n - 1)]);
+      int32_t* brk = buckets + r * ldt;
+      if (plan.single_step_buckets) {
+        time_bias_row(tq, ts, C, plan.bucket_thr, plan.log2_to_bucket, a.num_buckets - 1, a.time_bias, brow, brk);
+      } else {
+        for (int64_t c = 0; c < C; ++c) {
+          const double diff = tq - static_cast<double>(ts[c]);
+          const int64_t kb = time_bucket(diff < 0 ? -diff : diff, plan, a.num_buckets);
+          brow[c] += a.time_bias[kb];
+          brk[c] = static_cast<int32_t>(kb);
+        }
       }
-      brow[c] = val;
-      mrow[c] = (all_valid || mk.valid(i, j)) ? T(1) : T(0);
+    }
+    if (all_valid) {
+      for (int64_t c = 0; c < ldt; ++c) mrow[c] = (in && c < C) ? T(1) : T(0);
+    } else {
+      for (int64_t c = 0; c < ldt; ++c) mrow[c] = (in && c < C && mk.valid(i, j0 + c)) ? T(1) : T(0);
     }
   }
 }
@@ -238,20 +272,47 @@ struct FwdLayout {
   int64_t DQ, DQP, DVP, BKP;
   template <typename Fn>
   void carve(Arena& ar, int64_t H, Fn&& fn) const {
-    fn(ar.take<T>(H * kBlockQ * DQ), ar.take<T>(H * kBlockQ * DVP), ar.take<T>(DQ * BKP),
-       ar.take<T>(BKP * DVP), ar.take<T>(kBlockQ * BKP), ar.take<T>(kBlockQ * BKP), ar.take<T>(kBlockQ * BKP));
+    fn(ar.take<T>(H * kBlockQ * DQ), ar.take<T>(H * kBlockQ * DVP), ar.take<T>(kBlockQ * BKP),
+       ar.take<T>(kBlockQ * BKP), ar.take<T>(kBlockQ * BKP), ar.take<int32_t>(kBlockQ * BKP));
   }
 };
 
+// One key block of one head, packed for the forward GEMMs: K^T [DQ x BKP] then V [BKP x DVP], zero-padded.
 template <typename T>
-void fwd_task(const HstuArgs<T>& a, const HstuPlan& plan, const FwdLayout<T>& lay, int64_t b, int64_t qb,
-              char* mem) {
+int64_t packed_kv_size(const FwdLayout<T>& lay) {
+  return lay.DQ * lay.BKP + lay.BKP * lay.DVP;
+}
+
+template <typename T>
+void pack_kv_block(const HstuArgs<T>& a, const FwdLayout<T>& lay, int64_t b, int64_t kb, T* dst) {
+  const int64_t s = a.offsets[b], n = a.offsets[b + 1] - s;
+  const int64_t j0 = kb * kBlockK, C = imin(kBlockK, n - j0);
+  const int64_t DQ = lay.DQ, BKP = lay.BKP, DVP = lay.DVP;
+  for (int64_t h = 0; h < a.num_heads; ++h) {
+    T* Kt = dst + h * packed_kv_size(lay);
+    T* Vp = Kt + DQ * BKP;
+    for (int64_t x = 0; x < DQ * BKP; ++x) Kt[x] = T(0);
+    for (int64_t c = 0; c < C; ++c) {
+      const T* ks = a.k + (s + j0 + c) * a.k_row + h * a.k_head;
+      for (int64_t d = 0; d < DQ; ++d) Kt[d * BKP + c] = ks[d];
+    }
+    for (int64_t c = 0; c < BKP; ++c) {
+      const T* vs = c < C ? a.v + (s + j0 + c) * a.v_row + h * a.v_head : nullptr;
+      for (int64_t d = 0; d < DVP; ++d) Vp[c * DVP + d] = (c < C && d < a.dv) ? vs[d] : T(0);
+    }
+  }
+}
+
+template <typename T>
+void fwd_task(const HstuArgs<T>& a, const HstuPlan& plan, const FwdLayout<T>& lay, const T* packed, int64_t b,
+              int64_t qb, char* mem) {
   constexpr int W = Vec<T>::kW;
   const int64_t H = a.num_heads, DQ = lay.DQ, DV = a.dv, DVP = lay.DVP, BKP = lay.BKP;
   Arena ar{mem, 0};
-  T *Qp, *Oacc, *Kt, *Vp, *S, *bias, *mask;
-  lay.carve(ar, H, [&](T* q_, T* o_, T* kt_, T* vp_, T* s_, T* b_, T* m_) {
-    Qp = q_; Oacc = o_; Kt = kt_; Vp = vp_; S = s_; bias = b_; mask = m_;
+  T *Qp, *Oacc, *S, *bias, *mask;
+  int32_t* buckets;
+  lay.carve(ar, H, [&](T* q_, T* o_, T* s_, T* b_, T* m_, int32_t* k_) {
+    Qp = q_; Oacc = o_; S = s_; bias = b_; mask = m_; buckets = k_;
   });
   const int64_t s = a.offsets[b], n = a.offsets[b + 1] - s;
   const int64_t i0 = qb * kBlockQ, R = imin(kBlockQ, n - i0), RP = round_up(R, kMR);
@@ -275,18 +336,11 @@ void fwd_task(const HstuArgs<T>& a, const HstuPlan& plan, const FwdLayout<T>& la
     if (!mk.any(i0, i0 + R - 1, j0, j0 + C - 1)) continue;
     const bool all_valid = mk.all(i0, i0 + R - 1, j0, j0 + C - 1);
     if (has_bias || !all_valid) {
-      fill_tiles(a, plan, mk, s, n, i0, R, RP, j0, C, BKP, all_valid, bias, mask, static_cast<int32_t*>(nullptr));
+      fill_tiles(a, plan, mk, s, n, i0, R, RP, j0, C, BKP, all_valid, bias, mask, buckets);
     }
     for (int64_t h = 0; h < H; ++h) {
-      for (int64_t d = 0; d < DQ; ++d) {
-        for (int64_t c = 0; c < BKP; ++c) {
-          Kt[d * BKP + c] = c < C ? a.k[(s + j0 + c) * a.k_row + h * a.k_head + d] : T(0);
-        }
-      }
-      for (int64_t c = 0; c < C; ++c) {
-        const T* src = a.v + (s + j0 + c) * a.v_row + h * a.v_head;
-        for (int64_t d = 0; d < DVP; ++d) Vp[c * DVP + d] = d < DV ? src[d] : T(0);
-      }
+      const T* Kt = packed + ((plan.kblock_base[b] + kb) * H + h) * packed_kv_size(lay);
+      const T* Vp = Kt + DQ * BKP;
       gemm<T, false>(RP, BKP, DQ, Qp + h * kBlockQ * DQ, DQ, Kt, BKP, S, BKP);
       for (int64_t r = 0; r < RP; ++r) {
         T* srow = S + r * BKP;
@@ -387,8 +441,7 @@ void bwd_task(const HstuArgs<T>& a, const HstuPlan& plan, const BwdLayout<T>& la
       const int64_t i0 = qb * kBlockQ, R = imin(kBlockQ, n - i0), RP = round_up(R, kMR);
       if (!mk.any(i0, i0 + R - 1, j0, j0 + C - 1)) continue;
       const bool all_valid = mk.all(i0, i0 + R - 1, j0, j0 + C - 1);
-      fill_tiles(a, plan, mk, s, n, i0, R, RP, j0, C, BKP, all_valid, x.bias, x.mask,
-                 a.time_bias ? x.buckets : static_cast<int32_t*>(nullptr));
+      fill_tiles(a, plan, mk, s, n, i0, R, RP, j0, C, BKP, all_valid, x.bias, x.mask, x.buckets);
       if (has_bias) {
         for (int64_t i = 0; i < RP * BKP; ++i) x.dSsum[i] = T(0);
       }
@@ -466,12 +519,23 @@ void run_fwd(const HstuArgs<T>& a, const HstuPlan& plan, int threads) {
   constexpr int W = Vec<T>::kW;
   FwdLayout<T> lay{a.dqk, round_up(a.dqk, W), round_up(a.dv, W), round_up(kBlockK, W)};
   Arena probe;
-  lay.carve(probe, a.num_heads, [](T*, T*, T*, T*, T*, T*, T*) {});
+  lay.carve(probe, a.num_heads, [](T*, T*, T*, T*, T*, int32_t*) {});
   const int nt = static_cast<int>(imax(1, imin(imin(threads, 256), plan.num_tasks)));
   Scratch scratch(nt, probe.used);
-  if (!scratch.ok()) throw_alloc_failure("hstu_attention");
+  // K and V packed once per key block (shared by every query block of the sequence).
+  const int64_t block_elems = a.num_heads * packed_kv_size(lay);
+  Scratch packed(1, imax(1, plan.kblock_base[a.num_seqs] * block_elems * static_cast<int64_t>(sizeof(T))));
+  if (!scratch.ok() || !packed.ok()) throw_alloc_failure("hstu_attention");
+  T* kv = reinterpret_cast<T*>(packed.blocks[0]);
+  parallel_for(0, a.num_seqs, 1, threads, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      for (int64_t kb = 0; kb < plan.kblock_base[b + 1] - plan.kblock_base[b]; ++kb) {
+        pack_kv_block(a, lay, b, kb, kv + (plan.kblock_base[b] + kb) * block_elems);
+      }
+    }
+  });
   parallel_tasks(plan.num_tasks, nt, [&](int64_t t, int tid) {
-    fwd_task(a, plan, lay, plan.task_seq[t], plan.task_qblock[t], scratch.blocks[tid]);
+    fwd_task(a, plan, lay, kv, plan.task_seq[t], plan.task_qblock[t], scratch.blocks[tid]);
   });
 }
 

@@ -17,12 +17,14 @@ struct HstuPlan {
   const int64_t* task_seq = nullptr;
   const int64_t* task_qblock = nullptr;
   int64_t num_tasks = 0;
+  const int64_t* kblock_base = nullptr;  // [B + 1]: first key block of each sequence (forward packing)
   // backward tasks: sequences, longest first
   const int64_t* seq_order = nullptr;
   int64_t num_seq_tasks = 0;
   // time buckets: bucket(x) = k  iff  thr[k] <= x < thr[k + 1]  (thr[0] = 1, thr[num_buckets] = +inf)
   const double* bucket_thr = nullptr;
   double log2_to_bucket = 0.0;  // ln(2) / time_bucket_base, for the first guess
+  bool single_step_buckets = false;  // the first guess is off by at most one bucket
   // backward: per-sequence bias-gradient partials [B][2N - 1] and [B][num_buckets] (zeroed by the caller)
   void* pos_partials = nullptr;
   void* time_partials = nullptr;

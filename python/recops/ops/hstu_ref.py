@@ -2,6 +2,7 @@
 """Pure-PyTorch reference of HSTU attention: padded [B, N, N] scores, written from the formulas in
 recops.ops.hstu.hstu_attention. Differentiable in q, k, v, pos_bias and time_bias."""
 
+import math
 from typing import Optional, Union
 
 import torch
@@ -53,7 +54,8 @@ def hstu_attention(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, max_seq_len
     n_pad = max(int(lengths.max()) if batch else 0, 1)
 
     def pad(x):
-        return jagged_ref.jagged_to_padded(x.reshape(L, -1), offsets, n_pad).view(batch, n_pad, *x.shape[1:])
+        flat = x.reshape(L, math.prod(x.shape[1:]))
+        return jagged_ref.jagged_to_padded(flat, offsets, n_pad).view(batch, n_pad, *x.shape[1:])
 
     qp, kp, vp = pad(q), pad(k), pad(v)
     s = alpha * torch.einsum("bihd,bjhd->bhij", qp, kp)
@@ -72,4 +74,4 @@ def hstu_attention(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, max_seq_len
         scale = torch.full((batch, n_pad), float(attn_scale), dtype=q.dtype, device=q.device)
     p = torch.nn.functional.silu(s) * valid[:, None] * scale[:, None, :, None]
     out = torch.einsum("bhij,bjhd->bihd", p, vp)
-    return jagged_ref.padded_to_jagged(out.reshape(batch, n_pad, H * dv), offsets, L).view(L, H, dv)
+    return jagged_ref.padded_to_jagged(out.reshape(batch, n_pad, H * dv), offsets, L).reshape(L, H, dv)
