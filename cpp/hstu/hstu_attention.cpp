@@ -128,34 +128,51 @@ template <typename T>
 void hstu_attention_fwd(const HstuArgs<T>& a, int num_threads) {
   validate(a, "hstu_attention");
   if (a.total_len == 0 || a.num_heads == 0 || a.dv == 0) return;
-  std::vector<int64_t> seq, qblk;
-  std::vector<int64_t> cost;
+  // Work of query block qb ~ the key rows it may see. Sequences are cut into chunks of consecutive query
+  // blocks of about total / (4 * threads) work, so long sequences spread over threads while each chunk packs
+  // its sequence's K/V only once; chunks run most-work first.
+  auto block_cost = [&](int64_t n, int64_t qb) {
+    return std::min(n, (qb + 1) * kBlockQ) + (a.contextual_len > 0 && qb == 0 ? n : 0);
+  };
+  int64_t total = 0, max_len = 0;
   for (int64_t b = 0; b < a.num_seqs; ++b) {
     const int64_t n = seq_len(a.offsets, b);
+    max_len = std::max(max_len, n);
+    for (int64_t qb = 0; qb * kBlockQ < n; ++qb) total += block_cost(n, qb);
+  }
+  const int64_t target = std::max<int64_t>(1, total / (4 * std::max(num_threads, 1)));
+  std::vector<int64_t> seq, qbegin, qend, cost;
+  for (int64_t b = 0; b < a.num_seqs; ++b) {
+    const int64_t n = seq_len(a.offsets, b);
+    int64_t acc = 0, start = 0;
     for (int64_t qb = 0; qb * kBlockQ < n; ++qb) {
-      seq.push_back(b);
-      qblk.push_back(qb);
-      cost.push_back(std::min(n, (qb + 1) * kBlockQ) + (a.contextual_len > 0 && qb == 0 ? n : 0));
+      acc += block_cost(n, qb);
+      if (acc >= target || (qb + 1) * kBlockQ >= n) {
+        seq.push_back(b);
+        qbegin.push_back(start);
+        qend.push_back(qb + 1);
+        cost.push_back(acc);
+        start = qb + 1;
+        acc = 0;
+      }
     }
   }
   std::vector<int64_t> order(seq.size());
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](int64_t x, int64_t y) { return cost[x] > cost[y]; });
-  std::vector<int64_t> task_seq(order.size()), task_qblock(order.size());
+  std::vector<int64_t> task_seq(order.size()), task_qbegin(order.size()), task_qend(order.size());
   for (size_t t = 0; t < order.size(); ++t) {
     task_seq[t] = seq[order[t]];
-    task_qblock[t] = qblk[order[t]];
+    task_qbegin[t] = qbegin[order[t]];
+    task_qend[t] = qend[order[t]];
   }
   const std::vector<double> thr = bucket_thresholds(std::max<int64_t>(a.num_buckets, 1), a.time_bucket_base);
-  std::vector<int64_t> kblock_base(a.num_seqs + 1, 0);
-  for (int64_t b = 0; b < a.num_seqs; ++b) {
-    kblock_base[b + 1] = kblock_base[b] + (seq_len(a.offsets, b) + kBlockK - 1) / kBlockK;
-  }
   HstuPlan plan;
-  plan.kblock_base = kblock_base.data();
   plan.task_seq = task_seq.data();
-  plan.task_qblock = task_qblock.data();
+  plan.task_qbegin = task_qbegin.data();
+  plan.task_qend = task_qend.data();
   plan.num_tasks = static_cast<int64_t>(task_seq.size());
+  plan.max_len = max_len;
   plan.bucket_thr = thr.data();
   plan.log2_to_bucket = std::log(2.0) / a.time_bucket_base;
   plan.single_step_buckets = plan.log2_to_bucket * kGuessErrorLog2 < 0.9;
@@ -168,11 +185,8 @@ void hstu_attention_bwd(const HstuArgs<T>& a, int num_threads) {
   const int64_t npos = 2 * a.max_seq_len - 1;
   if (a.d_pos_bias) std::fill(a.d_pos_bias, a.d_pos_bias + npos, T(0));
   if (a.d_time_bias) std::fill(a.d_time_bias, a.d_time_bias + a.num_buckets, T(0));
-  const int64_t L = a.total_len, H = a.num_heads;
-  std::fill(a.dq, a.dq + L * H * a.dqk, T(0));
-  std::fill(a.dk, a.dk + L * H * a.dqk, T(0));
-  std::fill(a.dv_out, a.dv_out + L * H * a.dv, T(0));
-  if (L == 0 || H == 0) return;
+  // Every row belongs to one sequence and its task writes all of its dq, dk, dv rows.
+  if (a.total_len == 0 || a.num_heads == 0) return;
   std::vector<int64_t> order(a.num_seqs);
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(),
@@ -190,15 +204,12 @@ void hstu_attention_bwd(const HstuArgs<T>& a, int num_threads) {
   plan.pos_partials = pos_part.data();
   plan.time_partials = time_part.data();
   run(a, plan, num_threads, true);
-  // Fixed-order reduction over sequences: bitwise identical for any thread count.
+  // Fixed-order reduction over sequences: bitwise identical for any thread count. Serial: it is O(B * N),
+  // far below the kernel, and a second parallel region costs more than it saves on a busy machine.
   auto reduce = [&](const std::vector<T>& part, int64_t width, T* out) {
-    parallel_for(0, width, 256, num_threads, [&](int64_t e0, int64_t e1) {
-      for (int64_t e = e0; e < e1; ++e) {
-        T acc = T(0);
-        for (int64_t b = 0; b < a.num_seqs; ++b) acc += part[b * width + e];
-        out[e] = acc;
-      }
-    });
+    for (int64_t b = 0; b < a.num_seqs; ++b) {
+      for (int64_t e = 0; e < width; ++e) out[e] += part[b * width + e];
+    }
   };
   if (a.d_pos_bias) reduce(pos_part, npos, a.d_pos_bias);
   if (a.d_time_bias) reduce(time_part, a.num_buckets, a.d_time_bias);

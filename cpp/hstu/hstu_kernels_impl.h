@@ -236,8 +236,8 @@ struct Arena {
   char* base = nullptr;
   int64_t used = 0;
   template <typename U>
-  U* take(int64_t count) {
-    U* p = reinterpret_cast<U*>(base + used);
+  U* take(int64_t count) {  // with a null base it only measures
+    U* p = base ? reinterpret_cast<U*>(base + used) : nullptr;
     used += round_up(count * static_cast<int64_t>(sizeof(U)), 64);
     return p;
   }
@@ -303,9 +303,11 @@ void pack_kv_block(const HstuArgs<T>& a, const FwdLayout<T>& lay, int64_t b, int
   }
 }
 
+// Query blocks [qb0, qb1) of sequence b, all heads. K/V key blocks are packed into the thread's `kv` buffer
+// on first use (blocks are visited in increasing order).
 template <typename T>
-void fwd_task(const HstuArgs<T>& a, const HstuPlan& plan, const FwdLayout<T>& lay, const T* packed, int64_t b,
-              int64_t qb, char* mem) {
+void fwd_task(const HstuArgs<T>& a, const HstuPlan& plan, const FwdLayout<T>& lay, int64_t b, int64_t qb0,
+              int64_t qb1, char* mem, T* kv) {
   constexpr int W = Vec<T>::kW;
   const int64_t H = a.num_heads, DQ = lay.DQ, DV = a.dv, DVP = lay.DVP, BKP = lay.BKP;
   Arena ar{mem, 0};
@@ -315,53 +317,58 @@ void fwd_task(const HstuArgs<T>& a, const HstuPlan& plan, const FwdLayout<T>& la
     Qp = q_; Oacc = o_; S = s_; bias = b_; mask = m_; buckets = k_;
   });
   const int64_t s = a.offsets[b], n = a.offsets[b + 1] - s;
-  const int64_t i0 = qb * kBlockQ, R = imin(kBlockQ, n - i0), RP = round_up(R, kMR);
   const SeqMask mk = seq_mask(a, b, n);
   const T alpha = static_cast<T>(a.alpha);
   const bool has_bias = a.pos_bias || a.time_bias;
+  const int64_t block_elems = H * packed_kv_size(lay);
+  int64_t packed_upto = 0;
 
-  for (int64_t h = 0; h < H; ++h) {
-    T* qh = Qp + h * kBlockQ * DQ;
-    for (int64_t r = 0; r < RP; ++r) {
-      const T* src = r < R ? a.q + (s + i0 + r) * a.q_row + h * a.q_head : nullptr;
-      for (int64_t d = 0; d < DQ; ++d) qh[r * DQ + d] = r < R ? alpha * src[d] : T(0);
-    }
-    T* oh = Oacc + h * kBlockQ * DVP;
-    for (int64_t x = 0; x < RP * DVP; ++x) oh[x] = T(0);
-  }
-
-  const int64_t nkb = (n + kBlockK - 1) / kBlockK;
-  for (int64_t kb = 0; kb < nkb; ++kb) {
-    const int64_t j0 = kb * kBlockK, C = imin(kBlockK, n - j0);
-    if (!mk.any(i0, i0 + R - 1, j0, j0 + C - 1)) continue;
-    const bool all_valid = mk.all(i0, i0 + R - 1, j0, j0 + C - 1);
-    if (has_bias || !all_valid) {
-      fill_tiles(a, plan, mk, s, n, i0, R, RP, j0, C, BKP, all_valid, bias, mask, buckets);
-    }
+  for (int64_t qb = qb0; qb < qb1; ++qb) {
+    const int64_t i0 = qb * kBlockQ, R = imin(kBlockQ, n - i0), RP = round_up(R, kMR);
     for (int64_t h = 0; h < H; ++h) {
-      const T* Kt = packed + ((plan.kblock_base[b] + kb) * H + h) * packed_kv_size(lay);
-      const T* Vp = Kt + DQ * BKP;
-      gemm<T, false>(RP, BKP, DQ, Qp + h * kBlockQ * DQ, DQ, Kt, BKP, S, BKP);
+      T* qh = Qp + h * kBlockQ * DQ;
       for (int64_t r = 0; r < RP; ++r) {
-        T* srow = S + r * BKP;
-        for (int64_t c = 0; c < BKP; c += W) {
-          V<T> x = vload(srow + c);
-          if (has_bias) x += vload(bias + r * BKP + c);
-          V<T> p = x * vsigmoid<T>(x);
-          if (!all_valid) p *= vload(mask + r * BKP + c);
-          vstore(srow + c, p);
-        }
+        const T* src = r < R ? a.q + (s + i0 + r) * a.q_row + h * a.q_head : nullptr;
+        for (int64_t d = 0; d < DQ; ++d) qh[r * DQ + d] = r < R ? alpha * src[d] : T(0);
       }
-      gemm<T, true>(RP, DVP, C, S, BKP, Vp, DVP, Oacc + h * kBlockQ * DVP, DVP);
+      T* oh = Oacc + h * kBlockQ * DVP;
+      for (int64_t x = 0; x < RP * DVP; ++x) oh[x] = T(0);
     }
-  }
 
-  for (int64_t r = 0; r < R; ++r) {
-    const T sc = a.row_scale ? a.row_scale[s + i0 + r] : static_cast<T>(a.scale);
-    for (int64_t h = 0; h < H; ++h) {
-      const T* src = Oacc + h * kBlockQ * DVP + r * DVP;
-      T* dst = a.out + ((s + i0 + r) * H + h) * DV;
-      for (int64_t d = 0; d < DV; ++d) dst[d] = sc * src[d];
+    const int64_t nkb = (n + kBlockK - 1) / kBlockK;
+    for (int64_t kb = 0; kb < nkb; ++kb) {
+      const int64_t j0 = kb * kBlockK, C = imin(kBlockK, n - j0);
+      if (!mk.any(i0, i0 + R - 1, j0, j0 + C - 1)) continue;
+      for (; packed_upto <= kb; ++packed_upto) pack_kv_block(a, lay, b, packed_upto, kv + packed_upto * block_elems);
+      const bool all_valid = mk.all(i0, i0 + R - 1, j0, j0 + C - 1);
+      if (has_bias || !all_valid) {
+        fill_tiles(a, plan, mk, s, n, i0, R, RP, j0, C, BKP, all_valid, bias, mask, buckets);
+      }
+      for (int64_t h = 0; h < H; ++h) {
+        const T* Kt = kv + kb * block_elems + h * packed_kv_size(lay);
+        const T* Vp = Kt + DQ * BKP;
+        gemm<T, false>(RP, BKP, DQ, Qp + h * kBlockQ * DQ, DQ, Kt, BKP, S, BKP);
+        for (int64_t r = 0; r < RP; ++r) {
+          T* srow = S + r * BKP;
+          for (int64_t c = 0; c < BKP; c += W) {
+            V<T> x = vload(srow + c);
+            if (has_bias) x += vload(bias + r * BKP + c);
+            V<T> p = x * vsigmoid<T>(x);
+            if (!all_valid) p *= vload(mask + r * BKP + c);
+            vstore(srow + c, p);
+          }
+        }
+        gemm<T, true>(RP, DVP, C, S, BKP, Vp, DVP, Oacc + h * kBlockQ * DVP, DVP);
+      }
+    }
+
+    for (int64_t r = 0; r < R; ++r) {
+      const T sc = a.row_scale ? a.row_scale[s + i0 + r] : static_cast<T>(a.scale);
+      for (int64_t h = 0; h < H; ++h) {
+        const T* src = Oacc + h * kBlockQ * DVP + r * DVP;
+        T* dst = a.out + ((s + i0 + r) * H + h) * DV;
+        for (int64_t d = 0; d < DV; ++d) dst[d] = sc * src[d];
+      }
     }
   }
 }
@@ -520,22 +527,16 @@ void run_fwd(const HstuArgs<T>& a, const HstuPlan& plan, int threads) {
   FwdLayout<T> lay{a.dqk, round_up(a.dqk, W), round_up(a.dv, W), round_up(kBlockK, W)};
   Arena probe;
   lay.carve(probe, a.num_heads, [](T*, T*, T*, T*, T*, int32_t*) {});
+  const int64_t kv_elems = (plan.max_len + kBlockK - 1) / kBlockK * a.num_heads * packed_kv_size(lay);
+  const int64_t kv_offset = probe.used;  // bytes
+  probe.take<T>(kv_elems);
   const int nt = static_cast<int>(imax(1, imin(imin(threads, 256), plan.num_tasks)));
   Scratch scratch(nt, probe.used);
-  // K and V packed once per key block (shared by every query block of the sequence).
-  const int64_t block_elems = a.num_heads * packed_kv_size(lay);
-  Scratch packed(1, imax(1, plan.kblock_base[a.num_seqs] * block_elems * static_cast<int64_t>(sizeof(T))));
-  if (!scratch.ok() || !packed.ok()) throw_alloc_failure("hstu_attention");
-  T* kv = reinterpret_cast<T*>(packed.blocks[0]);
-  parallel_for(0, a.num_seqs, 1, threads, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      for (int64_t kb = 0; kb < plan.kblock_base[b + 1] - plan.kblock_base[b]; ++kb) {
-        pack_kv_block(a, lay, b, kb, kv + (plan.kblock_base[b] + kb) * block_elems);
-      }
-    }
-  });
+  if (!scratch.ok()) throw_alloc_failure("hstu_attention");
   parallel_tasks(plan.num_tasks, nt, [&](int64_t t, int tid) {
-    fwd_task(a, plan, lay, kv, plan.task_seq[t], plan.task_qblock[t], scratch.blocks[tid]);
+    char* mem = scratch.blocks[tid];
+    fwd_task(a, plan, lay, plan.task_seq[t], plan.task_qbegin[t], plan.task_qend[t], mem,
+             reinterpret_cast<T*>(mem + kv_offset));
   });
 }
 

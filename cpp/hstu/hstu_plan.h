@@ -13,11 +13,12 @@ constexpr int64_t kBlockQ = 64;  // query rows per tile
 constexpr int64_t kBlockK = 64;  // key rows per tile
 
 struct HstuPlan {
-  // forward tasks (sequence, query block), longest first
+  // forward tasks (sequence, query blocks [qbegin, qend)), most work first
   const int64_t* task_seq = nullptr;
-  const int64_t* task_qblock = nullptr;
+  const int64_t* task_qbegin = nullptr;
+  const int64_t* task_qend = nullptr;
   int64_t num_tasks = 0;
-  const int64_t* kblock_base = nullptr;  // [B + 1]: first key block of each sequence (forward packing)
+  int64_t max_len = 0;  // longest sequence in the batch (sizes the per-thread packed K/V)
   // backward tasks: sequences, longest first
   const int64_t* seq_order = nullptr;
   int64_t num_seq_tasks = 0;

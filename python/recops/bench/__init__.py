@@ -10,20 +10,24 @@ from typing import Callable, Dict, List
 
 import torch
 
+from .hstu import hstu_cases
 from .jagged import jagged_cases
 
 
 @dataclasses.dataclass
 class Case:
     """One op at one shape. impls maps an implementation name to a zero-argument callable (inputs prebuilt);
-    "recops" is the op under test, every other entry a baseline."""
+    "recops" is the op under test, every other entry a baseline (a case without "recops" is a machine
+    reference, e.g. matmul GFLOP/s). bytes_moved gives GB/s, flops GFLOP/s (useful work only)."""
 
     op: str
     shape: str
     impls: Dict[str, Callable[[], object]]
     bytes_moved: int = 0  # for GB/s; 0 when not meaningful
+    flops: float = 0  # for GFLOP/s; 0 when not meaningful
 
 
 CASE_BUILDERS: Dict[str, Callable[[torch.device, bool], List[Case]]] = {
     "jagged": jagged_cases,
+    "hstu": hstu_cases,
 }
