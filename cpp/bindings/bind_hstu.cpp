@@ -6,6 +6,9 @@
 
 #include "bindings/checks.h"
 #include "hstu/hstu_attention.h"
+#ifdef RECOPS_WITH_CUDA
+#include "hstu/hstu_cuda.h"
+#endif
 
 namespace recops::bindings {
 namespace {
@@ -85,22 +88,70 @@ void check_out(const char* op, const char* arg, const Array& out, const Array& r
   check_contiguous(op, arg, out);
 }
 
-void check_cpu_float(const char* op, const Array& q) {
+void check_q(const char* op, const Array& q) {
   check_supported_device(op, "q", q);
-  if (is_cuda(q)) type_error(op, ": the CUDA kernel is not built in this version; q is on ", device_name(q));
-  if (q.dtype() != nb::dtype<float>() && q.dtype() != nb::dtype<double>()) {
+  if (!is_cuda(q) && q.dtype() != nb::dtype<float>() && q.dtype() != nb::dtype<double>()) {
     type_error(op, ": q must be float32 or float64 on cpu, got ", dtype_name(q.dtype()));
   }
   check_ndim(op, "q", q, 3);
   if (q.shape(2) > 1 && q.stride(2) != 1) type_error(op, ": q must have a contiguous last dimension");
 }
 
+#ifdef RECOPS_WITH_CUDA
+cuda::HstuDtype cuda_dtype(const char* op, const Array& q) {
+  if (q.dtype() == nb::dtype<float>()) return cuda::HstuDtype::kFloat32;
+  if (q.dtype() == nb::dlpack::dtype{static_cast<uint8_t>(nb::dlpack::dtype_code::Float), 16, 1}) {
+    return cuda::HstuDtype::kFloat16;
+  }
+  if (q.dtype() == nb::dlpack::dtype{static_cast<uint8_t>(nb::dlpack::dtype_code::Bfloat), 16, 1}) {
+    return cuda::HstuDtype::kBFloat16;
+  }
+  type_error(op, ": q must be float32, float16 or bfloat16 on cuda, got ", dtype_name(q.dtype()));
+}
+
+// The CUDA launch parameters. make_args<float> is used only to check shapes and read pointers and strides
+// (its typed pointers are reinterpreted: storage may be 16-bit).
+template <typename A>
+cuda::HstuCudaParams cuda_params(const A& a, const Opt& error_flag, const Array& q, const char* op) {
+  if (a.dqk > 256 || a.dv > 256) {
+    value_error(op, ": head dims must be <= 256 on cuda, got dqk=", std::to_string(a.dqk), ", dv=",
+                std::to_string(a.dv));
+  }
+  cuda::HstuCudaParams p;
+  p.q = a.q; p.q_row = a.q_row; p.q_head = a.q_head;
+  p.k = a.k; p.k_row = a.k_row; p.k_head = a.k_head;
+  p.v = a.v; p.v_row = a.v_row; p.v_head = a.v_head;
+  p.offsets = a.offsets; p.num_seqs = a.num_seqs; p.total_len = a.total_len; p.num_heads = a.num_heads;
+  p.dqk = a.dqk; p.dv = a.dv; p.max_seq_len = a.max_seq_len;
+  p.alpha = static_cast<float>(a.alpha); p.scale = static_cast<float>(a.scale);
+  p.row_scale = a.row_scale; p.num_targets = a.num_targets;
+  p.contextual_len = a.contextual_len; p.max_attn_len = a.max_attn_len;
+  p.pos_bias = a.pos_bias; p.timestamps = a.timestamps; p.time_bias = a.time_bias;
+  p.num_buckets = a.num_buckets; p.time_bucket_base = a.time_bucket_base;
+  p.error_flag = error_flag_ptr(op, error_flag ? &*error_flag : nullptr, q);
+  return p;
+}
+#endif
+
 void hstu_attention_fwd(Array q, Array k, Array v, Array offsets, int64_t max_seq_len, double alpha, double scale,
                         Opt row_scale, Opt num_targets, int64_t contextual_len, int64_t max_attn_len, Opt pos_bias,
                         Opt timestamps, Opt time_bias, double time_bucket_base, Array out, int num_threads,
-                        uintptr_t /*stream*/, Opt /*error_flag*/) {
+                        [[maybe_unused]] uintptr_t stream, [[maybe_unused]] Opt error_flag) {
   constexpr const char* op = "hstu_attention";
-  check_cpu_float(op, q);
+  check_q(op, q);
+  if (is_cuda(q)) {
+#ifdef RECOPS_WITH_CUDA
+    auto a = make_args<float>(op, q, k, v, offsets, max_seq_len, alpha, scale, row_scale, num_targets,
+                              contextual_len, max_attn_len, pos_bias, timestamps, time_bias, time_bucket_base);
+    check_out(op, "out", out, q, a.total_len, a.num_heads, a.dv);
+    auto p = cuda_params(a, error_flag, q, op);
+    p.out = out.data();
+    const auto dt = cuda_dtype(op, q);
+    nb::gil_scoped_release release;
+    cuda::launch_hstu_attention_fwd(p, dt, as_stream(stream));
+#endif
+    return;
+  }
   auto call = [&](auto tag) {
     using T = decltype(tag);
     auto a = make_args<T>(op, q, k, v, offsets, max_seq_len, alpha, scale, row_scale, num_targets, contextual_len,
@@ -117,9 +168,37 @@ void hstu_attention_bwd(Array grad_out, Array q, Array k, Array v, Array offsets
                         double alpha, double scale, Opt row_scale, Opt num_targets, int64_t contextual_len,
                         int64_t max_attn_len, Opt pos_bias, Opt timestamps, Opt time_bias, double time_bucket_base,
                         Array dq, Array dk, Array dv, Opt d_pos_bias, Opt d_time_bias, int num_threads,
-                        uintptr_t /*stream*/, Opt /*error_flag*/) {
+                        [[maybe_unused]] uintptr_t stream, [[maybe_unused]] Opt error_flag) {
   constexpr const char* op = "hstu_attention_backward";
-  check_cpu_float(op, q);
+  check_q(op, q);
+  if (is_cuda(q)) {
+#ifdef RECOPS_WITH_CUDA
+    auto a = make_args<float>(op, q, k, v, offsets, max_seq_len, alpha, scale, row_scale, num_targets,
+                              contextual_len, max_attn_len, pos_bias, timestamps, time_bias, time_bucket_base);
+    check_out(op, "grad_out", grad_out, q, a.total_len, a.num_heads, a.dv);
+    check_out(op, "dq", dq, q, a.total_len, a.num_heads, a.dqk);
+    check_out(op, "dk", dk, q, a.total_len, a.num_heads, a.dqk);
+    check_out(op, "dv", dv, q, a.total_len, a.num_heads, a.dv);
+    auto p = cuda_params(a, error_flag, q, op);
+    p.grad_out = grad_out.data();
+    p.dq = dq.data();
+    p.dk = dk.data();
+    p.dv_out = dv.data();
+    // bias gradients are float32 on cuda (atomics), zeroed by the caller
+    if (pos_bias && d_pos_bias) {
+      p.d_pos_bias = static_cast<float*>(const_cast<void*>(
+          vec_ptr(op, "d_pos_bias", d_pos_bias, q, nb::dtype<float>(), 2 * max_seq_len - 1)));
+    }
+    if (time_bias && d_time_bias) {
+      p.d_time_bias = static_cast<float*>(const_cast<void*>(
+          vec_ptr(op, "d_time_bias", d_time_bias, q, nb::dtype<float>(), a.num_buckets)));
+    }
+    const auto dt = cuda_dtype(op, q);
+    nb::gil_scoped_release release;
+    cuda::launch_hstu_attention_bwd(p, dt, as_stream(stream));
+#endif
+    return;
+  }
   auto call = [&](auto tag) {
     using T = decltype(tag);
     auto a = make_args<T>(op, q, k, v, offsets, max_seq_len, alpha, scale, row_scale, num_targets, contextual_len,
@@ -146,6 +225,17 @@ void hstu_attention_bwd(Array grad_out, Array q, Array k, Array v, Array offsets
   if (q.dtype() == nb::dtype<float>()) call(float{}); else call(double{});
 }
 
+void hstu_check(Array offsets, int64_t total_len, int64_t max_seq_len, Opt num_targets, const char* op) {
+  if (is_cuda(offsets) || offsets.dtype() != nb::dtype<int64_t>() || offsets.ndim() != 1 || offsets.shape(0) < 1) {
+    type_error(op, ": hstu_check needs int64 cpu offsets");
+  }
+  check_contiguous(op, "offsets", offsets);
+  const int64_t num_seqs = static_cast<int64_t>(offsets.shape(0)) - 1;
+  const int64_t* nt = static_cast<const int64_t*>(vec_ptr(op, "num_targets", num_targets, offsets,
+                                                          nb::dtype<int64_t>(), num_seqs));
+  hstu::check_hstu_lengths(op, static_cast<const int64_t*>(offsets.data()), num_seqs, total_len, max_seq_len, nt);
+}
+
 }  // namespace
 
 void bind_hstu(nb::module_& m) {
@@ -164,6 +254,9 @@ void bind_hstu(nb::module_& m) {
         "dv"_a.noconvert(), "d_pos_bias"_a.noconvert().none(), "d_time_bias"_a.noconvert().none(),
         "num_threads"_a = 1, "stream"_a = 0, "error_flag"_a.noconvert() = nb::none(),
         "HSTU attention backward into dq, dk, dv and the bias gradients.");
+  m.def("hstu_check", &hstu_check, "offsets"_a.noconvert(), "total_len"_a, "max_seq_len"_a,
+        "num_targets"_a.noconvert().none(), "op"_a,
+        "Raise the kernels' ValueError for bad offsets, lengths or num_targets (host arrays).");
   m.def("hstu_cpu_isa", &hstu::hstu_cpu_isa, "CPU code path of the HSTU kernels: avx512, avx2 or generic.");
 }
 

@@ -60,16 +60,7 @@ void validate(const HstuArgs<T>& a, const char* op) {
   RECOPS_CHECK(a.max_seq_len >= 1, op, ": max_seq_len must be >= 1, got ", a.max_seq_len);
   checked_mul(checked_mul(a.total_len, a.num_heads, op), std::max(a.dqk, a.dv), op);
   checked_mul(2, a.max_seq_len, op);
-  jagged::check_offsets(op, a.offsets, a.num_seqs, a.total_len);
-  for (int64_t b = 0; b < a.num_seqs; ++b) {
-    const int64_t n = a.offsets[b + 1] - a.offsets[b];
-    RECOPS_CHECK(n <= a.max_seq_len, op, ": sequence lengths must be <= max_seq_len=", a.max_seq_len,
-                 ", got length ", n, " for sequence ", b);
-    if (a.num_targets) {
-      RECOPS_CHECK(a.num_targets[b] >= 0 && a.num_targets[b] <= n, op, ": num_targets[", b,
-                   "] must be in [0, length=", n, "], got ", a.num_targets[b]);
-    }
-  }
+  check_hstu_lengths(op, a.offsets, a.num_seqs, a.total_len, a.max_seq_len, a.num_targets);
   RECOPS_CHECK(a.contextual_len >= 0, op, ": contextual_len must be >= 0, got ", a.contextual_len);
   RECOPS_CHECK(a.max_attn_len >= 0, op, ": max_attn_len must be >= 0, got ", a.max_attn_len);
   if (a.time_bias) {
@@ -115,6 +106,20 @@ void run(const HstuArgs<T>& a, const HstuPlan& plan, int threads, bool backward)
 int64_t seq_len(const int64_t* offsets, int64_t b) { return offsets[b + 1] - offsets[b]; }
 
 }  // namespace
+
+void check_hstu_lengths(const char* op, const int64_t* offsets, int64_t num_seqs, int64_t total_len,
+                        int64_t max_seq_len, const int64_t* num_targets) {
+  jagged::check_offsets(op, offsets, num_seqs, total_len);
+  for (int64_t b = 0; b < num_seqs; ++b) {
+    const int64_t n = offsets[b + 1] - offsets[b];
+    RECOPS_CHECK(n <= max_seq_len, op, ": sequence lengths must be <= max_seq_len=", max_seq_len,
+                 ", got length ", n, " for sequence ", b);
+    if (num_targets) {
+      RECOPS_CHECK(num_targets[b] >= 0 && num_targets[b] <= n, op, ": num_targets[", b,
+                   "] must be in [0, length=", n, "], got ", num_targets[b]);
+    }
+  }
+}
 
 const char* hstu_cpu_isa() {
   switch (selected_isa()) {

@@ -73,6 +73,11 @@ void hstu_attention_fwd(const HstuArgs<T>& args, int num_threads);
 template <typename T>
 void hstu_attention_bwd(const HstuArgs<T>& args, int num_threads);
 
+// The data checks of the kernels (offsets, lengths <= max_seq_len, 0 <= num_targets[b] <= length) on host
+// arrays; throws std::invalid_argument naming `op`. Used to turn a CUDA error flag into the CPU's message.
+void check_hstu_lengths(const char* op, const int64_t* offsets, int64_t num_seqs, int64_t total_len,
+                        int64_t max_seq_len, const int64_t* num_targets);
+
 // Which CPU code path runs: "avx512", "avx2" or "generic" (picked at run time from the CPU's features).
 const char* hstu_cpu_isa();
 

@@ -42,8 +42,10 @@ inline void vstore(T* p, V<T> v) {
   __builtin_memcpy(p, &v, sizeof(v));
 }
 
-// C[M x N] (+)= A[M x K] B[K x N] for a kMR x NV-vector block of C.
-template <typename T, int NV, bool kAccumulate>
+// C[M x N] (+)= op(A)[M x K] B[K x N] for a kMR x NV-vector block of C; op(A) = A [M x K] (lda = row
+// stride) or, with kTransA, the transpose of A [K x M] (so P^T dO needs no explicit transpose: A is only
+// ever read one broadcast scalar at a time).
+template <typename T, int NV, bool kAccumulate, bool kTransA = false>
 inline void micro(int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C, int64_t ldc) {
   constexpr int W = Vec<T>::kW;
   V<T> acc[kMR][NV];
@@ -54,7 +56,7 @@ inline void micro(int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T
     V<T> b[NV];
     for (int v = 0; v < NV; ++v) b[v] = vload(B + k * ldb + v * W);
     for (int r = 0; r < kMR; ++r) {
-      const T a = A[r * lda + k];
+      const T a = kTransA ? A[k * lda + r] : A[r * lda + k];
       for (int v = 0; v < NV; ++v) acc[r][v] += a * b[v];
     }
   }
@@ -63,21 +65,22 @@ inline void micro(int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T
   }
 }
 
-// C[M x N] (+)= A[M x K] B[K x N]; M a multiple of kMR, N a multiple of the vector width.
-template <typename T, bool kAccumulate>
+// C[M x N] (+)= op(A)[M x K] B[K x N]; M a multiple of kMR, N a multiple of the vector width.
+template <typename T, bool kAccumulate, bool kTransA = false>
 void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C,
           int64_t ldc) {
   constexpr int W = Vec<T>::kW;
   constexpr int NV = RECOPS_HSTU_NV;
+  const int64_t a_step = kTransA ? 1 : lda;  // A offset between row blocks of op(A)
   int64_t n = 0;
   for (; n + NV * W <= N; n += NV * W) {
     for (int64_t m = 0; m < M; m += kMR) {
-      micro<T, NV, kAccumulate>(K, A + m * lda, lda, B + n, ldb, C + m * ldc + n, ldc);
+      micro<T, NV, kAccumulate, kTransA>(K, A + m * a_step, lda, B + n, ldb, C + m * ldc + n, ldc);
     }
   }
   for (; n < N; n += W) {
     for (int64_t m = 0; m < M; m += kMR) {
-      micro<T, 1, kAccumulate>(K, A + m * lda, lda, B + n, ldb, C + m * ldc + n, ldc);
+      micro<T, 1, kAccumulate, kTransA>(K, A + m * a_step, lda, B + n, ldb, C + m * ldc + n, ldc);
     }
   }
 }
@@ -380,7 +383,7 @@ template <typename T>
 struct BwdLayout {
   int64_t DQ, DV, DQP, DVP, BKP, NQ;
   struct Bufs {
-    T *dQacc, *Kt, *Kp, *Vt, *dKacc, *dVacc, *Qp, *dOp, *S, *P, *PT, *dP, *DST, *bias, *mask, *dSsum;
+    T *dQacc, *Kt, *Kp, *Vt, *dKacc, *dVacc, *Qp, *dOp, *S, *P, *dP, *bias, *mask, *dSsum;
     int32_t* buckets;
   };
   Bufs carve(Arena& ar, int64_t H) const {
@@ -395,9 +398,7 @@ struct BwdLayout {
     x.dOp = ar.take<T>(kBlockQ * DVP);
     x.S = ar.take<T>(kBlockQ * BKP);
     x.P = ar.take<T>(kBlockQ * BKP);
-    x.PT = ar.take<T>(BKP * kBlockQ);
     x.dP = ar.take<T>(kBlockQ * BKP);
-    x.DST = ar.take<T>(BKP * kBlockQ);
     x.bias = ar.take<T>(kBlockQ * BKP);
     x.mask = ar.take<T>(kBlockQ * BKP);
     x.dSsum = ar.take<T>(kBlockQ * BKP);
@@ -472,10 +473,7 @@ void bwd_task(const HstuArgs<T>& a, const HstuPlan& plan, const BwdLayout<T>& la
             vstore(x.S + r * BKP + c, sig * (T(1) + sv * (T(1) - sig)) * m);  // SiLU'(s) * scale * mask
           }
         }
-        for (int64_t r = 0; r < RP; ++r) {
-          for (int64_t c = 0; c < BKP; ++c) x.PT[c * RP + r] = x.P[r * BKP + c];
-        }
-        gemm<T, true>(BKP, DVP, R, x.PT, RP, x.dOp, DVP, x.dVacc + h * BKP * DVP, DVP);
+        gemm<T, true, true>(BKP, DVP, R, x.P, BKP, x.dOp, DVP, x.dVacc + h * BKP * DVP, DVP);
         gemm<T, false>(RP, BKP, DV, x.dOp, DVP, x.Vt + h * DV * BKP, BKP, x.dP, BKP);
         for (int64_t r = 0; r < RP; ++r) {
           for (int64_t c = 0; c < BKP; c += W) {
@@ -484,19 +482,20 @@ void bwd_task(const HstuArgs<T>& a, const HstuPlan& plan, const BwdLayout<T>& la
             if (has_bias) vstore(x.dSsum + r * BKP + c, vload(x.dSsum + r * BKP + c) + ds);
           }
         }
-        for (int64_t r = 0; r < RP; ++r) {
-          for (int64_t c = 0; c < BKP; ++c) x.DST[c * RP + r] = x.dP[r * BKP + c];
-        }
-        gemm<T, true>(BKP, DQP, R, x.DST, RP, x.Qp, DQP, x.dKacc + h * BKP * DQP, DQP);
+        gemm<T, true, true>(BKP, DQP, R, x.dP, BKP, x.Qp, DQP, x.dKacc + h * BKP * DQP, DQP);
         gemm<T, true>(RP, DQP, C, x.dP, BKP, x.Kp + h * BKP * DQP, DQP, x.dQacc + (h * nblk_q * kBlockQ + i0) * DQP,
                       DQP);
       }
       if (has_bias) {
         for (int64_t r = 0; r < R; ++r) {
-          for (int64_t c = 0; c < C; ++c) {
-            const T g = x.dSsum[r * BKP + c];
-            if (dpos) dpos[(N - 1) + (j0 + c) - (i0 + r)] += g;
-            if (dtime) dtime[x.buckets[r * BKP + c]] += g;
+          const T* g = x.dSsum + r * BKP;
+          if (dpos) {
+            T* prow = dpos + (N - 1) + j0 - (i0 + r);  // contiguous along the row, like the forward slice
+            for (int64_t c = 0; c < C; ++c) prow[c] += g[c];
+          }
+          if (dtime) {
+            const int32_t* kr = x.buckets + r * BKP;
+            for (int64_t c = 0; c < C; ++c) dtime[kr[c]] += g[c];
           }
         }
       }

@@ -23,6 +23,12 @@ def _cpu_args(q, k, v, offsets, row_scale, num_targets, pos_bias, timestamps, ti
             _opt(timestamps), _opt(time_bias)]
 
 
+def _raise_device_error(op, bits, offsets, total_len, max_seq_len, num_targets):
+    """Turn a CUDA error flag into the CPU path's ValueError (the checks rerun on host copies)."""
+    _C.hstu_check(offsets.cpu(), total_len, max_seq_len, None if num_targets is None else num_targets.cpu(), op)
+    raise ValueError(f"{op}: the device reported invalid input (error bits {bits})")
+
+
 @torch.library.custom_op("recops::hstu_attention", mutates_args=())
 def _hstu_attention(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, max_seq_len: int, alpha: float,
                     scale: float, row_scale: Optional[Tensor], num_targets: Optional[Tensor], contextual_len: int,
@@ -35,6 +41,9 @@ def _hstu_attention(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, max_seq_le
         _C.hstu_attention_fwd(qd, kd, vd, od, max_seq_len, alpha, scale, rs, nt, contextual_len, max_attn_len, pb,
                               ts, tb, time_bucket_base, out, num_threads=num_threads(), stream=launch.stream,
                               error_flag=launch.flag)
+    bits = launch.error_bits()
+    if bits:
+        _raise_device_error("hstu_attention", bits, offsets, q.shape[0], max_seq_len, num_targets)
     return out
 
 
@@ -53,8 +62,12 @@ def _hstu_attention_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, 
     dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     dk = torch.empty(k.shape, dtype=q.dtype, device=q.device)
     dv = torch.empty(v.shape, dtype=q.dtype, device=q.device)
-    dpos = torch.empty(pos_bias.shape if pos_bias is not None else (0,), dtype=q.dtype, device=q.device)
-    dtime = torch.empty(time_bias.shape if time_bias is not None else (0,), dtype=q.dtype, device=q.device)
+    # CUDA accumulates bias gradients with float32 atomics into zeroed buffers
+    cuda = q.device.type == "cuda"
+    bias_dtype = torch.float32 if cuda else q.dtype
+    alloc = torch.zeros if cuda else torch.empty
+    dpos = alloc(pos_bias.shape if pos_bias is not None else (0,), dtype=bias_dtype, device=q.device)
+    dtime = alloc(time_bias.shape if time_bias is not None else (0,), dtype=bias_dtype, device=q.device)
     qd, kd, vd, od, rs, nt, pb, ts, tb = _cpu_args(q, k, v, offsets, row_scale, num_targets, pos_bias, timestamps,
                                                    time_bias)
     with Launch(q) as launch:
@@ -62,7 +75,10 @@ def _hstu_attention_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, 
                               contextual_len, max_attn_len, pb, ts, tb, time_bucket_base, dq, dk, dv,
                               dpos if pos_bias is not None else None, dtime if time_bias is not None else None,
                               num_threads=num_threads(), stream=launch.stream, error_flag=launch.flag)
-    return dq, dk, dv, dpos, dtime
+    bits = launch.error_bits()
+    if bits:
+        _raise_device_error("hstu_attention_backward", bits, offsets, q.shape[0], max_seq_len, num_targets)
+    return dq, dk, dv, dpos.to(q.dtype), dtime.to(q.dtype)
 
 
 @_hstu_attention_backward.register_fake
