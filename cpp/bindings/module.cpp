@@ -6,6 +6,7 @@ namespace nb = nanobind;
 
 namespace recops::bindings {
 void bind_jagged(nb::module_& m);
+void bind_losses(nb::module_& m);
 }
 
 NB_MODULE(_C, m) {
@@ -25,4 +26,5 @@ NB_MODULE(_C, m) {
 #endif
   }, "True if the CPU kernels were built with OpenMP.");
   recops::bindings::bind_jagged(m);
+  recops::bindings::bind_losses(m);
 }
