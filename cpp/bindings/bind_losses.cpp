@@ -129,6 +129,7 @@ void ordinal_logistic_loss(Array scores, Array thresholds, Array labels, std::op
   if (grad_scores.has_value() != grad_thresholds.has_value()) {
     value_error(op, ": grad_scores and grad_thresholds must be given together");
   }
+  const bool with_grad = grad_scores.has_value();
   void* gs = grad_ptr(op, "grad_scores", grad_scores, scores, "scores");
   void* gt = grad_ptr(op, "grad_thresholds", grad_thresholds, thresholds, "thresholds");
   const auto* lab = static_cast<const int64_t*>(labels.data());
@@ -139,7 +140,8 @@ void ordinal_logistic_loss(Array scores, Array thresholds, Array labels, std::op
     nb::gil_scoped_release release;
     cuda::launch_ordinal_logistic_loss(scores.data(), num_samples, thresholds.data(), nt, lab, c.weights,
                                        static_cast<int>(c.reduction), static_cast<float>(min_gap), c.grad_loss,
-                                       c.grad_loss_stride, loss.data(), gs, gt, bf16, ws, flag, as_stream(stream));
+                                       c.grad_loss_stride, with_grad, loss.data(), gs, gt, bf16, ws, flag,
+                                       as_stream(stream));
 #endif
     return;
   }
@@ -149,8 +151,8 @@ void ordinal_logistic_loss(Array scores, Array thresholds, Array labels, std::op
     losses::ordinal_logistic_loss<scalar_t>(
         static_cast<const scalar_t*>(scores.data()), num_samples, static_cast<const scalar_t*>(thresholds.data()), nt,
         lab, static_cast<const scalar_t*>(c.weights), c.reduction, min_gap,
-        static_cast<const scalar_t*>(c.grad_loss), c.grad_loss_stride, static_cast<scalar_t*>(loss.data()),
-        static_cast<scalar_t*>(gs), static_cast<scalar_t*>(gt), num_threads);
+        static_cast<const scalar_t*>(c.grad_loss), c.grad_loss_stride, with_grad,
+        static_cast<scalar_t*>(loss.data()), static_cast<scalar_t*>(gs), static_cast<scalar_t*>(gt), num_threads);
   };
   if (f64) run(double{}); else run(float{});
 }
@@ -175,6 +177,7 @@ void gnolr_loss(Array cos, Array gamma, Array thresholds, Array levels, std::opt
   if (grad_cos.has_value() != grad_gamma.has_value() || grad_cos.has_value() != grad_thresholds.has_value()) {
     value_error(op, ": grad_cos, grad_gamma and grad_thresholds must be given together");
   }
+  const bool with_grad = grad_cos.has_value();
   void* gc = grad_ptr(op, "grad_cos", grad_cos, cos, "cos");
   void* gg = grad_ptr(op, "grad_gamma", grad_gamma, gamma, "gamma");
   void* gt = grad_ptr(op, "grad_thresholds", grad_thresholds, thresholds, "thresholds");
@@ -186,7 +189,8 @@ void gnolr_loss(Array cos, Array gamma, Array thresholds, Array levels, std::opt
     nb::gil_scoped_release release;
     cuda::launch_gnolr_loss(cos.data(), num_samples, num_levels, gamma.data(), thresholds.data(), lev, c.weights,
                             static_cast<int>(c.reduction), static_cast<float>(min_gap), nested, c.grad_loss,
-                            c.grad_loss_stride, loss.data(), gc, gg, gt, bf16, ws, flag, as_stream(stream));
+                            c.grad_loss_stride, with_grad, loss.data(), gc, gg, gt, bf16, ws, flag,
+                            as_stream(stream));
 #endif
     return;
   }
@@ -196,7 +200,7 @@ void gnolr_loss(Array cos, Array gamma, Array thresholds, Array levels, std::opt
     losses::gnolr_loss<scalar_t>(
         static_cast<const scalar_t*>(cos.data()), num_samples, num_levels, static_cast<const scalar_t*>(gamma.data()),
         static_cast<const scalar_t*>(thresholds.data()), lev, static_cast<const scalar_t*>(c.weights), c.reduction,
-        min_gap, nested, static_cast<const scalar_t*>(c.grad_loss), c.grad_loss_stride,
+        min_gap, nested, static_cast<const scalar_t*>(c.grad_loss), c.grad_loss_stride, with_grad,
         static_cast<scalar_t*>(loss.data()), static_cast<scalar_t*>(gc), static_cast<scalar_t*>(gg),
         static_cast<scalar_t*>(gt), num_threads);
   };

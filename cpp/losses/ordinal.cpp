@@ -162,19 +162,16 @@ template <typename scalar_t>
 void ordinal_logistic_loss(const scalar_t* scores, int64_t num_samples, const scalar_t* thresholds,
                            int64_t num_thresholds, const int64_t* labels, const scalar_t* weights,
                            Reduction reduction, double min_gap, const scalar_t* grad_loss,
-                           int64_t grad_loss_stride, scalar_t* loss, scalar_t* grad_scores,
+                           int64_t grad_loss_stride, bool with_grad, scalar_t* loss, scalar_t* grad_scores,
                            scalar_t* grad_thresholds, int num_threads) {
   constexpr const char* kOp = "ordinal_logistic_loss";
   check_common(kOp, num_samples, min_gap, reduction, grad_loss_stride);
   RECOPS_CHECK(num_thresholds >= 0, kOp, ": thresholds size must be >= 0, got ", num_thresholds);
-  RECOPS_CHECK((grad_scores == nullptr) == (grad_thresholds == nullptr), kOp,
-               ": grad_scores and grad_thresholds must be given together");
   for (int64_t t = 0; t + 1 < num_thresholds; ++t) {
     RECOPS_CHECK(thresholds[t] < thresholds[t + 1], kOp, ": thresholds must be strictly increasing, got thresholds[",
                  t, "]=", thresholds[t], " >= thresholds[", t + 1, "]=", thresholds[t + 1]);
   }
   check_labels(kOp, "labels", labels, num_samples, num_thresholds, num_threads);
-  const bool with_grad = grad_scores != nullptr;
   using acc_t = scalar_t;
   // z_t = f - theta_t; only the one or two z next to the label enter the loss.
   auto z_fn = [&](int64_t b, acc_t* z) {
@@ -205,16 +202,13 @@ template <typename scalar_t>
 void gnolr_loss(const scalar_t* cos, int64_t num_samples, int64_t num_levels, const scalar_t* gamma,
                 const scalar_t* thresholds, const int64_t* levels, const scalar_t* weights, Reduction reduction,
                 double min_gap, bool nested, const scalar_t* grad_loss, int64_t grad_loss_stride,
-                scalar_t* loss, scalar_t* grad_cos, scalar_t* grad_gamma, scalar_t* grad_thresholds,
+                bool with_grad, scalar_t* loss, scalar_t* grad_cos, scalar_t* grad_gamma, scalar_t* grad_thresholds,
                 int num_threads) {
   constexpr const char* kOp = "gnolr_loss";
   check_common(kOp, num_samples, min_gap, reduction, grad_loss_stride);
   RECOPS_CHECK(num_levels >= 0, kOp, ": number of levels T must be >= 0, got ", num_levels);
   checked_mul(num_samples, num_levels, kOp);
-  RECOPS_CHECK((grad_cos == nullptr) == (grad_gamma == nullptr) && (grad_cos == nullptr) == (grad_thresholds == nullptr),
-               kOp, ": grad_cos, grad_gamma and grad_thresholds must be given together");
   check_labels(kOp, "levels", levels, num_samples, num_levels, num_threads);
-  const bool with_grad = grad_cos != nullptr;
   using acc_t = scalar_t;
   const int64_t t_all = num_levels;
   // Levels above k + 1 never enter the loss: z is built only up to min(k + 1, T).
@@ -253,9 +247,9 @@ void gnolr_loss(const scalar_t* cos, int64_t num_samples, int64_t num_levels, co
 
 #define RECOPS_INSTANTIATE(S)                                                                                \
   template void ordinal_logistic_loss<S>(const S*, int64_t, const S*, int64_t, const int64_t*, const S*,       \
-                                         Reduction, double, const S*, int64_t, S*, S*, S*, int);               \
+                                         Reduction, double, const S*, int64_t, bool, S*, S*, S*, int);         \
   template void gnolr_loss<S>(const S*, int64_t, int64_t, const S*, const S*, const int64_t*, const S*,        \
-                              Reduction, double, bool, const S*, int64_t, S*, S*, S*, S*, int);
+                              Reduction, double, bool, const S*, int64_t, bool, S*, S*, S*, S*, int);
 RECOPS_INSTANTIATE(float)
 RECOPS_INSTANTIATE(double)
 #undef RECOPS_INSTANTIATE

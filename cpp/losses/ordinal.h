@@ -19,7 +19,8 @@
 // (kSum) or the sum / B (kMean; 0 when B = 0). When the gradient outputs are non-null they receive
 //   d(sum_b m_b l_b) / d(inputs),   m_b = weights[b] * grad_loss[b * grad_loss_stride] * (1/B for kMean),
 // with grad_loss null meaning 1 (the fused forward+backward of a reduced loss). grad_loss_stride is 0 for a
-// scalar upstream gradient, 1 for a per-sample one.
+// scalar upstream gradient, 1 for a per-sample one. Gradients are computed only when with_grad is true; a
+// pointer may be null exactly when its array is empty or with_grad is false.
 //
 // Determinism: the batch is cut into fixed blocks of kLossBlock samples independent of num_threads; each
 // block accumulates its partial sums (loss, d thresholds, d gamma) in double and the blocks are added in
@@ -41,13 +42,13 @@ constexpr int64_t kLossBlock = 2048;
 
 // Proportional-odds loss: K = num_thresholds + 1 classes, z_t = scores[b] - thresholds[t-1], and
 // loss_b = -log P(labels[b]). scores [B], thresholds [K-1] (strictly increasing), labels [B] int64 in [0, K),
-// weights [B] or null, grad_loss [B] / [1] / null (see above). Outputs: loss [B] or [1]; grad_scores [B] and
-// grad_thresholds [K-1] may be null (then no gradient is computed) but must be both null or both non-null.
+// weights [B] or null, grad_loss [B] / [1] / null (see above). Outputs: loss [B] or [1]; with with_grad,
+// grad_scores [B] and grad_thresholds [K-1].
 template <typename scalar_t>
 void ordinal_logistic_loss(const scalar_t* scores, int64_t num_samples, const scalar_t* thresholds,
                            int64_t num_thresholds, const int64_t* labels, const scalar_t* weights,
                            Reduction reduction, double min_gap, const scalar_t* grad_loss,
-                           int64_t grad_loss_stride, scalar_t* loss, scalar_t* grad_scores,
+                           int64_t grad_loss_stride, bool with_grad, scalar_t* loss, scalar_t* grad_scores,
                            scalar_t* grad_thresholds, int num_threads);
 
 // GNOLR (KDD 2025): cos [B, T] per-level similarities c_t, gamma [T], thresholds a [T], levels [B] int64 in
@@ -56,13 +57,13 @@ void ordinal_logistic_loss(const scalar_t* scores, int64_t num_samples, const sc
 //   k = 0:  -T * logsigmoid(-z_1)
 //   k >= 1: -sum_{s<=k} logsigmoid(z_s) - (T - k) * log(sigmoid(z_k) - sigmoid(z_{k+1}))
 // nested = false: the plain OLR likelihood -log P(k) over T+1 levels with the same z (GNOLR-V1).
-// Thresholds need not be ordered (the min_gap clamp covers z_k <= z_{k+1}). Gradient outputs grad_cos [B, T],
-// grad_gamma [T], grad_thresholds [T]: all null or all non-null.
+// Thresholds need not be ordered (the min_gap clamp covers z_k <= z_{k+1}). Gradient outputs (with_grad):
+// grad_cos [B, T], grad_gamma [T], grad_thresholds [T].
 template <typename scalar_t>
 void gnolr_loss(const scalar_t* cos, int64_t num_samples, int64_t num_levels, const scalar_t* gamma,
                 const scalar_t* thresholds, const int64_t* levels, const scalar_t* weights, Reduction reduction,
                 double min_gap, bool nested, const scalar_t* grad_loss, int64_t grad_loss_stride,
-                scalar_t* loss, scalar_t* grad_cos, scalar_t* grad_gamma, scalar_t* grad_thresholds,
+                bool with_grad, scalar_t* loss, scalar_t* grad_cos, scalar_t* grad_gamma, scalar_t* grad_thresholds,
                 int num_threads);
 
 }  // namespace recops::losses

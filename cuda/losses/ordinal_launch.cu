@@ -47,9 +47,8 @@ int64_t blocks_for(int64_t num_samples) { return (num_samples + kLossThreads - 1
 void launch_ordinal_logistic_loss(const void* scores, int64_t num_samples, const void* thresholds,
                                   int64_t num_thresholds, const int64_t* labels, const void* weights,
                                   int reduction, float min_gap, const void* grad_loss, int64_t grad_loss_stride,
-                                  void* loss, void* grad_scores, void* grad_thresholds, bool bf16,
+                                  bool with_grad, void* loss, void* grad_scores, void* grad_thresholds, bool bf16,
                                   float* workspace, int32_t* error_flag, cudaStream_t stream) {
-  const bool with_grad = grad_scores != nullptr;
   const LossCommon c = make_common(num_samples, reduction, min_gap, grad_loss_stride, with_grad, workspace,
                                    error_flag);
   const int64_t blocks = blocks_for(num_samples);
@@ -77,10 +76,10 @@ void launch_ordinal_logistic_loss(const void* scores, int64_t num_samples, const
 
 void launch_gnolr_loss(const void* cos, int64_t num_samples, int64_t num_levels, const void* gamma,
                        const void* thresholds, const int64_t* levels, const void* weights, int reduction,
-                       float min_gap, bool nested, const void* grad_loss, int64_t grad_loss_stride, void* loss,
+                       float min_gap, bool nested, const void* grad_loss, int64_t grad_loss_stride, bool with_grad,
+                       void* loss,
                        void* grad_cos, void* grad_gamma, void* grad_thresholds, bool bf16, float* workspace,
                        int32_t* error_flag, cudaStream_t stream) {
-  const bool with_grad = grad_cos != nullptr;
   const LossCommon c = make_common(num_samples, reduction, min_gap, grad_loss_stride, with_grad, workspace,
                                    error_flag);
   const int64_t blocks = blocks_for(num_samples);

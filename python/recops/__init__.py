@@ -4,6 +4,7 @@
 from . import _C
 from ._runtime import checks_enabled, set_checks
 from . import ops
+from . import nn
 from .data.jagged import Jagged
 
 __version__ = "0.1.0"
@@ -14,4 +15,4 @@ def has_cuda() -> bool:
     return bool(_C.has_cuda())
 
 
-__all__ = ["Jagged", "checks_enabled", "has_cuda", "ops", "set_checks", "__version__"]
+__all__ = ["Jagged", "checks_enabled", "has_cuda", "nn", "ops", "set_checks", "__version__"]
