@@ -10,7 +10,10 @@ from torch import Tensor, nn
 
 from ..ops.ordinal import gnolr_loss, ordinal_logistic_loss
 
-_SOFTPLUS_INV_1 = math.log(math.e - 1.0)  # softplus(x) = 1
+
+
+def _softplus_inv(y: float) -> float:
+    return math.log(math.expm1(y))
 
 
 def _as_vector(name: str, value, size: int) -> Tensor:
@@ -41,14 +44,19 @@ class OrdinalHead(nn.Module):
 
     Args:
         num_levels: K ordered classes (K - 1 thresholds).
-        thresholds: "learned" (kept strictly increasing as a_1 + cumsum(softplus(rho)), initialised 1 apart and
-            centred on 0) or a tensor of K - 1 strictly increasing fixed thresholds (a buffer).
+        thresholds: "learned" (kept strictly increasing as a_1 + cumsum(min_step + softplus(rho)), initialised
+            1 apart and centred on 0) or a tensor of K - 1 strictly increasing fixed thresholds (a buffer).
         gamma: fixed scale of the scores (the inverse temperature).
+        min_step: the smallest gap between learned thresholds; keeps them strictly increasing in floating point
+            when softplus underflows (the op rejects tied thresholds).
     """
 
     def __init__(self, num_levels: int, thresholds: Union[str, Tensor, Sequence[float]] = "learned",
-                 gamma: float = 1.0):
+                 gamma: float = 1.0, min_step: float = 1e-3):
         super().__init__()
+        if not 0 < min_step < 1:
+            raise ValueError(f"OrdinalHead: min_step must be in (0, 1), got {min_step}")
+        self.min_step = float(min_step)
         if num_levels < 1:
             raise ValueError(f"OrdinalHead: num_levels must be >= 1, got {num_levels}")
         self.num_levels = num_levels
@@ -72,7 +80,7 @@ class OrdinalHead(nn.Module):
         if self.learned:
             with torch.no_grad():
                 self.first.fill_(-(self.num_levels - 2) / 2)
-                self.raw_increments.fill_(_SOFTPLUS_INV_1)
+                self.raw_increments.fill_(_softplus_inv(1.0 - self.min_step))
 
     def thresholds(self) -> Tensor:
         """The K - 1 strictly increasing thresholds."""
@@ -80,7 +88,7 @@ class OrdinalHead(nn.Module):
             return self.fixed_thresholds
         if self.num_levels == 1:
             return self.first.new_zeros(0)
-        steps = torch.cumsum(F.softplus(self.raw_increments), 0)
+        steps = torch.cumsum(self.min_step + F.softplus(self.raw_increments), 0)
         return self.first + torch.cat([self.first.new_zeros(1), steps])
 
     def forward(self, scores: Tensor, labels: Tensor, reduction: str = "mean",
