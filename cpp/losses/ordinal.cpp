@@ -13,11 +13,19 @@
 namespace recops::losses {
 namespace {
 
+// log1p(x) for x >= 0 as log(u) * x / (u - 1), u = 1 + x: the rounding of u cancels, leaving a few ulp, and
+// log is several times faster than glibc's log1pf (the hot call of this file).
+template <typename acc_t>
+inline acc_t log1p_pos(acc_t x) {
+  const acc_t u = acc_t(1) + x;
+  return u == acc_t(1) ? x : std::log(u) * (x / (u - acc_t(1)));
+}
+
 // softplus(x) = -logsigmoid(-x) and sigmoid(x) from one exp(-|x|) (never overflows).
 template <typename acc_t>
 inline void softplus_sigmoid(acc_t x, acc_t& softplus, acc_t& sigmoid) {
   const acc_t e = std::exp(-std::abs(x));
-  softplus = std::max(x, acc_t(0)) + std::log1p(e);
+  softplus = std::max(x, acc_t(0)) + log1p_pos(e);
   sigmoid = (x >= 0 ? acc_t(1) : e) / (acc_t(1) + e);
 }
 

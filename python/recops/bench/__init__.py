@@ -11,6 +11,7 @@ from typing import Callable, Dict, List
 import torch
 
 from .jagged import jagged_cases
+from .ordinal import ordinal_cases
 
 
 @dataclasses.dataclass
@@ -26,4 +27,5 @@ class Case:
 
 CASE_BUILDERS: Dict[str, Callable[[torch.device, bool], List[Case]]] = {
     "jagged": jagged_cases,
+    "ordinal": ordinal_cases,
 }
