@@ -101,6 +101,35 @@ struct LossCommon {
   int32_t* error_flag;
 };
 
+// Sample b's label into *k; false for a thread past the batch or (with kErrBadIndex) a label outside [0, hi].
+__device__ __forceinline__ bool load_label(const int64_t* __restrict__ labels, int64_t b, int hi,
+                                           const LossCommon& c, int* k) {
+  *k = 0;
+  if (b >= c.num_samples) return false;
+  const int64_t label = labels[b];
+  if (label < 0 || label > hi) {
+    atomicOr(c.error_flag, kErrBadIndex);
+    return false;
+  }
+  *k = static_cast<int>(label);
+  return true;
+}
+
+// Writes the weighted loss l (reduction none) or block-reduces it into part[0]; returns the per-sample gradient
+// multiplier m_b = w_b * grad_loss_b * (1/B for mean). Every thread of the block must call it.
+template <typename in_t>
+__device__ __forceinline__ float store_loss(float l, float w, bool valid, int64_t b, const in_t* grad_loss,
+                                            in_t* loss, float* part, const LossCommon& c, float* smem) {
+  if (c.reduction == 0) {
+    if (valid) loss[b] = from_float<in_t>(l);
+  } else {
+    const float s = block_sum(l, smem);
+    if (threadIdx.x == 0) part[0] = s;
+  }
+  const float inv_b = c.reduction == 2 ? 1.f / float(c.num_samples) : 1.f;
+  return valid ? w * inv_b * (grad_loss ? to_float(grad_loss[b * c.grad_loss_stride]) : 1.f) : 0.f;
+}
+
 template <int kT, typename in_t>
 __global__ void ordinal_logistic_loss_kernel(const in_t* __restrict__ scores, const in_t* __restrict__ thresholds,
                                              int num_thresholds, const int64_t* __restrict__ labels,
@@ -110,17 +139,8 @@ __global__ void ordinal_logistic_loss_kernel(const in_t* __restrict__ scores, co
   __shared__ float smem[32];
   const int nt = kT > 0 ? kT : num_thresholds;
   const int64_t b = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  bool valid = b < c.num_samples;
-  int k = 0;
-  if (valid) {
-    const int64_t label = labels[b];
-    if (label < 0 || label > nt) {
-      atomicOr(c.error_flag, kErrBadIndex);
-      valid = false;
-    } else {
-      k = static_cast<int>(label);
-    }
-  }
+  int k;
+  const bool valid = load_label(labels, b, nt, c, &k);
   const float f = valid ? to_float(scores[b]) : 0.f;
   auto z = [&](int t) { return f - to_float(thresholds[t]); };
   SampleTerms terms{k, valid ? nt : 0, false, 1.f, 0.f, 0.f};
@@ -128,15 +148,8 @@ __global__ void ordinal_logistic_loss_kernel(const in_t* __restrict__ scores, co
   const float l = valid ? w * terms.loss(z, c.min_gap) : 0.f;
   const int64_t stride = 1 + nt;
   float* part = c.workspace + blockIdx.x * stride;
-  if (c.reduction == 0) {
-    if (valid) loss[b] = from_float<in_t>(l);
-  } else {
-    const float s = block_sum(l, smem);
-    if (threadIdx.x == 0) part[0] = s;
-  }
+  const float m = store_loss(l, w, valid, b, grad_loss, loss, part, c, smem);
   if (!c.with_grad) return;  // uniform across the block
-  const float inv_b = c.reduction == 2 ? 1.f / float(c.num_samples) : 1.f;
-  const float m = valid ? w * inv_b * (grad_loss ? to_float(grad_loss[b * c.grad_loss_stride]) : 1.f) : 0.f;
   float g = 0.f;
 #pragma unroll
   for (int t = 0; t < nt; ++t) {
@@ -156,17 +169,8 @@ __global__ void gnolr_loss_kernel(const in_t* __restrict__ cos, int num_levels, 
   __shared__ float smem[32];
   const int nt = kT > 0 ? kT : num_levels;
   const int64_t b = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  bool valid = b < c.num_samples;
-  int k = 0;
-  if (valid) {
-    const int64_t level = levels[b];
-    if (level < 0 || level > nt) {
-      atomicOr(c.error_flag, kErrBadIndex);
-      valid = false;
-    } else {
-      k = static_cast<int>(level);
-    }
-  }
+  int k;
+  const bool valid = load_label(levels, b, nt, c, &k);
   const in_t* row = cos + (valid ? b : 0) * nt;
   float zr[kT > 0 ? kT : 1];
   if constexpr (kT > 0) {
@@ -191,15 +195,8 @@ __global__ void gnolr_loss_kernel(const in_t* __restrict__ cos, int num_levels, 
   const float l = valid ? w * terms.loss(z, c.min_gap) : 0.f;
   const int64_t stride = 1 + 2 * int64_t(nt);
   float* part = c.workspace + blockIdx.x * stride;
-  if (c.reduction == 0) {
-    if (valid) loss[b] = from_float<in_t>(l);
-  } else {
-    const float s = block_sum(l, smem);
-    if (threadIdx.x == 0) part[0] = s;
-  }
+  const float m = store_loss(l, w, valid, b, grad_loss, loss, part, c, smem);
   if (!c.with_grad) return;  // uniform across the block
-  const float inv_b = c.reduction == 2 ? 1.f / float(c.num_samples) : 1.f;
-  const float m = valid ? w * inv_b * (grad_loss ? to_float(grad_loss[b * c.grad_loss_stride]) : 1.f) : 0.f;
   float suffix = 0.f;
 #pragma unroll
   for (int t = nt - 1; t >= 0; --t) {

@@ -40,7 +40,23 @@ LossCommon make_common(int64_t num_samples, int reduction, float min_gap, int64_
   return LossCommon{num_samples, reduction, min_gap, grad_loss_stride, with_grad, workspace, error_flag};
 }
 
-int64_t blocks_for(int64_t num_samples) { return (num_samples + kLossThreads - 1) / kLossThreads; }
+// The launch skeleton shared by both losses: for each storage type, the per-sample kernel (launch(tag, blocks),
+// skipped for B = 0, when one zeroed block of partials stands in), then finalize(tag, blocks).
+template <typename LaunchFn, typename FinalizeFn>
+void run_loss(bool bf16, int64_t num_samples, int64_t num_partials, float* workspace, cudaStream_t stream,
+              LaunchFn&& launch, FinalizeFn&& finalize) {
+  const int64_t blocks = (num_samples + kLossThreads - 1) / kLossThreads;
+  with_dtype(bf16, [&](auto tag) {
+    if (blocks > 0) {
+      launch(tag, blocks);
+    } else {
+      RECOPS_CUDA_CHECK(cudaMemsetAsync(workspace, 0, sizeof(float) * (1 + num_partials), stream));
+    }
+    RECOPS_CUDA_CHECK(cudaGetLastError());
+    finalize(tag, blocks > 0 ? blocks : 1);
+    RECOPS_CUDA_CHECK(cudaGetLastError());
+  });
+}
 
 }  // namespace
 
@@ -51,56 +67,43 @@ void launch_ordinal_logistic_loss(const void* scores, int64_t num_samples, const
                                   float* workspace, int32_t* error_flag, cudaStream_t stream) {
   const LossCommon c = make_common(num_samples, reduction, min_gap, grad_loss_stride, with_grad, workspace,
                                    error_flag);
-  const int64_t blocks = blocks_for(num_samples);
-  with_dtype(bf16, [&](auto tag) {
+  run_loss(bf16, num_samples, num_thresholds, workspace, stream, [&](auto tag, int64_t blocks) {
     using in_t = decltype(tag);
-    if (blocks > 0) {
-      with_levels(num_thresholds, [&](auto kt) {
-        ordinal_logistic_loss_kernel<decltype(kt)::value, in_t><<<blocks, kLossThreads, 0, stream>>>(
-            static_cast<const in_t*>(scores), static_cast<const in_t*>(thresholds), static_cast<int>(num_thresholds),
-            labels, static_cast<const in_t*>(weights), static_cast<const in_t*>(grad_loss), static_cast<in_t*>(loss),
-            static_cast<in_t*>(grad_scores), c);
-      });
-      RECOPS_CUDA_CHECK(cudaGetLastError());
-    } else {
-      // B = 0: the finalize pass reads one zeroed block of partials.
-      RECOPS_CUDA_CHECK(cudaMemsetAsync(workspace, 0, sizeof(float) * (1 + num_thresholds), stream));
-    }
+    with_levels(num_thresholds, [&](auto kt) {
+      ordinal_logistic_loss_kernel<decltype(kt)::value, in_t><<<blocks, kLossThreads, 0, stream>>>(
+          static_cast<const in_t*>(scores), static_cast<const in_t*>(thresholds), static_cast<int>(num_thresholds),
+          labels, static_cast<const in_t*>(weights), static_cast<const in_t*>(grad_loss), static_cast<in_t*>(loss),
+          static_cast<in_t*>(grad_scores), c);
+    });
+  }, [&](auto tag, int64_t blocks) {
+    using in_t = decltype(tag);
     loss_finalize_kernel<in_t><<<1, kFinalizeThreads, 0, stream>>>(
-        workspace, blocks > 0 ? blocks : 1, c, static_cast<in_t*>(loss), static_cast<in_t*>(grad_thresholds),
+        workspace, blocks, c, static_cast<in_t*>(loss), static_cast<in_t*>(grad_thresholds),
         static_cast<int>(num_thresholds), static_cast<in_t*>(nullptr), 0, static_cast<const in_t*>(thresholds),
         static_cast<int>(num_thresholds));
-    RECOPS_CUDA_CHECK(cudaGetLastError());
   });
 }
 
 void launch_gnolr_loss(const void* cos, int64_t num_samples, int64_t num_levels, const void* gamma,
                        const void* thresholds, const int64_t* levels, const void* weights, int reduction,
                        float min_gap, bool nested, const void* grad_loss, int64_t grad_loss_stride, bool with_grad,
-                       void* loss,
-                       void* grad_cos, void* grad_gamma, void* grad_thresholds, bool bf16, float* workspace,
-                       int32_t* error_flag, cudaStream_t stream) {
+                       void* loss, void* grad_cos, void* grad_gamma, void* grad_thresholds, bool bf16,
+                       float* workspace, int32_t* error_flag, cudaStream_t stream) {
   const LossCommon c = make_common(num_samples, reduction, min_gap, grad_loss_stride, with_grad, workspace,
                                    error_flag);
-  const int64_t blocks = blocks_for(num_samples);
-  with_dtype(bf16, [&](auto tag) {
+  run_loss(bf16, num_samples, 2 * num_levels, workspace, stream, [&](auto tag, int64_t blocks) {
     using in_t = decltype(tag);
-    if (blocks > 0) {
-      with_levels(num_levels, [&](auto kt) {
-        gnolr_loss_kernel<decltype(kt)::value, in_t><<<blocks, kLossThreads, 0, stream>>>(
-            static_cast<const in_t*>(cos), static_cast<int>(num_levels), static_cast<const in_t*>(gamma),
-            static_cast<const in_t*>(thresholds), levels, static_cast<const in_t*>(weights), nested,
-            static_cast<const in_t*>(grad_loss), static_cast<in_t*>(loss), static_cast<in_t*>(grad_cos), c);
-      });
-      RECOPS_CUDA_CHECK(cudaGetLastError());
-    } else {
-      RECOPS_CUDA_CHECK(cudaMemsetAsync(workspace, 0, sizeof(float) * (1 + 2 * num_levels), stream));
-    }
+    with_levels(num_levels, [&](auto kt) {
+      gnolr_loss_kernel<decltype(kt)::value, in_t><<<blocks, kLossThreads, 0, stream>>>(
+          static_cast<const in_t*>(cos), static_cast<int>(num_levels), static_cast<const in_t*>(gamma),
+          static_cast<const in_t*>(thresholds), levels, static_cast<const in_t*>(weights), nested,
+          static_cast<const in_t*>(grad_loss), static_cast<in_t*>(loss), static_cast<in_t*>(grad_cos), c);
+    });
+  }, [&](auto tag, int64_t blocks) {
+    using in_t = decltype(tag);
     loss_finalize_kernel<in_t><<<1, kFinalizeThreads, 0, stream>>>(
-        workspace, blocks > 0 ? blocks : 1, c, static_cast<in_t*>(loss), static_cast<in_t*>(grad_gamma),
-        static_cast<int>(num_levels), static_cast<in_t*>(grad_thresholds), static_cast<int>(num_levels),
-        static_cast<const in_t*>(nullptr), 0);
-    RECOPS_CUDA_CHECK(cudaGetLastError());
+        workspace, blocks, c, static_cast<in_t*>(loss), static_cast<in_t*>(grad_gamma), static_cast<int>(num_levels),
+        static_cast<in_t*>(grad_thresholds), static_cast<int>(num_levels), static_cast<const in_t*>(nullptr), 0);
   });
 }
 
