@@ -7,6 +7,7 @@ namespace nb = nanobind;
 namespace recops::bindings {
 void bind_jagged(nb::module_& m);
 void bind_hstu(nb::module_& m);
+void bind_losses(nb::module_& m);
 }
 
 NB_MODULE(_C, m) {
@@ -27,4 +28,5 @@ NB_MODULE(_C, m) {
   }, "True if the CPU kernels were built with OpenMP.");
   recops::bindings::bind_jagged(m);
   recops::bindings::bind_hstu(m);
+  recops::bindings::bind_losses(m);
 }

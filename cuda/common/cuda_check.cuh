@@ -26,6 +26,7 @@ enum ErrorBits : int32_t {
   kErrBadOffsets = 1,   // offsets do not start at 0, decrease, or do not end at L
   kErrTooLong = 2,      // a sequence is longer than the padded length where truncation is not allowed
   kErrBadIndex = 4,     // an index is out of range
+  kErrBadOrder = 8,     // values that must be strictly increasing are not (ordinal thresholds)
 };
 
 // Blocks for a grid-stride loop over n items: enough to fill the GPU, never more than the work needs.

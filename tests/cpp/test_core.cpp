@@ -2,6 +2,7 @@
 // C++ core test driver, built with -fsanitize=address,undefined in CI (RECOPS_BUILD_TESTS, RECOPS_SANITIZE).
 // It drives the core directly, valid and invalid inputs, so the sanitizers see every path the Python tests
 // reach. Exit code 0 on success; each failure prints its line.
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <random>
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "jagged/jagged.h"
+#include "losses/ordinal.h"
 
 namespace {
 
@@ -128,6 +130,123 @@ void test_empty() {
   for (uint8_t v : out) EXPECT(v == 9);
 }
 
+// Naive GNOLR loss of one sample from the definition: P(k) from sigmoid differences, nested sum of sub-tasks.
+double naive_gnolr(const std::vector<double>& c, const std::vector<double>& gamma, const std::vector<double>& a,
+                   int64_t k, bool nested) {
+  const int64_t t_max = static_cast<int64_t>(gamma.size());
+  std::vector<double> ge(t_max + 2, 0.0);  // P(level >= t), t = 0..T+1
+  ge[0] = 1.0;
+  double s = 0;
+  for (int64_t t = 1; t <= t_max; ++t) {
+    s += gamma[t - 1] * c[t - 1];
+    ge[t] = 1.0 / (1.0 + std::exp(-(s - a[t - 1])));
+  }
+  auto prob = [&](int64_t j, int64_t sub) { return ge[j] - (j == sub ? 0.0 : ge[j + 1]); };
+  if (!nested) return -std::log(prob(k, t_max));
+  double loss = 0;
+  for (int64_t sub = 1; sub <= t_max; ++sub) loss -= std::log(prob(std::min(k, sub), sub));
+  return loss;
+}
+
+void test_losses(int threads) {
+  using namespace recops::losses;
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<double> unit(-1.0, 1.0);
+  for (int64_t t_max : {1, 2, 3, 5}) {
+    for (bool nested : {true, false}) {
+      const int64_t batch = 4100;  // spans three reduction blocks
+      std::vector<double> gamma(t_max), a(t_max), c(batch * t_max), loss(batch), w(batch);
+      std::vector<int64_t> levels(batch);
+      double prev = -1.0;
+      for (int64_t t = 0; t < t_max; ++t) {
+        gamma[t] = 1.0 + 0.5 * (unit(rng) + 1.0);
+        a[t] = prev + gamma[t] + 0.5;  // keeps z_t > z_{t+1}: the naive formula stays valid
+        prev = a[t];
+      }
+      for (auto& v : c) v = unit(rng);
+      for (auto& v : w) v = 0.5 + 0.5 * unit(rng);
+      for (auto& k : levels) k = static_cast<int64_t>(rng() % (t_max + 1));
+      gnolr_loss<double>(c.data(), batch, t_max, gamma.data(), a.data(), levels.data(), w.data(), Reduction::kNone,
+                         1e-6, nested, nullptr, 0, false, loss.data(), nullptr, nullptr, nullptr, threads);
+      double sum = 0;
+      for (int64_t b = 0; b < batch; ++b) {
+        const std::vector<double> row(c.begin() + b * t_max, c.begin() + (b + 1) * t_max);
+        const double want = w[b] * naive_gnolr(row, gamma, a, levels[b], nested);
+        EXPECT(std::abs(loss[b] - want) <= 1e-9 * (1.0 + std::abs(want)));
+        sum += loss[b];
+      }
+      // fused mean + gradient; d/d a_0 against a central difference of the mean loss
+      double mean = 0;
+      std::vector<double> gc(batch * t_max), gg(t_max), ga(t_max);
+      gnolr_loss<double>(c.data(), batch, t_max, gamma.data(), a.data(), levels.data(), w.data(), Reduction::kMean,
+                         1e-6, nested, nullptr, 0, true, &mean, gc.data(), gg.data(), ga.data(), threads);
+      EXPECT(std::abs(mean - sum / batch) <= 1e-9 * (1.0 + std::abs(mean)));
+      const double h = 1e-6;
+      double up = 0, down = 0;
+      a[0] += h;
+      gnolr_loss<double>(c.data(), batch, t_max, gamma.data(), a.data(), levels.data(), w.data(), Reduction::kMean,
+                         1e-6, nested, nullptr, 0, false, &up, nullptr, nullptr, nullptr, threads);
+      a[0] -= 2 * h;
+      gnolr_loss<double>(c.data(), batch, t_max, gamma.data(), a.data(), levels.data(), w.data(), Reduction::kMean,
+                         1e-6, nested, nullptr, 0, false, &down, nullptr, nullptr, nullptr, threads);
+      a[0] += h;
+      EXPECT(std::abs(ga[0] - (up - down) / (2 * h)) <= 1e-5 * (1.0 + std::abs(ga[0])));
+    }
+  }
+  // ordinal loss, float: K = 4 classes, against -log(sigmoid(theta_{k+1} - f) - sigmoid(theta_k - f))
+  const float th[] = {-1.0f, 0.5f, 2.0f};
+  std::vector<float> scores(300), out(300), gs(300);
+  std::vector<int64_t> labels(300);
+  float gt[3];
+  for (size_t b = 0; b < scores.size(); ++b) {
+    scores[b] = static_cast<float>(3.0 * unit(rng));
+    labels[b] = static_cast<int64_t>(rng() % 4);
+  }
+  ordinal_logistic_loss<float>(scores.data(), 300, th, 3, labels.data(), nullptr, Reduction::kNone, 1e-6, nullptr,
+                               0, true, out.data(), gs.data(), gt, threads);
+  for (size_t b = 0; b < scores.size(); ++b) {
+    const int64_t k = labels[b];
+    auto cdf = [&](int64_t j) {  // P(y <= j - 1)
+      return j == 0 ? 0.0 : j == 4 ? 1.0 : 1.0 / (1.0 + std::exp(-(double(th[j - 1]) - scores[b])));
+    };
+    const double want = -std::log(cdf(k + 1) - cdf(k));
+    EXPECT(std::abs(out[b] - want) <= 1e-5 * (1.0 + want));
+  }
+}
+
+void test_losses_bad_inputs() {
+  using namespace recops::losses;
+  const float scores[] = {0.f, 1.f, 2.f};
+  const int64_t labels[] = {0, 3, 1};
+  const int64_t negative[] = {0, 1, -2};
+  const float ordered[] = {0.f, 1.f};
+  const float tied[] = {1.f, 1.f};
+  float loss[3];
+  auto olr = [&](const float* th, const int64_t* lab, double gap) {
+    return [=, &loss] {
+      ordinal_logistic_loss<float>(scores, 3, th, 2, lab, nullptr, Reduction::kNone, gap, nullptr, 0, false, loss,
+                                   nullptr, nullptr, 2);
+    };
+  };
+  expect_value_error("label high", "labels[1] must be in [0, 3), got 3", olr(ordered, labels, 1e-6));
+  expect_value_error("label negative", "labels[2] must be in [0, 3), got -2", olr(ordered, negative, 1e-6));
+  expect_value_error("tied", "thresholds must be strictly increasing, got thresholds[0]=1 >= thresholds[1]=1",
+                     olr(tied, negative, 1e-6));
+  expect_value_error("min_gap", "min_gap must be finite and > 0", olr(ordered, negative, 0.0));
+  const float cos[] = {0.f, 0.f, 0.f};
+  const int64_t levels[] = {0, 2, 1};
+  expect_value_error("level", "levels[1] must be in [0, 2), got 2", [&] {
+    gnolr_loss<float>(cos, 3, 1, ordered, ordered, levels, nullptr, Reduction::kSum, 1e-6, true, nullptr, 0, false,
+                      loss, nullptr, nullptr, nullptr, 1);
+  });
+  // B = 0 with null data: valid; the reduced loss is 0 and the parameter gradients are zero.
+  double sum = 7, gg[2] = {7, 7}, ga[2] = {7, 7};
+  const double g2[] = {1, 1}, a2[] = {1, 2};
+  gnolr_loss<double>(nullptr, 0, 2, g2, a2, nullptr, nullptr, Reduction::kMean, 1e-6, true, nullptr, 0, true, &sum,
+                     nullptr, gg, ga, 2);
+  EXPECT(sum == 0 && gg[0] == 0 && gg[1] == 0 && ga[0] == 0 && ga[1] == 0);
+}
+
 }  // namespace
 
 int main() {
@@ -137,6 +256,8 @@ int main() {
   }
   test_bad_inputs();
   test_empty();
+  for (int threads : {1, 3}) test_losses(threads);
+  test_losses_bad_inputs();
   if (g_failures) {
     std::fprintf(stderr, "%d failure(s)\n", g_failures);
     return 1;

@@ -12,6 +12,7 @@ import torch
 
 from .hstu import hstu_cases
 from .jagged import jagged_cases
+from .ordinal import ordinal_cases
 
 
 @dataclasses.dataclass
@@ -30,4 +31,5 @@ class Case:
 CASE_BUILDERS: Dict[str, Callable[[torch.device, bool], List[Case]]] = {
     "jagged": jagged_cases,
     "hstu": hstu_cases,
+    "ordinal": ordinal_cases,
 }

@@ -9,12 +9,24 @@ from .jagged import (
     offsets_to_lengths,
     padded_to_jagged,
 )
+from .ordinal import (
+    feedback_to_levels,
+    gnolr_loss,
+    gnolr_loss_backward,
+    ordinal_logistic_loss,
+    ordinal_logistic_loss_backward,
+)
 
 __all__ = [
     "hstu_attention",
+    "feedback_to_levels",
+    "gnolr_loss",
+    "gnolr_loss_backward",
     "jagged_to_padded",
     "jagged_to_padded_backward",
     "lengths_to_offsets",
     "offsets_to_lengths",
+    "ordinal_logistic_loss",
+    "ordinal_logistic_loss_backward",
     "padded_to_jagged",
 ]

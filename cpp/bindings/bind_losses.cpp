@@ -1,0 +1,233 @@
+// SPDX-License-Identifier: Apache-2.0
+// Bindings of the losses family: check, dispatch on dtype and device, call the core or the CUDA launcher.
+#include <nanobind/stl/optional.h>
+
+#include <optional>
+
+#include "bindings/checks.h"
+#include "losses/ordinal.h"
+#ifdef RECOPS_WITH_CUDA
+#include "losses/losses_cuda.h"
+#endif
+
+namespace recops::bindings {
+namespace {
+
+using losses::Reduction;
+
+// The primary float input: float32/float64 on cpu, float32/bfloat16 on cuda. Returns true for the wide type
+// (float64 on cpu, never on cuda) and sets *bf16 for bfloat16.
+bool check_loss_dtype(const char* op, const char* arg, const Array& a, bool* bf16) {
+  check_supported_device(op, arg, a);
+  const auto dt = a.dtype();
+  *bf16 = false;
+  if (is_cuda(a)) {
+    if (dt == nb::dtype<float>()) return false;
+    if (dt.code == static_cast<uint8_t>(nb::dlpack::dtype_code::Bfloat) && dt.bits == 16 && dt.lanes == 1) {
+      *bf16 = true;
+      return false;
+    }
+    type_error(op, ": ", arg, " must be float32 or bfloat16 on cuda, got ", dtype_name(dt));
+  }
+  if (dt == nb::dtype<double>()) return true;
+  if (dt != nb::dtype<float>()) type_error(op, ": ", arg, " must be float32 or float64 on cpu, got ", dtype_name(dt));
+  return false;
+}
+
+// Same device and dtype as ref, contiguous, ndim dimensions.
+void check_like(const char* op, const char* arg, const Array& a, const char* ref_arg, const Array& ref, size_t ndim) {
+  check_same_device(op, arg, a, ref_arg, ref);
+  check_same_dtype(op, arg, a, ref_arg, ref);
+  check_ndim(op, arg, a, ndim);
+  check_contiguous(op, arg, a);
+}
+
+void check_labels_array(const char* op, const char* arg, const Array& a, const Array& ref, int64_t num_samples) {
+  check_same_device(op, arg, a, "the inputs", ref);
+  if (a.dtype() != nb::dtype<int64_t>()) type_error(op, ": ", arg, " must be int64, got ", dtype_name(a.dtype()));
+  check_ndim(op, arg, a, 1);
+  check_dim(op, arg, a, 0, num_samples);
+  check_contiguous(op, arg, a);
+}
+
+struct Common {
+  const void* weights = nullptr;
+  const void* grad_loss = nullptr;
+  int64_t grad_loss_stride = 0;
+  Reduction reduction = Reduction::kMean;
+};
+
+// weights [B], grad_loss [B] or one element, loss [B] (none) or one element, reduction code.
+Common check_common(const char* op, const Array& ref, const char* ref_arg, int64_t num_samples,
+                    const std::optional<Array>& weights, int reduction, const std::optional<Array>& grad_loss,
+                    const Array& loss) {
+  Common c;
+  if (reduction < 0 || reduction > 2) {
+    value_error(op, ": reduction must be 0 (none), 1 (sum) or 2 (mean), got ", std::to_string(reduction));
+  }
+  c.reduction = static_cast<Reduction>(reduction);
+  if (weights) {
+    check_like(op, "weights", *weights, ref_arg, ref, 1);
+    check_dim(op, "weights", *weights, 0, num_samples);
+    c.weights = weights->data();
+  }
+  if (grad_loss) {
+    check_same_device(op, "grad_loss", *grad_loss, ref_arg, ref);
+    check_same_dtype(op, "grad_loss", *grad_loss, ref_arg, ref);
+    check_contiguous(op, "grad_loss", *grad_loss);
+    const bool per_sample = c.reduction == Reduction::kNone;
+    const int64_t want = per_sample ? num_samples : 1;
+    if (static_cast<int64_t>(grad_loss->size()) != want) {
+      value_error(op, ": grad_loss must have ", std::to_string(want), " elements, got ",
+                  std::to_string(grad_loss->size()));
+    }
+    c.grad_loss = grad_loss->data();
+    c.grad_loss_stride = per_sample ? 1 : 0;
+  }
+  check_same_device(op, "loss", loss, ref_arg, ref);
+  check_same_dtype(op, "loss", loss, ref_arg, ref);
+  check_contiguous(op, "loss", loss);
+  const int64_t want = c.reduction == Reduction::kNone ? num_samples : 1;
+  if (static_cast<int64_t>(loss.size()) != want) {
+    value_error(op, ": loss must have ", std::to_string(want), " elements, got ", std::to_string(loss.size()));
+  }
+  return c;
+}
+
+// Gradient outputs: all given (checked like `like`) or none. Returns their data pointers (null when absent).
+void* grad_ptr(const char* op, const char* arg, const std::optional<Array>& g, const Array& like, const char* like_arg) {
+  if (!g) return nullptr;
+  check_like(op, arg, *g, like_arg, like, like.ndim());
+  for (size_t d = 0; d < like.ndim(); ++d) check_dim(op, arg, *g, d, like.shape(d));
+  return g->data();
+}
+
+#ifdef RECOPS_WITH_CUDA
+float* workspace_ptr(const char* op, const std::optional<Array>& ws, const Array& ref, int64_t numel) {
+  if (!ws || ws->dtype() != nb::dtype<float>() || static_cast<int64_t>(ws->size()) < numel) {
+    type_error(op, ": workspace must be a float32 device tensor of at least ", std::to_string(numel), " elements");
+  }
+  check_same_device(op, "workspace", *ws, "the inputs", ref);
+  return static_cast<float*>(ws->data());
+}
+#endif
+
+void ordinal_logistic_loss(Array scores, Array thresholds, Array labels, std::optional<Array> weights,
+                           int reduction, double min_gap, std::optional<Array> grad_loss, Array loss,
+                           std::optional<Array> grad_scores, std::optional<Array> grad_thresholds, int num_threads,
+                           uintptr_t stream, std::optional<Array> workspace, std::optional<Array> error_flag) {
+  constexpr const char* op = "ordinal_logistic_loss";
+  bool bf16 = false;
+  const bool f64 = check_loss_dtype(op, "scores", scores, &bf16);
+  check_ndim(op, "scores", scores, 1);
+  check_contiguous(op, "scores", scores);
+  const int64_t num_samples = scores.shape(0);
+  check_like(op, "thresholds", thresholds, "scores", scores, 1);
+  const int64_t nt = thresholds.shape(0);
+  check_labels_array(op, "labels", labels, scores, num_samples);
+  const Common c = check_common(op, scores, "scores", num_samples, weights, reduction, grad_loss, loss);
+  if (grad_scores.has_value() != grad_thresholds.has_value()) {
+    value_error(op, ": grad_scores and grad_thresholds must be given together");
+  }
+  const bool with_grad = grad_scores.has_value();
+  void* gs = grad_ptr(op, "grad_scores", grad_scores, scores, "scores");
+  void* gt = grad_ptr(op, "grad_thresholds", grad_thresholds, thresholds, "thresholds");
+  const auto* lab = static_cast<const int64_t*>(labels.data());
+  if (is_cuda(scores)) {
+#ifdef RECOPS_WITH_CUDA
+    int32_t* flag = error_flag_ptr(op, error_flag ? &*error_flag : nullptr, scores);
+    float* ws = workspace_ptr(op, workspace, scores, cuda::loss_workspace_numel(num_samples, nt));
+    nb::gil_scoped_release release;
+    cuda::launch_ordinal_logistic_loss(scores.data(), num_samples, thresholds.data(), nt, lab, c.weights,
+                                       static_cast<int>(c.reduction), static_cast<float>(min_gap), c.grad_loss,
+                                       c.grad_loss_stride, with_grad, loss.data(), gs, gt, bf16, ws, flag,
+                                       as_stream(stream));
+#endif
+    return;
+  }
+  nb::gil_scoped_release release;
+  auto run = [&](auto tag) {
+    using scalar_t = decltype(tag);
+    losses::ordinal_logistic_loss<scalar_t>(
+        static_cast<const scalar_t*>(scores.data()), num_samples, static_cast<const scalar_t*>(thresholds.data()), nt,
+        lab, static_cast<const scalar_t*>(c.weights), c.reduction, min_gap,
+        static_cast<const scalar_t*>(c.grad_loss), c.grad_loss_stride, with_grad,
+        static_cast<scalar_t*>(loss.data()), static_cast<scalar_t*>(gs), static_cast<scalar_t*>(gt), num_threads);
+  };
+  if (f64) run(double{}); else run(float{});
+}
+
+void gnolr_loss(Array cos, Array gamma, Array thresholds, Array levels, std::optional<Array> weights, int reduction,
+                double min_gap, bool nested, std::optional<Array> grad_loss, Array loss,
+                std::optional<Array> grad_cos, std::optional<Array> grad_gamma,
+                std::optional<Array> grad_thresholds, int num_threads, uintptr_t stream,
+                std::optional<Array> workspace, std::optional<Array> error_flag) {
+  constexpr const char* op = "gnolr_loss";
+  bool bf16 = false;
+  const bool f64 = check_loss_dtype(op, "cos", cos, &bf16);
+  check_ndim(op, "cos", cos, 2);
+  check_contiguous(op, "cos", cos);
+  const int64_t num_samples = cos.shape(0), num_levels = cos.shape(1);
+  check_like(op, "gamma", gamma, "cos", cos, 1);
+  check_dim(op, "gamma", gamma, 0, num_levels);
+  check_like(op, "thresholds", thresholds, "cos", cos, 1);
+  check_dim(op, "thresholds", thresholds, 0, num_levels);
+  check_labels_array(op, "levels", levels, cos, num_samples);
+  const Common c = check_common(op, cos, "cos", num_samples, weights, reduction, grad_loss, loss);
+  if (grad_cos.has_value() != grad_gamma.has_value() || grad_cos.has_value() != grad_thresholds.has_value()) {
+    value_error(op, ": grad_cos, grad_gamma and grad_thresholds must be given together");
+  }
+  const bool with_grad = grad_cos.has_value();
+  void* gc = grad_ptr(op, "grad_cos", grad_cos, cos, "cos");
+  void* gg = grad_ptr(op, "grad_gamma", grad_gamma, gamma, "gamma");
+  void* gt = grad_ptr(op, "grad_thresholds", grad_thresholds, thresholds, "thresholds");
+  const auto* lev = static_cast<const int64_t*>(levels.data());
+  if (is_cuda(cos)) {
+#ifdef RECOPS_WITH_CUDA
+    int32_t* flag = error_flag_ptr(op, error_flag ? &*error_flag : nullptr, cos);
+    float* ws = workspace_ptr(op, workspace, cos, cuda::loss_workspace_numel(num_samples, 2 * num_levels));
+    nb::gil_scoped_release release;
+    cuda::launch_gnolr_loss(cos.data(), num_samples, num_levels, gamma.data(), thresholds.data(), lev, c.weights,
+                            static_cast<int>(c.reduction), static_cast<float>(min_gap), nested, c.grad_loss,
+                            c.grad_loss_stride, with_grad, loss.data(), gc, gg, gt, bf16, ws, flag,
+                            as_stream(stream));
+#endif
+    return;
+  }
+  nb::gil_scoped_release release;
+  auto run = [&](auto tag) {
+    using scalar_t = decltype(tag);
+    losses::gnolr_loss<scalar_t>(
+        static_cast<const scalar_t*>(cos.data()), num_samples, num_levels, static_cast<const scalar_t*>(gamma.data()),
+        static_cast<const scalar_t*>(thresholds.data()), lev, static_cast<const scalar_t*>(c.weights), c.reduction,
+        min_gap, nested, static_cast<const scalar_t*>(c.grad_loss), c.grad_loss_stride, with_grad,
+        static_cast<scalar_t*>(loss.data()), static_cast<scalar_t*>(gc), static_cast<scalar_t*>(gg),
+        static_cast<scalar_t*>(gt), num_threads);
+  };
+  if (f64) run(double{}); else run(float{});
+}
+
+}  // namespace
+
+void bind_losses(nb::module_& m) {
+  using namespace nb::literals;
+  m.def("ordinal_logistic_loss", &ordinal_logistic_loss, "scores"_a.noconvert(), "thresholds"_a.noconvert(),
+        "labels"_a.noconvert(), "weights"_a.noconvert() = nb::none(), "reduction"_a, "min_gap"_a,
+        "grad_loss"_a.noconvert() = nb::none(), "loss"_a.noconvert(), "grad_scores"_a.noconvert() = nb::none(),
+        "grad_thresholds"_a.noconvert() = nb::none(), "num_threads"_a = 1, "stream"_a = 0,
+        "workspace"_a.noconvert() = nb::none(), "error_flag"_a.noconvert() = nb::none(),
+        "Proportional-odds loss into loss [B] or [1]; with grad_scores/grad_thresholds also its gradient.");
+  m.def("gnolr_loss", &gnolr_loss, "cos"_a.noconvert(), "gamma"_a.noconvert(), "thresholds"_a.noconvert(),
+        "levels"_a.noconvert(), "weights"_a.noconvert() = nb::none(), "reduction"_a, "min_gap"_a, "nested"_a,
+        "grad_loss"_a.noconvert() = nb::none(), "loss"_a.noconvert(), "grad_cos"_a.noconvert() = nb::none(),
+        "grad_gamma"_a.noconvert() = nb::none(), "grad_thresholds"_a.noconvert() = nb::none(),
+        "num_threads"_a = 1, "stream"_a = 0, "workspace"_a.noconvert() = nb::none(),
+        "error_flag"_a.noconvert() = nb::none(),
+        "GNOLR loss into loss [B] or [1]; with grad_cos/grad_gamma/grad_thresholds also its gradient.");
+#ifdef RECOPS_WITH_CUDA
+  m.def("loss_workspace_numel", &cuda::loss_workspace_numel, "num_samples"_a, "num_partials"_a,
+        "float32 elements of the CUDA loss workspace for B samples and P partial sums per block.");
+#endif
+}
+
+}  // namespace recops::bindings

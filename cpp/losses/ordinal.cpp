@@ -1,0 +1,265 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "losses/ordinal.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "common/check.h"
+#include "common/checked_math.h"
+#include "common/parallel.h"
+
+namespace recops::losses {
+namespace {
+
+// log1p(x) for x >= 0 as log(u) * x / (u - 1), u = 1 + x: the rounding of u cancels, leaving a few ulp, and
+// log is several times faster than glibc's log1pf (the hot call of this file).
+template <typename acc_t>
+inline acc_t log1p_pos(acc_t x) {
+  const acc_t u = acc_t(1) + x;
+  return u == acc_t(1) ? x : std::log(u) * (x / (u - acc_t(1)));
+}
+
+// softplus(x) = -logsigmoid(-x) and sigmoid(x) from one exp(-|x|) (never overflows).
+template <typename acc_t>
+inline void softplus_sigmoid(acc_t x, acc_t& softplus, acc_t& sigmoid) {
+  const acc_t e = std::exp(-std::abs(x));
+  softplus = std::max(x, acc_t(0)) + log1p_pos(e);
+  sigmoid = (x >= 0 ? acc_t(1) : e) / (acc_t(1) + e);
+}
+
+// log1mexp(d) = log(1 - exp(-d)) and r = 1 / expm1(d) for d > 0, each from one transcendental pair.
+template <typename acc_t>
+inline void log1mexp_inv_expm1(acc_t d, acc_t& log1mexp, acc_t& inv_expm1) {
+  if (d < acc_t(0.6931471805599453)) {
+    const acc_t em = std::expm1(-d);  // in (-1/2, 0): exact where 1 - exp(-d) would cancel
+    log1mexp = std::log(-em);
+    inv_expm1 = (acc_t(1) + em) / -em;
+  } else {
+    const acc_t e = std::exp(-d);
+    log1mexp = std::log1p(-e);
+    inv_expm1 = e / (acc_t(1) - e);
+  }
+}
+
+// Loss of one sample at level k in [0, T] given z [T], and dL/dz into dz [T] (when non-null). Only
+// z[0, min(k + 1, T)) is read and only dz[0, min(k + 1, T)) is written: higher levels do not enter the loss.
+// See ordinal.h for the formulas.
+template <typename acc_t>
+acc_t sample_nll(const acc_t* z, int64_t num_levels, int64_t k, bool nested, acc_t min_gap, acc_t* dz) {
+  const int64_t t_max = num_levels;
+  if (t_max == 0) return 0;
+  if (dz) std::fill(dz, dz + std::min(k + 1, t_max), acc_t(0));
+  acc_t sp, sig, loss = 0;
+  if (k == 0) {
+    const acc_t mult = nested ? acc_t(t_max) : acc_t(1);
+    softplus_sigmoid(z[0], sp, sig);
+    if (dz) dz[0] = mult * sig;
+    return mult * sp;
+  }
+  // -logsigmoid(z_s) for s <= k (nested) or s = k = T (plain): softplus(-z), d/dz = -sigmoid(-z).
+  for (int64_t s = nested ? 1 : (k == t_max ? k : k + 1); s <= k; ++s) {
+    softplus_sigmoid(-z[s - 1], sp, sig);
+    loss += sp;
+    if (dz) dz[s - 1] = -sig;
+  }
+  if (k < t_max) {
+    const acc_t mult = nested ? acc_t(t_max - k) : acc_t(1);
+    const acc_t a = z[k - 1], b = z[k];
+    acc_t sp_a, sig_a, sp_b, sig_b, l1m, inv;
+    softplus_sigmoid(-a, sp_a, sig_a);  // -logsigmoid(a), sigmoid(-a)
+    softplus_sigmoid(b, sp_b, sig_b);   // -logsigmoid(-b), sigmoid(b)
+    const acc_t gap = a - b;
+    log1mexp_inv_expm1(std::max(gap, min_gap), l1m, inv);
+    if (!(gap >= min_gap)) inv = 0;  // clamped: the frozen log1mexp term passes no gradient
+    loss += mult * (sp_a + sp_b - l1m);
+    if (dz) {
+      dz[k - 1] -= mult * (sig_a + inv);
+      dz[k] += mult * (sig_b + inv);
+    }
+  }
+  return loss;
+}
+
+void check_common(const char* op, int64_t num_samples, double min_gap, Reduction reduction,
+                  int64_t grad_loss_stride) {
+  RECOPS_CHECK(num_samples >= 0, op, ": batch size must be >= 0, got ", num_samples);
+  RECOPS_CHECK(min_gap > 0 && std::isfinite(min_gap), op, ": min_gap must be finite and > 0, got ", min_gap);
+  RECOPS_CHECK(reduction == Reduction::kNone || reduction == Reduction::kSum || reduction == Reduction::kMean,
+               op, ": reduction must be 0 (none), 1 (sum) or 2 (mean), got ", static_cast<int>(reduction));
+  RECOPS_CHECK(grad_loss_stride == 0 || grad_loss_stride == 1, op, ": grad_loss_stride must be 0 or 1, got ",
+               grad_loss_stride);
+}
+
+// Throws naming the lowest b with labels[b] outside [0, hi]. Parallel scan, serial throw.
+void check_labels(const char* op, const char* arg, const int64_t* labels, int64_t num_samples, int64_t hi,
+                  int num_threads) {
+  const int64_t nblocks = (num_samples + kLossBlock - 1) / kLossBlock;
+  std::vector<int64_t> first_bad(nblocks, -1);
+  parallel_for(0, nblocks, 16, num_threads, [&](int64_t k0, int64_t k1) {
+    for (int64_t blk = k0; blk < k1; ++blk) {
+      const int64_t end = std::min(num_samples, (blk + 1) * kLossBlock);
+      for (int64_t b = blk * kLossBlock; b < end; ++b) {
+        if (labels[b] < 0 || labels[b] > hi) {
+          first_bad[blk] = b;
+          break;
+        }
+      }
+    }
+  });
+  for (int64_t blk = 0; blk < nblocks; ++blk) {
+    const int64_t b = first_bad[blk];
+    RECOPS_CHECK(b < 0, op, ": ", arg, "[", b, "] must be in [0, ", hi + 1, "), got ", b < 0 ? 0 : labels[b]);
+  }
+}
+
+// The shared driver: per block, z_fn(b, z) fills z [T] for sample b, and sink(b, m_b, dz) scatters the
+// per-sample gradient (dz = dL_b/dz, m_b its multiplier) into per-sample outputs and the block's partial
+// sums `part` [1 + P] (part[0] is the weighted loss). Partials are added in block order afterwards.
+template <typename scalar_t, typename ZFn, typename SinkFn>
+void run_blocks(const char* op, int64_t num_samples, int64_t num_levels, int64_t num_partials,
+                const int64_t* levels, const scalar_t* weights, Reduction reduction, double min_gap,
+                bool nested, const scalar_t* grad_loss, int64_t grad_loss_stride, bool with_grad, scalar_t* loss,
+                int num_threads, const ZFn& z_fn, const SinkFn& sink, scalar_t* partial_out) {
+  using acc_t = scalar_t;
+  const int64_t nblocks = (num_samples + kLossBlock - 1) / kLossBlock;
+  const int64_t stride = 1 + num_partials;
+  checked_mul(checked_mul(nblocks, stride, op), 8, op);
+  std::vector<double> partials(nblocks * stride, 0.0);
+  std::vector<acc_t> scratch(checked_mul(std::max<int64_t>(nblocks, 1), 2 * num_levels, op));
+  const acc_t inv_b = reduction == Reduction::kMean && num_samples > 0 ? acc_t(1) / acc_t(num_samples) : 1;
+  const acc_t gap = static_cast<acc_t>(min_gap);
+  parallel_for(0, nblocks, 1, num_threads, [&](int64_t k0, int64_t k1) {
+    for (int64_t blk = k0; blk < k1; ++blk) {
+      acc_t* z = scratch.data() + blk * 2 * num_levels;
+      acc_t* dz = with_grad ? z + num_levels : nullptr;
+      double* part = partials.data() + blk * stride;
+      const int64_t end = std::min(num_samples, (blk + 1) * kLossBlock);
+      double loss_sum = 0;
+      for (int64_t b = blk * kLossBlock; b < end; ++b) {
+        z_fn(b, z);
+        const acc_t w = weights ? weights[b] : acc_t(1);
+        const acc_t l = w * sample_nll<acc_t>(z, num_levels, levels[b], nested, gap, dz);
+        if (reduction == Reduction::kNone) loss[b] = static_cast<scalar_t>(l);
+        else loss_sum += l;
+        if (with_grad) {
+          const acc_t g = grad_loss ? static_cast<acc_t>(grad_loss[b * grad_loss_stride]) : acc_t(1);
+          sink(b, w * g * inv_b, dz, part + 1);
+        }
+      }
+      part[0] = loss_sum;
+    }
+  });
+  std::vector<double> total(stride, 0.0);
+  for (int64_t blk = 0; blk < nblocks; ++blk) {
+    for (int64_t i = 0; i < stride; ++i) total[i] += partials[blk * stride + i];
+  }
+  if (reduction != Reduction::kNone) {
+    loss[0] = static_cast<scalar_t>(reduction == Reduction::kMean && num_samples > 0 ? total[0] / num_samples
+                                                                                     : total[0]);
+  }
+  if (with_grad) {
+    for (int64_t i = 0; i < num_partials; ++i) partial_out[i] = static_cast<scalar_t>(total[1 + i]);
+  }
+}
+
+}  // namespace
+
+template <typename scalar_t>
+void ordinal_logistic_loss(const scalar_t* scores, int64_t num_samples, const scalar_t* thresholds,
+                           int64_t num_thresholds, const int64_t* labels, const scalar_t* weights,
+                           Reduction reduction, double min_gap, const scalar_t* grad_loss,
+                           int64_t grad_loss_stride, bool with_grad, scalar_t* loss, scalar_t* grad_scores,
+                           scalar_t* grad_thresholds, int num_threads) {
+  constexpr const char* kOp = "ordinal_logistic_loss";
+  check_common(kOp, num_samples, min_gap, reduction, grad_loss_stride);
+  RECOPS_CHECK(num_thresholds >= 0, kOp, ": thresholds size must be >= 0, got ", num_thresholds);
+  for (int64_t t = 0; t + 1 < num_thresholds; ++t) {
+    RECOPS_CHECK(thresholds[t] < thresholds[t + 1], kOp, ": thresholds must be strictly increasing, got thresholds[",
+                 t, "]=", thresholds[t], " >= thresholds[", t + 1, "]=", thresholds[t + 1]);
+  }
+  check_labels(kOp, "labels", labels, num_samples, num_thresholds, num_threads);
+  using acc_t = scalar_t;
+  // z_t = f - theta_t; only the one or two z next to the label enter the loss.
+  auto z_fn = [&](int64_t b, acc_t* z) {
+    const int64_t k = labels[b];
+    const acc_t f = scores[b];
+    if (k > 0) z[k - 1] = f - thresholds[k - 1];
+    if (k < num_thresholds) z[k] = f - thresholds[k];
+  };
+  auto sink = [&](int64_t b, acc_t m, const acc_t* dz, double* part) {
+    const int64_t k = labels[b];
+    acc_t g = 0;
+    if (k > 0) {
+      g += dz[k - 1];
+      part[k - 1] -= m * dz[k - 1];
+    }
+    if (k < num_thresholds) {
+      g += dz[k];
+      part[k] -= m * dz[k];
+    }
+    grad_scores[b] = static_cast<scalar_t>(m * g);
+  };
+  run_blocks<scalar_t>(kOp, num_samples, num_thresholds, num_thresholds, labels, weights, reduction, min_gap,
+                       /*nested=*/false, grad_loss, grad_loss_stride, with_grad, loss, num_threads, z_fn, sink,
+                       grad_thresholds);
+}
+
+template <typename scalar_t>
+void gnolr_loss(const scalar_t* cos, int64_t num_samples, int64_t num_levels, const scalar_t* gamma,
+                const scalar_t* thresholds, const int64_t* levels, const scalar_t* weights, Reduction reduction,
+                double min_gap, bool nested, const scalar_t* grad_loss, int64_t grad_loss_stride,
+                bool with_grad, scalar_t* loss, scalar_t* grad_cos, scalar_t* grad_gamma, scalar_t* grad_thresholds,
+                int num_threads) {
+  constexpr const char* kOp = "gnolr_loss";
+  check_common(kOp, num_samples, min_gap, reduction, grad_loss_stride);
+  RECOPS_CHECK(num_levels >= 0, kOp, ": number of levels T must be >= 0, got ", num_levels);
+  checked_mul(num_samples, num_levels, kOp);
+  check_labels(kOp, "levels", levels, num_samples, num_levels, num_threads);
+  using acc_t = scalar_t;
+  const int64_t t_all = num_levels;
+  // Levels above k + 1 never enter the loss: z is built only up to min(k + 1, T).
+  auto z_fn = [&](int64_t b, acc_t* z) {
+    const scalar_t* c = cos + b * t_all;
+    const int64_t t_end = std::min(levels[b] + 1, t_all);
+    acc_t s = 0;
+    for (int64_t t = 0; t < t_end; ++t) {
+      s += gamma[t] * c[t];
+      z[t] = s - thresholds[t];
+    }
+  };
+  // grad_gamma partials at part[0, T), grad_thresholds partials at part[T, 2T).
+  auto sink = [&](int64_t b, acc_t m, const acc_t* dz, double* part) {
+    const scalar_t* c = cos + b * t_all;
+    scalar_t* gc = grad_cos + b * t_all;
+    const int64_t t_end = std::min(levels[b] + 1, t_all);
+    for (int64_t t = t_end; t < t_all; ++t) gc[t] = 0;
+    acc_t suffix = 0;
+    for (int64_t t = t_end - 1; t >= 0; --t) {
+      suffix += dz[t];
+      const acc_t ms = m * suffix;
+      gc[t] = static_cast<scalar_t>(ms * gamma[t]);
+      part[t] += ms * c[t];
+      part[t_all + t] -= m * dz[t];
+    }
+  };
+  std::vector<scalar_t> both(with_grad ? 2 * t_all : 0);
+  run_blocks<scalar_t>(kOp, num_samples, num_levels, 2 * num_levels, levels, weights, reduction, min_gap, nested,
+                       grad_loss, grad_loss_stride, with_grad, loss, num_threads, z_fn, sink, both.data());
+  if (with_grad) {
+    std::copy(both.begin(), both.begin() + t_all, grad_gamma);
+    std::copy(both.begin() + t_all, both.end(), grad_thresholds);
+  }
+}
+
+#define RECOPS_INSTANTIATE(S)                                                                                \
+  template void ordinal_logistic_loss<S>(const S*, int64_t, const S*, int64_t, const int64_t*, const S*,       \
+                                         Reduction, double, const S*, int64_t, bool, S*, S*, S*, int);         \
+  template void gnolr_loss<S>(const S*, int64_t, int64_t, const S*, const S*, const int64_t*, const S*,        \
+                              Reduction, double, bool, const S*, int64_t, bool, S*, S*, S*, S*, int);
+RECOPS_INSTANTIATE(float)
+RECOPS_INSTANTIATE(double)
+#undef RECOPS_INSTANTIATE
+
+}  // namespace recops::losses
