@@ -336,3 +336,53 @@ def test_compile_fullgraph():
                                (q, k, v, pb, tb))
     for got, w in zip((q.grad, k.grad, v.grad, pb.grad, tb.grad), want):
         torch.testing.assert_close(got, w, rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# CUDA (skipped without a GPU and a CUDA build)
+
+CUDA_OK = recops.has_cuda() and torch.cuda.is_available()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not CUDA_OK, reason="needs a CUDA device and a CUDA build of recops")
+@pytest.mark.parametrize("opts", MASKS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("dims", [(7, 5), (64, 64), (50, 25), (128, 128), (200, 130)])
+def test_cuda_forward_backward(opts, dtype, dims):
+    from tests._helpers import assert_close_to_ref
+    lengths = [5, 0, 1, 70, 130, 64, 65]
+    q, k, v, off, ts, pb, tb = _batch(lengths, heads=2, dqk=dims[0], dv=dims[1])
+    kw = _kwargs(opts, lengths, "cpu", "both", pb, ts, tb, alpha=0.3)
+    leaves64 = [t.clone().requires_grad_() for t in (q, k, v, pb, tb)]
+    g = torch.randn(v.shape, dtype=torch.float64)
+
+    def run(leaves, dev, dt, impl):
+        cast = [t.detach().to(device=dev, dtype=dt).requires_grad_() for t in leaves]
+        kwd = {key: (val.to(dev) if isinstance(val, torch.Tensor) else val) for key, val in kw.items()}
+        kwd.update(pos_bias=cast[3], time_bias=cast[4], timestamps=ts.to(dev))
+        out = impl(cast[0], cast[1], cast[2], off.to(dev), N, **kwd)
+        grads = torch.autograd.grad(out, cast, g.to(device=dev, dtype=dt))
+        return [out.detach().double().cpu()] + [x.double().cpu() for x in grads]
+
+    exact = run(leaves64, "cpu", torch.float64, ref.hstu_attention)
+    got = run(leaves64, "cuda", dtype, hstu_attention)
+    if dtype == torch.float32:
+        for a, b in zip(got, exact):
+            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+    else:
+        low = run(leaves64, "cpu", dtype, ref.hstu_attention)
+        for a, lo, b in zip(got, low, exact):
+            assert_close_to_ref(a, lo, b, atol=1e-2)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not CUDA_OK, reason="needs a CUDA device and a CUDA build of recops")
+def test_cuda_bad_offsets_raise_like_cpu():
+    q, k, v, off, ts, pb, tb = _batch([5, 3], device="cuda", dtype=torch.float32)
+    with pytest.raises(ValueError, match="offsets must be non-decreasing"):
+        hstu_attention(q, k, v, torch.tensor([0, 6, 5], device="cuda"), N)
+    with pytest.raises(ValueError, match="sequence lengths must be <= max_seq_len=4"):
+        hstu_attention(q, k, v, off, 4)
+    with pytest.raises(ValueError, match="num_targets\\[1\\] must be in"):
+        hstu_attention(q, k, v, off, N, num_targets=torch.tensor([0, 4], device="cuda"))
