@@ -1,6 +1,26 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Batch containers, collate helpers and (later) data readers and synthetic generators."""
+"""Batch containers, data readers, synthetic generators, splits and batching."""
 
 from .jagged import Jagged
+from .sequences import (
+    FORMATS,
+    SequenceData,
+    SplitData,
+    leave_one_out,
+    load_sequences,
+    next_item_batches,
+    read_ml100k,
+    read_movielens_csv,
+    read_movielens_dat,
+    read_recbole_inter,
+    read_sasrec_txt,
+    sequence_batch,
+    synthetic_sequences,
+    uniform_negatives,
+)
 
-__all__ = ["Jagged"]
+__all__ = [
+    "FORMATS", "Jagged", "SequenceData", "SplitData", "leave_one_out", "load_sequences", "next_item_batches",
+    "read_ml100k", "read_movielens_csv", "read_movielens_dat", "read_recbole_inter", "read_sasrec_txt",
+    "sequence_batch", "synthetic_sequences", "uniform_negatives",
+]

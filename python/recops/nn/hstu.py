@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..ops import hstu_ref
 from ..ops.hstu import hstu_attention
 
 
@@ -59,7 +60,13 @@ class HSTULayer(nn.Module):
         self.time_bias = nn.Parameter(torch.empty(num_time_buckets + 1)) if research else None
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(hv if research else 3 * hv, embedding_dim, bias=research)
+        self.attention = hstu_attention
         self.reset_parameters()
+
+    def use_reference_attention(self, enabled: bool = True) -> "HSTULayer":
+        """Swap the fused op for the padded pure-PyTorch reference (same math; for tests and baselines)."""
+        self.attention = hstu_ref.hstu_attention if enabled else hstu_attention
+        return self
 
     def reset_parameters(self) -> None:
         nn.init.normal_(self.uvqk, std=0.02)
@@ -78,7 +85,7 @@ class HSTULayer(nn.Module):
             h = F.layer_norm(x, (self.embedding_dim,), eps=self.eps)
             u, v, q, k = torch.split(F.silu(h @ self.uvqk), [H * dv, H * dv, H * dq, H * dq], dim=1)
             use_time = timestamps is not None
-            o = hstu_attention(q.view(L, H, dq), k.view(L, H, dq), v.view(L, H, dv), offsets, self.max_seq_len,
+            o = self.attention(q.view(L, H, dq), k.view(L, H, dq), v.view(L, H, dv), offsets, self.max_seq_len,
                                alpha=1.0, num_targets=num_targets, contextual_len=self.contextual_len,
                                max_attn_len=self.max_attn_len, pos_bias=self.pos_bias,
                                timestamps=timestamps if use_time else None,
@@ -88,7 +95,7 @@ class HSTULayer(nn.Module):
             return x + self.out(self.dropout(y))
         h = self.input_norm(x)
         u, v, q, k = torch.split(F.linear(h, self.uvqk.t(), self.uvqk_bias), [H * dv, H * dv, H * dq, H * dq], dim=1)
-        o = hstu_attention(q.view(L, H, dq), k.view(L, H, dq), v.view(L, H, dv), offsets, self.max_seq_len,
+        o = self.attention(q.view(L, H, dq), k.view(L, H, dq), v.view(L, H, dv), offsets, self.max_seq_len,
                            alpha=1.0 / math.sqrt(dq), num_targets=num_targets, contextual_len=self.contextual_len,
                            max_attn_len=self.max_attn_len).reshape(L, H * dv)
         u = F.silu(u)

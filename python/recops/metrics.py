@@ -1,0 +1,47 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Ranking metrics and full-corpus top-k with history exclusion."""
+
+import math
+from typing import Dict, Iterable, Optional
+
+import torch
+from torch import Tensor
+
+
+def topk_with_exclusion(queries: Tensor, items: Tensor, k: int, exclude_ids: Optional[Tensor] = None,
+                        exclude_offsets: Optional[Tensor] = None):
+    """(scores [Q, k], ids [Q, k]) of the top-k inner products, skipping each query's excluded ids.
+    Uses recops.ops.topk_inner_product when this build has it (no [Q, N] score matrix), else torch."""
+    from . import ops
+
+    op = getattr(ops, "topk_inner_product", None)
+    k = min(k, items.shape[0])
+    if op is not None:
+        return op(queries, items, k, exclude_offsets=exclude_offsets, exclude_ids=exclude_ids)
+    scores = queries @ items.t()
+    if exclude_ids is not None and exclude_ids.numel():
+        lengths = exclude_offsets[1:] - exclude_offsets[:-1]
+        rows = torch.repeat_interleave(torch.arange(queries.shape[0], device=queries.device), lengths)
+        scores[rows, exclude_ids] = float("-inf")
+    return torch.topk(scores, k, dim=1)
+
+
+def ranks_of(target: Tensor, topk_ids: Tensor) -> Tensor:
+    """1-based rank of each row's target within its top-k ids, +inf where it is absent."""
+    hit = topk_ids == target[:, None]
+    pos = torch.argmax(hit.int(), dim=1).double() + 1
+    return torch.where(hit.any(1), pos, torch.full_like(pos, math.inf))
+
+
+def ranking_metrics(ranks: Tensor, ks: Iterable[int] = (10, 50, 200)) -> Dict[str, float]:
+    """HR@K = mean(rank <= K), NDCG@K = mean(1/log2(rank + 1) if rank <= K), MRR = mean(1/rank) (ranks beyond
+    the evaluated top-k count 0). ranks: 1-based, +inf for a miss."""
+    ranks = ranks.double()
+    out = {}
+    n = max(ranks.numel(), 1)
+    for k in ks:
+        hit = ranks <= k
+        out[f"HR@{k}"] = hit.sum().item() / n
+        out[f"NDCG@{k}"] = torch.where(hit, 1.0 / torch.log2(ranks + 1), torch.zeros_like(ranks)).sum().item() / n
+    out["MRR"] = torch.where(torch.isfinite(ranks), 1.0 / ranks, torch.zeros_like(ranks)).sum().item() / n
+    return out
