@@ -12,6 +12,7 @@ import torch
 
 from .hstu import hstu_cases
 from .jagged import jagged_cases
+from .models import models_cases
 from .ordinal import ordinal_cases
 
 
@@ -26,10 +27,12 @@ class Case:
     impls: Dict[str, Callable[[], object]]
     bytes_moved: int = 0  # for GB/s; 0 when not meaningful
     flops: float = 0  # for GFLOP/s; 0 when not meaningful
+    sequences: int = 0  # for sequences/s (model-level cases)
 
 
 CASE_BUILDERS: Dict[str, Callable[[torch.device, bool], List[Case]]] = {
     "jagged": jagged_cases,
     "hstu": hstu_cases,
+    "models": models_cases,
     "ordinal": ordinal_cases,
 }
