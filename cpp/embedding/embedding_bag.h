@@ -66,7 +66,7 @@ struct UpdateParams {
 // [num_features * batch + 1], per_sample_weights [L] acc_t or null (sum pooling only; ValueError for a mean or
 // max feature), out [batch, total_dim]; columns of out not covered by a feature are left untouched.
 // argmax [batch, total_dim] int64 or null: for max features, the position i (into indices) that won each
-// element, -1 for an empty bag. Empty bags give zeros. feature_names [num_features] or null: names used in the
+// element, -1 for an empty bag and for the columns of other features. Empty bags give zeros. feature_names [num_features] or null: names used in the
 // message for a bad index ("feature 'name' indices[i] ...").
 template <typename weight_t, typename index_t>
 void embedding_bags_forward(const char* op, const weight_t* weights, int64_t weights_numel, const int64_t* meta,

@@ -175,6 +175,7 @@ void forward_kernel(const Batch<weight_t, index_t>& p, int num_threads) {
         }
         if (start == end) std::fill(acc.begin(), acc.begin() + dim, acc_t(0));
       } else {
+        if (p.argmax) std::fill_n(p.argmax + b * p.total_dim + m[kOutColumn], dim, int64_t{-1});
         std::fill(acc.begin(), acc.begin() + dim, acc_t(0));
         for (int64_t i = start; i < end; ++i) {
           if (i + 1 < end) prefetch_row(table + static_cast<int64_t>(p.indices[i + 1]) * stride, row_bytes);

@@ -107,11 +107,14 @@ class _Group:
         self.int8 = False
 
     def meta(self, device) -> Tensor:
-        rows = []
+        rows, int8_elem, pos = [], {}, 0
+        for t in self.tables:  # int8 rows carry 8 bytes of scale and bias
+            int8_elem[t.name] = pos
+            pos += t.num_embeddings * (t.embedding_dim + 8)
         for _, t, col in self.features:
             d = t.embedding_dim
             stride = d + 8 if self.int8 else d
-            elem = self.table_row[t.name] * (d + 8) if self.int8 else self.table_elem[t.name]
+            elem = int8_elem[t.name] if self.int8 else self.table_elem[t.name]
             rows.append([elem, self.table_row[t.name], t.num_embeddings, d, stride, POOLING[t.pooling], col])
         return torch.tensor(rows, dtype=torch.int64, device=device).reshape(-1, META_COLS)
 
