@@ -10,6 +10,7 @@ from typing import Callable, Dict, List
 
 import torch
 
+from .embedding import embedding_cases
 from .hstu import hstu_cases
 from .jagged import jagged_cases
 from .ordinal import ordinal_cases
@@ -32,4 +33,5 @@ CASE_BUILDERS: Dict[str, Callable[[torch.device, bool], List[Case]]] = {
     "jagged": jagged_cases,
     "hstu": hstu_cases,
     "ordinal": ordinal_cases,
+    "embedding": embedding_cases,
 }
