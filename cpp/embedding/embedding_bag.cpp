@@ -173,6 +173,8 @@ void embedding_bags_backward(const char* op, weight_t* weights, int64_t weights_
                                    kind == Update::kAdagrad || kind == Update::kAdam ? state0_numel : -1);
   check_indices<index_t>(op, meta, num_features, indices, num_indices, offsets, batch, nullptr);
   RECOPS_CHECK(num_indices < (int64_t{1} << 32), op, ": at most 2^32 - 1 indices per call, got ", num_indices);
+  RECOPS_CHECK(batch < (int64_t{1} << 31) && num_features < (int64_t{1} << 31), op,
+               ": batch and the number of features must be < 2^31, got ", batch, " and ", num_features);
   bool has_max = false;
   for (int64_t f = 0; f < num_features; ++f) has_max |= meta[f * kMetaCols + kPooling] == 2;
   RECOPS_CHECK(!has_max || argmax != nullptr, op, ": max pooling needs the argmax of the forward");
@@ -187,14 +189,14 @@ void embedding_bags_backward(const char* op, weight_t* weights, int64_t weights_
   // Global rows and bag of every position (serial O(L): a few ms at most, and no extra parallel region).
   std::vector<uint64_t> rows(static_cast<size_t>(num_indices));
   std::vector<uint32_t> pos(static_cast<size_t>(num_indices));
-  std::vector<int64_t> bag_of(static_cast<size_t>(num_indices));
+  std::vector<BagRef> bag_of(static_cast<size_t>(num_indices));
   uint64_t max_row = 0;
   for (int64_t j = 0; j < num_features * batch; ++j) {
     const int64_t row_offset = meta[(j / batch) * kMetaCols + kRowOffset];
     for (int64_t i = offsets[j]; i < offsets[j + 1]; ++i) {
       rows[i] = static_cast<uint64_t>(row_offset + static_cast<int64_t>(indices[i]));
       pos[i] = static_cast<uint32_t>(i);
-      bag_of[i] = j;
+      bag_of[i] = BagRef{static_cast<int32_t>(j / batch), static_cast<int32_t>(j % batch)};
       max_row = std::max(max_row, rows[i]);
     }
   }

@@ -15,6 +15,11 @@ template <> struct Traits<double> { using acc_t = double; using out_t = double; 
 template <> struct Traits<uint8_t> { using acc_t = float; using out_t = float; };
 
 // Everything one forward or backward call needs, already checked.
+// Feature and sample of the bag a position belongs to (saves a 64-bit division per position).
+struct BagRef {
+  int32_t feature, sample;
+};
+
 template <typename weight_t, typename index_t>
 struct Batch {
   using acc_t = typename Traits<weight_t>::acc_t;
@@ -34,7 +39,7 @@ struct Batch {
   const uint64_t* sorted_rows = nullptr;
   const int64_t* segments = nullptr;
   int64_t num_segments = 0;
-  const int64_t* bag_of = nullptr;
+  const BagRef* bag_of = nullptr;
   UpdateParams params;
   weight_t* grad_weights = nullptr;
   float* state0 = nullptr;

@@ -211,34 +211,49 @@ void backward_kernel(const Batch<weight_t, index_t>& p, int num_threads) {
   } else {
     const UpdateParams& up = p.params;
     parallel_for(0, p.num_segments, 8, num_threads, [&](int64_t sb, int64_t se) {
-      std::vector<acc_t> g(static_cast<size_t>(p.max_dim)), go(static_cast<size_t>(p.max_dim));
+      std::vector<acc_t> g(static_cast<size_t>(p.max_dim));
+      // Weight row element offset, dim and stride of segment s.
+      auto locate = [&](int64_t s, int64_t* dim, int64_t* stride) {
+        const int64_t first = p.segments[s];
+        const int64_t* m0 = p.meta + static_cast<int64_t>(p.bag_of[p.sorted_pos[first]].feature) * kMetaCols;
+        *dim = m0[kDim];
+        *stride = m0[kRowStride];
+        return m0[kWeightOffset] + (static_cast<int64_t>(p.sorted_rows[first]) - m0[kRowOffset]) * *stride;
+      };
       for (int64_t s = sb; s < se; ++s) {
         const int64_t first = p.segments[s], last = p.segments[s + 1];
-        const int64_t* m0 = p.meta + (p.bag_of[p.sorted_pos[first]] / p.batch) * kMetaCols;
-        const int64_t dim = m0[kDim], stride = m0[kRowStride];
-        const int64_t local = static_cast<int64_t>(p.sorted_rows[first]) - m0[kRowOffset];
-        const int64_t elem = m0[kWeightOffset] + local * stride;
+        int64_t dim = 0, stride = 0;
+        const int64_t elem = locate(s, &dim, &stride);
+        if (s + kPrefetch < se) {  // unique rows are far apart: prefetch the row (and its state) ahead
+          int64_t pd = 0, ps = 0;
+          const int64_t pe = locate(s + kPrefetch, &pd, &ps);
+          prefetch_row(p.weights + pe, pd * static_cast<int64_t>(sizeof(weight_t)));
+          if (p.state0 && up.kind != Update::kRowwiseAdagrad) prefetch_row(p.state0 + pe, pd * 4);
+          if (p.state1) prefetch_row(p.state1 + pe, pd * 4);
+        }
         weight_t* row = p.weights + elem;
         std::fill(g.begin(), g.begin() + dim, acc_t(0));
         for (int64_t k = first; k < last; ++k) {
           const int64_t i = p.sorted_pos[k];
-          const int64_t j = p.bag_of[i], f = j / p.batch, b = j % p.batch;
-          const int64_t* m = p.meta + f * kMetaCols;  // features sharing a table may differ in pooling/column
-          const out_t* gout = p.grad_out + b * p.total_dim + m[kOutColumn];
-          for (int64_t d = 0; d < dim; ++d) go[d] = load_one<out_t, acc_t>(gout, dim, d);
+          const BagRef bag = p.bag_of[i];
+          const int64_t* m = p.meta + static_cast<int64_t>(bag.feature) * kMetaCols;  // may differ from m0 in pooling
+          const out_t* gout = p.grad_out + bag.sample * p.total_dim + m[kOutColumn];
           if (p.grad_psw) {
             acc_t dot = 0;
-            for (int64_t d = 0; d < dim; ++d) dot += Elem<weight_t>::load(row, d) * go[d];
+            for (int64_t d = 0; d < dim; ++d) dot += Elem<weight_t>::load(row, d) * load_one<out_t, acc_t>(gout, dim, d);
             p.grad_psw[i] = dot;
           }
           const auto pooling = static_cast<Pooling>(m[kPooling]);
           if (pooling == Pooling::kMax) {
-            const int64_t* am = p.argmax + b * p.total_dim + m[kOutColumn];
-            for (int64_t d = 0; d < dim; ++d) g[d] += am[d] == i ? go[d] : acc_t(0);
+            const int64_t* am = p.argmax + bag.sample * p.total_dim + m[kOutColumn];
+            for (int64_t d = 0; d < dim; ++d) g[d] += am[d] == i ? load_one<out_t, acc_t>(gout, dim, d) : acc_t(0);
           } else {
             acc_t coef = p.psw ? p.psw[i] : acc_t(1);
-            if (pooling == Pooling::kMean) coef /= static_cast<acc_t>(p.offsets[j + 1] - p.offsets[j]);
-            for (int64_t d = 0; d < dim; ++d) g[d] += coef * go[d];
+            if (pooling == Pooling::kMean) {
+              const int64_t j = static_cast<int64_t>(bag.feature) * p.batch + bag.sample;
+              coef /= static_cast<acc_t>(p.offsets[j + 1] - p.offsets[j]);
+            }
+            for (int64_t d = 0; d < dim; ++d) g[d] += coef * load_one<out_t, acc_t>(gout, dim, d);
           }
         }
         const bool sr = up.stochastic_rounding;
