@@ -113,6 +113,19 @@ void with_types(Storage s, bool idx64, Fn&& fn) {
   }
 }
 
+// Copies the optimizer hyper-parameters into the core's or the CUDA launcher's parameter struct.
+template <typename Params>
+void fill_update(Params& u, double lr, double eps, double beta1, double beta2, double step_size, bool sr,
+                 uint64_t seed) {
+  u.lr = static_cast<float>(lr);
+  u.eps = static_cast<float>(eps);
+  u.beta1 = static_cast<float>(beta1);
+  u.beta2 = static_cast<float>(beta2);
+  u.step_size = static_cast<float>(step_size);
+  u.stochastic_rounding = sr;
+  u.seed = seed;
+}
+
 #ifdef RECOPS_WITH_CUDA
 int cuda_storage(Storage s) {
   switch (s) {
@@ -210,13 +223,7 @@ void embedding_bags_backward(Array weights, Array meta, Array indices, Array off
     int32_t* flag = error_flag_ptr(op, error_flag ? &*error_flag : nullptr, weights);
     cuda::EmbeddingUpdate u;
     u.kind = optimizer;
-    u.lr = static_cast<float>(lr);
-    u.eps = static_cast<float>(eps);
-    u.beta1 = static_cast<float>(beta1);
-    u.beta2 = static_cast<float>(beta2);
-    u.step_size = static_cast<float>(step_size);
-    u.stochastic_rounding = stochastic_rounding;
-    u.seed = seed;
+    fill_update(u, lr, eps, beta1, beta2, step_size, stochastic_rounding, seed);
     nb::gil_scoped_release release;
     cuda::launch_embedding_bags_backward(cuda_storage(c.storage), weights.data(),
                                          static_cast<const int64_t*>(meta.data()), c.num_features, max_dim,
@@ -232,13 +239,7 @@ void embedding_bags_backward(Array weights, Array meta, Array indices, Array off
   (void)error_flag;
   emb::UpdateParams u;
   u.kind = static_cast<emb::Update>(optimizer);
-  u.lr = static_cast<float>(lr);
-  u.eps = static_cast<float>(eps);
-  u.beta1 = static_cast<float>(beta1);
-  u.beta2 = static_cast<float>(beta2);
-  u.step_size = static_cast<float>(step_size);
-  u.stochastic_rounding = stochastic_rounding;
-  u.seed = seed;
+  fill_update(u, lr, eps, beta1, beta2, step_size, stochastic_rounding, seed);
   nb::gil_scoped_release release;
   with_types(c.storage, c.idx64, [&](auto wtag, auto itag) {
     using weight_t = decltype(wtag);

@@ -124,6 +124,26 @@ void radix_sort(std::vector<uint64_t>& keys, std::vector<uint32_t>& vals, uint64
   }
 }
 
+// The fields forward and backward share.
+template <typename weight_t, typename index_t>
+Batch<weight_t, index_t> make_batch(weight_t* weights, const int64_t* meta, int64_t num_features,
+                                    const index_t* indices, const index_t* offsets, int64_t batch,
+                                    int64_t total_dim, int64_t max_dim, const void* per_sample_weights,
+                                    const int64_t* argmax) {
+  Batch<weight_t, index_t> p;
+  p.weights = weights;
+  p.meta = meta;
+  p.num_features = num_features;
+  p.batch = batch;
+  p.total_dim = total_dim;
+  p.max_dim = max_dim;
+  p.indices = indices;
+  p.offsets = offsets;
+  p.psw = static_cast<const typename Batch<weight_t, index_t>::acc_t*>(per_sample_weights);
+  p.argmax = const_cast<int64_t*>(argmax);
+  return p;
+}
+
 }  // namespace
 
 template <typename weight_t, typename index_t>
@@ -131,19 +151,11 @@ void embedding_bags_forward(const char* op, const weight_t* weights, int64_t wei
                             int64_t num_features, const index_t* indices, int64_t num_indices,
                             const index_t* offsets, int64_t batch, const void* per_sample_weights, void* out,
                             int64_t total_dim, int64_t* argmax, int num_threads, const char* const* names) {
-  Batch<weight_t, index_t> p;
-  p.max_dim = check_meta<weight_t>(op, weights_numel, meta, num_features, total_dim, per_sample_weights != nullptr,
-                                   -1, -1);
+  const int64_t max_dim = check_meta<weight_t>(op, weights_numel, meta, num_features, total_dim,
+                                                per_sample_weights != nullptr, -1, -1);
   check_indices(op, meta, num_features, indices, num_indices, offsets, batch, names);
-  p.weights = const_cast<weight_t*>(weights);
-  p.meta = meta;
-  p.num_features = num_features;
-  p.batch = batch;
-  p.total_dim = total_dim;
-  p.indices = indices;
-  p.offsets = offsets;
-  p.psw = static_cast<const typename Batch<weight_t, index_t>::acc_t*>(per_sample_weights);
-  p.argmax = argmax;
+  auto p = make_batch(const_cast<weight_t*>(weights), meta, num_features, indices, offsets, batch, total_dim, max_dim,
+                      per_sample_weights, argmax);
   p.out = static_cast<typename Batch<weight_t, index_t>::out_t*>(out);
   if (use_avx2()) avx2::forward_kernel(p, num_threads); else generic::forward_kernel(p, num_threads);
 }
@@ -167,10 +179,9 @@ void embedding_bags_backward(const char* op, weight_t* weights, int64_t weights_
   RECOPS_CHECK(kind != Update::kAdam || state1 != nullptr || num_indices == 0, op, ": adam needs two states");
   RECOPS_CHECK(kind != Update::kAdam || state0_numel == state1_numel, op,
                ": adam states must have equal sizes, got ", state0_numel, " and ", state1_numel);
-  Batch<weight_t, index_t> p;
-  p.max_dim = check_meta<weight_t>(op, weights_numel, meta, num_features, total_dim, per_sample_weights != nullptr,
-                                   kind == Update::kRowwiseAdagrad ? state0_numel : -1,
-                                   kind == Update::kAdagrad || kind == Update::kAdam ? state0_numel : -1);
+  const int64_t max_dim = check_meta<weight_t>(op, weights_numel, meta, num_features, total_dim,
+                                                per_sample_weights != nullptr, kind == Update::kRowwiseAdagrad ? state0_numel : -1,
+                                                kind == Update::kAdagrad || kind == Update::kAdam ? state0_numel : -1);
   check_indices<index_t>(op, meta, num_features, indices, num_indices, offsets, batch, nullptr);
   RECOPS_CHECK(num_indices < (int64_t{1} << 32), op, ": at most 2^32 - 1 indices per call, got ", num_indices);
   RECOPS_CHECK(batch < (int64_t{1} << 31) && num_features < (int64_t{1} << 31), op,
@@ -202,19 +213,13 @@ void embedding_bags_backward(const char* op, weight_t* weights, int64_t weights_
   }
   radix_sort(rows, pos, max_row);
   std::vector<int64_t> segments;
+  segments.reserve(static_cast<size_t>(num_indices) + 1);
   for (int64_t k = 0; k < num_indices; ++k) {
     if (k == 0 || rows[k] != rows[k - 1]) segments.push_back(k);
   }
   segments.push_back(num_indices);
-  p.weights = weights;
-  p.meta = meta;
-  p.num_features = num_features;
-  p.batch = batch;
-  p.total_dim = total_dim;
-  p.indices = indices;
-  p.offsets = offsets;
-  p.psw = static_cast<const typename Batch<weight_t, index_t>::acc_t*>(per_sample_weights);
-  p.argmax = const_cast<int64_t*>(argmax);
+  auto p = make_batch(weights, meta, num_features, indices, offsets, batch, total_dim, max_dim, per_sample_weights,
+                      argmax);
   p.grad_out = static_cast<const typename Batch<weight_t, index_t>::out_t*>(grad_out);
   p.sorted_pos = pos.data();
   p.sorted_rows = rows.data();
