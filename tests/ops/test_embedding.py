@@ -73,7 +73,10 @@ def test_per_sample_weights(device, lengths, num_rows, dim, dtype):
 def test_forward_hypothesis(lengths, num_rows, dim, mode):
     w = torch.randn(num_rows, dim)
     idx, off = _bags(lengths, num_rows, "cpu")
-    torch.testing.assert_close(recops.ops.embedding_bag(w, idx, off, mode), _torch(w, idx, off, mode, None))
+    out = recops.ops.embedding_bag(w, idx, off, mode)
+    torch.testing.assert_close(out, ref.embedding_bag(w, idx, off, mode))
+    if dim > 0:  # torch's embedding_bag trips an internal assert for some D = 0 inputs
+        torch.testing.assert_close(out, _torch(w, idx, off, mode, None))
 
 
 def test_large_offsets_int64():
