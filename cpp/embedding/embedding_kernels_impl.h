@@ -144,14 +144,26 @@ inline void store_out(out_t* out, int64_t d, acc_t v) {
   }
 }
 
+// Runs fn(begin, end, scratch) over chunks of `chunk` items handed out dynamically: under contention (another
+// process busy on one core) a slowed thread no longer holds up the call, the others take its remaining chunks.
+// scratch: scratch_size acc_t per thread.
+template <typename acc_t, typename Fn>
+void for_chunks(int64_t n, int64_t chunk, int num_threads, int64_t scratch_size, const Fn& fn) {
+  const int64_t tasks = (n + chunk - 1) / chunk;
+  const int64_t nt = std::max(1, num_threads);
+  std::vector<acc_t> scratch(static_cast<size_t>(nt * std::max<int64_t>(scratch_size, 1)));
+  parallel_tasks(tasks, num_threads, [&](int64_t t, int tid) {
+    fn(t * chunk, std::min(n, (t + 1) * chunk), scratch.data() + tid * scratch_size);
+  });
+}
+
 }  // namespace
 
 template <typename weight_t, typename index_t>
 void forward_kernel(const Batch<weight_t, index_t>& p, int num_threads) {
   using acc_t = typename Traits<weight_t>::acc_t;
   const int64_t num_bags = p.num_features * p.batch;
-  parallel_for(0, num_bags, 16, num_threads, [&](int64_t jb, int64_t je) {
-    std::vector<acc_t> acc(static_cast<size_t>(p.max_dim));
+  for_chunks<acc_t>(num_bags, 32, num_threads, p.max_dim, [&](int64_t jb, int64_t je, acc_t* acc) {
     for (int64_t j = jb; j < je; ++j) {
       const int64_t f = j / p.batch, b = j % p.batch;
       const int64_t* m = p.meta + f * kMetaCols;
@@ -164,7 +176,7 @@ void forward_kernel(const Batch<weight_t, index_t>& p, int num_threads) {
       auto* out = p.out + b * p.total_dim + m[kOutColumn];
       if (pooling == Pooling::kMax) {
         int64_t* am = p.argmax ? p.argmax + b * p.total_dim + m[kOutColumn] : nullptr;
-        std::fill(acc.begin(), acc.begin() + dim, -std::numeric_limits<acc_t>::infinity());
+        std::fill(acc, acc + dim, -std::numeric_limits<acc_t>::infinity());
         if (am) std::fill(am, am + dim, int64_t{-1});
         for (int64_t i = start; i < end; ++i) {
           if (i + kPrefetch < feature_end) {
@@ -180,16 +192,16 @@ void forward_kernel(const Batch<weight_t, index_t>& p, int num_threads) {
             }
           }
         }
-        if (start == end) std::fill(acc.begin(), acc.begin() + dim, acc_t(0));
+        if (start == end) std::fill(acc, acc + dim, acc_t(0));
       } else {
         if (p.argmax) std::fill_n(p.argmax + b * p.total_dim + m[kOutColumn], dim, int64_t{-1});
-        std::fill(acc.begin(), acc.begin() + dim, acc_t(0));
+        std::fill(acc, acc + dim, acc_t(0));
         for (int64_t i = start; i < end; ++i) {
           if (i + kPrefetch < feature_end) {
             prefetch_row(table + static_cast<int64_t>(p.indices[i + kPrefetch]) * stride, row_bytes);
           }
           const acc_t coef = p.psw ? p.psw[i] : acc_t(1);
-          axpy_row(table + static_cast<int64_t>(p.indices[i]) * stride, dim, coef, acc.data());
+          axpy_row(table + static_cast<int64_t>(p.indices[i]) * stride, dim, coef, acc);
         }
         if (pooling == Pooling::kMean && end > start) {
           const acc_t scale = acc_t(1) / static_cast<acc_t>(end - start);
@@ -210,8 +222,7 @@ void backward_kernel(const Batch<weight_t, index_t>& p, int num_threads) {
     (void)num_threads;
   } else {
     const UpdateParams& up = p.params;
-    parallel_for(0, p.num_segments, 8, num_threads, [&](int64_t sb, int64_t se) {
-      std::vector<acc_t> g(static_cast<size_t>(p.max_dim));
+    for_chunks<acc_t>(p.num_segments, 64, num_threads, p.max_dim, [&](int64_t sb, int64_t se, acc_t* g) {
       // Weight row element offset, dim and stride of segment s.
       auto locate = [&](int64_t s, int64_t* dim, int64_t* stride) {
         const int64_t first = p.segments[s];
@@ -224,7 +235,7 @@ void backward_kernel(const Batch<weight_t, index_t>& p, int num_threads) {
         const int64_t first = p.segments[s], last = p.segments[s + 1];
         int64_t dim = 0, stride = 0;
         const int64_t elem = locate(s, &dim, &stride);
-        if (s + kPrefetch < se) {  // unique rows are far apart: prefetch the row (and its state) ahead
+        if (s + kPrefetch < p.num_segments) {  // unique rows are far apart: prefetch the row (and its state) ahead
           int64_t pd = 0, ps = 0;
           const int64_t pe = locate(s + kPrefetch, &pd, &ps);
           prefetch_row(p.weights + pe, pd * static_cast<int64_t>(sizeof(weight_t)));
@@ -232,7 +243,7 @@ void backward_kernel(const Batch<weight_t, index_t>& p, int num_threads) {
           if (p.state1) prefetch_row(p.state1 + pe, pd * 4);
         }
         weight_t* row = p.weights + elem;
-        std::fill(g.begin(), g.begin() + dim, acc_t(0));
+        std::fill(g, g + dim, acc_t(0));
         for (int64_t k = first; k < last; ++k) {
           const int64_t i = p.sorted_pos[k];
           const BagRef bag = p.bag_of[i];
