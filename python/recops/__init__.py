@@ -6,6 +6,7 @@ from ._runtime import checks_enabled, set_checks
 from . import ops
 from . import nn
 from .data.jagged import Jagged
+from .data.keyed_jagged import KeyedJagged
 
 __version__ = "0.1.0"
 
@@ -15,4 +16,4 @@ def has_cuda() -> bool:
     return bool(_C.has_cuda())
 
 
-__all__ = ["Jagged", "checks_enabled", "has_cuda", "nn", "ops", "set_checks", "__version__"]
+__all__ = ["Jagged", "KeyedJagged", "checks_enabled", "has_cuda", "nn", "ops", "set_checks", "__version__"]

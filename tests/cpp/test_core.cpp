@@ -5,11 +5,13 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <random>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "embedding/embedding_bag.h"
 #include "jagged/jagged.h"
 #include "losses/ordinal.h"
 
@@ -247,6 +249,96 @@ void test_losses_bad_inputs() {
   EXPECT(sum == 0 && gg[0] == 0 && gg[1] == 0 && ga[0] == 0 && ga[1] == 0);
 }
 
+const int32_t kZeroOffsets[1] = {0};
+
+// Two features over two tables in one flat buffer; forward vs a naive loop, fused SGD vs a naive update,
+// dense gradient, int8 rows, and bad input that must throw before anything changes.
+void test_embedding(int threads) {
+  using namespace recops::embedding;
+  const int64_t batch = 3, total_dim = 5;
+  // Table 0: 4 rows x D=3 at element 0; table 1: 2 rows x D=2 at element 12 (global rows 4..5).
+  std::vector<float> w(16);
+  for (size_t i = 0; i < w.size(); ++i) w[i] = 0.25f * static_cast<float>(i) - 1.f;
+  const int64_t meta[2 * kMetaCols] = {0, 0, 4, 3, 3, 0, 0, 12, 4, 2, 2, 2, 1, 3};
+  const std::vector<int64_t> idx = {0, 3, 3, 1, 1, 0, 1};
+  const std::vector<int64_t> off = {0, 2, 2, 4, 5, 5, 7};  // feature 0 bags: {0,3},{},{3,1}; feature 1: {1},{},{0,1}
+  std::vector<float> out(batch * total_dim, 9.f);
+  embedding_bags_forward<float, int64_t>("emb", w.data(), 16, meta, 2, idx.data(), 7, off.data(), batch, nullptr,
+                                         out.data(), total_dim, nullptr, threads);
+  auto row = [&](int64_t f, int64_t r, int64_t d) { return f == 0 ? w[r * 3 + d] : w[12 + r * 2 + d]; };
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t f = 0; f < 2; ++f) {
+      const int64_t j = f * batch + b, dim = f == 0 ? 3 : 2, col = f == 0 ? 0 : 3;
+      for (int64_t d = 0; d < dim; ++d) {
+        float want = 0;
+        for (int64_t i = off[j]; i < off[j + 1]; ++i) want += row(f, idx[i], d);
+        if (f == 1 && off[j + 1] > off[j]) want /= static_cast<float>(off[j + 1] - off[j]);
+        EXPECT(std::fabs(out[b * total_dim + col + d] - want) < 1e-6f);
+      }
+    }
+  }
+  // Fused SGD: every touched row moves by -lr * (sum of its gradients); untouched row 2 stays.
+  std::vector<float> grad(batch * total_dim, 1.f), w2 = w, gw(16, 0.f);
+  UpdateParams sgd;
+  sgd.kind = Update::kSgd;
+  sgd.lr = 0.5f;
+  embedding_bags_backward<float, int64_t>("emb", w2.data(), 16, meta, 2, idx.data(), 7, off.data(), batch, nullptr,
+                                          nullptr, grad.data(), total_dim, sgd, nullptr, nullptr, nullptr, 0, 0,
+                                          nullptr, threads);
+  EXPECT(std::fabs(w2[0] - (w[0] - 0.5f)) < 1e-6f && std::fabs(w2[9] - (w[9] - 1.0f)) < 1e-6f);
+  EXPECT(w2[6] == w[6]);                                          // table 0 row 2 untouched
+  EXPECT(std::fabs(w2[14] - (w[14] - 0.5f * 1.5f)) < 1e-6f);      // table 1 row 1: 1 + 1/2 (mean)
+  UpdateParams dense;
+  embedding_bags_backward<float, int64_t>("emb", w.data(), 16, meta, 2, idx.data(), 7, off.data(), batch, nullptr,
+                                          nullptr, grad.data(), total_dim, dense, gw.data(), nullptr, nullptr, 0, 0,
+                                          nullptr, threads);
+  EXPECT(gw[9] == 2.f && gw[3] == 1.f && gw[6] == 0.f && std::fabs(gw[12] - 0.5f) < 1e-6f);
+  // Bad index / offsets / meta: throw, and nothing is written.
+  std::vector<int64_t> bad = idx;
+  bad[6] = 2;  // feature 1 has 2 rows
+  const std::vector<float> before = w2;
+  expect_value_error("emb index", "indices[2] of feature 1 must be in [0, 2), got 2", [&] {
+    embedding_bags_forward<float, int64_t>("emb", w.data(), 16, meta, 2, bad.data(), 7, off.data(), batch, nullptr,
+                                           out.data(), total_dim, nullptr, threads);
+  });
+  expect_value_error("emb index bwd", "must be in [0, 2)", [&] {
+    embedding_bags_backward<float, int64_t>("emb", w2.data(), 16, meta, 2, bad.data(), 7, off.data(), batch,
+                                            nullptr, nullptr, grad.data(), total_dim, sgd, nullptr, nullptr, nullptr,
+                                            0, 0, nullptr, threads);
+  });
+  EXPECT(w2 == before);
+  const std::vector<int64_t> bad_off = {0, 2, 1, 4, 5, 5, 7};
+  expect_value_error("emb offsets", "non-decreasing", [&] {
+    embedding_bags_forward<float, int64_t>("emb", w.data(), 16, meta, 2, idx.data(), 7, bad_off.data(), batch,
+                                           nullptr, out.data(), total_dim, nullptr, threads);
+  });
+  expect_value_error("emb meta", "beyond the weights buffer", [&] {
+    embedding_bags_forward<float, int64_t>("emb", w.data(), 15, meta, 2, idx.data(), 7, off.data(), batch, nullptr,
+                                           out.data(), total_dim, nullptr, threads);
+  });
+  expect_value_error("emb state", "optimizer state must have", [&] {
+    UpdateParams rw;
+    rw.kind = Update::kRowwiseAdagrad;
+    float st[3] = {0, 0, 0};
+    embedding_bags_backward<float, int64_t>("emb", w2.data(), 16, meta, 2, idx.data(), 7, off.data(), batch,
+                                            nullptr, nullptr, grad.data(), total_dim, rw, nullptr, st, nullptr, 3, 0,
+                                            nullptr, threads);
+  });
+  // int8 rowwise: one 2-dim row with scale 0.5, bias -1 -> codes {2, 4} read as {0, 1}.
+  uint8_t q[10] = {2, 4};
+  const float sb[2] = {0.5f, -1.f};
+  std::memcpy(q + 2, sb, 8);
+  const int64_t qmeta[kMetaCols] = {0, 0, 1, 2, 10, 0, 0};
+  const int64_t qidx[1] = {0}, qoff[2] = {0, 1};
+  float qout[2] = {7, 7};
+  embedding_bags_forward<uint8_t, int64_t>("emb", q, 10, qmeta, 1, qidx, 1, qoff, 1, nullptr, qout, 2, nullptr,
+                                           threads);
+  EXPECT(qout[0] == 0.f && qout[1] == 1.f);
+  // Empty: B = 0 and L = 0 with null data.
+  embedding_bags_forward<float, int32_t>("emb", nullptr, 0, nullptr, 0, nullptr, 0, kZeroOffsets, 0, nullptr, nullptr,
+                                         0, nullptr, threads);
+}
+
 }  // namespace
 
 int main() {
@@ -258,6 +350,7 @@ int main() {
   test_empty();
   for (int threads : {1, 3}) test_losses(threads);
   test_losses_bad_inputs();
+  for (int threads : {1, 3}) test_embedding(threads);
   if (g_failures) {
     std::fprintf(stderr, "%d failure(s)\n", g_failures);
     return 1;

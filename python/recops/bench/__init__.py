@@ -10,6 +10,7 @@ from typing import Callable, Dict, List
 
 import torch
 
+from .embedding import embedding_cases
 from .hstu import hstu_cases
 from .jagged import jagged_cases
 from .models import models_cases
@@ -35,4 +36,5 @@ CASE_BUILDERS: Dict[str, Callable[[torch.device, bool], List[Case]]] = {
     "hstu": hstu_cases,
     "models": models_cases,
     "ordinal": ordinal_cases,
+    "embedding": embedding_cases,
 }

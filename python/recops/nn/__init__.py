@@ -1,7 +1,13 @@
 # SPDX-License-Identifier: Apache-2.0
 """Small nn.Modules over recops.ops."""
 
+from .embedding import EmbeddingBagCollection, EmbeddingBagConfig, EmbeddingBagOutput, FusedOptimizer
 from .hstu import HSTULayer
 from .ordinal import GNOLRHead, OrdinalHead, thresholds_from_positive_rates
 
-__all__ = ["GNOLRHead", "HSTULayer", "OrdinalHead", "thresholds_from_positive_rates"]
+__all__ = [
+    "EmbeddingBagCollection",
+    "EmbeddingBagConfig",
+    "EmbeddingBagOutput",
+    "FusedOptimizer",
+    "GNOLRHead", "HSTULayer", "OrdinalHead", "thresholds_from_positive_rates"]

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """recops operators (torch.library custom ops named recops::<op>)."""
 
+from .embedding import embedding_bag, embedding_bags, embedding_bags_backward, embedding_bags_fused_update
 from .hstu import hstu_attention
 from .jagged import (
     jagged_to_padded,
@@ -18,6 +19,10 @@ from .ordinal import (
 )
 
 __all__ = [
+    "embedding_bag",
+    "embedding_bags",
+    "embedding_bags_backward",
+    "embedding_bags_fused_update",
     "hstu_attention",
     "feedback_to_levels",
     "gnolr_loss",

@@ -1,0 +1,252 @@
+// SPDX-License-Identifier: Apache-2.0
+// Embedding bags: validation, the row sort of the backward, and run-time ISA dispatch of the kernels.
+#include <algorithm>
+#include <limits>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "common/check.h"
+#include "common/checked_math.h"
+#include "embedding/embedding_bag.h"
+#include "embedding/embedding_kernels.h"
+#include "jagged/jagged.h"
+
+namespace recops::embedding {
+namespace {
+
+bool use_avx2() {
+#if defined(__x86_64__) || defined(__i386__)
+  static const bool ok = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  }();
+  return ok;
+#else
+  return false;
+#endif
+}
+
+// Checks meta against the buffers and returns the largest dim. state_rows/state_elems: sizes of the per-row /
+// per-element optimizer state the update needs (-1: none).
+template <typename weight_t>
+int64_t check_meta(const char* op, int64_t weights_numel, const int64_t* meta, int64_t num_features,
+                   int64_t total_dim, bool has_psw, int64_t state_rows, int64_t state_elems) {
+  RECOPS_CHECK(num_features >= 0, op, ": the number of features must be >= 0, got ", num_features);
+  RECOPS_CHECK(total_dim >= 0, op, ": total_dim must be >= 0, got ", total_dim);
+  constexpr bool int8 = std::is_same_v<weight_t, uint8_t>;
+  int64_t max_dim = 0;
+  for (int64_t f = 0; f < num_features; ++f) {
+    const int64_t* m = meta + f * kMetaCols;
+    const int64_t rows = m[kNumRows], dim = m[kDim], stride = m[kRowStride];
+    RECOPS_CHECK(rows >= 0 && dim >= 0 && m[kWeightOffset] >= 0 && m[kRowOffset] >= 0, op, ": meta of feature ",
+                 f, " must be non-negative, got rows=", rows, " dim=", dim);
+    RECOPS_CHECK(stride == (int8 ? dim + 8 : dim), op, ": row stride of feature ", f, " must be ",
+                 int8 ? dim + 8 : dim, ", got ", stride);
+    RECOPS_CHECK(m[kPooling] >= 0 && m[kPooling] <= 2, op, ": pooling of feature ", f,
+                 " must be 0 (sum), 1 (mean) or 2 (max), got ", m[kPooling]);
+    RECOPS_CHECK(!has_psw || m[kPooling] == 0, op,
+                 ": per_sample_weights are only supported with sum pooling, got pooling ", m[kPooling],
+                 " for feature ", f);
+    RECOPS_CHECK(m[kOutColumn] >= 0 && m[kOutColumn] + dim <= total_dim, op, ": output columns of feature ", f,
+                 " must lie in [0, ", total_dim, "), got [", m[kOutColumn], ", ", m[kOutColumn] + dim, ")");
+    const int64_t end = m[kWeightOffset] + checked_mul(rows, stride, op);
+    RECOPS_CHECK(end <= weights_numel, op, ": table of feature ", f, " ends at element ", end,
+                 " beyond the weights buffer of ", weights_numel);
+    if (state_rows >= 0) {
+      RECOPS_CHECK(m[kRowOffset] + rows <= state_rows, op, ": optimizer state must have ", m[kRowOffset] + rows,
+                   " rows, got ", state_rows);
+    }
+    if (state_elems >= 0) {
+      RECOPS_CHECK(end <= state_elems, op, ": optimizer state must have ", end, " elements, got ", state_elems);
+    }
+    max_dim = std::max(max_dim, dim);
+  }
+  return max_dim;
+}
+
+// Offsets and every index; the index scan is a vectorisable min/max per feature, the slow search for the first
+// bad position runs only when something is out of range.
+template <typename index_t>
+void check_indices(const char* op, const int64_t* meta, int64_t num_features, const index_t* indices,
+                   int64_t num_indices, const index_t* offsets, int64_t batch, const char* const* names) {
+  RECOPS_CHECK(batch >= 0, op, ": batch must be >= 0, got ", batch);
+  RECOPS_CHECK(num_indices >= 0, op, ": indices must not be negative-sized, got ", num_indices);
+  jagged::check_offsets<index_t>(op, offsets, checked_mul(num_features, batch, op), num_indices);
+  for (int64_t f = 0; f < num_features; ++f) {
+    const int64_t begin = offsets[f * batch], end = offsets[(f + 1) * batch];
+    const int64_t rows = meta[f * kMetaCols + kNumRows];
+    index_t lo = 0, hi = 0;
+    if (end > begin) lo = hi = indices[begin];
+    for (int64_t i = begin; i < end; ++i) {
+      lo = std::min(lo, indices[i]);
+      hi = std::max(hi, indices[i]);
+    }
+    if (end > begin && (lo < 0 || static_cast<int64_t>(hi) >= rows)) {
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t v = indices[i];
+        if (names) {
+          RECOPS_CHECK(v >= 0 && v < rows, op, ": feature '", names[f], "' indices[", i - begin,
+                       "] must be in [0, ", rows, "), got ", v);
+        }
+        RECOPS_CHECK(v >= 0 && v < rows, op, ": indices[", i - begin, "]", num_features > 1 ? " of feature " : "",
+                     num_features > 1 ? std::to_string(f) : std::string(), " must be in [0, ", rows, "), got ", v);
+      }
+    }
+  }
+}
+
+// LSD radix sort of (global row, position) pairs by row, 11 bits per pass; stable, so each row's positions stay
+// in increasing order and the gradient sums are deterministic.
+void radix_sort(std::vector<uint64_t>& keys, std::vector<uint32_t>& vals, uint64_t max_key) {
+  constexpr int kBits = 11;
+  constexpr size_t kBuckets = size_t{1} << kBits;
+  const size_t n = keys.size();
+  std::vector<uint64_t> k2(n);
+  std::vector<uint32_t> v2(n);
+  std::vector<size_t> count(kBuckets);
+  for (int shift = 0; shift < 64 && (max_key >> shift) != 0; shift += kBits) {
+    std::fill(count.begin(), count.end(), 0);
+    for (size_t i = 0; i < n; ++i) ++count[(keys[i] >> shift) & (kBuckets - 1)];
+    size_t sum = 0;
+    for (auto& c : count) {
+      const size_t t = c;
+      c = sum;
+      sum += t;
+    }
+    for (size_t i = 0; i < n; ++i) {
+      const size_t dst = count[(keys[i] >> shift) & (kBuckets - 1)]++;
+      k2[dst] = keys[i];
+      v2[dst] = vals[i];
+    }
+    keys.swap(k2);
+    vals.swap(v2);
+  }
+}
+
+// The fields forward and backward share.
+template <typename weight_t, typename index_t>
+Batch<weight_t, index_t> make_batch(weight_t* weights, const int64_t* meta, int64_t num_features,
+                                    const index_t* indices, const index_t* offsets, int64_t batch,
+                                    int64_t total_dim, int64_t max_dim, const void* per_sample_weights,
+                                    const int64_t* argmax) {
+  Batch<weight_t, index_t> p;
+  p.weights = weights;
+  p.meta = meta;
+  p.num_features = num_features;
+  p.batch = batch;
+  p.total_dim = total_dim;
+  p.max_dim = max_dim;
+  p.indices = indices;
+  p.offsets = offsets;
+  p.psw = static_cast<const typename Batch<weight_t, index_t>::acc_t*>(per_sample_weights);
+  p.argmax = const_cast<int64_t*>(argmax);
+  return p;
+}
+
+}  // namespace
+
+template <typename weight_t, typename index_t>
+void embedding_bags_forward(const char* op, const weight_t* weights, int64_t weights_numel, const int64_t* meta,
+                            int64_t num_features, const index_t* indices, int64_t num_indices,
+                            const index_t* offsets, int64_t batch, const void* per_sample_weights, void* out,
+                            int64_t total_dim, int64_t* argmax, int num_threads, const char* const* names) {
+  const int64_t max_dim = check_meta<weight_t>(op, weights_numel, meta, num_features, total_dim,
+                                                per_sample_weights != nullptr, -1, -1);
+  check_indices(op, meta, num_features, indices, num_indices, offsets, batch, names);
+  auto p = make_batch(const_cast<weight_t*>(weights), meta, num_features, indices, offsets, batch, total_dim, max_dim,
+                      per_sample_weights, argmax);
+  p.out = static_cast<typename Batch<weight_t, index_t>::out_t*>(out);
+  if (use_avx2()) avx2::forward_kernel(p, num_threads); else generic::forward_kernel(p, num_threads);
+}
+
+template <typename weight_t, typename index_t>
+void embedding_bags_backward(const char* op, weight_t* weights, int64_t weights_numel, const int64_t* meta,
+                             int64_t num_features, const index_t* indices, int64_t num_indices,
+                             const index_t* offsets, int64_t batch, const void* per_sample_weights,
+                             const int64_t* argmax, const void* grad_out, int64_t total_dim,
+                             const UpdateParams& params, weight_t* grad_weights, float* state0, float* state1,
+                             int64_t state0_numel, int64_t state1_numel, void* grad_per_sample_weights,
+                             int num_threads) {
+  RECOPS_CHECK((!std::is_same_v<weight_t, uint8_t>), op, ": int8 tables are inference-only, got a backward call");
+  const Update kind = params.kind;
+  RECOPS_CHECK(static_cast<int>(kind) >= 0 && static_cast<int>(kind) <= 4, op,
+               ": optimizer code must be in [0, 4], got ", static_cast<int>(kind));
+  RECOPS_CHECK(kind != Update::kDenseGrad || grad_weights != nullptr || num_indices == 0, op,
+               ": grad_weights is required for the dense gradient");
+  const bool needs0 = kind == Update::kAdagrad || kind == Update::kRowwiseAdagrad || kind == Update::kAdam;
+  RECOPS_CHECK(!needs0 || state0 != nullptr || num_indices == 0, op, ": the optimizer needs its state");
+  RECOPS_CHECK(kind != Update::kAdam || state1 != nullptr || num_indices == 0, op, ": adam needs two states");
+  RECOPS_CHECK(kind != Update::kAdam || state0_numel == state1_numel, op,
+               ": adam states must have equal sizes, got ", state0_numel, " and ", state1_numel);
+  const int64_t max_dim = check_meta<weight_t>(op, weights_numel, meta, num_features, total_dim,
+                                                per_sample_weights != nullptr, kind == Update::kRowwiseAdagrad ? state0_numel : -1,
+                                                kind == Update::kAdagrad || kind == Update::kAdam ? state0_numel : -1);
+  check_indices<index_t>(op, meta, num_features, indices, num_indices, offsets, batch, nullptr);
+  RECOPS_CHECK(num_indices < (int64_t{1} << 32), op, ": at most 2^32 - 1 indices per call, got ", num_indices);
+  RECOPS_CHECK(batch < (int64_t{1} << 31) && num_features < (int64_t{1} << 31), op,
+               ": batch and the number of features must be < 2^31, got ", batch, " and ", num_features);
+  bool has_max = false;
+  for (int64_t f = 0; f < num_features; ++f) has_max |= meta[f * kMetaCols + kPooling] == 2;
+  RECOPS_CHECK(!has_max || argmax != nullptr, op, ": max pooling needs the argmax of the forward");
+  if (has_max) {
+    // argmax values come from the caller: a stale or foreign one must not index out of range.
+    const int64_t n = checked_mul(batch, total_dim, op);
+    for (int64_t e = 0; e < n; ++e) {
+      RECOPS_CHECK(argmax[e] >= -1 && argmax[e] < num_indices, op, ": argmax[", e, "] must be in [-1, ",
+                   num_indices, "), got ", argmax[e]);
+    }
+  }
+  // Global rows and bag of every position (serial O(L): a few ms at most, and no extra parallel region).
+  std::vector<uint64_t> rows(static_cast<size_t>(num_indices));
+  std::vector<uint32_t> pos(static_cast<size_t>(num_indices));
+  std::vector<BagRef> bag_of(static_cast<size_t>(num_indices));
+  uint64_t max_row = 0;
+  for (int64_t j = 0; j < num_features * batch; ++j) {
+    const int64_t row_offset = meta[(j / batch) * kMetaCols + kRowOffset];
+    for (int64_t i = offsets[j]; i < offsets[j + 1]; ++i) {
+      rows[i] = static_cast<uint64_t>(row_offset + static_cast<int64_t>(indices[i]));
+      pos[i] = static_cast<uint32_t>(i);
+      bag_of[i] = BagRef{static_cast<int32_t>(j / batch), static_cast<int32_t>(j % batch)};
+      max_row = std::max(max_row, rows[i]);
+    }
+  }
+  radix_sort(rows, pos, max_row);
+  std::vector<int64_t> segments;
+  segments.reserve(static_cast<size_t>(num_indices) + 1);
+  for (int64_t k = 0; k < num_indices; ++k) {
+    if (k == 0 || rows[k] != rows[k - 1]) segments.push_back(k);
+  }
+  segments.push_back(num_indices);
+  auto p = make_batch(weights, meta, num_features, indices, offsets, batch, total_dim, max_dim, per_sample_weights,
+                      argmax);
+  p.grad_out = static_cast<const typename Batch<weight_t, index_t>::out_t*>(grad_out);
+  p.sorted_pos = pos.data();
+  p.sorted_rows = rows.data();
+  p.segments = segments.data();
+  p.num_segments = static_cast<int64_t>(segments.size()) - 1;
+  p.bag_of = bag_of.data();
+  p.params = params;
+  p.grad_weights = grad_weights;
+  p.state0 = state0;
+  p.state1 = state1;
+  p.grad_psw = static_cast<typename Batch<weight_t, index_t>::acc_t*>(grad_per_sample_weights);
+  if (use_avx2()) avx2::backward_kernel(p, num_threads); else generic::backward_kernel(p, num_threads);
+}
+
+#define RECOPS_EMB_INSTANTIATE(W, I)                                                                            \
+  template void embedding_bags_forward<W, I>(const char*, const W*, int64_t, const int64_t*, int64_t, const I*, \
+                                             int64_t, const I*, int64_t, const void*, void*, int64_t, int64_t*,  \
+                                             int, const char* const*);                                           \
+  template void embedding_bags_backward<W, I>(const char*, W*, int64_t, const int64_t*, int64_t, const I*,      \
+                                              int64_t, const I*, int64_t, const void*, const int64_t*,          \
+                                              const void*, int64_t, const UpdateParams&, W*, float*, float*,    \
+                                              int64_t, int64_t, void*, int);
+#define RECOPS_EMB_INSTANTIATE_W(W) RECOPS_EMB_INSTANTIATE(W, int32_t) RECOPS_EMB_INSTANTIATE(W, int64_t)
+RECOPS_EMB_INSTANTIATE_W(float)
+RECOPS_EMB_INSTANTIATE_W(double)
+RECOPS_EMB_INSTANTIATE_W(Half)
+RECOPS_EMB_INSTANTIATE_W(BFloat16)
+RECOPS_EMB_INSTANTIATE_W(uint8_t)
+
+}  // namespace recops::embedding

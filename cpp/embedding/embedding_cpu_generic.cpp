@@ -1,0 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
+// Embedding-bag CPU kernels for the baseline x86-64 / any instruction set (see embedding_kernels_impl.h).
+#define RECOPS_EMB_ISA generic
+#include "embedding/embedding_kernels_impl.h"

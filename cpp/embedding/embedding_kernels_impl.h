@@ -1,0 +1,328 @@
+// SPDX-License-Identifier: Apache-2.0
+// Embedding-bag CPU kernels, compiled once per instruction set: the including .cpp defines RECOPS_EMB_ISA (the
+// namespace) and sets `#pragma GCC target`. Rows are processed as plain loops over D that the compiler
+// vectorises for the target; 16-bit storage converts to float in registers (F16C with the avx2 target).
+// Thread mapping: forward = contiguous chunks of bags; backward = contiguous chunks of unique rows (segments
+// of the row-sorted positions), so no two threads ever write the same row or state and no locks are needed.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "common/parallel.h"
+#include "embedding/embedding_kernels.h"
+
+namespace recops::embedding::RECOPS_EMB_ISA {
+namespace {
+
+inline float half_to_float(uint16_t b) {
+#ifdef __FLT16_MAX__
+  _Float16 h;
+  std::memcpy(&h, &b, 2);
+  return static_cast<float>(h);
+#else
+  const uint32_t sign = (b & 0x8000u) << 16, exp = (b >> 10) & 0x1f, man = b & 0x3ff;
+  float f;
+  if (exp == 0) {
+    f = std::ldexp(static_cast<float>(man), -24);
+  } else if (exp == 31) {
+    f = man ? std::numeric_limits<float>::quiet_NaN() : std::numeric_limits<float>::infinity();
+  } else {
+    f = std::ldexp(static_cast<float>(man | 0x400), static_cast<int>(exp) - 25);
+  }
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  u |= sign;
+  std::memcpy(&f, &u, 4);
+  return f;
+#endif
+}
+
+inline uint16_t float_to_half(float f) {
+#ifdef __FLT16_MAX__
+  const _Float16 h = static_cast<_Float16>(f);
+  uint16_t b;
+  std::memcpy(&b, &h, 2);
+  return b;
+#else
+  // Round to nearest even via the float -> half bit construction (rarely used fallback).
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  const uint32_t sign = (u >> 16) & 0x8000u;
+  const float a = std::fabs(f);
+  if (std::isnan(f)) return static_cast<uint16_t>(sign | 0x7e00u);
+  if (a >= 65520.f) return static_cast<uint16_t>(sign | 0x7c00u);
+  if (a < 6.103515625e-05f) return static_cast<uint16_t>(sign | static_cast<uint32_t>(std::nearbyint(a * 16777216.f)));
+  int e;
+  const float m = std::frexp(a, &e);  // a = m * 2^e, m in [0.5, 1)
+  uint32_t mant = static_cast<uint32_t>(std::nearbyint(m * 2048.f));  // 11 bits with the implicit one
+  if (mant == 2048) { mant = 1024; ++e; }
+  return static_cast<uint16_t>(sign | (static_cast<uint32_t>(e + 14) << 10) | (mant & 0x3ff));
+#endif
+}
+
+inline float bf16_to_float(uint16_t b) {
+  const uint32_t u = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// Round to nearest even; `noise` (16 random bits, stochastic rounding) replaces the half-way bias when set.
+inline uint16_t float_to_bf16(float f, uint32_t noise, bool stochastic) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);  // NaN stays NaN
+  u += stochastic ? (noise & 0xffffu) : (0x7fffu + ((u >> 16) & 1u));
+  return static_cast<uint16_t>(u >> 16);
+}
+
+inline uint32_t mix(uint64_t x) {  // splitmix64 finaliser
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return static_cast<uint32_t>(x ^ (x >> 31));
+}
+
+// Element loads and stores in the accumulation type.
+template <typename T> struct Elem {
+  static T load(const T* p, int64_t d) { return p[d]; }
+  static void store(T* p, int64_t d, T v, uint32_t, bool) { p[d] = v; }
+};
+template <> struct Elem<Half> {
+  static float load(const Half* p, int64_t d) { return half_to_float(p[d].bits); }
+  static void store(Half* p, int64_t d, float v, uint32_t, bool) { p[d].bits = float_to_half(v); }
+};
+template <> struct Elem<BFloat16> {
+  static float load(const BFloat16* p, int64_t d) { return bf16_to_float(p[d].bits); }
+  static void store(BFloat16* p, int64_t d, float v, uint32_t noise, bool sr) {
+    p[d].bits = float_to_bf16(v, noise, sr);
+  }
+};
+
+// Rows are gathered at random, so each lookup is a cache miss; prefetching kPrefetch lookups ahead (within the
+// same feature, hence the same table) keeps enough misses in flight to approach memory bandwidth.
+constexpr int64_t kPrefetch = 16;
+
+inline void prefetch_row(const void* row, int64_t bytes) {
+  const char* c = static_cast<const char*>(row);
+  for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(c + o, 0, 3);
+}
+
+// acc[d] (+)= coef * row[d] for d < dim; the int8 row carries its scale and bias after the codes.
+template <typename weight_t, typename acc_t>
+inline void axpy_row(const weight_t* row, int64_t dim, acc_t coef, acc_t* acc) {
+  if constexpr (std::is_same_v<weight_t, uint8_t>) {
+    float sb[2];
+    std::memcpy(sb, row + dim, 8);
+    const float s = coef * sb[0], c = coef * sb[1];
+    for (int64_t d = 0; d < dim; ++d) acc[d] += s * static_cast<float>(row[d]) + c;
+  } else {
+    for (int64_t d = 0; d < dim; ++d) acc[d] += coef * Elem<weight_t>::load(row, d);
+  }
+}
+
+template <typename weight_t, typename acc_t>
+inline acc_t load_one(const weight_t* row, int64_t dim, int64_t d) {
+  if constexpr (std::is_same_v<weight_t, uint8_t>) {
+    float sb[2];
+    std::memcpy(sb, row + dim, 8);
+    return static_cast<float>(row[d]) * sb[0] + sb[1];
+  } else {
+    return Elem<weight_t>::load(row, d);
+  }
+}
+
+template <typename out_t, typename acc_t>
+inline void store_out(out_t* out, int64_t d, acc_t v) {
+  if constexpr (std::is_same_v<out_t, Half> || std::is_same_v<out_t, BFloat16>) {
+    Elem<out_t>::store(out, d, v, 0, false);
+  } else {
+    out[d] = static_cast<out_t>(v);
+  }
+}
+
+// Runs fn(begin, end, scratch) over chunks of `chunk` items handed out dynamically: under contention (another
+// process busy on one core) a slowed thread no longer holds up the call, the others take its remaining chunks.
+// scratch: scratch_size acc_t per thread.
+template <typename acc_t, typename Fn>
+void for_chunks(int64_t n, int64_t chunk, int num_threads, int64_t scratch_size, const Fn& fn) {
+  const int64_t tasks = (n + chunk - 1) / chunk;
+  const int64_t nt = std::max(1, num_threads);
+  std::vector<acc_t> scratch(static_cast<size_t>(nt * std::max<int64_t>(scratch_size, 1)));
+  parallel_tasks(tasks, num_threads, [&](int64_t t, int tid) {
+    fn(t * chunk, std::min(n, (t + 1) * chunk), scratch.data() + tid * scratch_size);
+  });
+}
+
+}  // namespace
+
+template <typename weight_t, typename index_t>
+void forward_kernel(const Batch<weight_t, index_t>& p, int num_threads) {
+  using acc_t = typename Traits<weight_t>::acc_t;
+  const int64_t num_bags = p.num_features * p.batch;
+  for_chunks<acc_t>(num_bags, 32, num_threads, p.max_dim, [&](int64_t jb, int64_t je, acc_t* acc) {
+    for (int64_t j = jb; j < je; ++j) {
+      const int64_t f = j / p.batch, b = j % p.batch;
+      const int64_t* m = p.meta + f * kMetaCols;
+      const int64_t dim = m[kDim], stride = m[kRowStride];
+      const weight_t* table = p.weights + m[kWeightOffset];
+      const auto pooling = static_cast<Pooling>(m[kPooling]);
+      const int64_t start = p.offsets[j], end = p.offsets[j + 1];
+      const int64_t feature_end = p.offsets[(f + 1) * p.batch];
+      const int64_t row_bytes = stride * static_cast<int64_t>(sizeof(weight_t));
+      auto* out = p.out + b * p.total_dim + m[kOutColumn];
+      if (pooling == Pooling::kMax) {
+        int64_t* am = p.argmax ? p.argmax + b * p.total_dim + m[kOutColumn] : nullptr;
+        std::fill(acc, acc + dim, -std::numeric_limits<acc_t>::infinity());
+        if (am) std::fill(am, am + dim, int64_t{-1});
+        for (int64_t i = start; i < end; ++i) {
+          if (i + kPrefetch < feature_end) {
+            prefetch_row(table + static_cast<int64_t>(p.indices[i + kPrefetch]) * stride, row_bytes);
+          }
+          const weight_t* row = table + static_cast<int64_t>(p.indices[i]) * stride;
+          for (int64_t d = 0; d < dim; ++d) {
+            const acc_t v = load_one<weight_t, acc_t>(row, dim, d);
+            // First maximum wins; a NaN propagates like torch's max.
+            if (v > acc[d] || (v != v && acc[d] == acc[d])) {
+              acc[d] = v;
+              if (am) am[d] = i;
+            }
+          }
+        }
+        if (start == end) std::fill(acc, acc + dim, acc_t(0));
+      } else {
+        if (p.argmax) std::fill_n(p.argmax + b * p.total_dim + m[kOutColumn], dim, int64_t{-1});
+        std::fill(acc, acc + dim, acc_t(0));
+        for (int64_t i = start; i < end; ++i) {
+          if (i + kPrefetch < feature_end) {
+            prefetch_row(table + static_cast<int64_t>(p.indices[i + kPrefetch]) * stride, row_bytes);
+          }
+          const acc_t coef = p.psw ? p.psw[i] : acc_t(1);
+          axpy_row(table + static_cast<int64_t>(p.indices[i]) * stride, dim, coef, acc);
+        }
+        if (pooling == Pooling::kMean && end > start) {
+          const acc_t scale = acc_t(1) / static_cast<acc_t>(end - start);
+          for (int64_t d = 0; d < dim; ++d) acc[d] *= scale;
+        }
+      }
+      for (int64_t d = 0; d < dim; ++d) store_out(out, d, acc[d]);
+    }
+  });
+}
+
+template <typename weight_t, typename index_t>
+void backward_kernel(const Batch<weight_t, index_t>& p, int num_threads) {
+  using acc_t = typename Traits<weight_t>::acc_t;
+  using out_t = typename Traits<weight_t>::out_t;
+  if constexpr (std::is_same_v<weight_t, uint8_t>) {
+    (void)p;
+    (void)num_threads;
+  } else {
+    const UpdateParams& up = p.params;
+    for_chunks<acc_t>(p.num_segments, 64, num_threads, p.max_dim, [&](int64_t sb, int64_t se, acc_t* g) {
+      // Weight row element offset, dim and stride of segment s.
+      auto locate = [&](int64_t s, int64_t* dim, int64_t* stride) {
+        const int64_t first = p.segments[s];
+        const int64_t* m0 = p.meta + static_cast<int64_t>(p.bag_of[p.sorted_pos[first]].feature) * kMetaCols;
+        *dim = m0[kDim];
+        *stride = m0[kRowStride];
+        return m0[kWeightOffset] + (static_cast<int64_t>(p.sorted_rows[first]) - m0[kRowOffset]) * *stride;
+      };
+      for (int64_t s = sb; s < se; ++s) {
+        const int64_t first = p.segments[s], last = p.segments[s + 1];
+        int64_t dim = 0, stride = 0;
+        const int64_t elem = locate(s, &dim, &stride);
+        if (s + kPrefetch < p.num_segments) {  // unique rows are far apart: prefetch the row (and its state) ahead
+          int64_t pd = 0, ps = 0;
+          const int64_t pe = locate(s + kPrefetch, &pd, &ps);
+          prefetch_row(p.weights + pe, pd * static_cast<int64_t>(sizeof(weight_t)));
+          if (p.state0 && up.kind != Update::kRowwiseAdagrad) prefetch_row(p.state0 + pe, pd * 4);
+          if (p.state1) prefetch_row(p.state1 + pe, pd * 4);
+        }
+        weight_t* row = p.weights + elem;
+        std::fill(g, g + dim, acc_t(0));
+        for (int64_t k = first; k < last; ++k) {
+          const int64_t i = p.sorted_pos[k];
+          const BagRef bag = p.bag_of[i];
+          const int64_t* m = p.meta + static_cast<int64_t>(bag.feature) * kMetaCols;  // may differ from m0 in pooling
+          const out_t* gout = p.grad_out + bag.sample * p.total_dim + m[kOutColumn];
+          if (p.grad_psw) {
+            acc_t dot = 0;
+            for (int64_t d = 0; d < dim; ++d) dot += Elem<weight_t>::load(row, d) * load_one<out_t, acc_t>(gout, dim, d);
+            p.grad_psw[i] = dot;
+          }
+          const auto pooling = static_cast<Pooling>(m[kPooling]);
+          if (pooling == Pooling::kMax) {
+            const int64_t* am = p.argmax + bag.sample * p.total_dim + m[kOutColumn];
+            for (int64_t d = 0; d < dim; ++d) g[d] += am[d] == i ? load_one<out_t, acc_t>(gout, dim, d) : acc_t(0);
+          } else {
+            acc_t coef = p.psw ? p.psw[i] : acc_t(1);
+            if (pooling == Pooling::kMean) {
+              const int64_t j = static_cast<int64_t>(bag.feature) * p.batch + bag.sample;
+              coef /= static_cast<acc_t>(p.offsets[j + 1] - p.offsets[j]);
+            }
+            for (int64_t d = 0; d < dim; ++d) g[d] += coef * load_one<out_t, acc_t>(gout, dim, d);
+          }
+        }
+        const bool sr = up.stochastic_rounding;
+        const uint64_t salt = up.seed ^ (static_cast<uint64_t>(elem) * 0x9e3779b97f4a7c15ull);
+        auto put = [&](int64_t d, acc_t v) {
+          Elem<weight_t>::store(row, d, v, sr ? mix(salt + static_cast<uint64_t>(d)) : 0u, sr);
+        };
+        switch (up.kind) {
+          case Update::kDenseGrad:
+            for (int64_t d = 0; d < dim; ++d) Elem<weight_t>::store(p.grad_weights + elem, d, g[d], 0, false);
+            break;
+          case Update::kSgd:
+            for (int64_t d = 0; d < dim; ++d) put(d, Elem<weight_t>::load(row, d) - acc_t(up.lr) * g[d]);
+            break;
+          case Update::kAdagrad: {
+            float* st = p.state0 + elem;
+            for (int64_t d = 0; d < dim; ++d) {
+              st[d] += static_cast<float>(g[d] * g[d]);
+              put(d, Elem<weight_t>::load(row, d) - acc_t(up.lr) * g[d] / (std::sqrt(acc_t(st[d])) + acc_t(up.eps)));
+            }
+            break;
+          }
+          case Update::kRowwiseAdagrad: {
+            acc_t sq = 0;
+            for (int64_t d = 0; d < dim; ++d) sq += g[d] * g[d];
+            float& st = p.state0[static_cast<int64_t>(p.sorted_rows[first])];
+            if (dim > 0) st += static_cast<float>(sq / static_cast<acc_t>(dim));
+            const acc_t mult = acc_t(up.lr) / (std::sqrt(acc_t(st)) + acc_t(up.eps));
+            for (int64_t d = 0; d < dim; ++d) put(d, Elem<weight_t>::load(row, d) - mult * g[d]);
+            break;
+          }
+          case Update::kAdam: {
+            float* mo = p.state0 + elem;
+            float* ve = p.state1 + elem;
+            for (int64_t d = 0; d < dim; ++d) {
+              mo[d] += (1.f - up.beta1) * (static_cast<float>(g[d]) - mo[d]);
+              ve[d] += (1.f - up.beta2) * (static_cast<float>(g[d] * g[d]) - ve[d]);
+              put(d, Elem<weight_t>::load(row, d) -
+                         acc_t(up.step_size) * acc_t(mo[d]) / (std::sqrt(acc_t(ve[d])) + acc_t(up.eps)));
+            }
+            break;
+          }
+        }
+      }
+    });
+  }
+}
+
+#define RECOPS_EMB_INSTANTIATE(W)                                                               \
+  template void forward_kernel<W, int32_t>(const Batch<W, int32_t>&, int);                     \
+  template void forward_kernel<W, int64_t>(const Batch<W, int64_t>&, int);                     \
+  template void backward_kernel<W, int32_t>(const Batch<W, int32_t>&, int);                    \
+  template void backward_kernel<W, int64_t>(const Batch<W, int64_t>&, int);
+RECOPS_EMB_INSTANTIATE(float)
+RECOPS_EMB_INSTANTIATE(double)
+RECOPS_EMB_INSTANTIATE(Half)
+RECOPS_EMB_INSTANTIATE(BFloat16)
+RECOPS_EMB_INSTANTIATE(uint8_t)
+#undef RECOPS_EMB_INSTANTIATE
+
+}  // namespace recops::embedding::RECOPS_EMB_ISA

@@ -1,0 +1,47 @@
+// SPDX-License-Identifier: Apache-2.0
+// CUDA launchers for the embedding family: raw device pointers and sizes in, work queued on `stream`.
+// Same layout and semantics as cpp/embedding/embedding_bag.h (flat weights, meta [F, 7] int64 in device
+// memory, key-major jagged indices/offsets). Storage: kF32, kF16, kBF16, or kInt8Rowwise (uint8 rows with a
+// float32 scale and bias after the D codes, forward only); accumulation is float32.
+//
+// Validation on the device: every index is bounds-checked; a bad one contributes zero and ORs kErrBadIndex
+// into *error_flag (caller-zeroed int32); the caller reads the flag after the forward and raises before any
+// backward runs, so a rejected batch never updates the weights. Offsets are trusted to be valid (the Python
+// wrapper checks them on the host copy it already has, or they come from recops' own containers).
+// The backward sorts (row, position) pairs with cub radix sort into scratch from cudaMallocAsync on `stream`.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace recops::cuda {
+
+enum EmbeddingStorage : int { kF32 = 0, kF16 = 1, kBF16 = 2, kInt8Rowwise = 3 };
+
+struct EmbeddingUpdate {
+  int kind = 0;  // 0 dense grad, 1 sgd, 2 adagrad, 3 rowwise adagrad, 4 adam (as embedding::Update)
+  float lr = 0.f, eps = 0.f, beta1 = 0.f, beta2 = 0.f, step_size = 0.f;
+  bool stochastic_rounding = false;
+  uint64_t seed = 0;
+};
+
+// out [batch, total_dim] in the storage type (float32 for int8), argmax [batch, total_dim] int64 or null.
+// per_sample_weights [L] float32 or null. max_dim = the largest feature dim (chooses warp- or block-per-bag).
+void launch_embedding_bags_forward(int storage, const void* weights, const int64_t* meta, int64_t num_features,
+                                   int64_t max_dim, const void* indices, bool indices_int64, const void* offsets,
+                                   int64_t batch, int64_t num_indices, const float* per_sample_weights, void* out,
+                                   int64_t total_dim, int64_t* argmax, int32_t* error_flag, cudaStream_t stream);
+
+// Backward fused with `update` (see embedding::Update); grad_out [batch, total_dim] in the storage type,
+// grad_weights (dense grad) with the layout of weights, state0/state1 float32, grad_per_sample_weights [L] float32
+// or null. max_rows: one more than the largest global row (limits the radix-sort bits).
+void launch_embedding_bags_backward(int storage, void* weights, const int64_t* meta, int64_t num_features,
+                                    int64_t max_dim, int64_t max_rows, const void* indices, bool indices_int64,
+                                    const void* offsets, int64_t batch, int64_t num_indices,
+                                    const float* per_sample_weights, const int64_t* argmax, const void* grad_out,
+                                    int64_t total_dim, const EmbeddingUpdate& update, void* grad_weights,
+                                    float* state0, float* state1, float* grad_per_sample_weights,
+                                    int32_t* error_flag, cudaStream_t stream);
+
+}  // namespace recops::cuda

@@ -1,0 +1,313 @@
+# SPDX-License-Identifier: Apache-2.0
+"""EmbeddingBagCollection: many pooled embedding tables served by one kernel launch per storage dtype, with an
+optional optimizer fused into the backward (FBGEMM TBE style)."""
+
+import dataclasses
+import math
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+from ..data.keyed_jagged import KeyedJagged
+from ..ops import embedding as ops
+from ..ops.embedding import META_COLS, OPTIMIZERS, POOLING
+
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_DEFAULT_EPS = {"sgd": 0.0, "adagrad": 1e-10, "rowwise_adagrad": 1e-8, "adam": 1e-8}
+
+
+@dataclasses.dataclass
+class EmbeddingBagConfig:
+    """One table: `num_embeddings` x `embedding_dim` rows in `dtype` storage, read by `feature_names`
+    (default [name]) with `pooling` "sum", "mean" or "max"."""
+
+    name: str
+    num_embeddings: int
+    embedding_dim: int
+    feature_names: Optional[List[str]] = None
+    pooling: str = "sum"
+    dtype: torch.dtype = torch.float32
+
+    def __post_init__(self):
+        if self.feature_names is None:
+            self.feature_names = [self.name]
+        if self.num_embeddings < 0 or self.embedding_dim < 0:
+            raise ValueError(f"EmbeddingBagConfig {self.name!r}: sizes must be >= 0, got "
+                             f"{self.num_embeddings} x {self.embedding_dim}")
+        if self.pooling not in POOLING:
+            raise ValueError(f"EmbeddingBagConfig {self.name!r}: pooling must be 'sum', 'mean' or 'max', "
+                             f"got {self.pooling!r}")
+        if self.dtype not in _DTYPES:
+            raise TypeError(f"EmbeddingBagConfig {self.name!r}: dtype must be float32, float16 or bfloat16, "
+                            f"got {self.dtype}")
+
+
+@dataclasses.dataclass
+class FusedOptimizer:
+    """Optimizer applied inside the backward of an EmbeddingBagCollection (the weights get no .grad).
+
+    kind: "sgd", "adagrad" (torch.optim.Adagrad), "rowwise_adagrad" (FBGEMM EXACT_ROWWISE_ADAGRAD: one
+    accumulator per row, acc += mean(g^2)) or "adam" (lazy, like torch.optim.SparseAdam: only touched rows
+    step). eps defaults to the matching optimizer's default. stochastic_rounding: bf16 tables round updated
+    weights stochastically (seeded by `seed` and the step)."""
+
+    kind: str
+    lr: float = 0.01
+    eps: Optional[float] = None
+    beta1: float = 0.9
+    beta2: float = 0.999
+    stochastic_rounding: bool = False
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.kind not in _DEFAULT_EPS:
+            raise ValueError(f"FusedOptimizer: kind must be one of {sorted(_DEFAULT_EPS)}, got {self.kind!r}")
+        if self.eps is None:
+            self.eps = _DEFAULT_EPS[self.kind]
+        if not (self.lr >= 0 and math.isfinite(self.lr)):
+            raise ValueError(f"FusedOptimizer: lr must be finite and >= 0, got {self.lr}")
+
+
+class EmbeddingBagOutput(dict):
+    """feature name -> [B, D] pooled embeddings (views into one [B, sum D] tensor per storage dtype)."""
+
+    def __init__(self, items, groups: List[Tensor]):
+        super().__init__(items)
+        self._groups = groups
+
+    def concat(self) -> Tensor:
+        """[B, sum D] of every feature (config order within each dtype group, groups in order of first use); a
+        view of the kernel output when all tables share one dtype, else a float32 concatenation."""
+        if len(self._groups) == 1:
+            return self._groups[0]
+        return torch.cat([g.float() for g in self._groups], dim=1)
+
+
+class _Group:
+    """Tables sharing one storage dtype: layout of the flat buffer and of the features reading it."""
+
+    def __init__(self, dtype: torch.dtype, tables: List[EmbeddingBagConfig]):
+        self.dtype, self.tables = dtype, tables
+        self.table_elem, self.table_row = {}, {}
+        elem = row = 0
+        for t in tables:
+            self.table_elem[t.name], self.table_row[t.name] = elem, row
+            elem += t.num_embeddings * t.embedding_dim
+            row += t.num_embeddings
+        self.numel, self.num_rows = elem, row
+        self.features: List[Tuple[str, EmbeddingBagConfig, int]] = []  # (feature, table, output column)
+        col = 0
+        for t in tables:
+            for f in t.feature_names:
+                self.features.append((f, t, col))
+                col += t.embedding_dim
+        self.total_dim = col
+        self.max_dim = max((t.embedding_dim for t in tables), default=0)
+        self.int8 = False
+
+    def meta(self, device) -> Tensor:
+        rows, int8_elem, pos = [], {}, 0
+        for t in self.tables:  # int8 rows carry 8 bytes of scale and bias
+            int8_elem[t.name] = pos
+            pos += t.num_embeddings * (t.embedding_dim + 8)
+        for _, t, col in self.features:
+            d = t.embedding_dim
+            stride = d + 8 if self.int8 else d
+            elem = int8_elem[t.name] if self.int8 else self.table_elem[t.name]
+            rows.append([elem, self.table_row[t.name], t.num_embeddings, d, stride, POOLING[t.pooling], col])
+        return torch.tensor(rows, dtype=torch.int64, device=device).reshape(-1, META_COLS)
+
+    @property
+    def suffix(self) -> str:
+        return str(self.dtype).replace("torch.", "")
+
+
+class _FusedLookup(torch.autograd.Function):
+    """Forward = embedding_bags; backward = embedding_bags_fused_update (weights and state change in place and
+    nothing is returned for them). `anchor` is a grad-requiring empty tensor so autograd calls the backward."""
+
+    @staticmethod
+    def forward(ctx, anchor, module, gi, weights, meta, values, offsets, psw, batch, step):
+        g = module._groups[gi]
+        need_argmax = any(t.pooling == "max" for _, t, _ in g.features)
+        out, argmax = ops.embedding_bags(weights, meta, values, offsets, psw, batch, g.total_dim, g.max_dim,
+                                         need_argmax, module._names[gi])
+        ctx.module, ctx.gi, ctx.batch, ctx.step = module, gi, batch, step
+        ctx.save_for_backward(weights, meta, values, offsets, psw, argmax)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        weights, meta, values, offsets, psw, argmax = ctx.saved_tensors
+        ctx.module._apply_update(ctx.gi, grad_out, weights, meta, values, offsets, psw, argmax, ctx.batch, ctx.step)
+        return (None,) * 10
+
+
+Features = Union[KeyedJagged, Dict[str, Tuple[Tensor, Tensor]]]
+
+
+class EmbeddingBagCollection(nn.Module):
+    """Pooled embedding tables, all tables of one dtype in one flat buffer and one kernel launch for every feature.
+
+    Args:
+        tables: EmbeddingBagConfig list (distinct table and feature names).
+        optimizer: optional FusedOptimizer. With it the weights are buffers updated inside the backward (no
+            .grad); optimizer state is in state_dict(). Without it each flat buffer is an nn.Parameter with a
+            dense gradient for any torch optimizer.
+        device: where the tables live.
+
+    forward(features) takes a KeyedJagged (keys = feature names; per-id weights, sum pooling only) or a dict
+    name -> (indices, offsets [B + 1]) and returns an EmbeddingBagOutput: name -> [B, D] and `.concat()`.
+    """
+
+    def __init__(self, tables: Sequence[EmbeddingBagConfig], optimizer: Optional[FusedOptimizer] = None,
+                 device=None):
+        super().__init__()
+        tables = list(tables)
+        names = [t.name for t in tables]
+        feats = [f for t in tables for f in t.feature_names]
+        if len(set(names)) != len(names) or len(set(feats)) != len(feats):
+            raise ValueError(f"EmbeddingBagCollection: table and feature names must be distinct, got {names} "
+                             f"and {feats}")
+        self.tables = tables
+        self.optimizer = optimizer
+        dtypes = list(dict.fromkeys(t.dtype for t in tables))
+        self._groups = [_Group(dt, [t for t in tables if t.dtype == dt]) for dt in dtypes]
+        self._names = ["\n".join(f for f, _, _ in g.features) for g in self._groups]
+        self._feature_group = {f: gi for gi, g in enumerate(self._groups) for f, _, _ in g.features}
+        self._table_group = {t.name: gi for gi, g in enumerate(self._groups) for t in g.tables}
+        for gi, g in enumerate(self._groups):
+            flat = torch.empty(g.numel, dtype=g.dtype, device=device)
+            if optimizer is None:
+                self.register_parameter(f"weights_{g.suffix}", nn.Parameter(flat))
+            else:
+                self.register_buffer(f"weights_{g.suffix}", flat)
+                s0, s1 = self._state_sizes(g)
+                self.register_buffer(f"state0_{g.suffix}", torch.zeros(s0, device=device))
+                self.register_buffer(f"state1_{g.suffix}", torch.zeros(s1, device=device))
+            self.register_buffer(f"meta_{g.suffix}", g.meta(device), persistent=False)
+        if optimizer is not None:
+            self.register_buffer("step", torch.zeros((), dtype=torch.int64))
+        self._anchor = torch.empty(0, requires_grad=True)
+        self.reset_parameters()
+
+    def _state_sizes(self, g: _Group) -> Tuple[int, int]:
+        kind = self.optimizer.kind
+        return {"sgd": (0, 0), "adagrad": (g.numel, 0), "rowwise_adagrad": (g.num_rows, 0),
+                "adam": (g.numel, g.numel)}[kind]
+
+    def reset_parameters(self) -> None:
+        """Uniform(-1/sqrt(V), 1/sqrt(V)) per table (TorchRec's default); optimizer state to zero."""
+        with torch.no_grad():
+            for t in self.tables:
+                if t.num_embeddings:
+                    bound = 1.0 / math.sqrt(t.num_embeddings)
+                    self.table(t.name).copy_(torch.empty(t.num_embeddings, t.embedding_dim).uniform_(-bound, bound))
+            for name, buf in self.named_buffers():
+                if name.startswith("state") or name == "step":
+                    buf.zero_()
+
+    def extra_repr(self) -> str:
+        opt = f", optimizer={self.optimizer.kind}" if self.optimizer else ""
+        return f"tables={[(t.name, t.num_embeddings, t.embedding_dim, t.pooling) for t in self.tables]}{opt}"
+
+    def _weights(self, gi: int) -> Tensor:
+        return getattr(self, f"weights_{self._groups[gi].suffix}")
+
+    def table(self, name: str) -> Tensor:
+        """Writable [num_embeddings, embedding_dim] view of one table's weights (float tables only)."""
+        if name not in self._table_group:
+            raise KeyError(f"EmbeddingBagCollection: no table {name!r}")
+        g = self._groups[self._table_group[name]]
+        if g.int8:
+            raise TypeError(f"EmbeddingBagCollection: table {name!r} is int8-quantised; table() needs float storage")
+        t = next(t for t in g.tables if t.name == name)
+        start = g.table_elem[name]
+        flat = self._weights(self._table_group[name])
+        return flat[start:start + t.num_embeddings * t.embedding_dim].view(t.num_embeddings, t.embedding_dim)
+
+    def _to_kjt(self, features: Features) -> KeyedJagged:
+        if isinstance(features, KeyedJagged):
+            return features
+        if isinstance(features, dict):
+            return KeyedJagged.from_dict(features)
+        raise TypeError(f"EmbeddingBagCollection: features must be a KeyedJagged or a dict, got {type(features)}")
+
+    def forward(self, features: Features) -> EmbeddingBagOutput:
+        kjt = self._to_kjt(features)
+        unknown = [k for k in kjt.keys if k not in self._feature_group]
+        if unknown:
+            raise ValueError(f"EmbeddingBagCollection: keys {unknown} are not features of any table")
+        missing = [f for f in self._feature_group if f not in kjt.keys]
+        if missing:
+            raise ValueError(f"EmbeddingBagCollection: features {missing} are missing from the input")
+        batch = kjt.stride()
+        fused = self.optimizer is not None and torch.is_grad_enabled() and self.training
+        items, outs = {}, []
+        for gi, g in enumerate(self._groups):
+            values, offsets, weights = kjt.select([f for f, _, _ in g.features])
+            psw = None
+            if weights is not None:
+                bad = [t.name for _, t, _ in g.features if t.pooling != "sum"]
+                if bad:
+                    raise ValueError(f"EmbeddingBagCollection: per-id weights need sum pooling, tables {bad} are not")
+                psw = weights.to(ops.acc_dtype(g.dtype))
+            w, meta = self._weights(gi), getattr(self, f"meta_{g.suffix}")
+            if fused and g.int8:
+                raise RuntimeError("EmbeddingBagCollection: int8-quantised tables are inference-only; call eval()")
+            if fused:
+                out = _FusedLookup.apply(self._anchor, self, gi, w, meta, values, offsets, psw, batch,
+                                         int(self.step) + 1)
+            else:
+                need_argmax = w.requires_grad and torch.is_grad_enabled() and any(
+                    t.pooling == "max" for _, t, _ in g.features)
+                out, _ = ops.embedding_bags(w, meta, values, offsets, psw, batch, g.total_dim, g.max_dim, need_argmax,
+                                            self._names[gi])
+            outs.append(out)
+            for f, t, col in g.features:
+                items[f] = out[:, col:col + t.embedding_dim]
+        if fused:
+            self.step += 1  # after every group's lookup succeeded: a rejected batch changes nothing
+        return EmbeddingBagOutput(items, outs)
+
+    def _apply_update(self, gi, grad_out, weights, meta, values, offsets, psw, argmax, batch, t) -> None:
+        g, opt = self._groups[gi], self.optimizer
+        step_size = 0.0
+        if opt.kind == "adam":
+            step_size = opt.lr * math.sqrt(1 - opt.beta2 ** t) / (1 - opt.beta1 ** t)
+        s0, s1 = getattr(self, f"state0_{g.suffix}"), getattr(self, f"state1_{g.suffix}")
+        seed = (opt.seed * 1_000_003 + t) & ((1 << 63) - 1)
+        ops.embedding_bags_fused_update(grad_out, weights, meta, values, offsets, psw, argmax, batch, g.total_dim,
+                                        g.max_dim, OPTIMIZERS[opt.kind], opt.lr, opt.eps, opt.beta1, opt.beta2,
+                                        step_size, opt.stochastic_rounding and g.dtype == torch.bfloat16, seed, s0,
+                                        s1)
+
+    @torch.no_grad()
+    def quantize_(self, dtype: torch.dtype = torch.int8) -> "EmbeddingBagCollection":
+        """Inference-only int8 rowwise quantisation in place (FBGEMM layout: per row D uint8 codes, then float32
+        scale = (max - min) / 255 and bias = min). Forward then returns float32; training raises."""
+        if dtype != torch.int8:
+            raise TypeError(f"EmbeddingBagCollection.quantize_: dtype must be torch.int8, got {dtype}")
+        for gi, g in enumerate(self._groups):
+            if g.int8:
+                continue
+            rows = []
+            for t in g.tables:
+                w = self.table(t.name).float()
+                lo = w.amin(dim=1, keepdim=True) if t.embedding_dim else w.new_zeros(w.shape[0], 1)
+                hi = w.amax(dim=1, keepdim=True) if t.embedding_dim else w.new_zeros(w.shape[0], 1)
+                scale = (hi - lo) / 255.0
+                codes = torch.where(scale > 0, ((w - lo) / torch.where(scale > 0, scale, 1)).round(), 0)
+                sb = torch.cat([scale, lo], dim=1).contiguous().view(torch.uint8)
+                rows.append(torch.cat([codes.to(torch.uint8), sb], dim=1).reshape(-1))
+            name = f"weights_{g.suffix}"
+            packed = torch.cat(rows) if rows else torch.zeros(0, dtype=torch.uint8)
+            if name in self._parameters:
+                del self._parameters[name]
+            elif name in self._buffers:
+                del self._buffers[name]
+            self.register_buffer(name, packed)
+            g.int8 = True
+            setattr(self, f"meta_{g.suffix}", g.meta(packed.device))
+        return self

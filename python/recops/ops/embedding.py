@@ -1,0 +1,241 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Embedding bags: table-batched pooled lookups (FBGEMM TBE style) and the backward fused with an optimizer.
+
+Layout (cpp/embedding/embedding_bag.h): the tables of one storage dtype live in one flat buffer; `meta` [F, 7]
+int64 describes the table each of the F features reads (element offset, global row offset, rows, dim, row
+stride, pooling, output column). Input is key-major jagged: bag f * B + b owns indices[offsets[f*B+b],
+offsets[f*B+b+1]). One call serves every feature of every table.
+
+Storage: float32, float64 (cpu), float16, bfloat16 (accumulated in float32) and uint8 int8-rowwise rows
+(D codes + float32 scale and bias, inference only, float32 output). Per-sample weights and their gradient are
+float32 (float64 for float64 storage).
+"""
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from .. import _C
+from .._runtime import ERR_BAD_INDEX, Launch, num_threads
+
+POOLING = {"sum": 0, "mean": 1, "max": 2}
+OPTIMIZERS = {"dense": 0, "sgd": 1, "adagrad": 2, "rowwise_adagrad": 3, "adam": 4}
+META_COLS = 7
+_FLOAT_STORAGE = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def acc_dtype(storage: torch.dtype) -> torch.dtype:
+    """Accumulation / per-sample-weight dtype of a storage dtype."""
+    return torch.float64 if storage == torch.float64 else torch.float32
+
+
+def out_dtype(storage: torch.dtype) -> torch.dtype:
+    return torch.float32 if storage == torch.uint8 else storage
+
+
+def _check_weights(op: str, weights: Tensor) -> None:
+    if weights.dtype not in _FLOAT_STORAGE + (torch.uint8,):
+        raise TypeError(f"{op}: weight must be float32, float64, float16, bfloat16 or uint8 (int8 rowwise), "
+                        f"got {weights.dtype}")
+
+
+def raise_bad_index(op: str, meta: Tensor, indices: Tensor, offsets: Tensor, batch: int,
+                    names: Optional[list] = None) -> None:
+    """Find the first out-of-range index on the host (after a CUDA kernel flagged one) and raise the ValueError
+    the CPU core raises."""
+    meta, indices, offsets = meta.cpu(), indices.cpu().long(), offsets.cpu().long()
+    for f in range(meta.shape[0]):
+        begin, end = int(offsets[f * batch]), int(offsets[(f + 1) * batch])
+        rows = int(meta[f, 2])
+        seg = indices[begin:end]
+        bad = torch.nonzero((seg < 0) | (seg >= rows))
+        if bad.numel():
+            i = int(bad[0, 0])
+            where = f"feature '{names[f]}' " if names else (f"of feature {f} " if meta.shape[0] > 1 else "")
+            if names:
+                raise ValueError(f"{op}: {where}indices[{i}] must be in [0, {rows}), got {int(seg[i])}")
+            raise ValueError(f"{op}: indices[{i}] {where}must be in [0, {rows}), got {int(seg[i])}")
+    raise ValueError(f"{op}: the device reported an out-of-range index")
+
+
+def _names(feature_names: str) -> Optional[list]:
+    return feature_names.split("\n") if feature_names else None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# forward
+
+
+def _alloc_forward(weights: Tensor, batch: int, total_dim: int, need_argmax: bool) -> Tuple[Tensor, Tensor]:
+    out = weights.new_empty(batch, total_dim, dtype=out_dtype(weights.dtype))
+    argmax = weights.new_empty((batch, total_dim) if need_argmax else (0,), dtype=torch.int64)
+    return out, argmax
+
+
+@torch.library.custom_op("recops::embedding_bags", mutates_args=())
+def embedding_bags(weights: Tensor, meta: Tensor, indices: Tensor, offsets: Tensor,
+                   per_sample_weights: Optional[Tensor], batch: int, total_dim: int, max_dim: int,
+                   need_argmax: bool, feature_names: str) -> Tuple[Tensor, Tensor]:
+    """Pooled lookups of F features into out [B, total_dim] (+ argmax [B, total_dim] int64 of max features when
+    need_argmax, else an empty tensor). feature_names: newline-separated names for error messages, or ""."""
+    op = "EmbeddingBagCollection" if feature_names else "embedding_bag"
+    _check_weights(op, weights)
+    out, argmax = _alloc_forward(weights, batch, total_dim, need_argmax)
+    with Launch(weights) as launch:
+        _C.embedding_bags_forward(weights.detach(), meta, indices, offsets, batch,
+                                  per_sample_weights=None if per_sample_weights is None else per_sample_weights.detach(),
+                                  out=out, total_dim=total_dim, argmax=argmax if need_argmax else None,
+                                  max_dim=max_dim, num_threads=num_threads(),
+                                  feature_names=_names(feature_names), op=op, stream=launch.stream,
+                                  error_flag=launch.flag)
+    if launch.error_bits() & ERR_BAD_INDEX:
+        raise_bad_index(op, meta, indices, offsets, batch, _names(feature_names))
+    return out, argmax
+
+
+@embedding_bags.register_fake
+def _(weights, meta, indices, offsets, per_sample_weights, batch, total_dim, max_dim, need_argmax, feature_names):
+    return _alloc_forward(weights, batch, total_dim, need_argmax)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# dense backward (autograd of embedding_bags) and the fused optimizer update
+
+
+@torch.library.custom_op("recops::embedding_bags_backward", mutates_args=())
+def embedding_bags_backward(grad_out: Tensor, weights: Tensor, meta: Tensor, indices: Tensor, offsets: Tensor,
+                            per_sample_weights: Optional[Tensor], argmax: Tensor, batch: int, total_dim: int,
+                            max_dim: int, weights_grad: bool, psw_grad: bool) -> Tuple[Tensor, Tensor]:
+    """Dense gradient of embedding_bags w.r.t. weights (layout of weights; zeros when not weights_grad) and
+    per_sample_weights ([L], empty when not psw_grad)."""
+    gw = torch.zeros_like(weights) if weights_grad else weights.new_empty(0)
+    gp = (torch.empty(indices.shape[0], dtype=acc_dtype(weights.dtype), device=weights.device) if psw_grad
+          else weights.new_empty(0, dtype=acc_dtype(weights.dtype)))
+    if indices.shape[0]:
+        with Launch(weights) as launch:
+            _C.embedding_bags_backward(weights.detach(), meta, indices, offsets, batch,
+                                       per_sample_weights=None if per_sample_weights is None
+                                       else per_sample_weights.detach(),
+                                       argmax=argmax if argmax.numel() else None,
+                                       grad_out=grad_out.contiguous(), total_dim=total_dim, optimizer=0,
+                                       grad_weights=gw if weights_grad else torch.zeros_like(weights),
+                                       grad_per_sample_weights=gp if psw_grad else None, max_dim=max_dim,
+                                       max_rows=_max_rows(meta), num_threads=num_threads(), stream=launch.stream,
+                                       error_flag=launch.flag)
+    elif psw_grad:
+        gp.zero_()
+    return gw, gp
+
+
+@embedding_bags_backward.register_fake
+def _(grad_out, weights, meta, indices, offsets, per_sample_weights, argmax, batch, total_dim, max_dim,
+      weights_grad, psw_grad):
+    gw = torch.empty_like(weights) if weights_grad else weights.new_empty(0)
+    gp = weights.new_empty(indices.shape[0] if psw_grad else 0, dtype=acc_dtype(weights.dtype))
+    return gw, gp
+
+
+def _max_rows(meta: Tensor) -> int:
+    if meta.shape[0] == 0 or meta.is_cuda:
+        return 1 << 40 if meta.is_cuda else 0  # cuda: the sort uses all bits of the key (see the launcher)
+    return int((meta[:, 1] + meta[:, 2]).max())
+
+
+def _setup(ctx, inputs, output):
+    weights, meta, indices, offsets, psw, batch, total_dim, max_dim, need_argmax, _ = inputs
+    ctx.sizes = (batch, total_dim, max_dim)
+    ctx.save_for_backward(weights, meta, indices, offsets, psw, output[1])
+
+
+def _backward(ctx, grad_out, _grad_argmax):
+    weights, meta, indices, offsets, psw, argmax = ctx.saved_tensors
+    need_w = ctx.needs_input_grad[0]
+    need_p = psw is not None and ctx.needs_input_grad[4]
+    if not (need_w or need_p):
+        return None, None, None, None, None, None, None, None, None, None
+    gw, gp = embedding_bags_backward(grad_out, weights, meta, indices, offsets, psw, argmax, *ctx.sizes, need_w,
+                                     need_p)
+    return (gw if need_w else None), None, None, None, (gp if need_p else None), None, None, None, None, None
+
+
+embedding_bags.register_autograd(_backward, setup_context=_setup)
+
+
+@torch.library.custom_op("recops::embedding_bags_fused_update", mutates_args=("weights", "state0", "state1"))
+def embedding_bags_fused_update(grad_out: Tensor, weights: Tensor, meta: Tensor, indices: Tensor, offsets: Tensor,
+                                per_sample_weights: Optional[Tensor], argmax: Tensor, batch: int, total_dim: int,
+                                max_dim: int, optimizer: int, lr: float, eps: float, beta1: float, beta2: float,
+                                step_size: float, stochastic_rounding: bool, seed: int, state0: Tensor,
+                                state1: Tensor) -> None:
+    """Backward of embedding_bags fused with an optimizer (OPTIMIZERS code >= 1): each unique row's gradient is
+    summed (deterministically on CPU) and weights and state0/state1 (float32; empty when unused) are updated in
+    place. See cpp/embedding/embedding_bag.h for the update rules."""
+    if optimizer < 1 or optimizer > 4:
+        raise ValueError(f"embedding_bags_fused_update: optimizer must be in [1, 4], got {optimizer}")
+    with Launch(weights) as launch:
+        _C.embedding_bags_backward(weights, meta, indices, offsets, batch, per_sample_weights=per_sample_weights,
+                                   argmax=argmax if argmax.numel() else None, grad_out=grad_out.contiguous(),
+                                   total_dim=total_dim, optimizer=optimizer, lr=lr, eps=eps, beta1=beta1,
+                                   beta2=beta2, step_size=step_size, stochastic_rounding=stochastic_rounding,
+                                   seed=seed, state0=state0 if state0.numel() else None,
+                                   state1=state1 if state1.numel() else None, max_dim=max_dim,
+                                   max_rows=_max_rows(meta), num_threads=num_threads(), op="EmbeddingBagCollection",
+                                   stream=launch.stream, error_flag=launch.flag)
+
+
+@embedding_bags_fused_update.register_fake
+def _(grad_out, weights, meta, indices, offsets, per_sample_weights, argmax, batch, total_dim, max_dim, optimizer,
+      lr, eps, beta1, beta2, step_size, stochastic_rounding, seed, state0, state1):
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# functional drop-in for F.embedding_bag
+
+
+def single_table_meta(weight: Tensor, mode: int) -> Tensor:
+    """meta [1, 7] of one [V, D] table read by one feature."""
+    rows, dim = weight.shape
+    return torch.tensor([[0, 0, rows, dim, dim, mode, 0]], dtype=torch.int64, device=weight.device)
+
+
+def embedding_bag(weight: Tensor, indices: Tensor, offsets: Tensor, mode: str = "sum",
+                  per_sample_weights: Optional[Tensor] = None) -> Tensor:
+    """Pooled embedding lookup; drop-in for `F.embedding_bag(indices, weight, offsets, mode=mode,
+    per_sample_weights=..., include_last_offset=True)`. Op `recops::embedding_bags`.
+
+    Args:
+        weight: [V, D] float32/float64/float16/bfloat16.
+        indices: [L] int32 or int64 in [0, V) (ValueError naming the first bad position otherwise).
+        offsets: [B + 1] of the indices dtype: bag b is indices[offsets[b]:offsets[b+1]]; starts at 0, never
+            decreases, ends at L (ValueError otherwise).
+        mode: "sum", "mean" or "max"; empty bags give zeros.
+        per_sample_weights: optional [L] weights of each index (sum mode only), weight's dtype.
+
+    Returns:
+        [B, D] in weight's dtype; differentiable w.r.t. weight (dense gradient) and per_sample_weights.
+    """
+    op = "embedding_bag"
+    if mode not in POOLING:
+        raise ValueError(f"{op}: mode must be 'sum', 'mean' or 'max', got {mode!r}")
+    if weight.dtype not in _FLOAT_STORAGE:
+        raise TypeError(f"{op}: weight must be float32, float64, float16 or bfloat16, got {weight.dtype}")
+    if weight.dim() != 2:
+        raise ValueError(f"{op}: weight must have 2 dimensions, got {weight.dim()}")
+    if offsets.dim() != 1 or offsets.shape[0] < 1:
+        raise ValueError(f"{op}: offsets must be 1-D with at least 1 element, got shape {tuple(offsets.shape)}")
+    psw = None
+    if per_sample_weights is not None:
+        if mode != "sum":
+            raise ValueError(f"{op}: per_sample_weights are only supported with mode 'sum', got {mode!r}")
+        if per_sample_weights.shape != indices.shape:
+            raise ValueError(f"{op}: per_sample_weights must have the shape of indices {tuple(indices.shape)}, "
+                             f"got {tuple(per_sample_weights.shape)}")
+        psw = per_sample_weights.to(acc_dtype(weight.dtype)).contiguous()
+    batch = offsets.shape[0] - 1
+    dim = weight.shape[1]
+    need_argmax = mode == "max" and torch.is_grad_enabled() and weight.requires_grad
+    out, _ = embedding_bags(weight.contiguous(), single_table_meta(weight, POOLING[mode]), indices.contiguous(),
+                            offsets.contiguous(), psw, batch, dim, dim, need_argmax, "")
+    return out

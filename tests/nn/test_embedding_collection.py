@@ -1,0 +1,340 @@
+# SPDX-License-Identifier: Apache-2.0
+"""EmbeddingBagCollection and KeyedJagged: forward vs per-table nn.EmbeddingBag, fused training vs torch's sparse
+gradient + optimizer, state_dict, low-precision storage, int8 quantisation, error paths."""
+
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import recops
+from recops.nn import EmbeddingBagCollection, EmbeddingBagConfig, FusedOptimizer
+from recops.ops import embedding_ref as ref
+
+B = 6
+
+
+def _tables(dtype=torch.float32, pooling=("sum", "mean")):
+    return [EmbeddingBagConfig("t0", 40, 8, ["a", "b"], pooling=pooling[0], dtype=dtype),
+            EmbeddingBagConfig("t1", 25, 4, pooling=pooling[1], dtype=dtype)]
+
+
+FEATURES = [("a", "t0"), ("b", "t0"), ("t1", "t1")]
+
+
+def _batch(tables, gen, max_len=5, weighted=False, device="cpu"):
+    rows = {f: t.num_embeddings for t in tables for f in t.feature_names}
+    d = {}
+    for f, v in rows.items():
+        lens = torch.randint(0, max_len, (B,), generator=gen)
+        off = torch.cat([torch.zeros(1, dtype=torch.int64), lens.cumsum(0)])
+        idx = torch.randint(0, v, (int(off[-1]),), generator=gen)
+        item = (idx.to(device), off.to(device))
+        d[f] = item + (torch.rand(idx.shape[0], generator=gen).to(device),) if weighted else item
+    return d
+
+
+def _table_of(tables):
+    return {f: t for t in tables for f in t.feature_names}
+
+
+def _reference_forward(ebc, tables, d):
+    out = {}
+    for f, t in _table_of(tables).items():
+        psw = d[f][2] if len(d[f]) > 2 else None
+        out[f] = F.embedding_bag(d[f][0], ebc.table(t.name).float(), d[f][1], mode=t.pooling,
+                                 per_sample_weights=psw, include_last_offset=True)
+    return out
+
+
+# ---- forward ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("pooling", [("sum", "mean"), ("max", "sum")])
+def test_forward_matches_embedding_bag(device, dtype, pooling):
+    tables = _tables(dtype, pooling)
+    ebc = EmbeddingBagCollection(tables, device=device)
+    d = _batch(tables, torch.Generator().manual_seed(1), device=device)
+    out = ebc(d)
+    tol = dict(atol=2e-2, rtol=2e-2) if dtype != torch.float32 else {}
+    for f, want in _reference_forward(ebc, tables, d).items():
+        torch.testing.assert_close(out[f].float(), want, **tol)
+    assert out.concat().shape == (B, 8 + 8 + 4)
+    assert out.concat().data_ptr() == out["a"].data_ptr()  # dict entries are views of the one output
+
+
+def test_keyed_jagged_round_trip_and_weights():
+    tables = _tables()
+    ebc = EmbeddingBagCollection(tables)
+    d = _batch(tables, torch.Generator().manual_seed(2), weighted=True)
+    kjt = recops.KeyedJagged.from_dict(d)
+    assert kjt.stride() == B and kjt.offsets.shape[0] == 3 * B + 1
+    back = kjt.to_dict()
+    for k in d:
+        for x, y in zip(back[k], d[k]):
+            assert torch.equal(x, y)
+    tables_w = [EmbeddingBagConfig("t0", 40, 8, ["a", "b"]), EmbeddingBagConfig("t1", 25, 4)]
+    ebc = EmbeddingBagCollection(tables_w)
+    out = ebc(kjt)
+    for f, want in _reference_forward(ebc, tables_w, d).items():
+        torch.testing.assert_close(out[f], want)
+    # Keys in another order than the config: same result.
+    kjt2 = recops.KeyedJagged.from_dict({k: d[k] for k in ["t1", "b", "a"]})
+    out2 = ebc(kjt2)
+    for f in out:
+        torch.testing.assert_close(out2[f], out[f])
+
+
+def test_mixed_dtypes_concat():
+    tables = [EmbeddingBagConfig("x", 10, 4), EmbeddingBagConfig("y", 10, 2, dtype=torch.bfloat16)]
+    ebc = EmbeddingBagCollection(tables)
+    d = _batch(tables, torch.Generator().manual_seed(3))
+    out = ebc(d)
+    assert out.concat().shape == (B, 6) and out.concat().dtype == torch.float32
+    assert out["y"].dtype == torch.bfloat16
+
+
+# ---- fused training vs torch ---------------------------------------------------------------------------------
+
+def _torch_opt(kind, params, lr):
+    if kind == "sgd":
+        return torch.optim.SGD(params, lr=lr)
+    if kind == "adagrad":
+        return torch.optim.Adagrad(params, lr=lr)
+    return torch.optim.SparseAdam(params, lr=lr)
+
+
+def _train_reference(ebc, tables, batches, grads, step_fn):
+    """Per-table nn.EmbeddingBag(sparse=True) models trained with step_fn(list of weights)."""
+    # torch has no sparse gradient for max pooling; its dense gradient gives the same SGD/Adagrad steps.
+    refs = {t.name: torch.nn.EmbeddingBag(t.num_embeddings, t.embedding_dim, mode=t.pooling,
+                                          sparse=t.pooling != "max", include_last_offset=True) for t in tables}
+    for t in tables:
+        with torch.no_grad():
+            refs[t.name].weight.copy_(ebc.table(t.name).float())
+    step = step_fn([m.weight for m in refs.values()])
+    for d, g in zip(batches, grads):
+        loss = sum((refs[t.name](*d[f][:2], per_sample_weights=d[f][2] if len(d[f]) > 2 else None) * g[f]).sum()
+                   for f, t in _table_of(tables).items())
+        for m in refs.values():
+            m.weight.grad = None
+        loss.backward()
+        step(refs)
+    return refs
+
+
+def _train_fused(ebc, batches, grads):
+    for d, g in zip(batches, grads):
+        out = ebc(d)
+        sum((out[f].float() * g[f]).sum() for f in out).backward()
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adagrad", "adam"])
+@pytest.mark.parametrize("pooling", [("sum", "mean"), ("max", "sum")])
+def test_fused_training_matches_torch(device, kind, pooling):
+    if kind == "adam" and "max" in pooling:
+        pytest.skip("torch.optim.SparseAdam needs sparse gradients, which max pooling lacks in torch")
+    tables = _tables(pooling=pooling)
+    ebc = EmbeddingBagCollection(tables, optimizer=FusedOptimizer(kind, lr=0.05), device=device)
+    gen = torch.Generator().manual_seed(4)
+    batches = [_batch(tables, gen, device=device) for _ in range(4)]
+    grads = [{f: torch.randn(B, t.embedding_dim, generator=gen).to(device) for f, t in _table_of(tables).items()}
+             for _ in batches]
+
+    def step_fn(params):
+        opt = _torch_opt(kind, params, 0.05)
+        return lambda refs: opt.step()
+
+    refs = _train_reference(ebc, tables, batches, grads, step_fn)
+    _train_fused(ebc, batches, grads)
+    for t in tables:
+        torch.testing.assert_close(ebc.table(t.name), refs[t.name].weight.detach(), atol=1e-5, rtol=1e-5)
+        assert ebc.table(t.name).grad is None
+
+
+def test_rowwise_adagrad_matches_small_reference():
+    tables = _tables(pooling=("sum", "sum"))
+    lr, eps = 0.1, 1e-8
+    ebc = EmbeddingBagCollection(tables, optimizer=FusedOptimizer("rowwise_adagrad", lr=lr, eps=eps))
+    gen = torch.Generator().manual_seed(5)
+    batches = [_batch(tables, gen, weighted=True) for _ in range(3)]
+    grads = [{f: torch.randn(B, t.embedding_dim, generator=gen) for f, t in _table_of(tables).items()}
+             for _ in batches]
+    acc = {t.name: torch.zeros(t.num_embeddings) for t in tables}
+
+    def step_fn(params):
+        def step(refs):
+            for t in tables:
+                w = refs[t.name].weight
+                gsum = w.grad.coalesce()
+                rows, vals = gsum.indices()[0], gsum.values()
+                acc[t.name][rows] += vals.pow(2).mean(dim=1)
+                with torch.no_grad():
+                    w[rows] -= lr * vals / (acc[t.name][rows].sqrt() + eps)[:, None]
+        return step
+
+    refs = _train_reference(ebc, tables, batches, grads, step_fn)
+    _train_fused(ebc, batches, grads)
+    for t in tables:
+        torch.testing.assert_close(ebc.table(t.name), refs[t.name].weight.detach(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ebc.state0_float32, torch.cat([acc["t0"], acc["t1"]]))
+
+
+def test_fused_backward_deterministic():
+    tables = [EmbeddingBagConfig("z", 50, 16)]
+    d = {"z": (torch.randint(0, 50, (600,)), torch.arange(0, 601, 100))}
+    g = torch.randn(6, 16)
+    results = []
+    old = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            torch.manual_seed(0)
+            ebc = EmbeddingBagCollection(tables, optimizer=FusedOptimizer("rowwise_adagrad", lr=0.1))
+            (ebc(d)["z"] * g).sum().backward()
+            results.append(ebc.table("z").clone())
+    finally:
+        torch.set_num_threads(old)
+    assert torch.equal(results[0], results[1])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("stochastic", [False, True])
+def test_low_precision_training_close_to_fp32(dtype, stochastic):
+    if stochastic and dtype == torch.float16:
+        pytest.skip("stochastic rounding is for bf16")
+    opt = FusedOptimizer("rowwise_adagrad", lr=0.05, stochastic_rounding=stochastic)
+    lp = EmbeddingBagCollection(_tables(dtype), optimizer=opt)
+    fp = EmbeddingBagCollection(_tables(), optimizer=copy.copy(opt))
+    for t in _tables():
+        with torch.no_grad():
+            fp.table(t.name).copy_(lp.table(t.name).float())
+    gen = torch.Generator().manual_seed(6)
+    batches = [_batch(_tables(), gen) for _ in range(3)]
+    grads = [{f: torch.randn(B, t.embedding_dim, generator=gen) for f, t in _table_of(_tables()).items()}
+             for _ in batches]
+    _train_fused(lp, batches, grads)
+    _train_fused(fp, batches, grads)
+    for t in _tables():
+        torch.testing.assert_close(lp.table(t.name).float(), fp.table(t.name), atol=3e-2, rtol=3e-2)
+
+
+def test_no_optimizer_dense_grad():
+    tables = _tables()
+    ebc = EmbeddingBagCollection(tables)
+    d = _batch(tables, torch.Generator().manual_seed(7))
+    out = ebc(d)
+    out.concat().sum().backward()
+    g = ebc.weights_float32.grad
+    assert g is not None and g.shape == ebc.weights_float32.shape
+    w = ebc.weights_float32.detach().clone().requires_grad_()
+    views = {"t0": w[:320].view(40, 8), "t1": w[320:].view(25, 4)}
+    total = sum(F.embedding_bag(d[f][0], views[t.name], d[f][1], mode=t.pooling, include_last_offset=True).sum()
+                for f, t in _table_of(tables).items())
+    total.backward()
+    torch.testing.assert_close(g, w.grad)
+
+
+# ---- state_dict, int8 -----------------------------------------------------------------------------------------
+
+def test_state_dict_round_trip():
+    tables = _tables()
+    a = EmbeddingBagCollection(tables, optimizer=FusedOptimizer("adam", lr=0.05))
+    gen = torch.Generator().manual_seed(8)
+    batches = [_batch(tables, gen) for _ in range(3)]
+    grads = [{f: torch.randn(B, t.embedding_dim, generator=gen) for f, t in _table_of(tables).items()}
+             for _ in batches]
+    _train_fused(a, batches[:2], grads[:2])
+    sd = a.state_dict()
+    assert {"weights_float32", "state0_float32", "state1_float32", "step"} <= set(sd)
+    b = EmbeddingBagCollection(tables, optimizer=FusedOptimizer("adam", lr=0.05))
+    b.load_state_dict(sd)
+    _train_fused(a, batches[2:], grads[2:])
+    _train_fused(b, batches[2:], grads[2:])
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, b.state_dict()[k]), k
+
+
+@pytest.mark.parametrize("pooling", [("sum", "mean"), ("max", "sum")])
+def test_quantize_int8_matches_dequantized(pooling):
+    tables = _tables(pooling=pooling)
+    ebc = EmbeddingBagCollection(tables).eval()
+    d = _batch(tables, torch.Generator().manual_seed(9))
+    before = ebc(d)
+    ebc.quantize_()
+    out = ebc(d)
+    packed = ebc.weights_float32
+    assert packed.dtype == torch.uint8
+    deq = {"t0": ref.dequantize_int8_rowwise(packed[:40 * 16].view(40, 16), 8),
+           "t1": ref.dequantize_int8_rowwise(packed[40 * 16:].view(25, 12), 4)}
+    for f, t in _table_of(tables).items():
+        want = F.embedding_bag(d[f][0], deq[t.name], d[f][1], mode=t.pooling, include_last_offset=True)
+        torch.testing.assert_close(out[f], want, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(out[f], before[f].detach(), atol=2e-2, rtol=0)
+
+
+# ---- errors: weights unchanged after a rejected call ---------------------------------------------------------
+
+def _snapshot(ebc):
+    return {k: v.clone() for k, v in ebc.state_dict().items()}
+
+
+def _assert_unchanged(ebc, snap):
+    for k, v in ebc.state_dict().items():
+        assert torch.equal(v, snap[k]), k
+
+
+@pytest.mark.parametrize("bad", [25, -1])
+def test_bad_index_names_feature(device, bad):
+    tables = _tables()
+    ebc = EmbeddingBagCollection(tables, optimizer=FusedOptimizer("adagrad", lr=0.1), device=device)
+    d = _batch(tables, torch.Generator().manual_seed(10), device=device)
+    d["t1"] = (torch.tensor([0, 1, bad], device=device), torch.tensor([0, 1, 1, 3, 3, 3, 3], device=device))
+    snap = _snapshot(ebc)
+    with pytest.raises(ValueError, match=rf"feature 't1' indices\[2\] must be in \[0, 25\), got {bad}"):
+        ebc(d)["a"].sum().backward()
+    _assert_unchanged(ebc, snap)
+
+
+def test_input_errors_leave_weights_unchanged():
+    tables = _tables()
+    ebc = EmbeddingBagCollection(tables, optimizer=FusedOptimizer("sgd", lr=0.1))
+    d = _batch(tables, torch.Generator().manual_seed(11))
+    snap = _snapshot(ebc)
+    with pytest.raises(ValueError, match="not features of any table"):
+        ebc({**d, "zzz": d["a"]})
+    with pytest.raises(ValueError, match="missing"):
+        ebc({"a": d["a"], "b": d["b"]})
+    with pytest.raises(ValueError, match="same batch size"):
+        ebc({**d, "a": (torch.tensor([1]), torch.tensor([0, 1]))})
+    bad_offsets = recops.KeyedJagged(["a", "b", "t1"], torch.tensor([1, 2, 3]), torch.tensor([0, 2, 1, 3]))
+    with pytest.raises(ValueError, match="non-decreasing"):
+        ebc(bad_offsets)
+    with pytest.raises(ValueError, match="weights must have the shape"):
+        recops.KeyedJagged(["a"], torch.tensor([1, 2]), torch.tensor([0, 2]), torch.ones(3))
+    with pytest.raises(TypeError, match="int32 or int64"):
+        recops.KeyedJagged(["a"], torch.tensor([1.0]), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="len\\(keys\\)"):
+        recops.KeyedJagged(["a", "b"], torch.tensor([1]), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="per-id weights need sum pooling"):
+        ebc(recops.KeyedJagged.from_dict({k: v + (torch.ones(v[0].shape[0]),) for k, v in d.items()}))
+    with pytest.raises(TypeError, match="KeyedJagged or a dict"):
+        ebc([1, 2])
+    _assert_unchanged(ebc, snap)
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="pooling"):
+        EmbeddingBagConfig("x", 10, 4, pooling="median")
+    with pytest.raises(TypeError, match="dtype"):
+        EmbeddingBagConfig("x", 10, 4, dtype=torch.int32)
+    with pytest.raises(ValueError, match="kind"):
+        FusedOptimizer("lamb")
+    with pytest.raises(ValueError, match="distinct"):
+        EmbeddingBagCollection([EmbeddingBagConfig("x", 10, 4), EmbeddingBagConfig("x", 5, 4)])
+    ebc = EmbeddingBagCollection([EmbeddingBagConfig("x", 10, 4)], optimizer=FusedOptimizer("sgd")).quantize_()
+    with pytest.raises(RuntimeError, match="inference-only"):
+        ebc({"x": (torch.tensor([1]), torch.tensor([0, 1]))})
+    assert math.isfinite(float(ebc.eval()({"x": (torch.tensor([1]), torch.tensor([0, 1]))})["x"].sum()))
