@@ -8,6 +8,7 @@ namespace recops::bindings {
 void bind_jagged(nb::module_& m);
 void bind_hstu(nb::module_& m);
 void bind_losses(nb::module_& m);
+void bind_retrieval(nb::module_& m);
 }
 
 NB_MODULE(_C, m) {
@@ -29,4 +30,5 @@ NB_MODULE(_C, m) {
   recops::bindings::bind_jagged(m);
   recops::bindings::bind_hstu(m);
   recops::bindings::bind_losses(m);
+  recops::bindings::bind_retrieval(m);
 }
