@@ -20,6 +20,7 @@ namespace recops::retrieval::RECOPS_TOPK_ISA {
 typedef float VF __attribute__((vector_size(RECOPS_TOPK_VBYTES)));
 constexpr int kW = RECOPS_TOPK_VBYTES / sizeof(float);
 constexpr int kNV = 2;
+typedef int32_t VI32 __attribute__((vector_size(RECOPS_TOPK_VBYTES)));
 
 inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 
@@ -146,12 +147,23 @@ inline void run_task(const TopkPlan& p, int64_t task, float* scratch) {
         const int64_t* ex = p.excl_ids ? p.excl_ids + p.excl_offsets[q] : nullptr;
         const int64_t nex = p.excl_ids ? p.excl_offsets[q + 1] - p.excl_offsets[q] : 0;
         float thr = size < k ? -__builtin_inff() : s[0];
-        for (int64_t j = 0; j < nv; ++j) {
-          const float sc = p.item_bias ? crow[j] + p.item_bias[n0 + j] : crow[j];
-          if (!(sc >= thr)) continue;  // NaN never passes
-          if (nex && contains_sorted(ex, nex, n0 + j)) continue;
-          push(s, id, size, k, sc, n0 + j);
-          if (size == k) thr = s[0];
+        for (int64_t j0 = 0; j0 < nv; j0 += kW) {
+          // Whole-vector reject first: once the heap is full almost no score reaches its root.
+          if (j0 + kW <= nv) {
+            VF sv = vload(crow + j0);
+            if (p.item_bias) sv += vload(p.item_bias + n0 + j0);
+            const VI32 pass = sv >= thr;
+            int32_t any = 0;
+            for (int i = 0; i < kW; ++i) any |= pass[i];
+            if (!any) continue;
+          }
+          for (int64_t j = j0; j < imin(j0 + kW, nv); ++j) {
+            const float sc = p.item_bias ? crow[j] + p.item_bias[n0 + j] : crow[j];
+            if (!(sc >= thr)) continue;  // NaN never passes
+            if (nex && contains_sorted(ex, nex, n0 + j)) continue;
+            push(s, id, size, k, sc, n0 + j);
+            if (size == k) thr = s[0];
+          }
         }
       }
     }
