@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Batch containers, collate helpers and (later) data readers and synthetic generators."""
+"""Batch containers, collate helpers, synthetic generators and (later) data readers."""
 
 from .jagged import Jagged
+from .synthetic import clustered_embeddings
 
-__all__ = ["Jagged"]
+__all__ = ["Jagged", "clustered_embeddings"]

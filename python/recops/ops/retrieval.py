@@ -27,6 +27,10 @@ def _check(queries: Tensor, items: Tensor, k: int, exclude_offsets: Optional[Ten
         raise ValueError(f"{_OP}: items.shape[1] must be {queries.shape[1]} (queries.shape[1]), got {items.shape[1]}")
     if k < 1:
         raise ValueError(f"{_OP}: k must be >= 1, got {k}")
+    if item_bias is not None and (item_bias.dim() != 1 or item_bias.shape[0] != items.shape[0]):
+        raise ValueError(f"{_OP}: item_bias must have shape [{items.shape[0]}], got {list(item_bias.shape)}")
+    if queries.shape[0] * k >= 2**63:
+        raise ValueError(f"{_OP}: output size overflows int64, got Q={queries.shape[0]} * k={k}")
     if (exclude_offsets is None) != (exclude_ids is None):
         raise ValueError(f"{_OP}: exclude_ids and exclude_offsets must be given together")
     for name, t in (("exclude_offsets", exclude_offsets), ("exclude_ids", exclude_ids)):
