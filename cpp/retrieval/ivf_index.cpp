@@ -56,9 +56,9 @@ void ivf_search(const IvfView& index, const float* queries, int64_t num_queries,
   checked_mul(v.num_vectors, v.dim, op);
   checked_mul(v.num_lists, v.dim, op);
   checked_mul(num_queries, v.dim, op);
-  jagged::check_offsets<int64_t>(op, v.list_offsets, v.num_lists, v.num_vectors);
+  jagged::check_offsets<int64_t>("ivf_search: list_offsets", v.list_offsets, v.num_lists, v.num_vectors);
   if (exclude_offsets != nullptr) {
-    jagged::check_offsets<int64_t>(op, exclude_offsets, num_queries, num_excludes);
+    jagged::check_offsets<int64_t>("ivf_search: exclude_offsets", exclude_offsets, num_queries, num_excludes);
   } else {
     RECOPS_CHECK(num_excludes == 0, op, ": exclude_ids must be empty without exclude_offsets");
   }

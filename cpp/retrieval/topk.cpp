@@ -56,7 +56,7 @@ void topk_inner_product(const float* queries, int64_t num_queries, int64_t dim, 
   checked_mul(num_items, dim, kOp);
   checked_mul(num_queries, dim, kOp);
   if (exclude_offsets != nullptr) {
-    jagged::check_offsets<int64_t>(kOp, exclude_offsets, num_queries, num_excludes);
+    jagged::check_offsets<int64_t>("topk_inner_product: exclude_offsets", exclude_offsets, num_queries, num_excludes);
     for (int64_t i = 0; i < num_excludes; ++i) {
       RECOPS_CHECK(exclude_ids[i] >= 0 && exclude_ids[i] < num_items, kOp, ": exclude_ids[", i,
                    "] must be in [0, ", num_items, "), got ", exclude_ids[i]);
