@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // Retrieval CPU kernels (fused top-k, IVF scan) for the generic instruction set; chosen at run time.
 #include <cstdint>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
 #include "common/parallel.h"
 #include "retrieval/retrieval_plan.h"

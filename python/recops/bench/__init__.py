@@ -13,6 +13,7 @@ import torch
 from .hstu import hstu_cases
 from .jagged import jagged_cases
 from .ordinal import ordinal_cases
+from .retrieval import retrieval_cases
 
 
 @dataclasses.dataclass
@@ -32,4 +33,5 @@ CASE_BUILDERS: Dict[str, Callable[[torch.device, bool], List[Case]]] = {
     "jagged": jagged_cases,
     "hstu": hstu_cases,
     "ordinal": ordinal_cases,
+    "retrieval": retrieval_cases,
 }
