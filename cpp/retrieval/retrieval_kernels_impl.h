@@ -5,8 +5,8 @@
 // can be merged by the linker into code that runs on a narrower CPU.
 //
 // Task = (query superblock of kQuerySuper queries, item split). Per item tile: pack kTileN items transposed
-// ([D][kTileN], zero-padded), then for every 4-query micro block compute the [4][kTileN] score tile with a
-// register-blocked micro-kernel (4 rows x 2 vectors of accumulators, query broadcast, tile loaded) and push
+// ([D][kTileN], zero-padded), then for every kMR-query micro block compute the [kMR][kTileN] score tile with a
+// register-blocked micro-kernel (kMR rows x 2 vectors of accumulators, query broadcast, tile loaded) and push
 // the tile's candidates into the queries' min-heaps (root = worst kept hit). A candidate must be >= the root
 // score to be looked at, so after the first tiles almost every score costs one compare.
 //
@@ -20,6 +20,14 @@ namespace recops::retrieval::RECOPS_TOPK_ISA {
 typedef float VF __attribute__((vector_size(RECOPS_TOPK_VBYTES)));
 constexpr int kW = RECOPS_TOPK_VBYTES / sizeof(float);
 constexpr int kNV = 2;
+// Micro-kernel rows: kMR x kNV accumulators + kNV tile vectors + 1 broadcast must fit the register file
+// (32 zmm with AVX-512: 8 x 2; 16 ymm / xmm otherwise: 6 x 2).
+#if RECOPS_TOPK_VBYTES == 64
+constexpr int kMR = 8;
+#else
+constexpr int kMR = 6;
+#endif
+static_assert(kMR <= kMicroRows, "scratch is sized for kMicroRows");
 typedef int32_t VI32 __attribute__((vector_size(RECOPS_TOPK_VBYTES)));
 
 inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -30,19 +38,19 @@ inline VF vload(const float* p) {
   return v;
 }
 
-// C[r][j] = sum_d A[r * dim + d] * B[d * kTileN + j] for r < kMicroRows, j < kTileN.
+// C[r][j] = sum_d A[r * dim + d] * B[d * kTileN + j] for r < kMR, j < kTileN.
 inline void score_tile(int64_t dim, const float* A, const float* B, float* C) {
   for (int64_t j = 0; j < kTileN; j += kNV * kW) {
-    VF acc[kMicroRows][kNV] = {};
+    VF acc[kMR][kNV] = {};
     for (int64_t d = 0; d < dim; ++d) {
       VF b[kNV];
       for (int v = 0; v < kNV; ++v) b[v] = vload(B + d * kTileN + j + v * kW);
-      for (int r = 0; r < kMicroRows; ++r) {
+      for (int r = 0; r < kMR; ++r) {
         const float a = A[r * dim + d];
         for (int v = 0; v < kNV; ++v) acc[r][v] += a * b[v];
       }
     }
-    for (int r = 0; r < kMicroRows; ++r) {
+    for (int r = 0; r < kMR; ++r) {
       for (int v = 0; v < kNV; ++v) __builtin_memcpy(C + r * kTileN + j + v * kW, &acc[r][v], sizeof(VF));
     }
   }
@@ -300,12 +308,12 @@ void run_ivf_search(const IvfPlan& p, int threads) {
   });
 }
 
-// Push the candidates of a scored tile C [kMicroRows][kTileN] (queries q0 + m + r, items n0 + j, j < nv) into
+// Push the candidates of a scored tile C [kMR][kTileN] (queries q0 + m + r, items n0 + j, j < nv) into
 // the queries' heaps.
 inline void select_tile(const TopkPlan& p, int64_t q0, int64_t nq, int64_t m, int64_t n0, int64_t nv, const float* C,
                         float* hs, int64_t* hi, int64_t* hsize) {
   const int64_t k = p.k;
-  for (int64_t r = 0; r < kMicroRows && m + r < nq; ++r) {
+  for (int64_t r = 0; r < kMR && m + r < nq; ++r) {
     const int64_t q = q0 + m + r;
     float* s = hs + q * k;
     int64_t* id = hi + q * k;
@@ -343,7 +351,7 @@ inline void run_task(const TopkPlan& p, int64_t task, float* scratch) {
   float* tile = scratch;
   float* C = tile + D * kTileN;
   float* qpack = C + kMicroRows * kTileN;
-  const int64_t nq_pad = (nq + kMicroRows - 1) / kMicroRows * kMicroRows;
+  const int64_t nq_pad = (nq + kMR - 1) / kMR * kMR;
   for (int64_t i = 0; i < nq_pad * D; ++i) qpack[i] = i < nq * D ? p.queries[q0 * D + i] : 0.0f;
   float* hs = p.heap_scores + (split * Q) * k;
   int64_t* hi = p.heap_ids + (split * Q) * k;
@@ -351,7 +359,7 @@ inline void run_task(const TopkPlan& p, int64_t task, float* scratch) {
   for (int64_t q = q0; q < q1; ++q) hsize[q] = 0;
   for (int64_t n0 = n_begin; n0 < n_end; n0 += kTileN) {
     const int64_t nv = imin(kTileN, n_end - n0);
-    if (nq < kMicroRows) {  // one or few queries: plain dot products beat packing a tile for them
+    if (nq < 4) {  // one or few queries: plain dot products beat packing a tile for them
       for (int64_t r = 0; r < nq; ++r) {
         int64_t j = 0;
         for (; j + 4 <= nv; j += 4) dot_rows<4>(qpack + r * D, p.items + (n0 + j) * D, D, C + r * kTileN + j);
@@ -368,7 +376,7 @@ inline void run_task(const TopkPlan& p, int64_t task, float* scratch) {
         for (int64_t d = 0; d < D; ++d) tile[d * kTileN + j] = 0.0f;
       }
     }
-    for (int64_t m = 0; m < nq; m += kMicroRows) {
+    for (int64_t m = 0; m < nq; m += kMR) {
       score_tile(D, qpack + m * D, tile, C);
       select_tile(p, q0, nq, m, n0, nv, C, hs, hi, hsize);
     }

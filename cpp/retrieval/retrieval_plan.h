@@ -11,7 +11,7 @@ namespace recops::retrieval {
 
 constexpr int64_t kTileN = 256;        // items per packed tile (a multiple of every micro-kernel width)
 constexpr int64_t kQuerySuper = 128;   // queries per task: one packed tile feeds all of them
-constexpr int64_t kMicroRows = 4;      // queries per micro-kernel call
+constexpr int64_t kMicroRows = 8;      // upper bound of the queries per micro-kernel call (kMR per ISA)
 
 struct TopkPlan {
   const float* queries = nullptr;  // [Q, D]
@@ -33,8 +33,8 @@ struct TopkPlan {
   int64_t scratch_per_thread = 0;
 };
 
-// Floats of per-thread scratch: packed tile [D][kTileN], scores [kMicroRows][kTileN], queries [kQuerySuper][D].
-inline int64_t topk_scratch_floats(int64_t dim) { return dim * kTileN + kMicroRows * kTileN + kQuerySuper * dim; }
+// Per-thread top-k scratch: packed tile [D][kTileN], scores [kMicroRows][kTileN], queries
+// [kQuerySuper + kMicroRows][D] (padded to whole micro blocks); topk.cpp allocates an overflow-checked bound.
 
 struct IvfPlan {
   IvfView index;

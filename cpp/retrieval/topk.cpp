@@ -104,8 +104,8 @@ void topk_inner_product(const float* queries, int64_t num_queries, int64_t dim, 
     p.heap_ids = split_ids.data();
   }
   p.heap_sizes = sizes.data();
-  // >= topk_scratch_floats(dim), computed with overflow checks.
-  p.scratch_per_thread = checked_mul(kTileN + kQuerySuper + kMicroRows, std::max<int64_t>(dim, kTileN), kOp);
+  // >= D * kTileN + kMicroRows * kTileN + (kQuerySuper + kMicroRows) * D (see retrieval_plan.h), overflow-checked.
+  p.scratch_per_thread = checked_mul(kTileN + kQuerySuper + 2 * kMicroRows, std::max<int64_t>(dim, kTileN), kOp);
   std::vector<float> scratch(checked_mul(p.scratch_per_thread, threads, kOp));
   p.scratch = scratch.data();
   run(p, threads);
