@@ -279,7 +279,7 @@ void test_topk(int threads) {
   std::mt19937 rng(11);
   std::uniform_int_distribution<int> small(-2, 2);  // integer data: exact sums, many ties
   for (auto [nq, n, dim, k] : {std::array<int64_t, 4>{1, 3000, 5, 7}, {9, 700, 3, 40}, {130, 300, 4, 301},
-                               {2, 0, 4, 3}, {3, 10, 0, 4}}) {
+                               {2, 0, 4, 3}, {3, 10, 0, 4}, {130, 300, 300, 5}}) {
     std::vector<float> q(nq * dim), e(n * dim);
     for (auto& v : q) v = static_cast<float>(small(rng));
     for (auto& v : e) v = static_cast<float>(small(rng));
