@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -82,7 +83,22 @@ void ivf_search(const IvfView& index, const float* queries, int64_t num_queries,
   p.out_scores = out_scores;
   p.out_ids = out_ids;
   const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads, num_queries)));
-  const int64_t fper = p.nprobe + v.dim + p.num_candidates + k, iper = p.nprobe + p.num_candidates + k;
+  // Coarse step for all queries at once: list l scores max_norm(l) * <q, direction(l)> = <q, scaled(l)>, so
+  // the fused top-k over the scaled directions picks the nprobe lists (empty lists get -inf via the bias).
+  std::vector<float> scaled(checked_mul(v.num_lists, v.dim, op)), bias(v.num_lists);
+  for (int64_t j = 0; j < v.num_lists; ++j) {
+    for (int64_t d = 0; d < v.dim; ++d) scaled[j * v.dim + d] = v.centroids[j * v.dim + d] * v.list_scale[j];
+    bias[j] = v.list_offsets[j + 1] > v.list_offsets[j] ? 0.0f : -std::numeric_limits<float>::infinity();
+  }
+  std::vector<float> probe_scores(checked_mul(num_queries, p.nprobe, op));
+  std::vector<int64_t> probe_lists(probe_scores.size());
+  topk_inner_product(queries, num_queries, v.dim, scaled.data(), v.num_lists, bias.data(), nullptr, nullptr, 0,
+                     p.nprobe, probe_scores.data(), probe_lists.data(), num_threads);
+  for (size_t i = 0; i < probe_lists.size(); ++i) {
+    if (probe_scores[i] == -std::numeric_limits<float>::infinity()) probe_lists[i] = -1;  // empty lists
+  }
+  p.probe_lists = probe_lists.data();
+  const int64_t fper = ivf_fscratch(p), iper = ivf_iscratch(p);
   std::vector<float> fs(checked_mul(fper, threads, op));
   std::vector<int64_t> is(checked_mul(iper, threads, op));
   p.fscratch = fs.data();

@@ -10,8 +10,8 @@
 // the tile's candidates into the queries' min-heaps (root = worst kept hit). A candidate must be >= the root
 // score to be looked at, so after the first tiles almost every score costs one compare.
 //
-// IVF search: one query per task; coarse list scores go through the same heap code (nprobe best lists),
-// probed lists are scanned with vectorised decode-and-dot (uint8 -> float, binary16 -> float by bit
+// IVF search: the nprobe best lists per query come from the fused top-k over the scaled list directions
+// (ivf_index.cpp); then one query per task: the probed lists are scanned with vectorised decode-and-dot (uint8 -> float, binary16 -> float by bit
 // manipulation) into a num_candidates heap, and the candidates are re-scored (optionally exactly) into the
 // final k heap keyed by the caller's ids.
 
@@ -253,19 +253,12 @@ inline void ivf_query(const IvfPlan& p, int64_t q, float* fs, int64_t* is) {
   const IvfView& v = p.index;
   const int64_t D = v.dim, kc = p.num_candidates, k = p.k;
   const float* x = p.queries + q * D;
-  float* ls = fs;
-  float* qd = ls + p.nprobe;
+  float* qd = fs;
   float* cs = qd + D;
   float* fsc = cs + kc;
-  int64_t* li = is;
-  int64_t* ci = li + p.nprobe;
+  int64_t* ci = is;
   int64_t* fid = ci + kc;
-  int64_t nl = 0;
-  for (int64_t j = 0; j < v.num_lists; ++j) {
-    if (v.list_offsets[j + 1] == v.list_offsets[j]) continue;
-    push(ls, li, nl, p.nprobe, dot_f32(x, v.centroids + j * D, D) * v.list_scale[j], j);
-  }
-  finish(ls, li, nl, nl);  // best lists first: the candidate threshold rises sooner
+  const int64_t* li = p.probe_lists + q * p.nprobe;  // best first, -1 padded
   float c0 = 0.0f;
   for (int64_t d = 0; d < D; ++d) {
     if (v.storage == IvfStorage::kInt8) {
@@ -279,7 +272,7 @@ inline void ivf_query(const IvfPlan& p, int64_t q, float* fs, int64_t* is) {
   const int64_t nex = p.excl_ids ? p.excl_offsets[q + 1] - p.excl_offsets[q] : 0;
   int64_t nc = 0;
   float thr = -__builtin_inff();
-  for (int64_t l = 0; l < nl; ++l) {
+  for (int64_t l = 0; l < p.nprobe && li[l] >= 0; ++l) {
     const int64_t j = li[l], b = v.list_offsets[j], e = v.list_offsets[j + 1];
     if (v.storage == IvfStorage::kInt8) {
       scan_list(p, qd, c0, static_cast<const uint8_t*>(v.codes), b, e, ex, nex, cs, ci, nc, thr);
@@ -291,6 +284,10 @@ inline void ivf_query(const IvfPlan& p, int64_t q, float* fs, int64_t* is) {
   }
   int64_t nf = 0;
   for (int64_t c = 0; c < nc; ++c) {
+    if (p.rerank && c + 4 < nc) {  // the re-rank reads scattered rows: fetch a few ahead
+      const char* row = reinterpret_cast<const char*>(v.vectors + ci[c + 4] * D);
+      for (int64_t off = 0; off < D * 4; off += 64) __builtin_prefetch(row + off);
+    }
     const float s = p.rerank ? dot_f32(x, v.vectors + ci[c] * D, D) : cs[c];
     push(fsc, fid, nf, k, s, v.ids[ci[c]]);
   }

@@ -41,6 +41,7 @@ struct IvfPlan {
   const float* queries = nullptr;  // [Q, D]
   int64_t num_queries = 0;
   int64_t nprobe = 1;              // <= number of lists
+  const int64_t* probe_lists = nullptr;  // [Q, nprobe] lists to scan per query, best first, -1 padded
   int64_t k = 1;
   int64_t num_candidates = 1;      // >= k: approximate hits kept per query
   bool rerank = false;             // re-score the candidates from index.vectors
@@ -52,8 +53,8 @@ struct IvfPlan {
   int64_t* iscratch = nullptr;     // per thread: ivf_iscratch(...) int64
 };
 
-inline int64_t ivf_fscratch(const IvfPlan& p) { return p.nprobe + p.index.dim + p.num_candidates + p.k; }
-inline int64_t ivf_iscratch(const IvfPlan& p) { return p.nprobe + p.num_candidates + p.k; }
+inline int64_t ivf_fscratch(const IvfPlan& p) { return p.index.dim + p.num_candidates + p.k; }
+inline int64_t ivf_iscratch(const IvfPlan& p) { return p.num_candidates + p.k; }
 
 #define RECOPS_TOPK_DECLARE_ISA(ns)                  \
   namespace ns {                                     \
