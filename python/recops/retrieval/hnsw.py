@@ -42,7 +42,7 @@ class HNSWIndex(Index):
     def _add(self, x, ids):
         if (ids < 0).any():
             raise ValueError(f"HNSWIndex.add: ids must be >= 0 (hnswlib labels are unsigned), got {int(ids.min())}")
-        need = len(self) + x.shape[0] + self._graph.get_current_count() - len(self)
+        need = self._graph.get_current_count() + x.shape[0]  # deleted elements keep their slots
         if need > self._graph.get_max_elements():
             self._graph.resize_index(max(need, 2 * self._graph.get_max_elements()))
         self._graph.add_items(x, ids, num_threads=num_threads())
