@@ -68,7 +68,8 @@ __global__ void topk_inner_product_kernel(const float* __restrict__ queries, int
         float acc = 0.0f;
         for (int64_t d = 0; d < dim; ++d) acc = fmaf(q_sh[d], items[n * dim + d], acc);
         s = item_bias != nullptr ? acc + item_bias[n] : acc;
-        pass = !isnan(s);
+        // Threshold first (cnt and the list are warp-uniform), so the exclusion scan runs for few items.
+        pass = !isnan(s) && (cnt < k || topk_better(s, n, ls[k - 1], li[k - 1]));
         for (int64_t i = ex_begin; pass && i < ex_end; ++i) pass = excl[i] != n;
       }
       unsigned mask = __ballot_sync(0xffffffffu, pass);
