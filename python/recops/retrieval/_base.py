@@ -73,14 +73,15 @@ def as_matrix(op: str, name: str, x, dim: int) -> Tuple[np.ndarray, bool]:
     return x, is_torch
 
 
-def as_ids(op: str, ids, n: int) -> np.ndarray:
+def as_ids(op: str, ids, n: Optional[int] = None) -> np.ndarray:
+    """ids (array-like or tensor) as contiguous int64 [n]; n = None accepts any length."""
     if isinstance(ids, torch.Tensor):
         ids = ids.detach().cpu().numpy()
     ids = np.asarray(ids)
     if ids.size and ids.dtype.kind not in "iu":
         raise TypeError(f"{op}: ids must be integers, got {ids.dtype}")
     ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
-    if ids.shape[0] != n:
+    if n is not None and ids.shape[0] != n:
         raise ValueError(f"{op}: ids must have one id per vector ({n}), got {ids.shape[0]}")
     return ids
 
@@ -178,7 +179,7 @@ class IdTable:
         return np.where(found, self._order[pos_c] if len(self) else -1, -1)
 
     def rows_for_removal(self, op: str, ids) -> np.ndarray:
-        ids = as_ids(op, ids, len(np.asarray(ids).reshape(-1)) if not isinstance(ids, torch.Tensor) else ids.numel())
+        ids = as_ids(op, ids)
         rows = self.rows(ids)
         if (rows < 0).any():
             raise KeyError(f"{op}: id {int(ids[rows < 0][0])} is not in the index")
