@@ -9,6 +9,7 @@ void bind_jagged(nb::module_& m);
 void bind_hstu(nb::module_& m);
 void bind_losses(nb::module_& m);
 void bind_embedding(nb::module_& m);
+void bind_retrieval(nb::module_& m);
 }
 
 NB_MODULE(_C, m) {
@@ -31,4 +32,5 @@ NB_MODULE(_C, m) {
   recops::bindings::bind_hstu(m);
   recops::bindings::bind_losses(m);
   recops::bindings::bind_embedding(m);
+  recops::bindings::bind_retrieval(m);
 }

@@ -9,6 +9,7 @@
 
 #include "common/check.h"
 #include "common/checked_math.h"
+#include "common/cpu_isa.h"
 #include "common/parallel.h"
 #include "hstu/hstu_attention.h"
 #include "hstu/hstu_plan.h"
@@ -24,34 +25,6 @@ namespace {
 
 // Largest error of the kernels' first bucket guess, log2(x) ~ exponent + (mantissa - 1), in log2 units.
 constexpr double kGuessErrorLog2 = 0.0861;
-
-enum class Isa { kGeneric, kAvx2, kAvx512 };
-
-Isa detect_isa() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq")) {
-    return Isa::kAvx512;
-  }
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
-#endif
-  return Isa::kGeneric;
-}
-
-Isa selected_isa() {
-  static const Isa isa = [] {
-    const char* force = std::getenv("RECOPS_CPU_ISA");  // "generic" | "avx2" | "avx512": testing aid
-    const Isa best = detect_isa();
-    if (force) {
-      const std::string f(force);
-      if (f == "generic") return Isa::kGeneric;
-      if (f == "avx2" && best != Isa::kGeneric) return Isa::kAvx2;
-    }
-    return best;
-  }();
-  return isa;
-}
 
 template <typename T>
 void validate(const HstuArgs<T>& a, const char* op) {

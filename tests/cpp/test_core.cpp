@@ -2,6 +2,8 @@
 // C++ core test driver, built with -fsanitize=address,undefined in CI (RECOPS_BUILD_TESTS, RECOPS_SANITIZE).
 // It drives the core directly, valid and invalid inputs, so the sanitizers see every path the Python tests
 // reach. Exit code 0 on success; each failure prints its line.
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -14,6 +16,8 @@
 #include "embedding/embedding_bag.h"
 #include "jagged/jagged.h"
 #include "losses/ordinal.h"
+#include "retrieval/ivf_index.h"
+#include "retrieval/topk.h"
 
 namespace {
 
@@ -337,6 +341,104 @@ void test_embedding(int threads) {
   // Empty: B = 0 and L = 0 with null data.
   embedding_bags_forward<float, int32_t>("emb", nullptr, 0, nullptr, 0, nullptr, 0, kZeroOffsets, 0, nullptr, nullptr,
                                          0, nullptr, threads);
+// Brute-force top-k with the op's ordering (score desc, id asc), NaN and excluded rows skipped.
+void brute_topk(const std::vector<float>& q, int64_t nq, int64_t dim, const std::vector<float>& e, int64_t n,
+                const std::vector<int64_t>& ex, const std::vector<int64_t>& exo, int64_t k, std::vector<float>& s,
+                std::vector<int64_t>& ids) {
+  s.assign(nq * k, -INFINITY);
+  ids.assign(nq * k, -1);
+  for (int64_t i = 0; i < nq; ++i) {
+    std::vector<std::pair<float, int64_t>> all;
+    for (int64_t j = 0; j < n; ++j) {
+      bool skip = false;
+      for (int64_t t = exo.empty() ? 0 : exo[i]; !exo.empty() && t < exo[i + 1]; ++t) skip |= ex[t] == j;
+      float acc = 0;
+      for (int64_t d = 0; d < dim; ++d) acc += q[i * dim + d] * e[j * dim + d];
+      if (!skip && !std::isnan(acc)) all.emplace_back(acc, j);
+    }
+    std::sort(all.begin(), all.end(), [](auto a, auto b) { return a.first > b.first || (a.first == b.first && a.second < b.second); });
+    for (int64_t t = 0; t < k && t < static_cast<int64_t>(all.size()); ++t) {
+      s[i * k + t] = all[t].first;
+      ids[i * k + t] = all[t].second;
+    }
+  }
+}
+
+void test_topk(int threads) {
+  using namespace recops::retrieval;
+  std::mt19937 rng(11);
+  std::uniform_int_distribution<int> small(-2, 2);  // integer data: exact sums, many ties
+  for (auto [nq, n, dim, k] : {std::array<int64_t, 4>{1, 3000, 5, 7}, {9, 700, 3, 40}, {130, 300, 4, 301},
+                               {2, 0, 4, 3}, {3, 10, 0, 4}, {130, 300, 300, 5}}) {
+    std::vector<float> q(nq * dim), e(n * dim);
+    for (auto& v : q) v = static_cast<float>(small(rng));
+    for (auto& v : e) v = static_cast<float>(small(rng));
+    std::vector<int64_t> exo(nq + 1, 0), ex;
+    for (int64_t i = 0; i < nq; ++i) {
+      for (int t = 0; t < static_cast<int>(i % 4) && n > 0; ++t) ex.push_back((i * 7 + t * 13) % n);
+      exo[i + 1] = static_cast<int64_t>(ex.size());
+    }
+    std::vector<float> s(nq * k), rs;
+    std::vector<int64_t> ids(nq * k), rids;
+    topk_inner_product(q.data(), nq, dim, e.data(), n, nullptr, ex.data(), exo.data(),
+                       static_cast<int64_t>(ex.size()), k, s.data(), ids.data(), threads);
+    brute_topk(q, nq, dim, e, n, ex, exo, k, rs, rids);
+    EXPECT(ids == rids);
+    EXPECT(s == rs);
+  }
+}
+
+void test_topk_bad_inputs() {
+  using namespace recops::retrieval;
+  const float q[4] = {1, 2, 3, 4}, e[8] = {};
+  float s[8];
+  int64_t ids[8];
+  const int64_t good_off[] = {0, 1, 2}, bad_off[] = {0, 2, 1}, ex_huge[] = {0, int64_t{1} << 62}, ex_neg[] = {-1, 0};
+  expect_value_error("k=0", "k must be >= 1, got 0",
+                     [&] { topk_inner_product(q, 2, 2, e, 4, nullptr, nullptr, nullptr, 0, 0, s, ids, 2); });
+  expect_value_error("huge id", "exclude_ids[1] must be in [0, 4), got 4611686018427387904", [&] {
+    topk_inner_product(q, 2, 2, e, 4, nullptr, ex_huge, good_off, 2, 2, s, ids, 2);
+  });
+  expect_value_error("negative id", "exclude_ids[0] must be in [0, 4), got -1", [&] {
+    topk_inner_product(q, 2, 2, e, 4, nullptr, ex_neg, good_off, 2, 2, s, ids, 2);
+  });
+  expect_value_error("offsets", "exclude_offsets", [&] {
+    topk_inner_product(q, 2, 2, e, 4, nullptr, ex_neg, bad_off, 2, 2, s, ids, 2);
+  });
+  expect_value_error("overflow", "overflows", [&] {
+    topk_inner_product(q, 2, 2, e, 4, nullptr, nullptr, nullptr, 0, int64_t{1} << 62, s, ids, 2);
+  });
+  expect_value_error("kmeans", "nlist must be in [1, n=2]", [&] {
+    float c[6];
+    kmeans(q, 2, 2, 3, 1, 0, true, c, 2);
+  });
+  IvfView v;
+  const int64_t list_off[] = {0, 3, 2};
+  const float cent[4] = {1, 0, 0, 1}, scale[2] = {1, 1};
+  const int64_t vid[2] = {5, 6};
+  v.centroids = cent;
+  v.list_scale = scale;
+  v.list_offsets = list_off;
+  v.num_lists = 2;
+  v.dim = 2;
+  v.num_vectors = 2;
+  v.codes = q;
+  v.vectors = q;
+  v.ids = vid;
+  expect_value_error("ivf offsets", "list_offsets", [&] {
+    ivf_search(v, q, 1, 1, 1, 0, nullptr, nullptr, 0, s, ids, 2);
+  });
+  const int64_t fixed_off[] = {0, 1, 2};
+  v.list_offsets = fixed_off;
+  expect_value_error("ivf nprobe", "nprobe must be >= 1", [&] {
+    ivf_search(v, q, 1, 0, 1, 0, nullptr, nullptr, 0, s, ids, 2);
+  });
+  // Valid: both lists probed, k = 3 > n pads; vectors (1,2) and (3,4) against query (1,2): 5 and 11.
+  ivf_search(v, q, 1, 2, 3, 4, nullptr, nullptr, 0, s, ids, 2);
+  EXPECT(ids[0] == 6 && ids[1] == 5 && ids[2] == -1 && s[0] == 11.0f && s[1] == 5.0f && std::isinf(s[2]));
+  const int64_t ex6[] = {6}, ex_off[] = {0, 1};
+  ivf_search(v, q, 1, 2, 3, 0, ex6, ex_off, 1, s, ids, 2);
+  EXPECT(ids[0] == 5 && ids[1] == -1);
 }
 
 }  // namespace
@@ -351,6 +453,8 @@ int main() {
   for (int threads : {1, 3}) test_losses(threads);
   test_losses_bad_inputs();
   for (int threads : {1, 3}) test_embedding(threads);
+  for (int threads : {1, 2, 3}) test_topk(threads);
+  test_topk_bad_inputs();
   if (g_failures) {
     std::fprintf(stderr, "%d failure(s)\n", g_failures);
     return 1;

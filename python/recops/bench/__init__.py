@@ -15,6 +15,7 @@ from .hstu import hstu_cases
 from .jagged import jagged_cases
 from .models import models_cases
 from .ordinal import ordinal_cases
+from .retrieval import retrieval_cases
 
 
 @dataclasses.dataclass
@@ -37,4 +38,5 @@ CASE_BUILDERS: Dict[str, Callable[[torch.device, bool], List[Case]]] = {
     "models": models_cases,
     "ordinal": ordinal_cases,
     "embedding": embedding_cases,
+    "retrieval": retrieval_cases,
 }

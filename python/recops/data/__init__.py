@@ -3,6 +3,7 @@
 
 from .jagged import Jagged
 from .keyed_jagged import KeyedJagged
+from .synthetic import clustered_embeddings
 from .sequences import (
     FORMATS,
     SequenceData,
@@ -21,7 +22,7 @@ from .sequences import (
 )
 
 __all__ = [
-    "FORMATS", "Jagged", "KeyedJagged", "SequenceData", "SplitData", "leave_one_out", "load_sequences", "next_item_batches",
+    "FORMATS", "Jagged", "KeyedJagged", "clustered_embeddings", "SequenceData", "SplitData", "leave_one_out", "load_sequences", "next_item_batches",
     "read_ml100k", "read_movielens_csv", "read_movielens_dat", "read_recbole_inter", "read_sasrec_txt",
     "sequence_batch", "synthetic_sequences", "uniform_negatives",
 ]

@@ -43,9 +43,9 @@ def evaluate(model, inputs: SequenceData, targets: torch.Tensor, batch_size: int
 
 def popularity_metrics(split: SplitData, ks=KS) -> Dict[str, float]:
     """The popularity baseline under the same protocol (training counts, history excluded)."""
-    counts = torch.bincount(split.train.items, minlength=split.data.num_items).double()
+    counts = torch.bincount(split.train.items, minlength=split.data.num_items).float()
     vec = (counts / counts.max()).unsqueeze(1)
-    q = torch.ones(split.test_input.num_users, 1, dtype=torch.float64)
+    q = torch.ones(split.test_input.num_users, 1)
     _, ids = topk_with_exclusion(q, vec, max(ks), split.test_input.items, split.test_input.offsets)
     return ranking_metrics(ranks_of(split.test_target, ids), ks)
 

@@ -10,6 +10,7 @@ from .jagged import (
     offsets_to_lengths,
     padded_to_jagged,
 )
+from .retrieval import topk_inner_product
 from .ordinal import (
     feedback_to_levels,
     gnolr_loss,
@@ -34,4 +35,5 @@ __all__ = [
     "ordinal_logistic_loss",
     "ordinal_logistic_loss_backward",
     "padded_to_jagged",
+    "topk_inner_product",
 ]

@@ -1,0 +1,40 @@
+// SPDX-License-Identifier: Apache-2.0
+// Run-time choice of the CPU instruction set for families with per-ISA kernels (one translation unit per
+// ISA, compiled under `#pragma GCC target`). The environment variable RECOPS_CPU_ISA=generic|avx2 forces a
+// narrower ISA than the CPU offers (a testing aid); it never selects one the CPU lacks.
+#pragma once
+
+#include <cstdlib>
+#include <string>
+
+namespace recops {
+
+enum class Isa { kGeneric, kAvx2, kAvx512 };
+
+inline Isa detect_isa() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq")) {
+    return Isa::kAvx512;
+  }
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
+#endif
+  return Isa::kGeneric;
+}
+
+inline Isa selected_isa() {
+  static const Isa isa = [] {
+    const char* force = std::getenv("RECOPS_CPU_ISA");
+    const Isa best = detect_isa();
+    if (force) {
+      const std::string f(force);
+      if (f == "generic") return Isa::kGeneric;
+      if (f == "avx2" && best != Isa::kGeneric) return Isa::kAvx2;
+    }
+    return best;
+  }();
+  return isa;
+}
+
+}  // namespace recops

@@ -1,0 +1,16 @@
+// SPDX-License-Identifier: Apache-2.0
+// Retrieval CPU kernels (fused top-k, IVF scan) for the avx512 instruction set; chosen at run time.
+#include <cstdint>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
+#include "common/parallel.h"
+#include "retrieval/retrieval_plan.h"
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")
+#define RECOPS_TOPK_ISA avx512
+#define RECOPS_TOPK_VBYTES 64
+#include "retrieval/retrieval_kernels_impl.h"
+#pragma GCC pop_options
