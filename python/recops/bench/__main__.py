@@ -76,6 +76,7 @@ def main(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() and recops.has_cuda() else "cpu")
     p.add_argument("--out", default=os.path.join("bench", "results"), help="folder for the results file")
     p.add_argument("--min-time", type=float, default=None, help="seconds of timing per implementation")
+    p.add_argument("--tag", default="", help="suffix of the results file name (e.g. the families run)")
     args = p.parse_args(argv)
 
     device = torch.device(args.device)
@@ -117,7 +118,7 @@ def main(argv=None):
                 rows.append(row)
                 print(row, flush=True)
     os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, f"{datetime.date.today().isoformat()}-{machine_tag(device)}.md")
+    path = os.path.join(args.out, f"{datetime.date.today().isoformat()}-{machine_tag(device)}{'-' + args.tag if args.tag else ''}.md")
     with open(path, "w") as f:
         f.write("\n".join(header + rows) + "\n")
     print(f"\nwrote {path}")

@@ -61,15 +61,17 @@ def hstu_cases(device, quick):
         kw = dict(pos_bias=pb, timestamps=ts, time_bias=tb)
         mask = torch.arange(max_len, device=device)[None, :] < lengths.to(device)[:, None]
 
-        def sdpa(q, k, v, offsets=offsets, max_len=max_len):
+        def sdpa(q, k, v, offsets=offsets, max_len=max_len, heads=heads, dim=dim):
             pad = lambda t: jops.jagged_to_padded(t.reshape(t.shape[0], -1), offsets, max_len).view(
                 offsets.numel() - 1, max_len, heads, dim).transpose(1, 2)
             return F.scaled_dot_product_attention(pad(q), pad(k), pad(v), is_causal=True)
 
+        # every closure binds this shape's tensors as defaults (a plain closure would see the last shape's)
+        args = (q, k, v, offsets, max_len)
         cases.append(Case("hstu_attention fwd", name, {
-            "recops": lambda: ops.hstu_attention(q, k, v, offsets, max_len, **kw),
-            "padded_ref": lambda: ref.hstu_attention(q, k, v, offsets, max_len, **kw),
-            "sdpa_padded": lambda: sdpa(q, k, v),
+            "recops": lambda a=args, kw=kw: ops.hstu_attention(*a, **kw),
+            "padded_ref": lambda a=args, kw=kw: ref.hstu_attention(*a, **kw),
+            "sdpa_padded": lambda a=args, sdpa=sdpa: sdpa(*a[:3]),
         }, flops=flops))
         leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
         grad = torch.randn_like(v)
@@ -81,8 +83,10 @@ def hstu_cases(device, quick):
             return torch.autograd.grad(out, leaves, grad)
 
         cases.append(Case("hstu_attention fwd+bwd", name, {
-            "recops": lambda: fwd_bwd(lambda q, k, v: ops.hstu_attention(q, k, v, offsets, max_len, **kw)),
-            "padded_ref": lambda: fwd_bwd(lambda q, k, v: ref.hstu_attention(q, k, v, offsets, max_len, **kw)),
-            "sdpa_padded": lambda: fwd_bwd(sdpa),
+            "recops": lambda f=fwd_bwd, o=offsets, n=max_len, kw=kw: f(
+                lambda q, k, v: ops.hstu_attention(q, k, v, o, n, **kw)),
+            "padded_ref": lambda f=fwd_bwd, o=offsets, n=max_len, kw=kw: f(
+                lambda q, k, v: ref.hstu_attention(q, k, v, o, n, **kw)),
+            "sdpa_padded": lambda f=fwd_bwd, sdpa=sdpa: f(sdpa),
         }, flops=3.5 * flops))  # backward = 2.5x forward (5 recomputed/transposed GEMMs vs 2)
     return cases
