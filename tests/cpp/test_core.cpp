@@ -341,6 +341,8 @@ void test_embedding(int threads) {
   // Empty: B = 0 and L = 0 with null data.
   embedding_bags_forward<float, int32_t>("emb", nullptr, 0, nullptr, 0, nullptr, 0, kZeroOffsets, 0, nullptr, nullptr,
                                          0, nullptr, threads);
+}
+
 // Brute-force top-k with the op's ordering (score desc, id asc), NaN and excluded rows skipped.
 void brute_topk(const std::vector<float>& q, int64_t nq, int64_t dim, const std::vector<float>& e, int64_t n,
                 const std::vector<int64_t>& ex, const std::vector<int64_t>& exo, int64_t k, std::vector<float>& s,
