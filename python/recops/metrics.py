@@ -45,3 +45,48 @@ def ranking_metrics(ranks: Tensor, ks: Iterable[int] = (10, 50, 200)) -> Dict[st
         out[f"NDCG@{k}"] = torch.where(hit, 1.0 / torch.log2(ranks + 1), torch.zeros_like(ranks)).sum().item() / n
     out["MRR"] = torch.where(torch.isfinite(ranks), 1.0 / ranks, torch.zeros_like(ranks)).sum().item() / n
     return out
+
+
+def roc_auc(scores: Tensor, labels: Tensor) -> float:
+    """Area under the ROC curve (ties count one half; Mann-Whitney U from average ranks). NaN when only one class
+    is present."""
+    scores, labels = scores.detach().double().flatten().cpu(), labels.detach().flatten().cpu() > 0.5
+    npos = int(labels.sum())
+    nneg = labels.numel() - npos
+    if npos == 0 or nneg == 0:
+        return float("nan")
+    order = torch.argsort(scores)
+    s = scores[order]
+    ranks = torch.empty_like(s)
+    ranks[order] = torch.arange(1, s.numel() + 1, dtype=torch.float64)
+    # average ranks over ties
+    uniq, inverse, counts = torch.unique(s, return_inverse=True, return_counts=True)
+    if uniq.numel() != s.numel():
+        sums = torch.zeros(uniq.numel(), dtype=torch.float64).index_add_(0, inverse, ranks[order])
+        ranks[order] = (sums / counts)[inverse]
+    return float((ranks[labels].sum() - npos * (npos + 1) / 2) / (npos * nneg))
+
+
+def grouped_auc(scores: Tensor, labels: Tensor, groups: Tensor) -> float:
+    """GAUC: the AUC within each group (user) that has both classes, averaged with weights = the group's number of
+    samples. NaN when no group has both classes."""
+    groups = groups.detach().flatten().cpu()
+    order = torch.argsort(groups, stable=True)
+    g, s, y = groups[order], scores.detach().flatten().cpu()[order], labels.detach().flatten().cpu()[order]
+    _, counts = torch.unique_consecutive(g, return_counts=True)
+    total = weight = 0.0
+    start = 0
+    for c in counts.tolist():
+        yy = y[start:start + c] > 0.5
+        if 0 < int(yy.sum()) < c:
+            total += c * roc_auc(s[start:start + c], yy)
+            weight += c
+        start += c
+    return total / weight if weight else float("nan")
+
+
+def log_loss(probabilities: Tensor, labels: Tensor, eps: float = 1e-7) -> float:
+    """Mean binary cross-entropy of probabilities against 0/1 labels (probabilities clipped to [eps, 1 - eps])."""
+    p = probabilities.detach().double().flatten().clamp(eps, 1 - eps)
+    y = labels.detach().double().flatten()
+    return float(-(y * torch.log(p) + (1 - y) * torch.log1p(-p)).mean()) if p.numel() else float("nan")

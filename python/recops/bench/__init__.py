@@ -10,6 +10,7 @@ from typing import Callable, Dict, List
 
 import torch
 
+from .dlrm import dlrm_cases
 from .embedding import embedding_cases
 from .hstu import hstu_cases
 from .jagged import jagged_cases
@@ -30,6 +31,7 @@ class Case:
     bytes_moved: int = 0  # for GB/s; 0 when not meaningful
     flops: float = 0  # for GFLOP/s; 0 when not meaningful
     sequences: int = 0  # for sequences/s (model-level cases)
+    samples: int = 0  # for samples/s (model-level cases)
 
 
 CASE_BUILDERS: Dict[str, Callable[[torch.device, bool], List[Case]]] = {
@@ -39,4 +41,5 @@ CASE_BUILDERS: Dict[str, Callable[[torch.device, bool], List[Case]]] = {
     "ordinal": ordinal_cases,
     "embedding": embedding_cases,
     "retrieval": retrieval_cases,
+    "dlrm": dlrm_cases,
 }

@@ -113,6 +113,8 @@ def main(argv=None):
                     rate = f"{case.flops / t / 1e9:.1f} GFLOP/s"
                 elif case.sequences:
                     rate = f"{case.sequences / t:.0f} seq/s"
+                elif case.samples:
+                    rate = f"{case.samples / t:.0f} samples/s"
                 ratio = "-" if mine is None else ("1.00" if name == "recops" else f"{t / mine:.2f}")
                 row = f"| {case.op} | {case.shape} | {name} | {t * 1e3:.3f} | {rate} | {ratio} |"
                 rows.append(row)

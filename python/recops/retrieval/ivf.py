@@ -76,6 +76,11 @@ class IVFIndex(Index):
         return 0 if self._centroids is None else len(self._centroids) * self.norm_buckets
 
     @property
+    def num_centroids(self) -> int:
+        """k-means directions of the trained index (the nlist in use; 0 before the first add)."""
+        return 0 if self._centroids is None else len(self._centroids)
+
+    @property
     def is_trained(self) -> bool:
         return self._centroids is not None
 

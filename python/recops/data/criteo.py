@@ -1,0 +1,278 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Criteo-format CTR data: a streaming TSV reader, a writer and a synthetic generator with a known ground truth.
+
+A Criteo line is `label \\t I1..I13 \\t C1..C26`: label 0/1, 13 integer counts (possibly empty or negative), 26
+categorical values as hexadecimal hashes (possibly empty). Dense features become log(1 + max(x, 0)) (DLRM's
+preprocessing; empty -> 0). Categorical value h of feature f becomes row int(h, 16) % table_sizes[f]; an empty
+categorical field is an empty bag (its pooled embedding is zero)."""
+
+import dataclasses
+import math
+import os
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .keyed_jagged import KeyedJagged
+
+NUM_DENSE = 13
+NUM_SPARSE = 26
+SPARSE_KEYS = [f"C{i + 1}" for i in range(NUM_SPARSE)]
+_FIELDS = 1 + NUM_DENSE + NUM_SPARSE
+
+
+@dataclasses.dataclass
+class CTRBatch:
+    """One batch: dense [B, 13] float32 (log-transformed), sparse ids [B, 26] int64 (-1 = empty field),
+    labels [B] float32."""
+
+    dense: Tensor
+    sparse: Tensor
+    labels: Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def features(self) -> KeyedJagged:
+        """The categorical features as a KeyedJagged (keys C1..C26, one id per bag, empty bags for -1)."""
+        return sparse_to_kjt(self.sparse)
+
+    def slice(self, start: int, stop: int) -> "CTRBatch":
+        return CTRBatch(self.dense[start:stop], self.sparse[start:stop], self.labels[start:stop])
+
+
+def sparse_to_kjt(sparse: Tensor, keys: Optional[Sequence[str]] = None) -> KeyedJagged:
+    """[B, F] ids with -1 for "no id" -> KeyedJagged with F keys, key-major, at most one id per bag."""
+    keys = list(keys) if keys is not None else [f"C{i + 1}" for i in range(sparse.shape[1])]
+    by_key = sparse.t().reshape(-1)
+    present = by_key >= 0
+    offsets = torch.zeros(by_key.shape[0] + 1, dtype=torch.int64)
+    offsets[1:] = torch.cumsum(present, 0)
+    return KeyedJagged(keys, by_key[present].contiguous(), offsets)
+
+
+def _check_table_sizes(table_sizes: Union[int, Sequence[int]]) -> List[int]:
+    sizes = [int(table_sizes)] * NUM_SPARSE if isinstance(table_sizes, (int, np.integer)) else list(table_sizes)
+    if len(sizes) != NUM_SPARSE or any(s < 1 for s in sizes):
+        raise ValueError(f"table_sizes must be one int >= 1 or {NUM_SPARSE} of them, got {table_sizes!r}")
+    return sizes
+
+
+def _parse_line(line: str, path: str, lineno: int, sizes: List[int], dense_row, sparse_row) -> float:
+    fields = line.rstrip("\r\n").split("\t")
+    if len(fields) > _FIELDS:
+        raise ValueError(f"{path}:{lineno}: expected at most {_FIELDS} tab-separated fields, got {len(fields)}")
+    fields += [""] * (_FIELDS - len(fields))  # short lines are padded with empty fields
+    if fields[0] not in ("0", "1"):
+        raise ValueError(f"{path}:{lineno}: label must be 0 or 1, got {fields[0]!r}")
+    for j in range(NUM_DENSE):
+        s = fields[1 + j]
+        if s:
+            try:
+                x = int(s)
+            except ValueError:
+                raise ValueError(f"{path}:{lineno}: integer feature I{j + 1} must be an integer, got {s!r}") from None
+            dense_row[j] = math.log1p(x) if x > 0 else 0.0
+        else:
+            dense_row[j] = 0.0
+    for j in range(NUM_SPARSE):
+        s = fields[1 + NUM_DENSE + j]
+        if s:
+            try:
+                h = int(s, 16)
+            except ValueError:
+                raise ValueError(f"{path}:{lineno}: categorical feature C{j + 1} must be hexadecimal, "
+                                 f"got {s!r}") from None
+            if h < 0:
+                raise ValueError(f"{path}:{lineno}: categorical feature C{j + 1} must be non-negative, got {s!r}")
+            sparse_row[j] = h % sizes[j]
+        else:
+            sparse_row[j] = -1
+    return float(fields[0] == "1")
+
+
+def read_criteo(path: str, table_sizes: Union[int, Sequence[int]] = 1_000_000, batch_size: int = 65536,
+                max_rows: Optional[int] = None, skip_rows: int = 0) -> Iterator[CTRBatch]:
+    """Stream a Criteo TSV file in batches of `batch_size` lines (the file is never held in memory).
+
+    Args:
+        path: the TSV file (Criteo Kaggle `train.txt` / Terabyte `day_N` layout, no header).
+        table_sizes: rows per categorical table (modulo hashing), one int or 26.
+        batch_size: lines per yielded batch (the last may be shorter).
+        max_rows: stop after this many lines.
+        skip_rows: skip this many (non-blank) lines first (they are not parsed).
+    Raises ValueError with file and line number on a malformed line (wrong label, non-integer dense value,
+    non-hex categorical value, more than 40 fields). Blank lines are skipped."""
+    sizes = _check_table_sizes(table_sizes)
+    if batch_size < 1:
+        raise ValueError(f"read_criteo: batch_size must be >= 1, got {batch_size}")
+    dense = np.zeros((batch_size, NUM_DENSE), np.float32)
+    sparse = np.zeros((batch_size, NUM_SPARSE), np.int64)
+    labels = np.zeros(batch_size, np.float32)
+    n = total = 0
+
+    def emit(count):
+        return CTRBatch(torch.from_numpy(dense[:count].copy()), torch.from_numpy(sparse[:count].copy()),
+                        torch.from_numpy(labels[:count].copy()))
+
+    skipped = 0
+    with open(path, "r", encoding="utf-8", errors="strict") as f:
+        for lineno, line in enumerate(f, 1):
+            if max_rows is not None and total >= max_rows:
+                break
+            if not line.strip():
+                continue
+            if skipped < skip_rows:
+                skipped += 1
+                continue
+            labels[n] = _parse_line(line, path, lineno, sizes, dense[n], sparse[n])
+            n += 1
+            total += 1
+            if n == batch_size:
+                yield emit(n)
+                n = 0
+    if n:
+        yield emit(n)
+
+
+def load_criteo(path: str, table_sizes: Union[int, Sequence[int]] = 1_000_000,
+                max_rows: Optional[int] = None) -> CTRBatch:
+    """The whole file (or its first max_rows lines) as one CTRBatch (for files that fit in memory)."""
+    parts = list(read_criteo(path, table_sizes, max_rows=max_rows))
+    if not parts:
+        return CTRBatch(torch.zeros(0, NUM_DENSE), torch.zeros(0, NUM_SPARSE, dtype=torch.int64), torch.zeros(0))
+    return CTRBatch(*(torch.cat([getattr(p, k) for p in parts]) for k in ("dense", "sparse", "labels")))
+
+
+def write_criteo(path: str, raw_dense: Tensor, sparse: Tensor, labels: Tensor) -> None:
+    """Write Criteo TSV: raw_dense [N, 13] integers (values < 0 written as empty fields), sparse [N, 26]
+    non-negative ids written as hex (-1 -> empty), labels [N] 0/1."""
+    raw_dense, sparse, labels = raw_dense.long().tolist(), sparse.long().tolist(), labels.long().tolist()
+    with open(path, "w", encoding="utf-8") as f:
+        for d, s, y in zip(raw_dense, sparse, labels):
+            f.write("\t".join([str(y)] + [str(x) if x >= 0 else "" for x in d]
+                              + [format(x, "08x") if x >= 0 else "" for x in s]) + "\n")
+
+
+@dataclasses.dataclass
+class SyntheticCTR:
+    """Synthetic Criteo-format data with its ground truth: `train` / `test` CTRBatch, the raw integer dense
+    features (for writing files), the true click probabilities of the test rows and the AUC they reach
+    (`oracle_auc`: no model can do better in expectation)."""
+
+    train: CTRBatch
+    test: CTRBatch
+    table_sizes: List[int]
+    test_probability: Tensor
+    oracle_auc: float
+    raw_dense_train: Tensor
+    raw_dense_test: Tensor
+
+
+def synthetic_criteo(num_train: int = 200_000, num_test: int = 50_000, table_sizes: Union[int, Sequence[int]] = 2000,
+                     crosses: int = 12, latent_dim: int = 4, missing_rate: float = 0.05, base_ctr: float = 0.25,
+                     seed: int = 0) -> SyntheticCTR:
+    """Criteo-format samples with a known logistic ground truth over feature crosses.
+
+    Ids follow a Zipf-like law per table; 5% of categorical fields are empty. The true logit is
+    b + sum_f w_f[id_f] + sum over `crosses` random feature pairs (f, g) of <u_f[id_f], u_g[id_g]>
+    + a linear term in log(1 + dense), so a model with embeddings and pairwise interactions (DLRM) can approach
+    `oracle_auc` while a first-order model cannot."""
+    sizes = _check_table_sizes(table_sizes)
+    g = torch.Generator().manual_seed(seed)
+    n = num_train + num_test
+    sparse = torch.empty(n, NUM_SPARSE, dtype=torch.int64)
+    for f, v in enumerate(sizes):
+        ranks = torch.arange(1, v + 1, dtype=torch.float64)
+        p = ranks ** -1.05
+        sparse[:, f] = torch.multinomial(p / p.sum(), n, replacement=True, generator=g)
+        perm = torch.randperm(v, generator=g)  # popular ids are not the small ones
+        sparse[:, f] = perm[sparse[:, f]]
+    missing = torch.rand(n, NUM_SPARSE, generator=g) < missing_rate
+    sparse[missing] = -1
+    raw_dense = torch.poisson(torch.rand(n, NUM_DENSE, generator=g) * 20, generator=g).long()
+    raw_dense[torch.rand(n, NUM_DENSE, generator=g) < missing_rate] = -1
+    dense = torch.log1p(raw_dense.clamp_min(0).double())
+
+    logit = torch.zeros(n, dtype=torch.float64)
+    for f, v in enumerate(sizes):
+        w = torch.randn(v, generator=g, dtype=torch.float64) * 0.3
+        logit += torch.where(sparse[:, f] >= 0, w[sparse[:, f].clamp_min(0)], torch.zeros(()))
+    latent = [torch.randn(v, latent_dim, generator=g, dtype=torch.float64) / math.sqrt(latent_dim) for v in sizes]
+    pairs = torch.combinations(torch.arange(NUM_SPARSE))[torch.randperm(NUM_SPARSE * (NUM_SPARSE - 1) // 2,
+                                                                         generator=g)[:crosses]]
+    for f, h in pairs.tolist():
+        uf = latent[f][sparse[:, f].clamp_min(0)] * (sparse[:, f] >= 0).unsqueeze(1)
+        uh = latent[h][sparse[:, h].clamp_min(0)] * (sparse[:, h] >= 0).unsqueeze(1)
+        logit += 1.2 * (uf * uh).sum(1)
+    logit += dense @ (torch.randn(NUM_DENSE, generator=g, dtype=torch.float64) * 0.15)
+    logit -= logit.mean()
+    logit += math.log(base_ctr / (1 - base_ctr))
+    prob = torch.sigmoid(logit)
+    labels = (torch.rand(n, generator=g, dtype=torch.float64) < prob).float()
+
+    def part(sl):
+        return CTRBatch(dense[sl].float().contiguous(), sparse[sl].contiguous(), labels[sl].contiguous())
+
+    from ..metrics import roc_auc
+    tr, te = slice(0, num_train), slice(num_train, n)
+    return SyntheticCTR(part(tr), part(te), sizes, prob[te].float(), roc_auc(prob[te], labels[te]),
+                        raw_dense[tr], raw_dense[te])
+
+
+def count_rows(path: str) -> int:
+    """Non-blank lines of a file (one pass over the bytes, nothing parsed)."""
+    n = 0
+    with open(path, "rb") as f:
+        for line in f:
+            n += bool(line.strip())
+    return n
+
+
+@dataclasses.dataclass
+class CTRData:
+    """Train / test streams: `train_batches(batch_size)` and `test_batches(batch_size)` return fresh iterators
+    of CTRBatch; `oracle_auc` is known for synthetic data only."""
+
+    train_batches: Callable[[int], Iterable[CTRBatch]]
+    test_batches: Callable[[int], Iterable[CTRBatch]]
+    table_sizes: List[int]
+    num_train: int
+    num_test: int
+    oracle_auc: Optional[float] = None
+
+
+def _in_memory_batches(data: CTRBatch, shuffle_seed: Optional[int] = None):
+    def batches(batch_size: int):
+        order = None
+        if shuffle_seed is not None:
+            order = torch.randperm(len(data), generator=torch.Generator().manual_seed(shuffle_seed))
+        for b in range(0, len(data), batch_size):
+            if order is None:
+                yield data.slice(b, b + batch_size)
+            else:
+                idx = order[b:b + batch_size]
+                yield CTRBatch(data.dense[idx], data.sparse[idx], data.labels[idx])
+    return batches
+
+
+def ctr_data(data: str, table_sizes=1_000_000, seed: int = 0, test_fraction: float = 0.1,
+             max_rows: Optional[int] = None, num_train: int = 200_000, num_test: int = 50_000) -> CTRData:
+    """'synthetic' (synthetic_criteo with these sizes) or a Criteo TSV path, streamed: its last test_fraction of
+    rows (of the first max_rows) are the test set, like the Kaggle last-day split."""
+    if data == "synthetic":
+        s = synthetic_criteo(num_train, num_test, table_sizes=table_sizes, seed=seed)
+        return CTRData(_in_memory_batches(s.train, seed), _in_memory_batches(s.test), s.table_sizes,
+                       len(s.train), len(s.test), s.oracle_auc)
+    if not os.path.isfile(data):
+        raise FileNotFoundError(f"recops: no such Criteo file {data!r}")
+    sizes = _check_table_sizes(table_sizes)
+    rows = count_rows(data)
+    if max_rows is not None:
+        rows = min(rows, max_rows)
+    cut = int(round(rows * (1 - test_fraction)))
+    return CTRData(lambda bs: read_criteo(data, sizes, bs, max_rows=cut),
+                   lambda bs: read_criteo(data, sizes, bs, max_rows=rows - cut, skip_rows=cut),
+                   sizes, cut, rows - cut)

@@ -1,0 +1,60 @@
+# SPDX-License-Identifier: Apache-2.0
+import pytest
+import torch
+
+from recops.data.multibehavior import (feedback_to_levels, read_multibehavior, split_feedback,
+                                       synthetic_feedback)
+
+
+def test_feedback_to_levels():
+    assert feedback_to_levels(["buy", "view", "cart", "view"], ["view", "cart", "buy"]).tolist() == [3, 1, 2, 1]
+    with pytest.raises(ValueError, match="'click' .*event 1"):
+        feedback_to_levels(["view", "click"], ["view", "buy"])
+    with pytest.raises(ValueError, match="distinct"):
+        feedback_to_levels([], ["view", "view"])
+
+
+def test_reader_one_file_keeps_the_deepest_level(tmp_path):
+    path = tmp_path / "events.txt"
+    path.write_text("# user item behaviour ts\n"
+                    "u1 i1 view 10\nu1 i1 buy 30\nu1 i2 view 11\nu2 i1 view 12\n\nu2 i3 cart\nu2,i3,view,40\n")
+    d = read_multibehavior(str(path), order=["view", "cart", "buy"])
+    assert (d.num_users, d.num_items, d.behaviours) == (2, 3, ["view", "cart", "buy"])
+    got = {(d.user_ids[u], d.item_ids[i]): lvl for u, i, lvl in zip(d.users.tolist(), d.items.tolist(),
+                                                                      d.levels.tolist())}
+    assert got == {("u1", "i1"): 3, ("u1", "i2"): 1, ("u2", "i1"): 1, ("u2", "i3"): 2}
+    inferred = read_multibehavior(str(path))  # by decreasing frequency: view (4), then buy / cart (1 each, by name)
+    assert inferred.behaviours == ["view", "buy", "cart"]
+
+
+def test_reader_one_file_per_behaviour(tmp_path):
+    (tmp_path / "v.txt").write_text("a x\na y\nb x\n")
+    (tmp_path / "c.txt").write_text("a y 5\n")
+    d = read_multibehavior({"view": str(tmp_path / "v.txt"), "cart": str(tmp_path / "c.txt")},
+                           order=["view", "cart"])
+    assert sorted(zip(d.users.tolist(), d.items.tolist(), d.levels.tolist())) == [(0, 0, 1), (0, 1, 2), (1, 0, 1)]
+
+
+@pytest.mark.parametrize("text,message", [
+    ("u1 i1\n", "expected 3 or 4 fields"),
+    ("u1 i1 view 5 6\n", "expected 3 or 4 fields"),
+    ("u1 i1 view soon\n", "timestamp must be a number"),
+])
+def test_reader_rejects_malformed_lines(tmp_path, text, message):
+    path = tmp_path / "bad.txt"
+    path.write_text("u0 i0 view\n" + text)
+    with pytest.raises(ValueError, match=rf"bad.txt:2: {message}"):
+        read_multibehavior(str(path))
+
+
+def test_synthetic_levels_get_rarer_and_split_keeps_users():
+    d = synthetic_feedback(num_users=200, num_items=150, interactions_per_user=10, seed=1)
+    rates = d.level_rates()
+    assert rates[0] == 1.0 and rates[0] > rates[1] > rates[2] > 0
+    assert d.levels.min() >= 1 and d.levels.max() <= 3
+    assert len(set(zip(d.users.tolist(), d.items.tolist()))) == len(d)  # one row per pair
+    train, test = split_feedback(d, 0.2, seed=0)
+    assert len(train) + len(test) == len(d) and 0.1 < len(test) / len(d) < 0.3
+    assert set(test.users.tolist()) <= set(train.users.tolist())
+    with pytest.raises(ValueError, match="test_fraction"):
+        split_feedback(d, 1.5)

@@ -1,0 +1,48 @@
+# SPDX-License-Identifier: Apache-2.0
+"""`recops train --model dlrm|gnolr` and `recops eval` on small files written here."""
+
+import json
+
+import pytest
+import torch
+
+from recops import cli
+from recops.data.criteo import synthetic_criteo, write_criteo
+from recops.data.multibehavior import synthetic_feedback
+
+
+def test_cli_dlrm_on_a_criteo_file(tmp_path, capsys):
+    s = synthetic_criteo(2000, 10, table_sizes=40, seed=1)
+    path = tmp_path / "day_0.tsv"
+    write_criteo(str(path), s.raw_dense_train, s.train.sparse, s.train.labels)
+    out = tmp_path / "run"
+    assert cli.main(["train", "--model", "dlrm", "--data", str(path), "--format", "criteo", "--table-size", "40",
+                     "--embedding-dim", "8", "--epochs", "1", "--batch-size", "256", "--no-progress",
+                     "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["test"]) == {"dlrm", "logistic"}
+    assert 0 <= metrics["test"]["dlrm"]["AUC"] <= 1
+    assert metrics["runs"]["dlrm"]["data"]["table_sizes"] == [40] * 26
+    assert cli.main(["eval", "--checkpoint", str(out / "dlrm")]) == 0
+    assert "AUC" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="criteo"):
+        cli.main(["train", "--model", "dlrm", "--data", str(path), "--format", "ml-1m"])
+
+
+def test_cli_gnolr_on_a_multibehavior_file(tmp_path, capsys):
+    d = synthetic_feedback(num_users=80, num_items=60, interactions_per_user=8, seed=2)
+    path = tmp_path / "events.txt"
+    with open(path, "w") as f:
+        for u, i, lvl in zip(d.users.tolist(), d.items.tolist(), d.levels.tolist()):
+            for t in range(1, lvl + 1):  # every behaviour up to the deepest, as logs record them
+                f.write(f"user{u} item{i} {d.behaviours[t - 1]} {1000 + t}\n")
+    out = tmp_path / "run"
+    assert cli.main(["train", "--model", "gnolr", "--data", str(path), "--format", "multibehavior",
+                     "--embedding-dim", "8", "--epochs", "1", "--batch-size", "128", "--no-progress",
+                     "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["test"]) == {"gnolr", "bce-two-tower"}
+    assert "L3/Recall@50" in metrics["test"]["gnolr"] and "L1/GAUC" in metrics["test"]["gnolr"]
+    torch.manual_seed(0)
+    assert cli.main(["eval", "--checkpoint", str(out / "gnolr")]) == 0
+    assert "L2/AUC" in capsys.readouterr().out
