@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Embedding bags: validation, the row sort of the backward, and run-time ISA dispatch of the kernels.
 #include <algorithm>
+#include <atomic>
 #include <limits>
 #include <string>
 #include <type_traits>
@@ -8,6 +9,7 @@
 
 #include "common/check.h"
 #include "common/checked_math.h"
+#include "common/parallel.h"
 #include "embedding/embedding_bag.h"
 #include "embedding/embedding_kernels.h"
 #include "jagged/jagged.h"
@@ -65,24 +67,28 @@ int64_t check_meta(const char* op, int64_t weights_numel, const int64_t* meta, i
   return max_dim;
 }
 
-// Offsets and every index; the index scan is a vectorisable min/max per feature, the slow search for the first
-// bad position runs only when something is out of range.
+// Offsets and every index; the index scan is a parallel, branch-free range test per feature, the slow search for
+// the first bad position runs only when something is out of range.
 template <typename index_t>
 void check_indices(const char* op, const int64_t* meta, int64_t num_features, const index_t* indices,
-                   int64_t num_indices, const index_t* offsets, int64_t batch, const char* const* names) {
+                   int64_t num_indices, const index_t* offsets, int64_t batch, const char* const* names,
+                   int num_threads) {
   RECOPS_CHECK(batch >= 0, op, ": batch must be >= 0, got ", batch);
   RECOPS_CHECK(num_indices >= 0, op, ": indices must not be negative-sized, got ", num_indices);
   jagged::check_offsets<index_t>(op, offsets, checked_mul(num_features, batch, op), num_indices);
   for (int64_t f = 0; f < num_features; ++f) {
     const int64_t begin = offsets[f * batch], end = offsets[(f + 1) * batch];
     const int64_t rows = meta[f * kMetaCols + kNumRows];
-    index_t lo = 0, hi = 0;
-    if (end > begin) lo = hi = indices[begin];
-    for (int64_t i = begin; i < end; ++i) {
-      lo = std::min(lo, indices[i]);
-      hi = std::max(hi, indices[i]);
-    }
-    if (end > begin && (lo < 0 || static_cast<int64_t>(hi) >= rows)) {
+    // One unsigned compare catches negative and too-large ids; chunks run on the op's threads.
+    std::atomic<bool> bad{false};
+    parallel_for(begin, end, int64_t{1} << 15, num_threads, [&](int64_t b, int64_t e) {
+      bool any = false;
+      for (int64_t i = b; i < e; ++i) {
+        any |= static_cast<uint64_t>(static_cast<int64_t>(indices[i])) >= static_cast<uint64_t>(rows);
+      }
+      if (any) bad.store(true, std::memory_order_relaxed);
+    });
+    if (bad.load()) {
       for (int64_t i = begin; i < end; ++i) {
         const int64_t v = indices[i];
         if (names) {
@@ -153,7 +159,7 @@ void embedding_bags_forward(const char* op, const weight_t* weights, int64_t wei
                             int64_t total_dim, int64_t* argmax, int num_threads, const char* const* names) {
   const int64_t max_dim = check_meta<weight_t>(op, weights_numel, meta, num_features, total_dim,
                                                 per_sample_weights != nullptr, -1, -1);
-  check_indices(op, meta, num_features, indices, num_indices, offsets, batch, names);
+  check_indices(op, meta, num_features, indices, num_indices, offsets, batch, names, num_threads);
   auto p = make_batch(const_cast<weight_t*>(weights), meta, num_features, indices, offsets, batch, total_dim, max_dim,
                       per_sample_weights, argmax);
   p.out = static_cast<typename Batch<weight_t, index_t>::out_t*>(out);
@@ -182,7 +188,7 @@ void embedding_bags_backward(const char* op, weight_t* weights, int64_t weights_
   const int64_t max_dim = check_meta<weight_t>(op, weights_numel, meta, num_features, total_dim,
                                                 per_sample_weights != nullptr, kind == Update::kRowwiseAdagrad ? state0_numel : -1,
                                                 kind == Update::kAdagrad || kind == Update::kAdam ? state0_numel : -1);
-  check_indices<index_t>(op, meta, num_features, indices, num_indices, offsets, batch, nullptr);
+  check_indices<index_t>(op, meta, num_features, indices, num_indices, offsets, batch, nullptr, num_threads);
   RECOPS_CHECK(num_indices < (int64_t{1} << 32), op, ": at most 2^32 - 1 indices per call, got ", num_indices);
   RECOPS_CHECK(batch < (int64_t{1} << 31) && num_features < (int64_t{1} << 31), op,
                ": batch and the number of features must be < 2^31, got ", batch, " and ", num_features);

@@ -144,6 +144,44 @@ inline void store_out(out_t* out, int64_t d, acc_t v) {
   }
 }
 
+// float32 rows of 8, 16, 32, 64 or 128 elements: the bag's sum stays in vector registers (GCC vector types, 8
+// floats each; AVX2 ymm registers in the avx2 build) instead of a scratch row reloaded and stored per lookup.
+// Writes the sum to acc and returns true, or returns false for other widths.
+typedef float v8f __attribute__((vector_size(32)));
+
+template <int NV, typename index_t>
+inline void sum_rows_fixed(const float* table, int64_t stride, const index_t* indices, int64_t start, int64_t end,
+                           int64_t feature_end, const float* psw, float* acc) {
+  v8f sum[NV];
+  for (int v = 0; v < NV; ++v) sum[v] = v8f{};
+  for (int64_t i = start; i < end; ++i) {
+    if (i + kPrefetch < feature_end) {
+      prefetch_row(table + static_cast<int64_t>(indices[i + kPrefetch]) * stride, NV * 32);
+    }
+    const float* row = table + static_cast<int64_t>(indices[i]) * stride;
+    const float c = psw ? psw[i] : 1.0f;
+    for (int v = 0; v < NV; ++v) {
+      v8f r;
+      std::memcpy(&r, row + 8 * v, 32);
+      sum[v] += c * r;
+    }
+  }
+  for (int v = 0; v < NV; ++v) std::memcpy(acc + 8 * v, &sum[v], 32);
+}
+
+template <typename index_t>
+inline bool sum_rows_in_registers(const float* table, int64_t stride, int64_t dim, const index_t* indices,
+                                  int64_t start, int64_t end, int64_t feature_end, const float* psw, float* acc) {
+  switch (dim) {
+    case 8: sum_rows_fixed<1>(table, stride, indices, start, end, feature_end, psw, acc); return true;
+    case 16: sum_rows_fixed<2>(table, stride, indices, start, end, feature_end, psw, acc); return true;
+    case 32: sum_rows_fixed<4>(table, stride, indices, start, end, feature_end, psw, acc); return true;
+    case 64: sum_rows_fixed<8>(table, stride, indices, start, end, feature_end, psw, acc); return true;
+    case 128: sum_rows_fixed<16>(table, stride, indices, start, end, feature_end, psw, acc); return true;
+    default: return false;
+  }
+}
+
 // Runs fn(begin, end, scratch) over chunks of `chunk` items handed out dynamically: under contention (another
 // process busy on one core) a slowed thread no longer holds up the call, the others take its remaining chunks.
 // scratch: scratch_size acc_t per thread.
@@ -195,8 +233,12 @@ void forward_kernel(const Batch<weight_t, index_t>& p, int num_threads) {
         if (start == end) std::fill(acc, acc + dim, acc_t(0));
       } else {
         if (p.argmax) std::fill_n(p.argmax + b * p.total_dim + m[kOutColumn], dim, int64_t{-1});
-        std::fill(acc, acc + dim, acc_t(0));
-        for (int64_t i = start; i < end; ++i) {
+        bool done = false;
+        if constexpr (std::is_same_v<weight_t, float>) {
+          done = sum_rows_in_registers(table, stride, dim, p.indices, start, end, feature_end, p.psw, acc);
+        }
+        if (!done) std::fill(acc, acc + dim, acc_t(0));
+        for (int64_t i = done ? end : start; i < end; ++i) {
           if (i + kPrefetch < feature_end) {
             prefetch_row(table + static_cast<int64_t>(p.indices[i + kPrefetch]) * stride, row_bytes);
           }
