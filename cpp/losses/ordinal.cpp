@@ -8,7 +8,9 @@
 
 #include "common/check.h"
 #include "common/checked_math.h"
+#include "common/cpu_isa.h"
 #include "common/parallel.h"
+#include "losses/ordinal_math.h"
 
 namespace recops::losses {
 namespace {
@@ -21,12 +23,24 @@ inline acc_t log1p_pos(acc_t x) {
   return u == acc_t(1) ? x : std::log(u) * (x / (u - acc_t(1)));
 }
 
-// softplus(x) = -logsigmoid(-x) and sigmoid(x) from one exp(-|x|) (never overflows).
+// softplus(x) = -logsigmoid(-x) and sigmoid(x) of x = sign * z from the pre-pass values e = exp(-|z|) and
+// l = log1p(e) (never overflows).
 template <typename acc_t>
-inline void softplus_sigmoid(acc_t x, acc_t& softplus, acc_t& sigmoid) {
-  const acc_t e = std::exp(-std::abs(x));
-  softplus = std::max(x, acc_t(0)) + log1p_pos(e);
+inline void softplus_sigmoid(acc_t z, acc_t e, acc_t l, bool negate, acc_t& softplus, acc_t& sigmoid) {
+  const acc_t x = negate ? -z : z;
+  softplus = std::max(x, acc_t(0)) + l;
   sigmoid = (x >= 0 ? acc_t(1) : e) / (acc_t(1) + e);
+}
+
+// The pre-pass: e[i] = exp(-|z[i]|), l[i] = log1p(e[i]); float32 runs the vectorised per-ISA kernels.
+inline void exp_log1p(const float* z, int64_t n, float* e, float* l) {
+  if (selected_isa() != Isa::kGeneric) avx2::exp_log1p(z, n, e, l); else generic::exp_log1p(z, n, e, l);
+}
+inline void exp_log1p(const double* z, int64_t n, double* e, double* l) {
+  for (int64_t i = 0; i < n; ++i) {
+    e[i] = std::exp(-std::abs(z[i]));
+    l[i] = log1p_pos(e[i]);
+  }
 }
 
 // log1mexp(d) = log(1 - exp(-d)) and r = 1 / expm1(d) for d > 0, each from one transcendental pair.
@@ -47,20 +61,21 @@ inline void log1mexp_inv_expm1(acc_t d, acc_t& log1mexp, acc_t& inv_expm1) {
 // z[0, min(k + 1, T)) is read and only dz[0, min(k + 1, T)) is written: higher levels do not enter the loss.
 // See ordinal.h for the formulas.
 template <typename acc_t>
-acc_t sample_nll(const acc_t* z, int64_t num_levels, int64_t k, bool nested, acc_t min_gap, acc_t* dz) {
+acc_t sample_nll(const acc_t* z, const acc_t* e, const acc_t* l, int64_t num_levels, int64_t k, bool nested,
+                 acc_t min_gap, acc_t* dz) {
   const int64_t t_max = num_levels;
   if (t_max == 0) return 0;
   if (dz) std::fill(dz, dz + std::min(k + 1, t_max), acc_t(0));
   acc_t sp, sig, loss = 0;
   if (k == 0) {
     const acc_t mult = nested ? acc_t(t_max) : acc_t(1);
-    softplus_sigmoid(z[0], sp, sig);
+    softplus_sigmoid(z[0], e[0], l[0], false, sp, sig);
     if (dz) dz[0] = mult * sig;
     return mult * sp;
   }
   // -logsigmoid(z_s) for s <= k (nested) or s = k = T (plain): softplus(-z), d/dz = -sigmoid(-z).
   for (int64_t s = nested ? 1 : (k == t_max ? k : k + 1); s <= k; ++s) {
-    softplus_sigmoid(-z[s - 1], sp, sig);
+    softplus_sigmoid(z[s - 1], e[s - 1], l[s - 1], true, sp, sig);
     loss += sp;
     if (dz) dz[s - 1] = -sig;
   }
@@ -68,8 +83,8 @@ acc_t sample_nll(const acc_t* z, int64_t num_levels, int64_t k, bool nested, acc
     const acc_t mult = nested ? acc_t(t_max - k) : acc_t(1);
     const acc_t a = z[k - 1], b = z[k];
     acc_t sp_a, sig_a, sp_b, sig_b, l1m, inv;
-    softplus_sigmoid(-a, sp_a, sig_a);  // -logsigmoid(a), sigmoid(-a)
-    softplus_sigmoid(b, sp_b, sig_b);   // -logsigmoid(-b), sigmoid(b)
+    softplus_sigmoid(a, e[k - 1], l[k - 1], true, sp_a, sig_a);  // -logsigmoid(a), sigmoid(-a)
+    softplus_sigmoid(b, e[k], l[k], false, sp_b, sig_b);        // -logsigmoid(-b), sigmoid(b)
     const acc_t gap = a - b;
     log1mexp_inv_expm1(std::max(gap, min_gap), l1m, inv);
     if (!(gap >= min_gap)) inv = 0;  // clamped: the frozen log1mexp term passes no gradient
@@ -127,20 +142,27 @@ void run_blocks(const char* op, int64_t num_samples, int64_t num_levels, int64_t
   const int64_t stride = 1 + num_partials;
   checked_mul(checked_mul(nblocks, stride, op), 8, op);
   std::vector<double> partials(nblocks * stride, 0.0);
-  std::vector<acc_t> scratch(checked_mul(std::max<int64_t>(nblocks, 1), 2 * num_levels, op));
+  const int64_t block_elems = checked_mul(kLossBlock, num_levels, op);
   const acc_t inv_b = reduction == Reduction::kMean && num_samples > 0 ? acc_t(1) / acc_t(num_samples) : 1;
   const acc_t gap = static_cast<acc_t>(min_gap);
   parallel_for(0, nblocks, 1, num_threads, [&](int64_t k0, int64_t k1) {
+    // Per thread: z, exp(-|z|) and log1p of a whole block (sample-major), then dz of one sample. Entries a
+    // sample's z_fn leaves unset are never read; zero-initialised so the pre-pass sees finite numbers.
+    std::vector<acc_t> buf(3 * block_elems + num_levels, acc_t(0));
+    acc_t* zb = buf.data();
+    acc_t* eb = zb + block_elems;
+    acc_t* lb = eb + block_elems;
+    acc_t* dz = with_grad ? lb + block_elems : nullptr;
     for (int64_t blk = k0; blk < k1; ++blk) {
-      acc_t* z = scratch.data() + blk * 2 * num_levels;
-      acc_t* dz = with_grad ? z + num_levels : nullptr;
       double* part = partials.data() + blk * stride;
-      const int64_t end = std::min(num_samples, (blk + 1) * kLossBlock);
+      const int64_t begin = blk * kLossBlock, end = std::min(num_samples, (blk + 1) * kLossBlock);
+      for (int64_t b = begin; b < end; ++b) z_fn(b, zb + (b - begin) * num_levels);
+      exp_log1p(zb, (end - begin) * num_levels, eb, lb);
       double loss_sum = 0;
-      for (int64_t b = blk * kLossBlock; b < end; ++b) {
-        z_fn(b, z);
+      for (int64_t b = begin; b < end; ++b) {
+        const int64_t o = (b - begin) * num_levels;
         const acc_t w = weights ? weights[b] : acc_t(1);
-        const acc_t l = w * sample_nll<acc_t>(z, num_levels, levels[b], nested, gap, dz);
+        const acc_t l = w * sample_nll<acc_t>(zb + o, eb + o, lb + o, num_levels, levels[b], nested, gap, dz);
         if (reduction == Reduction::kNone) loss[b] = static_cast<scalar_t>(l);
         else loss_sum += l;
         if (with_grad) {

@@ -1,0 +1,12 @@
+// SPDX-License-Identifier: Apache-2.0
+// Ordinal-loss pre-pass for AVX2 + FMA (see ordinal_math_impl.h); chosen at run time.
+#if defined(__x86_64__) || defined(__i386__)
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#define RECOPS_LOSS_ISA avx2
+#include "losses/ordinal_math_impl.h"
+#pragma GCC pop_options
+#else
+#define RECOPS_LOSS_ISA avx2
+#include "losses/ordinal_math_impl.h"
+#endif
