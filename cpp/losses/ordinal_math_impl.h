@@ -63,9 +63,11 @@ void exp_log1p(const float* z, int64_t n, float* e, float* l) {
     const float ei = exp_nonpos(a);
     const float u = 1.0f + ei;
     // log1p(e) = log(u) * e / (u - 1): u - 1 is exact, so the rounding of u cancels (e < 2^-24 -> u == 1 -> e).
-    const float ratio = u == 1.0f ? 1.0f : ei / (u - 1.0f);
+    const float d = u - 1.0f;
+    const float ratio = ei / (d > 0.0f ? d : 1.0f);  // both select arms computed: no branch, no 0/0
+    const float lg = log_1_2(u) * ratio;
     e[i] = ei;
-    l[i] = u == 1.0f ? ei : log_1_2(u) * ratio;
+    l[i] = d > 0.0f ? lg : ei;
   }
 }
 
