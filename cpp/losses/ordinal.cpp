@@ -23,26 +23,6 @@ inline acc_t log1p_pos(acc_t x) {
   return u == acc_t(1) ? x : std::log(u) * (x / (u - acc_t(1)));
 }
 
-// softplus(x) = -logsigmoid(-x) and sigmoid(x) of x = sign * z from the pre-pass values e = exp(-|z|) and
-// l = log1p(e) (never overflows).
-template <typename acc_t>
-inline void softplus_sigmoid(acc_t z, acc_t e, acc_t l, bool negate, acc_t& softplus, acc_t& sigmoid) {
-  const acc_t x = negate ? -z : z;
-  softplus = std::max(x, acc_t(0)) + l;
-  sigmoid = (x >= 0 ? acc_t(1) : e) / (acc_t(1) + e);
-}
-
-// The pre-pass: e[i] = exp(-|z[i]|), l[i] = log1p(e[i]); float32 runs the vectorised per-ISA kernels.
-inline void exp_log1p(const float* z, int64_t n, float* e, float* l) {
-  if (selected_isa() != Isa::kGeneric) avx2::exp_log1p(z, n, e, l); else generic::exp_log1p(z, n, e, l);
-}
-inline void exp_log1p(const double* z, int64_t n, double* e, double* l) {
-  for (int64_t i = 0; i < n; ++i) {
-    e[i] = std::exp(-std::abs(z[i]));
-    l[i] = log1p_pos(e[i]);
-  }
-}
-
 // log1mexp(d) = log(1 - exp(-d)) and r = 1 / expm1(d) for d > 0, each from one transcendental pair.
 template <typename acc_t>
 inline void log1mexp_inv_expm1(acc_t d, acc_t& log1mexp, acc_t& inv_expm1) {
@@ -57,12 +37,38 @@ inline void log1mexp_inv_expm1(acc_t d, acc_t& log1mexp, acc_t& inv_expm1) {
   }
 }
 
+// softplus(x) = -logsigmoid(-x) and sigmoid(x) of x = sign * z from the pre-pass values e = exp(-|z|) and
+// l = log1p(e) (never overflows).
+template <typename acc_t>
+inline void softplus_sigmoid(acc_t z, acc_t e, acc_t l, bool negate, acc_t& softplus, acc_t& sigmoid) {
+  const acc_t x = negate ? -z : z;
+  softplus = std::max(x, acc_t(0)) + l;
+  sigmoid = (x >= 0 ? acc_t(1) : e) / (acc_t(1) + e);
+}
+
+// The pre-pass: e[i] = exp(-|z[i]|), l[i] = log1p(e[i]); float32 runs the vectorised per-ISA kernels.
+inline void exp_log1p(const float* z, int64_t n, float* e, float* l) {
+  if (selected_isa() != Isa::kGeneric) avx2::exp_log1p(z, n, e, l); else generic::exp_log1p(z, n, e, l);
+}
+inline void log1mexp_batch(const float* d, int64_t n, float* l1m, float* inv) {
+  if (selected_isa() != Isa::kGeneric) avx2::log1mexp(d, n, l1m, inv); else generic::log1mexp(d, n, l1m, inv);
+}
+inline void log1mexp_batch(const double* d, int64_t n, double* l1m, double* inv) {
+  for (int64_t i = 0; i < n; ++i) log1mexp_inv_expm1(d[i], l1m[i], inv[i]);
+}
+inline void exp_log1p(const double* z, int64_t n, double* e, double* l) {
+  for (int64_t i = 0; i < n; ++i) {
+    e[i] = std::exp(-std::abs(z[i]));
+    l[i] = log1p_pos(e[i]);
+  }
+}
+
 // Loss of one sample at level k in [0, T] given z [T], and dL/dz into dz [T] (when non-null). Only
 // z[0, min(k + 1, T)) is read and only dz[0, min(k + 1, T)) is written: higher levels do not enter the loss.
 // See ordinal.h for the formulas.
 template <typename acc_t>
 acc_t sample_nll(const acc_t* z, const acc_t* e, const acc_t* l, int64_t num_levels, int64_t k, bool nested,
-                 acc_t min_gap, acc_t* dz) {
+                 acc_t min_gap, acc_t l1m, acc_t inv, acc_t* dz) {
   const int64_t t_max = num_levels;
   if (t_max == 0) return 0;
   if (dz) std::fill(dz, dz + std::min(k + 1, t_max), acc_t(0));
@@ -82,11 +88,10 @@ acc_t sample_nll(const acc_t* z, const acc_t* e, const acc_t* l, int64_t num_lev
   if (k < t_max) {
     const acc_t mult = nested ? acc_t(t_max - k) : acc_t(1);
     const acc_t a = z[k - 1], b = z[k];
-    acc_t sp_a, sig_a, sp_b, sig_b, l1m, inv;
+    acc_t sp_a, sig_a, sp_b, sig_b;
     softplus_sigmoid(a, e[k - 1], l[k - 1], true, sp_a, sig_a);  // -logsigmoid(a), sigmoid(-a)
     softplus_sigmoid(b, e[k], l[k], false, sp_b, sig_b);        // -logsigmoid(-b), sigmoid(b)
     const acc_t gap = a - b;
-    log1mexp_inv_expm1(std::max(gap, min_gap), l1m, inv);
     if (!(gap >= min_gap)) inv = 0;  // clamped: the frozen log1mexp term passes no gradient
     loss += mult * (sp_a + sp_b - l1m);
     if (dz) {
@@ -148,21 +153,31 @@ void run_blocks(const char* op, int64_t num_samples, int64_t num_levels, int64_t
   parallel_for(0, nblocks, 1, num_threads, [&](int64_t k0, int64_t k1) {
     // Per thread: z, exp(-|z|) and log1p of a whole block (sample-major), then dz of one sample. Entries a
     // sample's z_fn leaves unset are never read; zero-initialised so the pre-pass sees finite numbers.
-    std::vector<acc_t> buf(3 * block_elems + num_levels, acc_t(0));
+    // Plus, per sample, the clamped gap of the log(sigma(a) - sigma(b)) term and its log1mexp / 1/expm1.
+    std::vector<acc_t> buf(3 * block_elems + 3 * kLossBlock + num_levels, acc_t(0));
     acc_t* zb = buf.data();
     acc_t* eb = zb + block_elems;
     acc_t* lb = eb + block_elems;
-    acc_t* dz = with_grad ? lb + block_elems : nullptr;
+    acc_t* gb = lb + block_elems;
+    acc_t* l1mb = gb + kLossBlock;
+    acc_t* invb = l1mb + kLossBlock;
+    acc_t* dz = with_grad ? invb + kLossBlock : nullptr;
     for (int64_t blk = k0; blk < k1; ++blk) {
       double* part = partials.data() + blk * stride;
       const int64_t begin = blk * kLossBlock, end = std::min(num_samples, (blk + 1) * kLossBlock);
       for (int64_t b = begin; b < end; ++b) z_fn(b, zb + (b - begin) * num_levels);
       exp_log1p(zb, (end - begin) * num_levels, eb, lb);
+      for (int64_t b = begin; b < end; ++b) {  // samples without the term get a harmless gap of 1
+        const int64_t k = levels[b], o = (b - begin) * num_levels;
+        gb[b - begin] = k >= 1 && k < num_levels ? std::max(zb[o + k - 1] - zb[o + k], gap) : acc_t(1);
+      }
+      log1mexp_batch(gb, end - begin, l1mb, invb);
       double loss_sum = 0;
       for (int64_t b = begin; b < end; ++b) {
         const int64_t o = (b - begin) * num_levels;
         const acc_t w = weights ? weights[b] : acc_t(1);
-        const acc_t l = w * sample_nll<acc_t>(zb + o, eb + o, lb + o, num_levels, levels[b], nested, gap, dz);
+        const acc_t l = w * sample_nll<acc_t>(zb + o, eb + o, lb + o, num_levels, levels[b], nested, gap,
+                                                  l1mb[b - begin], invb[b - begin], dz);
         if (reduction == Reduction::kNone) loss[b] = static_cast<scalar_t>(l);
         else loss_sum += l;
         if (with_grad) {
