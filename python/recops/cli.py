@@ -216,9 +216,9 @@ def _add_train_args(p):
     p.add_argument("--format", default=None,
                    help="sequential models: ml-1m | ml-100k | ml-csv | recbole | sasrec; dlrm: criteo; "
                         "gnolr: multibehavior")
-    p.add_argument("--epochs", type=int, default=None, help="default: 50 sequential, 3 dlrm, 8 gnolr")
+    p.add_argument("--epochs", type=int, default=None, help="default: 150 sequential, 3 dlrm, 8 gnolr")
     p.add_argument("--time-budget", type=float, default=None, help="minutes per model")
-    p.add_argument("--patience", type=int, default=5)
+    p.add_argument("--patience", type=int, default=15, help="epochs without a better validation NDCG@10")
     p.add_argument("--max-len", type=int, default=200)
     p.add_argument("--dim", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=None, help="default: 128 sequential, 2048 dlrm, 1024 gnolr")
@@ -253,7 +253,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.cmd in ("train", "demo"):
         model = getattr(args, "model", "hstu")
         family = "ctr" if model in CTR_MODELS else "tt" if model in TWO_TOWER_MODELS else "seq"
-        defaults = {"seq": (50, 128), "ctr": (3, 2048), "tt": (8, 1024)}[family]
+        defaults = {"seq": (150, 128), "ctr": (3, 2048), "tt": (8, 1024)}[family]
         args.epochs = defaults[0] if args.epochs is None else args.epochs
         args.batch_size = defaults[1] if args.batch_size is None else args.batch_size
     if args.cmd == "train":
