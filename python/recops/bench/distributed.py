@@ -98,7 +98,7 @@ def _counting_allreduce(state, bucket):
 
 def _worker(rank, world, cfg, sharding, threads, tmp):
     torch.set_num_threads(threads)
-    dist.init_process_group("gloo", init_method=f"file://{tmp}/store-{world}-{sharding}", rank=rank,
+    dist.init_process_group("gloo", init_method=f"file://{tmp}/store-{world}-{threads}-{sharding}", rank=rank,
                             world_size=world, timeout=datetime.timedelta(seconds=120))
     torch.manual_seed(0)
     model = wrap(DLRMish(cfg), sharding=sharding)
@@ -114,7 +114,7 @@ def _worker(rank, world, cfg, sharding, threads, tmp):
     stats = torch.tensor([elapsed, emb.comm.bytes_sent, ddp_state["bytes"], emb.comm.collectives], dtype=torch.float64)
     dist.all_reduce(stats, op=dist.ReduceOp.MAX)  # slowest rank; largest volume
     if rank == 0:
-        with open(os.path.join(tmp, f"result-{world}-{sharding}.json"), "w") as f:
+        with open(os.path.join(tmp, f"result-{world}-{threads}-{sharding}.json"), "w") as f:
             json.dump(stats.tolist(), f)
     dist.destroy_process_group()
 
@@ -123,7 +123,7 @@ def _run(world, cfg, sharding, threads, tmp):
     from recops.bench import distributed as this  # by its import name: spawned children cannot see __main__
 
     mp.start_processes(this._worker, args=(world, cfg, sharding, threads, tmp), nprocs=world, start_method="spawn")
-    with open(os.path.join(tmp, f"result-{world}-{sharding}.json")) as f:
+    with open(os.path.join(tmp, f"result-{world}-{threads}-{sharding}.json")) as f:
         elapsed, a2a, ddp, collectives = json.load(f)
     steps = cfg.steps
     return {"samples_s": world * cfg.batch * steps / elapsed, "ms_step": 1e3 * elapsed / steps,
@@ -145,6 +145,9 @@ def exchange_bytes(world: int, tables: int, dim: int, batch: int, pooling: float
         return ids + tables * batch * 8 * (world - 1) + 2 * tables * batch * dim * 4 * (world - 1)
     return ids + tables * batch * 8 * remote + 2 * tables * batch * dim * 4 * remote
 
+
+# (world size, torch threads per process, sharding) of the distributed runs
+RUNS = [(1, 1, "row"), (1, 1, "table"), (1, 2, "row"), (2, 1, "row"), (2, 1, "table")]
 
 # Published bandwidths (GB/s per GPU, one direction) used for the paper estimate.
 BANDWIDTHS = [
@@ -170,6 +173,7 @@ def main(argv=None):
         f"# recops distributed training benchmark, {datetime.date.today().isoformat()}",
         "",
         f"- machine: {machine_description(torch.device('cpu'))} ({platform.machine()}, {platform.system()})",
+        f"- 1-minute load average at the start: {os.getloadavg()[0]:.2f} (a shared VM: other jobs distort timings)",
         f"- versions: recops {recops.__version__}, torch {torch.__version__}, python {platform.python_version()}, "
         "backend gloo (CPU), processes spawned on this one machine",
         f"- model: bottom MLP 13-64-{cfg.dim}, {cfg.tables} tables x {cfg.rows} rows x D={cfg.dim} (fused "
@@ -187,34 +191,35 @@ def main(argv=None):
     ]
     print("\n".join(header), flush=True)
     rows = []
-    torch.set_num_threads(2)
-    torch.manual_seed(0)
-    plain = DLRMish(cfg)
-    elapsed = _train(plain, cfg, _batches(cfg, cfg.warmup + cfg.steps, seed=1))
-    rows.append(f"| 1 process, EmbeddingBagCollection (no torch.distributed) | 2 | "
-                f"{cfg.batch * cfg.steps / elapsed:.0f} | {1e3 * elapsed / cfg.steps:.1f} | - | - | - |")
-    print(rows[-1], flush=True)
+    for threads in (2, 1):
+        torch.set_num_threads(threads)
+        torch.manual_seed(0)
+        plain = DLRMish(cfg)
+        elapsed = _train(plain, cfg, _batches(cfg, cfg.warmup + cfg.steps, seed=1))
+        rows.append(f"| 1 process, EmbeddingBagCollection (no torch.distributed) | {threads} | "
+                    f"{cfg.batch * cfg.steps / elapsed:.0f} | {1e3 * elapsed / cfg.steps:.1f} | - | - | - |")
+        print(rows[-1], flush=True)
     measured = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for world, threads in ((1, 2), (2, 1)):
-            for sharding in ("row", "table"):
-                r = _run(world, cfg, sharding, threads, tmp)
-                measured[(world, sharding)] = r
-                rows.append(f"| {world} rank{'s' if world > 1 else ''}, wrap(sharding={sharding!r}) | {threads} | "
-                            f"{r['samples_s']:.0f} | {r['ms_step']:.1f} | {r['a2a_bytes']:.0f} | "
-                            f"{r['collectives']:.0f} | {r['ddp_bytes']:.0f} |")
-                print(rows[-1], flush=True)
+        for world, threads, sharding in RUNS:
+            r = _run(world, cfg, sharding, threads, tmp)
+            measured[(world, sharding)] = r
+            rows.append(f"| {world} rank{'s' if world > 1 else ''}, wrap(sharding={sharding!r}) | {threads} | "
+                        f"{r['samples_s']:.0f} | {r['ms_step']:.1f} | {r['a2a_bytes']:.0f} | "
+                        f"{r['collectives']:.0f} | {r['ddp_bytes']:.0f} |")
+            print(rows[-1], flush=True)
 
     est = ["", "## Paper estimate for 8 and 64 GPUs (not measured)", "",
            "Embedding exchange volume per GPU per step from the formula in `exchange_bytes` (checked against the "
            "measurement at 2 ranks below), divided by a published bandwidth; ignores per-collective latency "
-           "(tens of microseconds each, 5-6 all_to_alls per step), compute, and overlap. DDP all_reduce of the "
+           "(tens of microseconds each; 4 all_to_alls per step: header, ids, pooled rows, their gradients, a 5th "
+           "with per-id weights), compute, and overlap. DDP all_reduce of the "
            f"{_dense_params(cfg) * 4 / 1e3:.0f} kB of dense gradients is negligible at these sizes.", ""]
     for sharding in ("row", "table"):
         f2 = exchange_bytes(2, cfg.tables, cfg.dim, cfg.batch, cfg.pooling, sharding)
         m2 = measured[(2, sharding)]["a2a_bytes"]
         est.append(f"- {sharding} sharding at 2 ranks: formula {f2:.0f} B/step, measured {m2:.0f} B/step "
-                   "(the measurement adds the 32-byte headers)")
+                   "(the busiest rank: its random id counts differ from the mean; plus 32-byte headers)")
     est += ["", "| shape | GPUs | sharding | bytes/GPU/step | bandwidth GB/s (optimistic / pessimistic) | "
             "exchange ms/step |", "|---|---:|---|---:|---|---|"]
     shapes = [(f"this benchmark ({cfg.tables} tables, D={cfg.dim}, B={cfg.batch}/GPU, {cfg.pooling} ids/bag)",

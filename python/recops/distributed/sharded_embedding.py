@@ -365,25 +365,32 @@ class ShardedEmbeddingBagCollection(nn.Module):
             f = int(fid[p])
             raise ValueError(f"feature '{self._features[f][0]}' indices[{p - int(offsets[f * batch])}] must be in "
                              f"[0, {int(rows[p])}), got {int(values[p])}")
-        if self.sharding == "row":
-            base, extra = self._route_base[fid], self._route_extra[fid]
-            cut = extra * (base + 1)
-            low = values < cut
-            owner = torch.where(low, values // (base + 1), extra + (values - cut) // base.clamp(min=1))
-            local = values - torch.where(low, owner * (base + 1), cut + (owner - extra) * base)
+        psw = None if weights is None else weights.float()
+        if w == 1:  # nothing to route, sort or count
+            counts, per_owner, ids = lengths.view(1, -1), [values.shape[0]], [values]
         else:
-            owner, local = self._route_owner[fid], values
-        order = torch.argsort(owner, stable=True)
-        counts = torch.bincount(owner * (nf * batch) + bag, minlength=w * nf * batch).view(w, nf * batch)
-        per_owner = torch.bincount(owner, minlength=w).tolist()
-        ids = local[order].split(per_owner)
+            owner, local = self._owners_of(values, fid)
+            order = torch.sort(owner.to(torch.int32), stable=True).indices  # int32 keys: twice as fast as int64
+            counts = torch.bincount(owner * (nf * batch) + bag, minlength=w * nf * batch).view(w, nf * batch)
+            per_owner = torch.bincount(owner, minlength=w).tolist()
+            ids = local[order].split(per_owner)
+            psw = None if psw is None else psw[order]
         pieces, sizes = [], []
         for r in range(w):
             lens = counts[r] if self.sharding == "row" else counts[r].view(nf, batch)[self._served[r]].flatten()
             pieces += [lens, ids[r]]
             sizes.append(lens.numel() + per_owner[r])
-        psw = None if weights is None else weights.float()[order]
         return _Route(batch, lengths, counts, torch.cat(pieces), sizes, per_owner, psw)
+
+    def _owners_of(self, values: Tensor, fid: Tensor) -> Tuple[Tensor, Tensor]:
+        """(rank holding each id, its row number within that rank's shard) for ids of features `fid`."""
+        if self.sharding == "table":
+            return self._route_owner[fid], values
+        base, extra = self._route_base[fid], self._route_extra[fid]
+        cut = extra * (base + 1)  # the first `extra` ranks hold base + 1 rows, the others base
+        low = values < cut
+        owner = torch.where(low, values // (base + 1), extra + (values - cut) // base.clamp(min=1))
+        return owner, values - torch.where(low, owner * (base + 1), cut + (owner - extra) * base)
 
     def forward(self, features) -> EmbeddingBagOutput:
         route = self._agree(features)
