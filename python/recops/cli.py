@@ -42,44 +42,53 @@ def _train_one(model_name: str, split, args, log) -> dict:
     torch.manual_seed(args.seed)
     cfg = SeqConfig.preset(model_name, max_len=args.max_len, batch_size=args.batch_size, dim=args.dim,
                            num_negatives=args.negatives)
+    from .distributed.launch import init_from_env
+
+    rank, world = init_from_env()
     model = build_model(split.data.num_items, cfg)
+    wrapped = None
+    if world > 1:  # same seed on every rank: identical initial weights; DDP averages the gradients
+        wrapped = torch.nn.parallel.DistributedDataParallel(model)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     budget = args.time_budget * 60 if args.time_budget else None
     res = fit(model, split, cfg, epochs=args.epochs, time_budget_s=budget, patience=args.patience, seed=args.seed,
-              progress=not args.no_progress, log=log, optimizer=opt)
+              progress=not args.no_progress, log=log if rank == 0 else (lambda s: None), optimizer=opt,
+              rank=rank, world=world, wrapped=wrapped)
     metrics = {"model": model_name, "best_epoch": res.best_epoch, "valid": res.valid, "test": res.test,
                "train_seconds": res.seconds, "train_sequences_per_second": res.sequences_per_second,
                "history": res.history, "data": {"path": args.data, "format": args.format, "seed": args.seed,
                                                 "max_len": args.max_len}}
-    if args.out:
+    metrics["processes"] = world
+    if args.out and rank == 0:
         save_checkpoint(os.path.join(args.out, model_name), model, opt, cfg, split.data, metrics)
     return metrics
 
 
 def cmd_train(args, models: List[str]) -> int:
     from .data.sequences import leave_one_out
+    from .distributed.launch import init_from_env
     from .models.train_sequential import popularity_metrics
 
+    rank, world = init_from_env()
+    say = print if rank == 0 else (lambda *a, **k: None)
     t0 = time.perf_counter()
     data = _load_data(args.data, args.format, args.seed)
     split = leave_one_out(data, args.max_len)
-    print(f"data: {data.num_users} users, {data.num_items} items, {data.items.numel()} interactions "
-          f"({time.perf_counter() - t0:.1f}s)", flush=True)
+    say(f"data: {data.num_users} users, {data.num_items} items, {data.items.numel()} interactions "
+        f"({time.perf_counter() - t0:.1f}s)" + (f"; {world} processes, batch {args.batch_size} each"
+                                                 if world > 1 else ""), flush=True)
     results = {"popularity": popularity_metrics(split)}
     all_metrics = {}
     for name in models:
         m = _train_one(name, split, args, lambda s: print(s, flush=True))
         results[name] = m["test"]
         all_metrics[name] = m
-        print(f"{name}: best epoch {m['best_epoch']}, {m['train_seconds']:.0f}s, "
-              f"{m['train_sequences_per_second']:.0f} sequences/s", flush=True)
-    print("\ntest metrics (leave-one-out, full ranking, history excluded):")
-    print(_table(results))
-    if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "metrics.json"), "w") as f:
-            json.dump({"test": results, "runs": all_metrics}, f, indent=2)
-        print(f"\nwrote {os.path.join(args.out, 'metrics.json')}")
+        say(f"{name}: best epoch {m['best_epoch']}, {m['train_seconds']:.0f}s, "
+            f"{m['train_sequences_per_second']:.0f} sequences/s", flush=True)
+    say("\ntest metrics (leave-one-out, full ranking, history excluded):")
+    say(_table(results))
+    if rank == 0:
+        _write_metrics(args.out, {"test": results, "runs": all_metrics})
     return 0
 
 
@@ -105,11 +114,15 @@ def cmd_train_ctr(args) -> int:
     from .models.dlrm import DLRMConfig
     from .models.train_ctr import CTR_MODELS as BUILD, fit_ctr, save_ctr_checkpoint
 
+    from .distributed.launch import init_from_env
+
+    rank, world = init_from_env()
+    say = print if rank == 0 else (lambda *a, **k: None)
     t0 = time.perf_counter()
     data = _ctr_data(args)
-    print(f"data: {data.num_train} train / {data.num_test} test samples, tables {data.table_sizes[:3]}... "
-          f"({time.perf_counter() - t0:.1f}s)" + (f"; oracle AUC {data.oracle_auc:.4f}" if data.oracle_auc else ""),
-          flush=True)
+    say(f"data: {data.num_train} train / {data.num_test} test samples, tables {data.table_sizes[:3]}... "
+        f"({time.perf_counter() - t0:.1f}s)" + (f"; oracle AUC {data.oracle_auc:.4f}" if data.oracle_auc else "")
+        + (f"; {world} processes, batch {args.batch_size} each" if world > 1 else ""), flush=True)
     d = args.embedding_dim
     results, runs = {}, {}
     for name in ([args.model, "logistic"] if args.model == "dlrm" and not args.no_baseline else [args.model]):
@@ -118,24 +131,49 @@ def cmd_train_ctr(args) -> int:
         cfg = DLRMConfig(data.table_sizes, embedding_dim=d, bottom_mlp=(256, 128, d), top_mlp=(256, 128),
                          embedding_optimizer=FusedOptimizer("rowwise_adagrad", lr=args.lr))
         model = BUILD[name](cfg)
+        wrapped = None
+        if world > 1:
+            from .distributed import wrap
+            wrapped = wrap(model)  # tables row-sharded over the ranks, MLPs in DistributedDataParallel
         budget = args.time_budget * 60 if args.time_budget else None
         res = fit_ctr(model, data, epochs=args.epochs, batch_size=args.batch_size, dense_lr=args.dense_lr,
-                      time_budget_s=budget, progress=not args.no_progress, log=lambda m: print(f"{name} {m}"))
+                      time_budget_s=budget, progress=not args.no_progress, log=lambda m: say(f"{name} {m}"),
+                      rank=rank, world=world, wrapped=wrapped)
         metrics = {"model": name, "test": res.test, "history": res.history, "train_seconds": res.seconds,
                    "train_samples_per_second": res.samples_per_second,
                    "data": {"path": args.data, "format": "criteo", "seed": args.seed,
                             "table_sizes": data.table_sizes, "max_rows": args.max_rows}}
+        metrics["processes"] = world
         results[name] = {k: res.test[k] for k in ("AUC", "logloss")}
         runs[name] = metrics
-        print(f"{name}: {res.seconds:.0f}s, {res.samples_per_second:.0f} samples/s", flush=True)
+        say(f"{name}: {res.seconds:.0f}s, {res.samples_per_second:.0f} samples/s", flush=True)
         if args.out:
-            save_ctr_checkpoint(os.path.join(args.out, name), model, name, metrics)
+            _save_ctr(os.path.join(args.out, name), model, name, metrics, cfg, rank, world)
     if data.oracle_auc:
         results["oracle"] = {"AUC": data.oracle_auc, "logloss": float("nan")}
-    print("\ntest metrics:")
-    print(_table(results))
-    _write_metrics(args.out, {"test": results, "runs": runs})
+    say("\ntest metrics:")
+    say(_table(results))
+    if rank == 0:
+        _write_metrics(args.out, {"test": results, "runs": runs})
     return 0
+
+
+def _save_ctr(path, model, name, metrics, cfg, rank, world) -> None:
+    """One plain checkpoint (what `recops eval` reads); with several processes the row shards are written by
+    every rank with recops.distributed.save and rank 0 gathers them into an unsharded model first."""
+    from .models.train_ctr import CTR_MODELS as BUILD, save_ctr_checkpoint
+
+    if world == 1:
+        save_ctr_checkpoint(path, model, name, metrics)
+        return
+    from . import distributed as rd
+
+    shards = os.path.join(path, "shards")
+    rd.save(model, shards)
+    if rank == 0:
+        plain = BUILD[name](cfg)
+        rd.load(plain, shards)
+        save_ctr_checkpoint(path, plain, name, metrics)
 
 
 def cmd_train_two_tower(args) -> int:
@@ -231,6 +269,9 @@ def _add_train_args(p):
     p.add_argument("--max-rows", type=int, default=None, help="dlrm: read at most this many lines of the file")
     p.add_argument("--lr", type=float, default=0.05, help="dlrm: fused rowwise-Adagrad learning rate (embeddings)")
     p.add_argument("--dense-lr", type=float, default=1e-3, help="dlrm: Adam learning rate of the MLPs")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="dlrm / logistic / hstu / sasrec: train in N processes on this host (re-runs itself under "
+                        "torchrun; same as `torchrun --nproc-per-node N -m recops train ...`)")
     p.add_argument("--no-baseline", action="store_true",
                    help="dlrm / gnolr: skip the logistic / per-feedback BCE baseline")
 
@@ -250,6 +291,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = sub.add_parser("bench", help="the benchmark runner (python -m recops.bench)")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
+    if getattr(args, "nproc", 1) > 1:
+        from .distributed.launch import launched_by_torchrun, relaunch
+
+        if args.cmd != "train" or args.model in TWO_TOWER_MODELS:
+            raise SystemExit("recops: --nproc is for `train --model dlrm|logistic|hstu|hstu-large|sasrec`")
+        if not launched_by_torchrun():
+            raw = list(sys.argv[1:] if argv is None else argv)
+            i = next(j for j, a in enumerate(raw) if a == "--nproc" or a.startswith("--nproc="))
+            rest = raw[:i] + raw[i + (1 if "=" in raw[i] else 2):]
+            return relaunch(args.nproc, rest)
     if args.cmd in ("train", "demo"):
         model = getattr(args, "model", "hstu")
         family = "ctr" if model in CTR_MODELS else "tt" if model in TWO_TOWER_MODELS else "seq"

@@ -51,11 +51,19 @@ class CTRFitResult:
 
 def fit_ctr(model, data: CTRData, epochs: int = 1, batch_size: int = 2048, dense_lr: float = 1e-3,
             time_budget_s: Optional[float] = None, progress: bool = True,
-            log: Callable[[str], None] = print) -> CTRFitResult:
+            log: Callable[[str], None] = print, rank: int = 0, world: int = 1, wrapped=None) -> CTRFitResult:
     """Train for `epochs` passes (or until time_budget_s), evaluating on the test stream after each epoch.
-    Dense parameters use torch.optim.Adam(dense_lr); the embeddings use the model's fused optimizer."""
+    Dense parameters use torch.optim.Adam(dense_lr); the embeddings use the model's fused optimizer.
+
+    Distributed (world > 1, `wrapped` = recops.distributed.wrap(model)): rank r trains on batch r of every group
+    of `world` consecutive batches (batch_size per process), every rank evaluates the whole test stream (the
+    sharded tables need every rank in each forward), and the time budget is agreed on collectively."""
     from tqdm.auto import tqdm
 
+    from ..distributed.launch import agree, rank_share
+
+    net = wrapped if wrapped is not None else model
+    progress = progress and rank == 0
     opt = torch.optim.Adam(model.dense_parameters(), lr=dense_lr)
     history, seen, train_s = [], 0, 0.0
     t_start = time.perf_counter()
@@ -65,17 +73,17 @@ def fit_ctr(model, data: CTRData, epochs: int = 1, batch_size: int = 2048, dense
         loss_sum = steps = 0
         t0 = time.perf_counter()
         stop = False
-        for batch in data.train_batches(batch_size):
-            loss_sum += train_step(model, opt, batch)
+        for batch in rank_share(data.train_batches(batch_size), rank, world):
+            loss_sum += train_step(net, opt, batch)
             steps += 1
-            seen += len(batch)
-            bar.update(len(batch))
-            if time_budget_s is not None and time.perf_counter() - t_start > time_budget_s:
+            seen += len(batch) * world
+            bar.update(len(batch) * world)
+            if time_budget_s is not None and agree(time.perf_counter() - t_start > time_budget_s, world):
                 stop = True
                 break
         bar.close()
         train_s += time.perf_counter() - t0
-        metrics = evaluate_ctr(model, data.test_batches(8192))
+        metrics = evaluate_ctr(net, data.test_batches(8192))
         metrics["train_loss"] = loss_sum / max(steps, 1)
         history.append({"epoch": epoch + 1, **metrics})
         log(f"epoch {epoch + 1}: train loss {metrics['train_loss']:.4f}, test AUC {metrics['AUC']:.4f}, "

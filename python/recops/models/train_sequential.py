@@ -62,12 +62,21 @@ class FitResult:
 
 def fit(model, split: SplitData, cfg: SeqConfig, epochs: int = 20, time_budget_s: Optional[float] = None,
         patience: int = 5, seed: int = 0, progress: bool = True, log: Callable[[str], None] = print,
-        optimizer: Optional[torch.optim.Optimizer] = None) -> FitResult:
+        optimizer: Optional[torch.optim.Optimizer] = None, rank: int = 0, world: int = 1,
+        wrapped=None) -> FitResult:
     """Next-item training with sampled softmax; validation each epoch; test metrics at the best validation
     NDCG@10 (early stopping after `patience` epochs without improvement or when the time budget runs out).
-    The model is left with its best weights."""
+    The model is left with its best weights.
+
+    Distributed (world > 1, `wrapped` = DistributedDataParallel(model)): rank r trains on batch r of every group
+    of `world` batches (batch_size per process, same shuffle on every rank), every rank validates on the whole
+    set with identical weights (so early stopping agrees without messages), the time budget is agreed on."""
     from tqdm.auto import tqdm
 
+    from ..distributed.launch import agree, rank_share
+
+    net = wrapped if wrapped is not None else model
+    progress = progress and rank == 0
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(seed)
     opt = optimizer or torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas,
@@ -79,14 +88,15 @@ def fit(model, split: SplitData, cfg: SeqConfig, epochs: int = 20, time_budget_s
     for epoch in range(1, epochs + 1):
         model.train()
         t0 = time.perf_counter()
-        n_batches = (int((split.train.lengths() >= 2).sum()) + cfg.batch_size - 1) // cfg.batch_size
-        bar = tqdm(next_item_batches(split.train, cfg.batch_size, generator=gen), total=n_batches,
+        n_batches = (int((split.train.lengths() >= 2).sum()) + cfg.batch_size - 1) // cfg.batch_size // world
+        bar = tqdm(rank_share(next_item_batches(split.train, cfg.batch_size, generator=gen), rank, world),
+                   total=n_batches,
                    desc=f"{cfg.model} epoch {epoch}", disable=not progress, leave=False)
         losses = []
         for batch in bar:
             off = batch["offsets"].to(device)
             ts = batch["timestamps"].to(device) if "timestamps" in batch else None
-            out = model(batch["items"].to(device), off, ts)
+            out = net(batch["items"].to(device), off, ts)
             negs = uniform_negatives(cfg.num_negatives, model.num_items, gen).to(device)
             loss = sampled_softmax_loss(out, batch["targets"].to(device), model.item_vectors(), negs,
                                         cfg.temperature)
@@ -94,7 +104,7 @@ def fit(model, split: SplitData, cfg: SeqConfig, epochs: int = 20, time_budget_s
             loss.backward()
             opt.step()
             losses.append(loss.item())
-            seqs_done += off.numel() - 1
+            seqs_done += (off.numel() - 1) * world
             elapsed = time.perf_counter() - t0
             bar.set_postfix(loss=f"{losses[-1]:.3f}", seq_s=f"{seqs_done / max(train_time + elapsed, 1e-9):.0f}")
         train_time += time.perf_counter() - t0
@@ -108,7 +118,7 @@ def fit(model, split: SplitData, cfg: SeqConfig, epochs: int = 20, time_budget_s
             f"NDCG@10 {valid['NDCG@10']:.4f}{' *' if improved else ''}")
         if epoch - best[0] >= patience:
             break
-        if time_budget_s is not None and time.perf_counter() - start > time_budget_s:
+        if time_budget_s is not None and agree(time.perf_counter() - start > time_budget_s, world):
             log(f"{cfg.model}: time budget reached after epoch {epoch}")
             break
     model.load_state_dict(best[2])
