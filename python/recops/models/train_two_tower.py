@@ -104,7 +104,7 @@ def evaluate_two_tower(model, train: FeedbackData, test: FeedbackData, ks: Seque
     kmax = max(ks)
     indices = {}
     for t in range(1, model.config.num_levels + 1):
-        key = 0 if model.__class__.__name__ == "GNOLRTwoTower" else t  # GNOLR: one index for every level
+        key = 0 if model.shared_index else t
         if key not in indices:
             vecs = model.item_vectors(all_items, t).numpy()
             if index == "ivf":

@@ -59,6 +59,8 @@ class Tower(nn.Module):
 
 
 class _TwoTower(nn.Module):
+    shared_index = False  # True: item_vectors are the same for every level (one index serves all levels)
+
     def __init__(self, cfg: TwoTowerConfig):
         super().__init__()
         self.config = cfg
@@ -89,6 +91,8 @@ class GNOLRTwoTower(_TwoTower):
     ordinal loss (recops.ops.gnolr_loss via GNOLRHead). Serving: item vectors concat_j v_j/|v_j| are the same for
     every level; the level-t query keeps the first t blocks of concat_j gamma u_j/|u_j| and zeros the rest, so
     one index of item vectors ranks by z_t for every t."""
+
+    shared_index = True
 
     def __init__(self, cfg: TwoTowerConfig):
         super().__init__(cfg)
