@@ -26,17 +26,8 @@ def _cases(device):
 
 @pytest.mark.parametrize("shape", [f"{name} {dist}" for name, *_, dists in SHAPES for dist in dists])
 @pytest.mark.parametrize("op,impl", PARAMS)
-def test_embedding(benchmark, device, op, impl, shape):
+def test_embedding(time_case, device, op, impl, shape):
     case = _cases(str(device))[(op, shape)]
     if impl not in case.impls:
         pytest.skip(f"{impl} is not available here (fbgemm-gpu-cpu missing, or not a CPU multi-table shape)")
-    fn = case.impls[impl]
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    benchmark.group = f"{op} {shape} {device.type}"
-    benchmark.extra_info["bytes"] = case.bytes_moved
-
-    def run():
-        fn()
-        sync()
-
-    benchmark.pedantic(run, rounds=10, warmup_rounds=1)
+    time_case(case, impl, 10, 1)

@@ -26,16 +26,6 @@ def _cases(device):
 
 @pytest.mark.parametrize("shape", [s[0] for s in SHAPES])
 @pytest.mark.parametrize("op,impl", PARAMS)
-def test_jagged(benchmark, device, op, impl, shape):
+def test_jagged(time_case, device, op, impl, shape):
     case = _cases(str(device))[(op, shape)]
-    fn = case.impls[impl]
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    benchmark.group = f"{op} {shape} {device.type}"
-    if case.bytes_moved:
-        benchmark.extra_info["bytes"] = case.bytes_moved
-
-    def run():
-        fn()
-        sync()
-
-    benchmark.pedantic(run, rounds=20, warmup_rounds=2)
+    time_case(case, impl, 20, 2)

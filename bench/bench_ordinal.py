@@ -23,16 +23,6 @@ def _cases(device):
 @pytest.mark.parametrize("shape", [f"B={b},T={t},fp32" for b, t in SHAPES])
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("op", OPS)
-def test_ordinal(benchmark, device, op, impl, shape):
+def test_ordinal(time_case, device, op, impl, shape):
     case = _cases(str(device))[(op, shape)]
-    fn = case.impls[impl]
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    benchmark.group = f"{op} {shape} {device.type}"
-    benchmark.extra_info["bytes"] = case.bytes_moved
-
-    def run():
-        fn()
-        sync()
-
-    benchmark.pedantic(run, rounds=20, warmup_rounds=2)
-    benchmark.extra_info["GB/s"] = case.bytes_moved / benchmark.stats.stats.median / 1e9
+    time_case(case, impl, 20, 2)

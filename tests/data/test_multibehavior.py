@@ -1,6 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
 import pytest
-import torch
 
 from recops.data.multibehavior import (feedback_to_levels, read_multibehavior, split_feedback,
                                        synthetic_feedback)

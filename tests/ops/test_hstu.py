@@ -1,7 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """recops HSTU attention vs the padded float64 reference: masks, biases, strides, gradients, opcheck, errors."""
 
-import itertools
 import os
 import subprocess
 import sys

@@ -5,7 +5,6 @@ import pytest
 import torch
 from hypothesis import given, strategies as st
 
-import recops
 from recops.ops import retrieval_ref as ref
 from recops.ops import topk_inner_product
 

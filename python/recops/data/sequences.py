@@ -2,9 +2,7 @@
 """Sequential-recommendation data: readers, a synthetic generator, leave-one-out split, jagged batches and
 uniform negative sampling. Everything reads local files only (nothing from the network)."""
 
-import csv
 import dataclasses
-import math
 import os
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
