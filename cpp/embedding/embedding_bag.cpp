@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <limits>
+#include <memory>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -102,32 +103,68 @@ void check_indices(const char* op, const int64_t* meta, int64_t num_features, co
   }
 }
 
-// LSD radix sort of (global row, position) pairs by row, 11 bits per pass; stable, so each row's positions stay
-// in increasing order and the gradient sums are deterministic.
-void radix_sort(std::vector<uint64_t>& keys, std::vector<uint32_t>& vals, uint64_t max_key) {
-  constexpr int kBits = 11;
-  constexpr size_t kBuckets = size_t{1} << kBits;
-  const size_t n = keys.size();
-  std::vector<uint64_t> k2(n);
-  std::vector<uint32_t> v2(n);
-  std::vector<size_t> count(kBuckets);
-  for (int shift = 0; shift < 64 && (max_key >> shift) != 0; shift += kBits) {
-    std::fill(count.begin(), count.end(), 0);
-    for (size_t i = 0; i < n; ++i) ++count[(keys[i] >> shift) & (kBuckets - 1)];
-    size_t sum = 0;
-    for (auto& c : count) {
-      const size_t t = c;
-      c = sum;
-      sum += t;
+// Scratch of the backward, kept per calling thread between calls so a training loop does not page-fault fresh
+// buffers every step (default-initialised: nothing is zeroed). Calls with more than kKeepIndices indices free
+// theirs afterwards, so one huge batch does not pin its buffers for the life of the thread.
+constexpr int64_t kKeepIndices = int64_t{1} << 22;
+
+template <typename T>
+class Scratch {
+ public:
+  T* get(int64_t n) {
+    if (n > cap_) {
+      data_.reset(new T[static_cast<size_t>(n)]);
+      cap_ = n;
     }
-    for (size_t i = 0; i < n; ++i) {
-      const size_t dst = count[(keys[i] >> shift) & (kBuckets - 1)]++;
-      k2[dst] = keys[i];
-      v2[dst] = vals[i];
-    }
-    keys.swap(k2);
-    vals.swap(v2);
+    return data_.get();
   }
+  void release() {
+    data_.reset();
+    cap_ = 0;
+  }
+
+ private:
+  std::unique_ptr<T[]> data_;
+  int64_t cap_ = 0;
+};
+
+// Stable LSD radix sort of n keys by bits [lo, lo + bits): at most 11 bits per pass, each pass a parallel
+// histogram over fixed chunks, a serial prefix over (bucket, chunk) and a parallel scatter; the chunks do not depend
+// on the thread count, so the result is the same for any number of threads. Returns the buffer holding the result
+// (a or tmp).
+uint64_t* radix_sort(uint64_t* a, uint64_t* tmp, int64_t n, int lo, int bits, int num_threads) {
+  if (n <= 1 || bits <= 0) return a;
+  const int passes = (bits + 10) / 11;
+  const int per = (bits + passes - 1) / passes;
+  const int64_t buckets = int64_t{1} << per;
+  const int64_t chunk = std::max<int64_t>(int64_t{1} << 16, (n + 63) / 64);
+  const int64_t chunks = (n + chunk - 1) / chunk;
+  std::vector<int64_t> hist(static_cast<size_t>(chunks * buckets));
+  for (int pass = 0; pass < passes; ++pass) {
+    const int shift = lo + pass * per;
+    const uint64_t mask = static_cast<uint64_t>(buckets - 1);
+    std::fill(hist.begin(), hist.end(), 0);
+    parallel_tasks(chunks, num_threads, [&](int64_t c, int) {
+      int64_t* h = hist.data() + c * buckets;
+      const int64_t e = std::min(n, (c + 1) * chunk);
+      for (int64_t i = c * chunk; i < e; ++i) ++h[(a[i] >> shift) & mask];
+    });
+    int64_t sum = 0;
+    for (int64_t bkt = 0; bkt < buckets; ++bkt) {
+      for (int64_t c = 0; c < chunks; ++c) {
+        const int64_t t = hist[c * buckets + bkt];
+        hist[c * buckets + bkt] = sum;
+        sum += t;
+      }
+    }
+    parallel_tasks(chunks, num_threads, [&](int64_t c, int) {
+      int64_t* h = hist.data() + c * buckets;
+      const int64_t e = std::min(n, (c + 1) * chunk);
+      for (int64_t i = c * chunk; i < e; ++i) tmp[h[(a[i] >> shift) & mask]++] = a[i];
+    });
+    std::swap(a, tmp);
+  }
+  return a;
 }
 
 // The fields forward and backward share.
@@ -203,41 +240,110 @@ void embedding_bags_backward(const char* op, weight_t* weights, int64_t weights_
                    num_indices, "), got ", argmax[e]);
     }
   }
-  // Global rows and bag of every position (serial O(L): a few ms at most, and no extra parallel region).
-  std::vector<uint64_t> rows(static_cast<size_t>(num_indices));
-  std::vector<uint32_t> pos(static_cast<size_t>(num_indices));
-  std::vector<BagRef> bag_of(static_cast<size_t>(num_indices));
-  uint64_t max_row = 0;
-  for (int64_t j = 0; j < num_features * batch; ++j) {
-    const int64_t row_offset = meta[(j / batch) * kMetaCols + kRowOffset];
-    for (int64_t i = offsets[j]; i < offsets[j + 1]; ++i) {
-      rows[i] = static_cast<uint64_t>(row_offset + static_cast<int64_t>(indices[i]));
-      pos[i] = static_cast<uint32_t>(i);
-      bag_of[i] = BagRef{static_cast<int32_t>(j / batch), static_cast<int32_t>(j % batch)};
-      max_row = std::max(max_row, rows[i]);
+  // The tables, by first global row (features sharing a table give one entry).
+  std::vector<TableRef> tables;
+  uint64_t row_end = 0;
+  for (int64_t f = 0; f < num_features; ++f) {
+    const int64_t* m = meta + f * kMetaCols;
+    // An empty table holds no row to update, and would share its first_row with the next table.
+    if (m[kNumRows] > 0) tables.push_back(TableRef{m[kRowOffset], m[kWeightOffset], m[kDim], m[kRowStride]});
+    row_end = std::max(row_end, static_cast<uint64_t>(m[kRowOffset] + m[kNumRows]));
+  }
+  RECOPS_CHECK(row_end <= (uint64_t{1} << 32), op, ": the fused backward handles at most 2^32 rows in all tables, got ",
+               row_end);
+  std::sort(tables.begin(), tables.end(),
+            [](const TableRef& x, const TableRef& y) { return x.first_row < y.first_row; });
+  tables.erase(std::unique(tables.begin(), tables.end(),
+                           [](const TableRef& x, const TableRef& y) { return x.first_row == y.first_row; }),
+               tables.end());
+  // Keys (global row << 32 | position) and, per position, the offset of its bag's gradient row, its coefficient
+  // and whether its feature max-pools; one parallel pass over the bags.
+  using acc_t = typename Traits<weight_t>::acc_t;
+  thread_local Scratch<uint64_t> keys_buf, tmp_buf;
+  thread_local Scratch<int64_t> goff_buf, sgoff_buf;
+  thread_local Scratch<acc_t> coef_buf, scoef_buf;
+  thread_local Scratch<uint8_t> max_buf, smax_buf;
+  const int64_t n = num_indices;
+  uint64_t* keys = keys_buf.get(n);
+  int64_t* goff = goff_buf.get(n);
+  acc_t* coef = coef_buf.get(n);
+  uint8_t* is_max = has_max ? max_buf.get(n) : nullptr;
+  const auto* psw = static_cast<const acc_t*>(per_sample_weights);
+  parallel_for(0, num_features * batch, 256, num_threads, [&](int64_t jb, int64_t je) {
+    for (int64_t j = jb; j < je; ++j) {
+      const int64_t f = j / batch, b = j % batch;
+      const int64_t* m = meta + f * kMetaCols;
+      const auto pooling = static_cast<Pooling>(m[kPooling]);
+      const int64_t start = offsets[j], end = offsets[j + 1];
+      const acc_t scale = pooling == Pooling::kMean && end > start ? acc_t(1) / static_cast<acc_t>(end - start) : acc_t(1);
+      const int64_t go = b * total_dim + m[kOutColumn];
+      for (int64_t i = start; i < end; ++i) {
+        keys[i] = (static_cast<uint64_t>(m[kRowOffset] + static_cast<int64_t>(indices[i])) << 32) |
+                  static_cast<uint64_t>(i);
+        goff[i] = go;
+        coef[i] = psw ? psw[i] * scale : scale;
+        if (is_max) is_max[i] = pooling == Pooling::kMax;
+      }
     }
-  }
-  radix_sort(rows, pos, max_row);
-  std::vector<int64_t> segments;
-  segments.reserve(static_cast<size_t>(num_indices) + 1);
-  for (int64_t k = 0; k < num_indices; ++k) {
-    if (k == 0 || rows[k] != rows[k - 1]) segments.push_back(k);
-  }
-  segments.push_back(num_indices);
+  });
+  const uint64_t max_row = row_end > 0 ? row_end - 1 : 0;
+  int row_bits = 0;
+  while (row_bits < 32 && (max_row >> row_bits) != 0) ++row_bits;
+  const uint64_t* sorted = radix_sort(keys, tmp_buf.get(n), n, 32, row_bits, num_threads);
+  // Per sorted key: gather its gradient offset, coefficient and max flag (random reads, independent, parallel).
+  int64_t* sgoff = sgoff_buf.get(n);
+  acc_t* scoef = scoef_buf.get(n);
+  uint8_t* smax = has_max ? smax_buf.get(n) : nullptr;
+  parallel_for(0, n, int64_t{1} << 14, num_threads, [&](int64_t kb, int64_t ke) {
+    for (int64_t k = kb; k < ke; ++k) {
+      const int64_t i = static_cast<int64_t>(sorted[k] & 0xffffffffu);
+      sgoff[k] = goff[i];
+      scoef[k] = coef[i];
+      if (smax) smax[k] = is_max[i];
+    }
+  });
+  // Segment starts (where the row changes): counted per fixed chunk, then written at each chunk's prefix.
+  const int64_t seg_chunk = std::max<int64_t>(int64_t{1} << 15, (n + 63) / 64);
+  const int64_t seg_chunks = (n + seg_chunk - 1) / seg_chunk;
+  std::vector<int64_t> seg_count(static_cast<size_t>(seg_chunks) + 1, 0);
+  auto is_start = [&](int64_t k) { return k == 0 || (sorted[k] >> 32) != (sorted[k - 1] >> 32); };
+  parallel_tasks(seg_chunks, num_threads, [&](int64_t c, int) {
+    int64_t cnt = 0;
+    for (int64_t k = c * seg_chunk, e = std::min(n, (c + 1) * seg_chunk); k < e; ++k) cnt += is_start(k);
+    seg_count[c + 1] = cnt;
+  });
+  for (int64_t c = 0; c < seg_chunks; ++c) seg_count[c + 1] += seg_count[c];
+  std::vector<int64_t> segments(static_cast<size_t>(seg_count[seg_chunks]) + 1);
+  parallel_tasks(seg_chunks, num_threads, [&](int64_t c, int) {
+    int64_t* out = segments.data() + seg_count[c];
+    for (int64_t k = c * seg_chunk, e = std::min(n, (c + 1) * seg_chunk); k < e; ++k) {
+      if (is_start(k)) *out++ = k;
+    }
+  });
+  segments.back() = n;
   auto p = make_batch(weights, meta, num_features, indices, offsets, batch, total_dim, max_dim, per_sample_weights,
                       argmax);
   p.grad_out = static_cast<const typename Batch<weight_t, index_t>::out_t*>(grad_out);
-  p.sorted_pos = pos.data();
-  p.sorted_rows = rows.data();
+  p.sorted_keys = sorted;
   p.segments = segments.data();
   p.num_segments = static_cast<int64_t>(segments.size()) - 1;
-  p.bag_of = bag_of.data();
+  p.grad_offset = sgoff;
+  p.coef = scoef;
+  p.is_max = smax;
+  p.tables = tables.data();
+  p.num_tables = static_cast<int64_t>(tables.size());
   p.params = params;
   p.grad_weights = grad_weights;
   p.state0 = state0;
   p.state1 = state1;
   p.grad_psw = static_cast<typename Batch<weight_t, index_t>::acc_t*>(grad_per_sample_weights);
   if (use_avx2()) avx2::backward_kernel(p, num_threads); else generic::backward_kernel(p, num_threads);
+  if (n > kKeepIndices) {
+    for (auto* b : {&keys_buf, &tmp_buf}) b->release();
+    for (auto* b : {&goff_buf, &sgoff_buf}) b->release();
+    for (auto* b : {&coef_buf, &scoef_buf}) b->release();
+    for (auto* b : {&max_buf, &smax_buf}) b->release();
+  }
 }
 
 #define RECOPS_EMB_INSTANTIATE(W, I)                                                                            \

@@ -14,12 +14,14 @@ template <typename weight_t> struct Traits { using acc_t = float; using out_t = 
 template <> struct Traits<double> { using acc_t = double; using out_t = double; };
 template <> struct Traits<uint8_t> { using acc_t = float; using out_t = float; };
 
-// Everything one forward or backward call needs, already checked.
-// Feature and sample of the bag a position belongs to (saves a 64-bit division per position).
-struct BagRef {
-  int32_t feature, sample;
+// One table of the flat buffer as the backward sees it: its first global row (row offset), where its weights start,
+// its dim and row stride. The backward's table list is sorted by first_row, so the rows of a sorted segment range
+// walk it forward.
+struct TableRef {
+  int64_t first_row, weight_offset, dim, stride;
 };
 
+// Everything one forward or backward call needs, already checked.
 template <typename weight_t, typename index_t>
 struct Batch {
   using acc_t = typename Traits<weight_t>::acc_t;
@@ -33,13 +35,18 @@ struct Batch {
   int64_t* argmax = nullptr;      // forward: written; backward: read
   out_t* out = nullptr;           // forward output
   const out_t* grad_out = nullptr;
-  // Backward: positions sorted by global row, segment starts of each unique row (num_segments + 1 entries)
-  // and the bag of every position.
-  const uint32_t* sorted_pos = nullptr;
-  const uint64_t* sorted_rows = nullptr;
+  // Backward: keys = (global row << 32) | position, sorted by row (stable: positions ascend within a row);
+  // segments = the start of each unique row's run of keys (num_segments + 1 entries); per sorted key, the element
+  // offset of its bag's gradient row in grad_out, its coefficient (per-sample weight / mean scale) and, when some
+  // feature max-pools, whether its feature does (else null). tables: sorted by first_row.
+  const uint64_t* sorted_keys = nullptr;
   const int64_t* segments = nullptr;
   int64_t num_segments = 0;
-  const BagRef* bag_of = nullptr;
+  const int64_t* grad_offset = nullptr;
+  const acc_t* coef = nullptr;
+  const uint8_t* is_max = nullptr;
+  const TableRef* tables = nullptr;
+  int64_t num_tables = 0;
   UpdateParams params;
   weight_t* grad_weights = nullptr;
   float* state0 = nullptr;
