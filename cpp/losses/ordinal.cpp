@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "common/check.h"
@@ -134,6 +135,24 @@ void check_labels(const char* op, const char* arg, const int64_t* labels, int64_
   }
 }
 
+// Adds the per-block partials [nblocks][stride] in block order (deterministic for any thread count): entry 0 is the
+// weighted loss (reduced into loss[0] unless reduction is none), entries 1.. the parameter gradients (out).
+template <typename scalar_t>
+void finish_partials(const std::vector<double>& partials, int64_t nblocks, int64_t stride, Reduction reduction,
+                     int64_t num_samples, bool with_grad, scalar_t* loss, scalar_t* out) {
+  std::vector<double> total(static_cast<size_t>(stride), 0.0);
+  for (int64_t blk = 0; blk < nblocks; ++blk) {
+    for (int64_t i = 0; i < stride; ++i) total[i] += partials[blk * stride + i];
+  }
+  if (reduction != Reduction::kNone) {
+    loss[0] = static_cast<scalar_t>(reduction == Reduction::kMean && num_samples > 0 ? total[0] / num_samples
+                                                                                     : total[0]);
+  }
+  if (with_grad) {
+    for (int64_t i = 1; i < stride; ++i) out[i - 1] = static_cast<scalar_t>(total[i]);
+  }
+}
+
 // The shared driver: per block, z_fn(b, z) fills z [T] for sample b, and sink(b, m_b, dz) scatters the
 // per-sample gradient (dz = dL_b/dz, m_b its multiplier) into per-sample outputs and the block's partial
 // sums `part` [1 + P] (part[0] is the weighted loss). Partials are added in block order afterwards.
@@ -188,17 +207,47 @@ void run_blocks(const char* op, int64_t num_samples, int64_t num_levels, int64_t
       part[0] = loss_sum;
     }
   });
-  std::vector<double> total(stride, 0.0);
-  for (int64_t blk = 0; blk < nblocks; ++blk) {
-    for (int64_t i = 0; i < stride; ++i) total[i] += partials[blk * stride + i];
-  }
-  if (reduction != Reduction::kNone) {
-    loss[0] = static_cast<scalar_t>(reduction == Reduction::kMean && num_samples > 0 ? total[0] / num_samples
-                                                                                     : total[0]);
-  }
-  if (with_grad) {
-    for (int64_t i = 0; i < num_partials; ++i) partial_out[i] = static_cast<scalar_t>(total[1 + i]);
-  }
+  finish_partials(partials, nblocks, stride, reduction, num_samples, with_grad, loss, partial_out);
+}
+
+// float32 GNOLR (cos) or proportional odds (scores, cos null) with 1 <= T <= kGnolrMaxFused: the fused
+// vectorised block kernel (ordinal_math_impl.h), blocks of kLossBlock samples over the threads, block partials
+// added in block order (deterministic). grad_params: [2T] = d gamma (GNOLR only), d thresholds.
+void fused_blocks(const float* cos, const float* scores, int64_t num_samples, int64_t num_levels,
+                 const float* gamma, const float* thresholds, const int64_t* levels, const float* weights, Reduction reduction,
+                 double min_gap, bool nested, const float* grad_loss, int64_t grad_loss_stride, bool with_grad,
+                 float* loss, float* grad_cos, float* grad_params, int num_threads) {
+  const int64_t nblocks = (num_samples + kLossBlock - 1) / kLossBlock;
+  const int64_t stride = 1 + 2 * num_levels;
+  std::vector<double> partials(static_cast<size_t>(nblocks * stride), 0.0);
+  const bool avx2 = selected_isa() != Isa::kGeneric;
+  parallel_for(0, nblocks, 1, num_threads, [&](int64_t k0, int64_t k1) {
+    std::vector<float> scratch(static_cast<size_t>((4 + 3 * num_levels) * kLossBlock));
+    for (int64_t blk = k0; blk < k1; ++blk) {
+      const int64_t begin = blk * kLossBlock, n = std::min(num_samples, begin + kLossBlock) - begin;
+      GnolrBlock b;
+      b.cos = cos ? cos + begin * num_levels : nullptr;
+      b.scores = scores ? scores + begin : nullptr;
+      b.levels = levels + begin;
+      b.weights = weights ? weights + begin : nullptr;
+      b.grad_loss = grad_loss ? grad_loss + begin * grad_loss_stride : nullptr;
+      b.grad_loss_stride = grad_loss_stride;
+      b.gamma = gamma;
+      b.thresholds = thresholds;
+      b.n = n;
+      b.num_levels = num_levels;
+      b.inv_b = reduction == Reduction::kMean && num_samples > 0 ? 1.0f / static_cast<float>(num_samples) : 1.0f;
+      b.min_gap = static_cast<float>(min_gap);
+      b.nested = nested;
+      b.with_grad = with_grad;
+      b.loss = reduction == Reduction::kNone ? loss + begin : nullptr;
+      b.grad_cos = with_grad ? grad_cos + begin * (scores ? 1 : num_levels) : nullptr;
+      b.scratch = scratch.data();
+      b.part = partials.data() + blk * stride;
+      if (avx2) avx2::gnolr_block(b); else generic::gnolr_block(b);
+    }
+  });
+  finish_partials(partials, nblocks, stride, reduction, num_samples, with_grad, loss, grad_params);
 }
 
 }  // namespace
@@ -217,6 +266,17 @@ void ordinal_logistic_loss(const scalar_t* scores, int64_t num_samples, const sc
                  t, "]=", thresholds[t], " >= thresholds[", t + 1, "]=", thresholds[t + 1]);
   }
   check_labels(kOp, "labels", labels, num_samples, num_thresholds, num_threads);
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (num_thresholds >= 1 && num_thresholds <= kGnolrMaxFused) {
+      std::vector<float> both(with_grad ? 2 * num_thresholds : 0);
+      // gamma is unused in this mode; thresholds stand in for it.
+      fused_blocks(nullptr, scores, num_samples, num_thresholds, thresholds, thresholds, labels, weights, reduction,
+                   min_gap, /*nested=*/false, grad_loss, grad_loss_stride, with_grad, loss, grad_scores,
+                   both.data(), num_threads);
+      if (with_grad) std::copy(both.begin() + num_thresholds, both.end(), grad_thresholds);
+      return;
+    }
+  }
   using acc_t = scalar_t;
   // z_t = f - theta_t; only the one or two z next to the label enter the loss.
   auto z_fn = [&](int64_t b, acc_t* z) {
@@ -282,6 +342,17 @@ void gnolr_loss(const scalar_t* cos, int64_t num_samples, int64_t num_levels, co
     }
   };
   std::vector<scalar_t> both(with_grad ? 2 * t_all : 0);
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (num_levels >= 1 && num_levels <= kGnolrMaxFused) {
+      fused_blocks(cos, nullptr, num_samples, num_levels, gamma, thresholds, levels, weights, reduction, min_gap, nested,
+                  grad_loss, grad_loss_stride, with_grad, loss, grad_cos, both.data(), num_threads);
+      if (with_grad) {
+        std::copy(both.begin(), both.begin() + t_all, grad_gamma);
+        std::copy(both.begin() + t_all, both.end(), grad_thresholds);
+      }
+      return;
+    }
+  }
   run_blocks<scalar_t>(kOp, num_samples, num_levels, 2 * num_levels, levels, weights, reduction, min_gap, nested,
                        grad_loss, grad_loss_stride, with_grad, loss, num_threads, z_fn, sink, both.data());
   if (with_grad) {

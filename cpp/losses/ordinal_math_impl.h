@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// The transcendental pre-pass of the ordinal losses, compiled once per instruction set: the including .cpp
-// defines RECOPS_LOSS_ISA (the namespace) and sets `#pragma GCC target`. Every function here is branch-free
-// straight-line float code (selects, no calls), so the loops vectorise for the target (4 floats with SSE2, 8
-// with AVX2 + FMA).
+// float32 math of the ordinal losses, compiled once per instruction set: the including .cpp defines
+// RECOPS_LOSS_ISA (the namespace) and sets `#pragma GCC target`. Everything runs on 8-lane vectors: the
+// transcendental pre-pass of the scalar path (exp_log1p, log1mexp) and the fused GNOLR / proportional-odds block.
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -11,31 +11,50 @@
 namespace recops::losses::RECOPS_LOSS_ISA {
 namespace {
 
-// exp(x) for x <= 0 (Cephes expf: x = n ln2 + r, |r| <= ln2 / 2, degree-6 polynomial, about 1 ulp). Below
-// -87 the result (< 1.7e-38) is flushed to 0; NaN stays NaN.
-inline float exp_nonpos(float x) {
-  const float xc = x >= -87.0f ? x : -87.0f;  // NaN -> -87: the integer path below stays defined
-  const float magic = 12582912.0f;            // 1.5 * 2^23: adding it rounds to the nearest integer
-  const float n = (xc * 1.44269504088896341f + magic) - magic;
-  const float r = (xc - n * 0.693359375f) + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
+// Sum of x[0, n) in double, four lanes at a time (a fixed order: deterministic for any thread count).
+inline double sum_double(const float* x, int64_t n) {
+  double lane[4] = {0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    for (int j = 0; j < 4; ++j) lane[j] += static_cast<double>(x[i + j]);
+  }
+  for (; i < n; ++i) lane[0] += static_cast<double>(x[i]);
+  return (lane[0] + lane[1]) + (lane[2] + lane[3]);
+}
+
+// Eight float lanes (GCC vector extensions: AVX2 registers in the avx2 build, pairs of SSE registers in the
+// generic one). Every helper is branch-free straight-line code with selects.
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+inline v8f splat(float x) { return v8f{} + x; }
+inline v8f sel(v8i m, v8f a, v8f b) { return m ? a : b; }
+
+// exp(x) for x <= 0 (Cephes expf: x = n ln2 + r, |r| <= ln2 / 2, degree-6 polynomial, about 1 ulp). Below -87
+// the result (< 1.7e-38) is flushed to 0; NaN stays NaN.
+inline v8f vexp_nonpos(v8f x) {
+  const v8f xc = sel(x >= -87.0f, x, splat(-87.0f));  // NaN -> -87
+  const float magic = 12582912.0f;
+  const v8f n = (xc * 1.44269504088896341f + magic) - magic;
+  const v8f r = (xc - n * 0.693359375f) + n * 2.12194440e-4f;
+  v8f p = splat(1.9875691500e-4f);
   p = p * r + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;  // n in [-126, 0]: a normal power of two
-  float scale;
-  std::memcpy(&scale, &bits, 4);
-  const float y = p * scale;
-  return x >= -87.0f ? y : (x != x ? x : 0.0f);
+  const v8i bits = (__builtin_convertvector(n, v8i) + 127) << 23;
+  v8f scale;
+  std::memcpy(&scale, &bits, 32);
+  const v8f y = p * scale;
+  return sel(x >= -87.0f, y, sel(x != x, x, v8f{}));
 }
 
 // Cephes logf kernel: log(2^e (1 + x)) for x in [sqrt(1/2) - 1, sqrt(2) - 1), degree-9 polynomial, about 1 ulp.
-inline float log_kernel(float x, float e) {
-  const float z = x * x;
-  float y = 7.0376836292e-2f;
+inline v8f vlog_kernel(v8f x, v8f e) {
+  const v8f z = x * x;
+  v8f y = splat(7.0376836292e-2f);
   y = y * x - 1.1514610310e-1f;
   y = y * x + 1.1676998740e-1f;
   y = y * x - 1.2420140846e-1f;
@@ -51,31 +70,31 @@ inline float log_kernel(float x, float e) {
 }
 
 // log(u) for u in [1, 2].
-inline float log_1_2(float u) {
-  const bool big = u > 1.41421356237f;
-  return log_kernel((big ? u * 0.5f : u) - 1.0f, big ? 1.0f : 0.0f);
+inline v8f vlog_1_2(v8f u) {
+  const v8i big = u > 1.41421356237f;
+  return vlog_kernel(sel(big, u * 0.5f, u) - 1.0f, sel(big, splat(1.0f), v8f{}));
 }
 
 // log(x) for x in (0, 1] (subnormals included: they are scaled by 2^60 first).
-inline float log_0_1(float x) {
-  const bool tiny = x < 1e-30f;
-  const float xs = tiny ? x * 1.152921504606847e18f : x;
-  int32_t bits;
-  std::memcpy(&bits, &xs, 4);
-  float e = static_cast<float>(((bits >> 23) & 0xff) - 126);  // xs = 2^e m, m in [0.5, 1)
+inline v8f vlog_0_1(v8f x) {
+  const v8i tiny = x < 1e-30f;
+  const v8f xs = sel(tiny, x * 1.152921504606847e18f, x);
+  v8i bits;
+  std::memcpy(&bits, &xs, 32);
+  v8f e = __builtin_convertvector(((bits >> 23) & 0xff) - 126, v8f);
   bits = (bits & 0x807fffff) | 0x3f000000;
-  float m;
-  std::memcpy(&m, &bits, 4);
-  const bool low = m < 0.70710678118f;
-  const float f = low ? m + m - 1.0f : m - 1.0f;
-  e = low ? e - 1.0f : e;
-  const float r = log_kernel(f, e) - (tiny ? 41.58883083359672f : 0.0f);  // 60 ln 2
-  return x != x ? x : r;  // the bit manipulation above would turn NaN into a number
+  v8f m;
+  std::memcpy(&m, &bits, 32);
+  const v8i low = m < 0.70710678118f;
+  const v8f f = sel(low, m + m - 1.0f, m - 1.0f);
+  e = sel(low, e - 1.0f, e);
+  const v8f r = vlog_kernel(f, e) - sel(tiny, splat(41.58883083359672f), v8f{});
+  return sel(x != x, x, r);
 }
 
 // expm1(x) for x in [-ln 2, 0]: Taylor series to x^10 (truncation below 1e-8 relative there).
-inline float expm1_small(float x) {
-  float p = 2.7557319224e-7f;  // 1/10!
+inline v8f vexpm1_small(v8f x) {
+  v8f p = splat(2.7557319224e-7f);
   p = p * x + 2.7557319224e-6f;
   p = p * x + 2.4801587302e-5f;
   p = p * x + 1.9841269841e-4f;
@@ -88,31 +107,222 @@ inline float expm1_small(float x) {
   return p * x;
 }
 
-}  // namespace
+// log1mexp(d) = log(1 - exp(-d)) and inv = 1 / expm1(d) for d > 0: -expm1(-d) = 1 - exp(-d) from the series
+// where it would cancel (d < ln 2), from exp beyond (>= 1/2 there).
+inline void vlog1mexp(v8f d, v8f& l1m, v8f& inv) {
+  const v8f x = -d;
+  const v8f em_small = vexpm1_small(sel(x < -0.69314718f, splat(-0.69314718f), x));
+  const v8f em = sel(d < 0.69314718f, em_small, vexp_nonpos(x) - 1.0f);  // in [-1, 0)
+  l1m = vlog_0_1(-em);
+  inv = (1.0f + em) / -em;
+}
 
-void exp_log1p(const float* z, int64_t n, float* e, float* l) {
-  for (int64_t i = 0; i < n; ++i) {
-    const float a = z[i] >= 0.0f ? -z[i] : z[i];  // -|z| (NaN stays NaN)
-    const float ei = exp_nonpos(a);
-    const float u = 1.0f + ei;
-    // log1p(e) = log(u) * e / (u - 1): u - 1 is exact, so the rounding of u cancels (e < 2^-24 -> u == 1 -> e).
-    const float d = u - 1.0f;
-    const float ratio = ei / (d > 0.0f ? d : 1.0f);  // both select arms computed: no branch, no 0/0
-    const float lg = log_1_2(u) * ratio;
-    e[i] = ei;
-    l[i] = d > 0.0f ? lg : ei;
+inline bool any(v8i m) {
+  int32_t acc = 0;
+  for (int j = 0; j < 8; ++j) acc |= m[j];
+  return acc != 0;
+}
+
+// softplus(+-z) and sigmoid(+-z) from e = exp(-|z|): log1p(e) = log(u) + (e - (u - 1)) / u with u = 1 + e (the
+// first-order correction restores what rounding u lost), and 1 / u shared with the sigmoids.
+struct Soft {
+  v8f spn, spp, sgn, sgp;  // softplus(-z) = -logsigmoid(z), softplus(z), sigmoid(-z), sigmoid(z)
+};
+
+inline Soft soft(v8f z) {
+  const v8i pos = z >= 0.0f;
+  const v8f e = vexp_nonpos(sel(pos, -z, z));
+  const v8f u = 1.0f + e;
+  const v8f r = 1.0f / u;
+  const v8f l = vlog_1_2(u) + (e - (u - 1.0f)) * r;
+  const v8f zero{}, one = splat(1.0f);
+  return Soft{sel(z < 0.0f, -z, zero) + l, sel(z > 0.0f, z, zero) + l, sel(pos, e, one) * r, sel(pos, one, e) * r};
+}
+
+inline v8f load8(const float* p) {
+  v8f v;
+  std::memcpy(&v, p, 32);
+  return v;
+}
+
+// Eight samples at a time over structure-of-arrays copies of the block (cos transposed to [T][n8], levels as
+// floats), so every vector load and store is whole; the padding lanes past n get level 0, cos 0 and weight 0
+// (finite, and dropped from every sum and output).
+template <int T>
+void gnolr_block_t(const GnolrBlock& bk) {
+  const int64_t n = bk.n;
+  const int64_t n8 = (n + 7) / 8 * 8;
+  float* lsum = bk.scratch;  // [n8] weighted loss per sample
+  float* kf = lsum + n8;     // [n8] level
+  float* wf = kf + n8;       // [n8] weight
+  float* gf = wf + n8;       // [n8] upstream gradient
+  float* ct = gf + n8;       // [T][n8] cos, overwritten by grad_cos
+  float* pg = ct + T * n8;   // [T][n8] d gamma terms
+  float* pt = pg + T * n8;   // [T][n8] d thresholds terms
+  for (int64_t i = 0; i < n8; ++i) {
+    const bool in = i < n;
+    kf[i] = in ? static_cast<float>(bk.levels[i]) : 0.0f;
+    wf[i] = in ? (bk.weights ? bk.weights[i] : 1.0f) : 0.0f;
+    gf[i] = in && bk.grad_loss ? bk.grad_loss[i * bk.grad_loss_stride] : 1.0f;
+    if (bk.scores) {
+      ct[i] = in ? bk.scores[i] : 0.0f;
+    } else {
+      for (int t = 0; t < T; ++t) ct[t * n8 + i] = in ? bk.cos[i * T + t] : 0.0f;
+    }
+  }
+  const bool olr = bk.scores != nullptr;
+  v8f gam[T], th[T];
+  for (int t = 0; t < T; ++t) {
+    gam[t] = splat(bk.gamma[t]);
+    th[t] = splat(bk.thresholds[t]);
+  }
+  const float tf = static_cast<float>(T);
+  const v8f gap_min = splat(bk.min_gap), zero{}, one = splat(1.0f);
+  for (int64_t i = 0; i < n8; i += 8) {
+    const v8f k = load8(kf + i), w = load8(wf + i), g = load8(gf + i);
+    v8f c[T];
+    for (int t = 0; t < T; ++t) c[t] = olr ? zero : load8(ct + t * n8 + i);
+    const v8f f = olr ? load8(ct + i) : zero;
+    v8f z[T];
+    v8f s = zero;
+    for (int t = 0; t < T; ++t) {
+      s += gam[t] * c[t];
+      z[t] = (olr ? f : s) - th[t];
+    }
+    v8f loss = zero, dz[T];
+    for (int t = 0; t < T; ++t) dz[t] = zero;
+    const v8i k0 = k == 0.0f;
+    const v8i has = (k >= 1.0f) & (k < tf);  // samples with the -log(sigmoid(z_k) - sigmoid(z_{k+1})) term
+    v8f za = zero, zb = zero;                // z_k and z_{k+1} (1-based), where they exist
+    for (int t = 0; t < T; ++t) {
+      za = sel(k == static_cast<float>(t + 1), z[t], za);
+      zb = sel(k == static_cast<float>(t), z[t], zb);
+    }
+    v8f spa = zero, sga = zero, spb = zero, sgb = zero;  // softplus(-z_k), sigmoid(-z_k); softplus, sigmoid(z_{k+1})
+    if (bk.nested && !olr) {  // -logsigmoid(z_s) for s <= k; k = 0: -T logsigmoid(-z_1)
+      for (int t = 0; t < T; ++t) {
+        const Soft sf = soft(z[t]);
+        const v8i on = k >= static_cast<float>(t + 1);
+        loss += sel(on, sf.spn, zero);
+        dz[t] = sel(on, -sf.sgn, zero);
+        if (t == 0) {
+          loss = sel(k0, tf * sf.spp, loss);
+          dz[0] = sel(k0, tf * sf.sgp, dz[0]);
+        }
+        spa = sel(k == static_cast<float>(t + 1), sf.spn, spa);
+        sga = sel(k == static_cast<float>(t + 1), sf.sgn, sga);
+        spb = sel(k == static_cast<float>(t), sf.spp, spb);
+        sgb = sel(k == static_cast<float>(t), sf.sgp, sgb);
+      }
+    } else {  // plain likelihood: only z_k and z_{k+1} enter; k = 0: -logsigmoid(-z_1); k = T: -logsigmoid(z_T)
+      const Soft fa = soft(za), fb = soft(zb);
+      spa = fa.spn;
+      sga = fa.sgn;
+      spb = fb.spp;
+      sgb = fb.sgp;
+      const v8i kt = k == tf;
+      loss = sel(k0, spb, sel(kt, spa, zero));
+      for (int t = 0; t < T; ++t) {
+        dz[t] = sel(k0 & (k == static_cast<float>(t)), sgb, zero) +
+                sel(kt & (k == static_cast<float>(t + 1)), -sga, zero);
+      }
+    }
+    if (T >= 2 && any(has)) {  // the clamped log-difference term (most groups of 8 at low levels skip it)
+      const v8f mult = bk.nested && !olr ? tf - k : one;
+      const v8f gap0 = za - zb;
+      const v8i open = gap0 >= gap_min;
+      const v8f gap = sel(open, gap0, gap_min);
+      v8f l1m, inv;
+      vlog1mexp(gap, l1m, inv);
+      inv = sel(open, inv, zero);  // clamped: the frozen term passes no gradient
+      loss += sel(has, mult * (spa + spb - l1m), zero);
+      for (int t = 0; t < T; ++t) {
+        dz[t] += sel(has & (k == static_cast<float>(t + 1)), -mult * (sga + inv), zero);
+        dz[t] += sel(has & (k == static_cast<float>(t)), mult * (sgb + inv), zero);
+      }
+    }
+    std::memcpy(lsum + i, &(loss *= w), 32);
+    if (bk.with_grad) {
+      const v8f m = w * g * bk.inv_b;
+      if (olr) {  // d f = sum_t dz_t, d theta_t = -dz_t
+        v8f sum = zero;
+        for (int t = 0; t < T; ++t) {
+          sum += dz[t];
+          const v8f ptt = -m * dz[t];
+          std::memcpy(pt + t * n8 + i, &ptt, 32);
+        }
+        const v8f gf8 = m * sum;
+        std::memcpy(ct + i, &gf8, 32);
+        continue;
+      }
+      v8f suf = zero, gc[T];
+      for (int t = T - 1; t >= 0; --t) {
+        suf += dz[t];
+        const v8f ms = m * suf;
+        gc[t] = ms * gam[t];
+        const v8f pgt = sel(k >= static_cast<float>(t), ms * c[t], zero);  // levels above k + 1 are unused
+        const v8f ptt = -m * dz[t];
+        std::memcpy(pg + t * n8 + i, &pgt, 32);
+        std::memcpy(pt + t * n8 + i, &ptt, 32);
+      }
+      for (int t = 0; t < T; ++t) std::memcpy(ct + t * n8 + i, &gc[t], 32);
+    }
+  }
+  if (bk.with_grad && olr) {
+    std::memcpy(bk.grad_cos, ct, static_cast<size_t>(n) * sizeof(float));
+  } else if (bk.with_grad) {
+    for (int64_t i = 0; i < n; ++i) {
+      for (int t = 0; t < T; ++t) bk.grad_cos[i * T + t] = ct[t * n8 + i];
+    }
+  }
+  if (bk.loss) {
+    std::memcpy(bk.loss, lsum, static_cast<size_t>(n) * sizeof(float));
+  } else {
+    bk.part[0] += sum_double(lsum, n);
+  }
+  if (bk.with_grad) {
+    for (int t = 0; t < T; ++t) {
+      if (!olr) bk.part[1 + t] += sum_double(pg + t * n8, n);
+      bk.part[1 + T + t] += sum_double(pt + t * n8, n);
+    }
   }
 }
 
+// Runs fn(in, out) over x[0, n) eight at a time, the last partial group through padded copies (padding 1.0f:
+// finite for every helper).
+template <typename Fn>
+void for_groups(const float* x, int64_t n, float* out0, float* out1, Fn fn) {
+  for (int64_t i = 0; i < n; i += 8) {
+    const int64_t len = std::min<int64_t>(8, n - i);
+    v8f in = splat(1.0f), a, b;
+    std::memcpy(&in, x + i, static_cast<size_t>(len) * sizeof(float));
+    fn(in, a, b);
+    std::memcpy(out0 + i, &a, static_cast<size_t>(len) * sizeof(float));
+    std::memcpy(out1 + i, &b, static_cast<size_t>(len) * sizeof(float));
+  }
+}
+
+}  // namespace
+
+void exp_log1p(const float* z, int64_t n, float* e, float* l) {
+  for_groups(z, n, e, l, [](v8f zz, v8f& ee, v8f& ll) {
+    ee = vexp_nonpos(sel(zz >= 0.0f, -zz, zz));  // exp(-|z|) (NaN stays NaN)
+    const v8f u = 1.0f + ee;
+    ll = vlog_1_2(u) + (ee - (u - 1.0f)) / u;  // log1p(e): the correction restores what rounding u lost
+  });
+}
+
 void log1mexp(const float* d, int64_t n, float* log1mexp, float* inv_expm1) {
-  for (int64_t i = 0; i < n; ++i) {
-    const float x = -d[i];
-    // -expm1(-d) = 1 - exp(-d): the series where it would cancel (d < ln 2), 1 - exp(-d) (>= 1/2) beyond.
-    const float em_small = expm1_small(x < -0.69314718f ? -0.69314718f : x);
-    const float em_large = exp_nonpos(x) - 1.0f;
-    const float em = d[i] < 0.69314718f ? em_small : em_large;  // in [-1, 0)
-    log1mexp[i] = log_0_1(-em);
-    inv_expm1[i] = (1.0f + em) / -em;
+  for_groups(d, n, log1mexp, inv_expm1, vlog1mexp);
+}
+
+bool gnolr_block(const GnolrBlock& b) {
+  switch (b.num_levels) {
+    case 1: gnolr_block_t<1>(b); return true;
+    case 2: gnolr_block_t<2>(b); return true;
+    case 3: gnolr_block_t<3>(b); return true;
+    case 4: gnolr_block_t<4>(b); return true;
+    default: return false;
   }
 }
 

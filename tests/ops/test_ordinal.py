@@ -235,6 +235,42 @@ def test_deterministic_and_thread_count_independent():
         assert all(torch.equal(a, b) for a, b in zip(results[0], r))
 
 
+@pytest.mark.parametrize("isa", ["generic", "avx2"])
+def test_isa_variants_match_ref(isa, tmp_path):
+    # float32 with T <= 4 runs the fused 8-lane block kernel, built once per ISA and chosen once per process:
+    # force each in a subprocess and compare with the float64 reference.
+    import os
+    import subprocess
+    import sys
+    script = (
+        "import torch, sys; sys.path.insert(0, %r); from tests.ops.test_ordinal import _gnolr_inputs, _ordinal_inputs;"
+        "from recops.ops import gnolr_loss, ordinal_logistic_loss; torch.manual_seed(5); out = []\n"
+        "for t in (1, 2, 3, 4):\n"
+        "  for nested in (True, False):\n"
+        "    c, g, a, lv, w = _gnolr_inputs(2053, t, torch.float32, 'cpu', weighted=True)\n"
+        "    loss = gnolr_loss(c, g, a, lv, weights=w, nested=nested)\n"
+        "    out.append((loss, *torch.autograd.grad(loss, (c, g, a))))\n"
+        "  s, th, lab, w = _ordinal_inputs(2053, t + 1, torch.float32, 'cpu', weighted=True)\n"
+        "  loss = ordinal_logistic_loss(s, th, lab, 'sum', weights=w)\n"
+        "  out.append((loss, *torch.autograd.grad(loss, (s, th))))\n"
+        "torch.save(out, %r)" % (os.getcwd(), str(tmp_path / "out.pt")))
+    env = dict(os.environ, RECOPS_CPU_ISA=isa)
+    subprocess.run([sys.executable, "-c", script], check=True, env=env)
+    got = iter(torch.load(tmp_path / "out.pt"))
+    torch.manual_seed(5)
+    for t in (1, 2, 3, 4):
+        for nested in (True, False):
+            c, g, a, lv, w = _gnolr_inputs(2053, t, torch.float64, "cpu", weighted=True)
+            loss = ref.gnolr_loss(c, g, a, lv, weights=w, nested=nested)
+            for x, y in zip(next(got), (loss, *torch.autograd.grad(loss, (c, g, a)))):
+                torch.testing.assert_close(x.double(), y, rtol=1e-4, atol=1e-5)
+        s, th, lab, w = _ordinal_inputs(2053, t + 1, torch.float32, "cpu", weighted=True)  # same draws as above
+        s, th, w = (x.detach().double().requires_grad_() for x in (s, th, w))
+        loss = ref.ordinal_logistic_loss(s, th, lab, "sum", weights=w)
+        for x, y in zip(next(got), (loss, *torch.autograd.grad(loss, (s, th)))):
+            torch.testing.assert_close(x.double(), y, rtol=1e-4, atol=1e-5)
+
+
 def test_non_contiguous_inputs():
     cos, gamma, thresholds, levels, _ = _gnolr_inputs(30, 3, torch.float64, "cpu")
     wide = torch.randn(30, 6, dtype=torch.float64)
