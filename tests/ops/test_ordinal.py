@@ -327,6 +327,12 @@ def test_double_backward_raises():
         (g,) = torch.autograd.grad(out, scores, create_graph=True)
         with pytest.raises(RuntimeError):
             g.sum().backward()
+    cos, gamma, th, levels, _ = _gnolr_inputs(5, 2, torch.float64, "cpu")
+    for reduction in ("none", "mean"):
+        out = gnolr_loss(cos, gamma, th, levels, reduction).sum()
+        (g,) = torch.autograd.grad(out, cos, create_graph=True)
+        with pytest.raises(RuntimeError):
+            g.sum().backward()
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -189,6 +189,10 @@ def _ordinal_setup(ctx, inputs, output):
 
 def _ordinal_backward(ctx, grad_loss, *_):
     scores, thresholds, labels, weights, gs, gt = ctx.saved_tensors
+    # Plain scaling: no second custom-op dispatch (it costs as much as the kernel at B ~ 64k). Under create_graph
+    # the custom op runs instead, so a double backward raises rather than treating the saved gradient as constant.
+    if ctx.fused and not torch.is_grad_enabled():
+        return grad_loss * gs, grad_loss * gt, None, None, None, None, None
     grads = ordinal_logistic_loss_backward(grad_loss, scores, thresholds, labels, weights, ctx.reduction,
                                            ctx.min_gap, ctx.fused, gs, gt)
     return grads[0], grads[1], None, None, None, None, None
@@ -304,6 +308,8 @@ def _gnolr_setup(ctx, inputs, output):
 
 def _gnolr_backward(ctx, grad_loss, *_):
     cos, gamma, thresholds, levels, weights, gc, gg, gt = ctx.saved_tensors
+    if ctx.fused and not torch.is_grad_enabled():  # plain scaling, as in _ordinal_backward
+        return grad_loss * gc, grad_loss * gg, grad_loss * gt, None, None, None, None, None, None
     grads = gnolr_loss_backward(grad_loss, cos, gamma, thresholds, levels, weights, ctx.reduction, ctx.min_gap,
                                 ctx.nested, ctx.fused, gc, gg, gt)
     return grads[0], grads[1], grads[2], None, None, None, None, None, None
