@@ -6,7 +6,8 @@ nn.EmbeddingBag(sparse=True) + torch.optim.Adagrad (training step), FBGEMM's CPU
 GB/s counts the embedding rows read (L * D * element size), so rows/s = GB/s / (D * element size); the train
 step counts them twice (read + update). TBE runs on the multi-table shape (a) only: its own copy of shape (b)'s
 5 GB table, next to ours and torch's dense Adagrad state, would not fit a 23 GB machine together with (a).
-Full mode holds about 16 GB; quick mode uses 100k-row tables and finishes in about 15 s."""
+Full mode holds about 16 GB (the two 10M-row shapes share one table); quick mode uses 100k-row tables and finishes
+in about 15 s."""
 
 import torch
 
@@ -59,18 +60,22 @@ def embedding_cases(device, quick):
 
     cases = []
     gen = torch.Generator().manual_seed(0)
+    built = {}  # shapes with the same tables share them (the two 10M-row shapes would not fit twice)
     for name, num_tables, rows, dim, batch, pf, dists in QUICK_SHAPES if quick else SHAPES:
         keys = [f"f{t}" for t in range(num_tables)]
-        configs = [EmbeddingBagConfig(k, rows, dim) for k in keys]
-        ebc = EmbeddingBagCollection(configs, optimizer=FusedOptimizer("rowwise_adagrad", lr=LR), device=device)
-        tables = [ebc.table(k) for k in keys]
-        # torch baselines share our storage (from_pretrained keeps the tensor); steps mutate it, which is fine.
-        torch_fwd = [torch.nn.EmbeddingBag.from_pretrained(w, freeze=True, mode="sum", include_last_offset=True)
-                     for w in tables]
-        torch_train = [torch.nn.EmbeddingBag.from_pretrained(w, freeze=False, mode="sum", sparse=True,
-                                                             include_last_offset=True) for w in tables]
-        adagrad = torch.optim.Adagrad([m.weight for m in torch_train], lr=LR)
-        tbe = _tbe(num_tables, rows, dim, tables) if device.type == "cpu" and num_tables > 1 else None
+        if (num_tables, rows, dim) not in built:
+            configs = [EmbeddingBagConfig(k, rows, dim) for k in keys]
+            ebc = EmbeddingBagCollection(configs, optimizer=FusedOptimizer("rowwise_adagrad", lr=LR), device=device)
+            tables = [ebc.table(k) for k in keys]
+            # torch baselines share our storage (from_pretrained keeps the tensor); steps mutate it, which is fine.
+            torch_fwd = [torch.nn.EmbeddingBag.from_pretrained(w, freeze=True, mode="sum", include_last_offset=True)
+                         for w in tables]
+            torch_train = [torch.nn.EmbeddingBag.from_pretrained(w, freeze=False, mode="sum", sparse=True,
+                                                                 include_last_offset=True) for w in tables]
+            adagrad = torch.optim.Adagrad([m.weight for m in torch_train], lr=LR)
+            tbe = _tbe(num_tables, rows, dim, tables) if device.type == "cpu" and num_tables > 1 else None
+            built[(num_tables, rows, dim)] = (ebc, torch_fwd, torch_train, adagrad, tbe)
+        ebc, torch_fwd, torch_train, adagrad, tbe = built[(num_tables, rows, dim)]
         for dist in dists:
             nnz = num_tables * batch * pf
             values = torch.cat([_indices(rows, batch * pf, dist, gen) for _ in keys]).to(device)

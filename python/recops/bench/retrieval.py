@@ -137,19 +137,40 @@ def retrieval_cases(device, quick):
         impls[_label(f"HNSWIndex M=16 efC=100 ef=128 (N={nh})", ids, sub_truth, hib)] = (
             lambda: hidx.search(queries, K, ef=128))
     faiss = _try_faiss()
+    faiss_indexes = {}
     if faiss is not None:
-        for spec, params in (("Flat", [None]), ("IVF1024,Flat", [16, 64]), ("IVF1024,PQ64x4fsr,RFlat", [16, 64])):
+        # (nprobe, k_factor of the exact re-rank): swept far enough that IVF-Flat and the fast-scan index reach
+        # the recall the recops default reaches on these norm-spread items (or show that they do not).
+        for spec, params in (("Flat", [(None, None)]),
+                             ("IVF1024,Flat", [(16, None), (64, None), (256, None)]),
+                             ("IVF1024,PQ64x4fsr,RFlat", [(16, 1), (64, 1), (64, 4), (256, 4), (256, 16)])):
             try:
                 index, fbuild = _timed(lambda s=spec: _faiss_build(faiss, s, items))
             except Exception:  # a configuration this faiss build lacks
                 continue
-            for p in params:
-                if p is not None:
-                    faiss.extract_index_ivf(index).nprobe = p
+            faiss_indexes[spec] = index
+            for p, kf in params:
+                _faiss_params(faiss, index, p, kf)
                 ids = index.search(queries, K)[1]
-                impls[_label(f"faiss {spec}" + (f" nprobe={p}" if p else ""), ids, truth, fbuild)] = (
-                    lambda ix=index, pp=p: (_faiss_nprobe(faiss, ix, pp), ix.search(queries, K)))
+                name = f"faiss {spec}" + (f" nprobe={p}" if p else "") + (f" k_factor={kf}" if kf else "")
+                impls[_label(name, ids, truth, fbuild)] = (
+                    lambda ix=index, pp=p, kk=kf: (_faiss_params(faiss, ix, pp, kk), ix.search(queries, K)))
     cases.append(Case(f"ANN search k={K}", f"Q={nq},N={n},D={dim}; {recops_label}", impls))
+
+    # Single-query latency (one query per call, the serving case): the default IVFIndex, the exact index and the
+    # strongest baselines at their settings above.
+    q1n = queries[:1]
+    single = {"recops": lambda: ivf.search(q1n, K, nprobe=64), "ExactIndex (exact op)": lambda: exact.search(q1n, K)}
+    if hnswlib is not None:
+        single[f"HNSWIndex ef=128 (N={nh})"] = lambda: hidx.search(q1n, K, ef=128)
+    if faiss is not None:
+        for spec, p, kf in (("IVF1024,Flat", 256, None), ("IVF1024,PQ64x4fsr,RFlat", 256, 16)):
+            if spec in faiss_indexes:
+                ix = faiss_indexes[spec]
+                single[f"faiss {spec} nprobe={p}" + (f" k_factor={kf}" if kf else "")] = (
+                    lambda ix=ix, pp=p, kk=kf: (_faiss_params(faiss, ix, pp, kk), ix.search(q1n, K)))
+    cases.append(Case(f"ANN search k={K}, single query", f"Q=1,N={n},D={dim}; recops = IVFIndex int8 nprobe=64",
+                      single))
 
     # Build times (timed by the runner too).
     builds = {"recops": lambda: _build(rr.IVFIndex(dim, storage="int8"), items)}
@@ -175,6 +196,8 @@ def _faiss_build(faiss, spec, items):
     return index
 
 
-def _faiss_nprobe(faiss, index, nprobe):
+def _faiss_params(faiss, index, nprobe, k_factor):
     if nprobe is not None:
         faiss.extract_index_ivf(index).nprobe = nprobe
+    if k_factor is not None:
+        faiss.downcast_index(index).k_factor = k_factor
