@@ -148,17 +148,18 @@ inline void store_out(out_t* out, int64_t d, acc_t v) {
 }
 
 // float32 rows of 8, 16, 32, 64 or 128 elements: the bag's sum stays in vector registers (GCC vector types, 8
-// floats each; AVX2 ymm registers in the avx2 build) instead of a scratch row reloaded and stored per lookup.
-// Writes the sum to acc and returns true, or returns false for other widths.
+// floats each; AVX2 ymm registers in the avx2 build) and is written, scaled, straight to the output row. 128 runs
+// as two 64-wide passes over the bag (16 accumulators would spill; the second pass finds the rows in L1).
+// pf_end: prefetching stops there (the end of the calling thread's chunk). Returns false for other widths.
 typedef float v8f __attribute__((vector_size(32)));
 
 template <int NV, typename index_t>
 inline void sum_rows_fixed(const float* table, int64_t stride, const index_t* indices, int64_t start, int64_t end,
-                           int64_t feature_end, const float* psw, float* acc) {
+                           int64_t pf_end, const float* psw, float scale, float* out) {
   v8f sum[NV];
   for (int v = 0; v < NV; ++v) sum[v] = v8f{};
   for (int64_t i = start; i < end; ++i) {
-    if (i + kPrefetch < feature_end) {
+    if (i + kPrefetch < pf_end) {
       prefetch_row(table + static_cast<int64_t>(indices[i + kPrefetch]) * stride, NV * 32);
     }
     const float* row = table + static_cast<int64_t>(indices[i]) * stride;
@@ -169,18 +170,25 @@ inline void sum_rows_fixed(const float* table, int64_t stride, const index_t* in
       sum[v] += c * r;
     }
   }
-  for (int v = 0; v < NV; ++v) std::memcpy(acc + 8 * v, &sum[v], 32);
+  for (int v = 0; v < NV; ++v) {
+    const v8f o = sum[v] * scale;
+    std::memcpy(out + 8 * v, &o, 32);
+  }
 }
 
 template <typename index_t>
 inline bool sum_rows_in_registers(const float* table, int64_t stride, int64_t dim, const index_t* indices,
-                                  int64_t start, int64_t end, int64_t feature_end, const float* psw, float* acc) {
+                                  int64_t start, int64_t end, int64_t pf_end, const float* psw, float scale,
+                                  float* out) {
   switch (dim) {
-    case 8: sum_rows_fixed<1>(table, stride, indices, start, end, feature_end, psw, acc); return true;
-    case 16: sum_rows_fixed<2>(table, stride, indices, start, end, feature_end, psw, acc); return true;
-    case 32: sum_rows_fixed<4>(table, stride, indices, start, end, feature_end, psw, acc); return true;
-    case 64: sum_rows_fixed<8>(table, stride, indices, start, end, feature_end, psw, acc); return true;
-    case 128: sum_rows_fixed<16>(table, stride, indices, start, end, feature_end, psw, acc); return true;
+    case 8: sum_rows_fixed<1>(table, stride, indices, start, end, pf_end, psw, scale, out); return true;
+    case 16: sum_rows_fixed<2>(table, stride, indices, start, end, pf_end, psw, scale, out); return true;
+    case 32: sum_rows_fixed<4>(table, stride, indices, start, end, pf_end, psw, scale, out); return true;
+    case 64: sum_rows_fixed<8>(table, stride, indices, start, end, pf_end, psw, scale, out); return true;
+    case 128:
+      sum_rows_fixed<8>(table, stride, indices, start, end, pf_end, psw, scale, out);
+      sum_rows_fixed<8>(table + 64, stride, indices, start, end, 0, psw, scale, out + 64);
+      return true;
     default: return false;
   }
 }
@@ -259,15 +267,35 @@ template <typename weight_t, typename index_t>
 void forward_kernel(const Batch<weight_t, index_t>& p, int num_threads) {
   using acc_t = typename Traits<weight_t>::acc_t;
   const int64_t num_bags = p.num_features * p.batch;
-  for_chunks<acc_t>(num_bags, 32, num_threads, p.max_dim, [&](int64_t jb, int64_t je, acc_t* acc) {
-    for (int64_t j = jb; j < je; ++j) {
-      const int64_t f = j / p.batch, b = j % p.batch;
+  // Chunks of about 2048 lookups (at least 32 bags); each thread prefetches only inside its chunk, the first
+  // kPrefetch rows at the chunk's start.
+  const int64_t num_indices = num_bags > 0 ? static_cast<int64_t>(p.offsets[num_bags]) : 0;
+  const int64_t per_bag = std::max<int64_t>(1, num_indices / std::max<int64_t>(num_bags, 1));
+  const int64_t chunk = std::max<int64_t>(32, 2048 / per_bag);
+  for_chunks<acc_t>(num_bags, chunk, num_threads, p.max_dim, [&](int64_t jb, int64_t je, acc_t* acc) {
+    const int64_t pf_end = p.offsets[je];
+    int64_t f = p.batch > 0 ? jb / p.batch : 0, b = p.batch > 0 ? jb % p.batch : 0;
+    {  // the chunk's first rows (of its first feature)
+      const int64_t* m = p.meta + f * kMetaCols;
+      const weight_t* table = p.weights + m[kWeightOffset];
+      const int64_t begin = p.offsets[jb];
+      const int64_t e = std::min({pf_end, static_cast<int64_t>(p.offsets[(f + 1) * p.batch]), begin + kPrefetch});
+      for (int64_t i = begin; i < e; ++i) {
+        prefetch_row(table + static_cast<int64_t>(p.indices[i]) * m[kRowStride],
+                     m[kRowStride] * static_cast<int64_t>(sizeof(weight_t)));
+      }
+    }
+    for (int64_t j = jb; j < je; ++j, ++b) {
+      if (b == p.batch) {
+        b = 0;
+        ++f;
+      }
       const int64_t* m = p.meta + f * kMetaCols;
       const int64_t dim = m[kDim], stride = m[kRowStride];
       const weight_t* table = p.weights + m[kWeightOffset];
       const auto pooling = static_cast<Pooling>(m[kPooling]);
       const int64_t start = p.offsets[j], end = p.offsets[j + 1];
-      const int64_t feature_end = p.offsets[(f + 1) * p.batch];
+      const int64_t feature_end = std::min<int64_t>(pf_end, p.offsets[(f + 1) * p.batch]);  // prefetch limit
       const int64_t row_bytes = stride * static_cast<int64_t>(sizeof(weight_t));
       auto* out = p.out + b * p.total_dim + m[kOutColumn];
       if (pooling == Pooling::kMax) {
@@ -291,12 +319,14 @@ void forward_kernel(const Batch<weight_t, index_t>& p, int num_threads) {
         if (start == end) std::fill(acc, acc + dim, acc_t(0));
       } else {
         if (p.argmax) std::fill_n(p.argmax + b * p.total_dim + m[kOutColumn], dim, int64_t{-1});
-        bool done = false;
         if constexpr (std::is_same_v<weight_t, float>) {
-          done = sum_rows_in_registers(table, stride, dim, p.indices, start, end, feature_end, p.psw, acc);
+          const float scale = pooling == Pooling::kMean && end > start ? 1.0f / static_cast<float>(end - start) : 1.0f;
+          if (sum_rows_in_registers(table, stride, dim, p.indices, start, end, feature_end, p.psw, scale, out)) {
+            continue;
+          }
         }
-        if (!done) std::fill(acc, acc + dim, acc_t(0));
-        for (int64_t i = done ? end : start; i < end; ++i) {
+        std::fill(acc, acc + dim, acc_t(0));
+        for (int64_t i = start; i < end; ++i) {
           if (i + kPrefetch < feature_end) {
             prefetch_row(table + static_cast<int64_t>(p.indices[i + kPrefetch]) * stride, row_bytes);
           }
