@@ -17,6 +17,7 @@ from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from .. import _C
 from .._runtime import ERR_BAD_INDEX, ERR_BAD_ORDER, Launch, num_threads
@@ -138,9 +139,7 @@ def _ordinal_call(scores, thresholds, labels, weights, reduction, min_gap, grad_
          labels, thresholds.shape[0], thresholds)
 
 
-@torch.library.custom_op("recops::ordinal_logistic_loss", mutates_args=())
-def _ordinal_logistic_loss(scores: Tensor, thresholds: Tensor, labels: Tensor, weights: Optional[Tensor],
-                           reduction: int, min_gap: float, with_grad: bool) -> Tuple[Tensor, Tensor, Tensor]:
+def _ordinal_forward_impl(scores, thresholds, labels, weights, reduction, min_gap, with_grad):
     _check_ordinal(scores, thresholds, labels, weights, min_gap)
     loss = _loss_out(scores, reduction)
     fused = with_grad and reduction != 0
@@ -149,6 +148,12 @@ def _ordinal_logistic_loss(scores: Tensor, thresholds: Tensor, labels: Tensor, w
     _ordinal_call(scores, thresholds, labels, weights, reduction, min_gap, None, loss, gs if fused else None,
                   gt if fused else None)
     return loss, gs, gt
+
+
+@torch.library.custom_op("recops::ordinal_logistic_loss", mutates_args=())
+def _ordinal_logistic_loss(scores: Tensor, thresholds: Tensor, labels: Tensor, weights: Optional[Tensor],
+                           reduction: int, min_gap: float, with_grad: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    return _ordinal_forward_impl(scores, thresholds, labels, weights, reduction, min_gap, with_grad)
 
 
 @_ordinal_logistic_loss.register_fake
@@ -166,6 +171,12 @@ def ordinal_logistic_loss_backward(grad_loss: Tensor, scores: Tensor, thresholds
                                    fused_grad_thresholds: Tensor) -> Tuple[Tensor, Tensor]:
     """Gradient of ordinal_logistic_loss for upstream grad_loss ([B] for reduction none, else a scalar).
     fused: the forward already computed the gradient for grad_loss = 1 (fused_grad_*), which is scaled."""
+    return _ordinal_backward_impl(grad_loss, scores, thresholds, labels, weights, reduction, min_gap, fused,
+                                  fused_grad_scores, fused_grad_thresholds)
+
+
+def _ordinal_backward_impl(grad_loss, scores, thresholds, labels, weights, reduction, min_gap, fused,
+                           fused_grad_scores, fused_grad_thresholds):
     if fused:
         return grad_loss * fused_grad_scores, grad_loss * fused_grad_thresholds
     gs, gt = torch.empty_like(scores), torch.empty_like(thresholds)
@@ -201,6 +212,50 @@ def _ordinal_backward(ctx, grad_loss, *_):
 _ordinal_logistic_loss.register_autograd(_ordinal_backward, setup_context=_ordinal_setup)
 
 
+# Eager calls skip the custom-op machinery: at B ~ 64k its Python dispatch costs about as much as the kernel.
+# The custom ops above stay the path under torch.compile / export and for tensor subclasses (fake, functorch).
+
+
+class _OrdinalEager(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, scores, thresholds, labels, weights, reduction, min_gap, with_grad):
+        loss, gs, gt = _ordinal_forward_impl(scores, thresholds, labels, weights, reduction, min_gap, with_grad)
+        ctx.reduction, ctx.min_gap, ctx.fused = reduction, min_gap, with_grad and reduction != 0
+        ctx.save_for_backward(scores, thresholds, labels, weights, gs, gt)
+        return loss
+
+    @staticmethod
+    @once_differentiable  # a double backward raises, as through the custom op
+    def backward(ctx, grad_loss):
+        scores, thresholds, labels, weights, gs, gt = ctx.saved_tensors
+        grads = _ordinal_backward_impl(grad_loss, scores, thresholds, labels, weights, ctx.reduction, ctx.min_gap,
+                                       ctx.fused, gs, gt)
+        return grads[0], grads[1], None, None, None, None, None
+
+
+class _GnolrEager(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, cos, gamma, thresholds, levels, weights, reduction, min_gap, nested, with_grad):
+        loss, gc, gg, gt = _gnolr_forward_impl(cos, gamma, thresholds, levels, weights, reduction, min_gap, nested,
+                                               with_grad)
+        ctx.reduction, ctx.min_gap, ctx.nested = reduction, min_gap, nested
+        ctx.fused = with_grad and reduction != 0
+        ctx.save_for_backward(cos, gamma, thresholds, levels, weights, gc, gg, gt)
+        return loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_loss):
+        cos, gamma, thresholds, levels, weights, gc, gg, gt = ctx.saved_tensors
+        grads = _gnolr_backward_impl(grad_loss, cos, gamma, thresholds, levels, weights, ctx.reduction, ctx.min_gap,
+                                     ctx.nested, ctx.fused, gc, gg, gt)
+        return grads[0], grads[1], grads[2], None, None, None, None, None, None
+
+
+def _eager(*tensors) -> bool:
+    return not torch.compiler.is_compiling() and all(t is None or type(t) is Tensor for t in tensors)
+
+
 def _needs_grad(*tensors) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
@@ -233,10 +288,14 @@ def ordinal_logistic_loss(scores: Tensor, thresholds: Tensor, labels: Tensor, re
     op = "ordinal_logistic_loss"
     code = _reduction_code(op, reduction)
     if weights is not None and _needs_grad(weights):
-        loss, _, _ = _ordinal_logistic_loss(scores, thresholds, labels, None, 0, float(min_gap), False)
+        loss = (_OrdinalEager.apply(scores, thresholds, labels, None, 0, float(min_gap), False)
+                if _eager(scores, thresholds, labels) else
+                _ordinal_logistic_loss(scores, thresholds, labels, None, 0, float(min_gap), False)[0])
         _check_common(op, scores, "scores", weights, min_gap)
         return _reduce(loss * weights, reduction)
     with_grad = code != 0 and _needs_grad(scores, thresholds)
+    if _eager(scores, thresholds, labels, weights):
+        return _OrdinalEager.apply(scores, thresholds, labels, weights, code, float(min_gap), with_grad)
     return _ordinal_logistic_loss(scores, thresholds, labels, weights, code, float(min_gap), with_grad)[0]
 
 
@@ -259,10 +318,7 @@ def _gnolr_grads(cos, gamma, thresholds, fused: bool):
     return cos.new_empty(0), gamma.new_empty(0), thresholds.new_empty(0)
 
 
-@torch.library.custom_op("recops::gnolr_loss", mutates_args=())
-def _gnolr_loss(cos: Tensor, gamma: Tensor, thresholds: Tensor, levels: Tensor, weights: Optional[Tensor],
-                reduction: int, min_gap: float, nested: bool,
-                with_grad: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+def _gnolr_forward_impl(cos, gamma, thresholds, levels, weights, reduction, min_gap, nested, with_grad):
     _check_gnolr(cos, gamma, thresholds, levels, weights, min_gap)
     loss = _loss_out(cos, reduction)
     fused = with_grad and reduction != 0
@@ -270,6 +326,13 @@ def _gnolr_loss(cos: Tensor, gamma: Tensor, thresholds: Tensor, levels: Tensor, 
     _gnolr_call(cos, gamma, thresholds, levels, weights, reduction, min_gap, nested, None, loss,
                 grads if fused else (None, None, None))
     return (loss, *grads)
+
+
+@torch.library.custom_op("recops::gnolr_loss", mutates_args=())
+def _gnolr_loss(cos: Tensor, gamma: Tensor, thresholds: Tensor, levels: Tensor, weights: Optional[Tensor],
+                reduction: int, min_gap: float, nested: bool,
+                with_grad: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    return _gnolr_forward_impl(cos, gamma, thresholds, levels, weights, reduction, min_gap, nested, with_grad)
 
 
 @_gnolr_loss.register_fake
@@ -285,6 +348,12 @@ def gnolr_loss_backward(grad_loss: Tensor, cos: Tensor, gamma: Tensor, threshold
                         fused_grad_thresholds: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     """Gradient of gnolr_loss for upstream grad_loss ([B] for reduction none, else a scalar).
     fused: the forward already computed the gradient for grad_loss = 1 (fused_grad_*), which is scaled."""
+    return _gnolr_backward_impl(grad_loss, cos, gamma, thresholds, levels, weights, reduction, min_gap, nested,
+                                fused, fused_grad_cos, fused_grad_gamma, fused_grad_thresholds)
+
+
+def _gnolr_backward_impl(grad_loss, cos, gamma, thresholds, levels, weights, reduction, min_gap, nested, fused,
+                         fused_grad_cos, fused_grad_gamma, fused_grad_thresholds):
     if fused:
         return grad_loss * fused_grad_cos, grad_loss * fused_grad_gamma, grad_loss * fused_grad_thresholds
     grads = _gnolr_grads(cos, gamma, thresholds, True)
@@ -343,11 +412,13 @@ def gnolr_loss(cos: Tensor, gamma: Tensor, thresholds: Tensor, levels: Tensor, r
     op = "gnolr_loss"
     code = _reduction_code(op, reduction)
     if weights is not None and _needs_grad(weights):
-        loss = _gnolr_loss(cos, gamma, thresholds, levels, None, 0, float(min_gap), bool(nested), False)[0]
+        args = (cos, gamma, thresholds, levels, None, 0, float(min_gap), bool(nested), False)
+        loss = (_GnolrEager.apply(*args) if _eager(cos, gamma, thresholds, levels) else _gnolr_loss(*args)[0])
         _check_common(op, cos, "cos", weights, min_gap)
         return _reduce(loss * weights, reduction)
     with_grad = code != 0 and _needs_grad(cos, gamma, thresholds)
-    return _gnolr_loss(cos, gamma, thresholds, levels, weights, code, float(min_gap), bool(nested), with_grad)[0]
+    args = (cos, gamma, thresholds, levels, weights, code, float(min_gap), bool(nested), with_grad)
+    return _GnolrEager.apply(*args) if _eager(cos, gamma, thresholds, levels, weights) else _gnolr_loss(*args)[0]
 
 
 # ---------------------------------------------------------------------------------------------------------
