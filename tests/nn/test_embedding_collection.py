@@ -338,3 +338,17 @@ def test_config_errors():
     with pytest.raises(RuntimeError, match="inference-only"):
         ebc({"x": (torch.tensor([1]), torch.tensor([0, 1]))})
     assert math.isfinite(float(ebc.eval()({"x": (torch.tensor([1]), torch.tensor([0, 1]))})["x"].sum()))
+
+
+def test_large_tables_advised_huge_pages():
+    # The advice covers the 2 MiB-aligned interior of a buffer (0 where the OS refuses or lacks it), never more;
+    # tables and optimizer state allocated that way still start initialised (state zero, weights in the bound).
+    from recops import _C
+    buf = torch.empty(16 << 18)  # 16 MiB
+    n = _C.advise_huge_pages(buf)
+    assert 0 <= n <= buf.nbytes and n % (2 << 20) == 0
+    assert _C.advise_huge_pages(torch.empty(100)) == 0  # no aligned 2 MiB inside
+    ebc = EmbeddingBagCollection([EmbeddingBagConfig("t", 100_000, 64)], optimizer=FusedOptimizer("adagrad", lr=0.1))
+    states = [b for k, b in ebc.named_buffers() if k.startswith("state")]
+    assert states and all(torch.count_nonzero(b) == 0 for b in states)
+    assert ebc.table("t").abs().max() <= 1 / math.sqrt(100_000)
