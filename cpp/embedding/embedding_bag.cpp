@@ -105,8 +105,9 @@ void check_indices(const char* op, const int64_t* meta, int64_t num_features, co
 
 // Scratch of the backward, kept per calling thread between calls so a training loop does not page-fault fresh
 // buffers every step (default-initialised: nothing is zeroed). Calls with more than kKeepIndices indices free
-// theirs afterwards, so one huge batch does not pin its buffers for the life of the thread.
-constexpr int64_t kKeepIndices = int64_t{1} << 22;
+// theirs afterwards, so one huge batch does not pin its buffers for the life of the thread (at most ~84 MB, about
+// 40 bytes per index, stay per thread and weight/index type).
+constexpr int64_t kKeepIndices = int64_t{1} << 21;
 
 template <typename T>
 class Scratch {
