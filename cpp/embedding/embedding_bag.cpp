@@ -276,7 +276,8 @@ void embedding_bags_backward(const char* op, weight_t* weights, int64_t weights_
       const int64_t* m = meta + f * kMetaCols;
       const auto pooling = static_cast<Pooling>(m[kPooling]);
       const int64_t start = offsets[j], end = offsets[j + 1];
-      const acc_t scale = pooling == Pooling::kMean && end > start ? acc_t(1) / static_cast<acc_t>(end - start) : acc_t(1);
+      const acc_t scale =
+          pooling == Pooling::kMean && end > start ? acc_t(1) / static_cast<acc_t>(end - start) : acc_t(1);
       const int64_t go = b * total_dim + m[kOutColumn];
       for (int64_t i = start; i < end; ++i) {
         keys[i] = (static_cast<uint64_t>(m[kRowOffset] + static_cast<int64_t>(indices[i])) << 32) |

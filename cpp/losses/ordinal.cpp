@@ -214,8 +214,8 @@ void run_blocks(const char* op, int64_t num_samples, int64_t num_levels, int64_t
 // vectorised block kernel (ordinal_math_impl.h), blocks of kLossBlock samples over the threads, block partials
 // added in block order (deterministic). grad_params: [2T] = d gamma (GNOLR only), d thresholds.
 void fused_blocks(const float* cos, const float* scores, int64_t num_samples, int64_t num_levels,
-                 const float* gamma, const float* thresholds, const int64_t* levels, const float* weights, Reduction reduction,
-                 double min_gap, bool nested, const float* grad_loss, int64_t grad_loss_stride, bool with_grad,
+                 const float* gamma, const float* thresholds, const int64_t* levels, const float* weights,
+                 Reduction reduction, double min_gap, bool nested, const float* grad_loss, int64_t grad_loss_stride, bool with_grad,
                  float* loss, float* grad_cos, float* grad_params, int num_threads) {
   const int64_t nblocks = (num_samples + kLossBlock - 1) / kLossBlock;
   const int64_t stride = 1 + 2 * num_levels;
@@ -269,9 +269,8 @@ void ordinal_logistic_loss(const scalar_t* scores, int64_t num_samples, const sc
   if constexpr (std::is_same_v<scalar_t, float>) {
     if (num_thresholds >= 1 && num_thresholds <= kGnolrMaxFused) {
       std::vector<float> both(with_grad ? 2 * num_thresholds : 0);
-      // gamma is unused in this mode; thresholds stand in for it.
-      fused_blocks(nullptr, scores, num_samples, num_thresholds, thresholds, thresholds, labels, weights, reduction,
-                   min_gap, /*nested=*/false, grad_loss, grad_loss_stride, with_grad, loss, grad_scores,
+      fused_blocks(nullptr, scores, num_samples, num_thresholds, /*gamma=*/nullptr, thresholds, labels, weights,
+                   reduction, min_gap, /*nested=*/false, grad_loss, grad_loss_stride, with_grad, loss, grad_scores,
                    both.data(), num_threads);
       if (with_grad) std::copy(both.begin() + num_thresholds, both.end(), grad_thresholds);
       return;
@@ -344,8 +343,8 @@ void gnolr_loss(const scalar_t* cos, int64_t num_samples, int64_t num_levels, co
   std::vector<scalar_t> both(with_grad ? 2 * t_all : 0);
   if constexpr (std::is_same_v<scalar_t, float>) {
     if (num_levels >= 1 && num_levels <= kGnolrMaxFused) {
-      fused_blocks(cos, nullptr, num_samples, num_levels, gamma, thresholds, levels, weights, reduction, min_gap, nested,
-                  grad_loss, grad_loss_stride, with_grad, loss, grad_cos, both.data(), num_threads);
+      fused_blocks(cos, nullptr, num_samples, num_levels, gamma, thresholds, levels, weights, reduction, min_gap,
+                   nested, grad_loss, grad_loss_stride, with_grad, loss, grad_cos, both.data(), num_threads);
       if (with_grad) {
         std::copy(both.begin(), both.begin() + t_all, grad_gamma);
         std::copy(both.begin() + t_all, both.end(), grad_thresholds);

@@ -10,11 +10,11 @@ namespace recops::losses {
 // From them: softplus(+-z) = max(+-z, 0) + l, sigmoid(z) = (z >= 0 ? 1 : e) / (1 + e).
 // log1mexp[i] = log(1 - exp(-d[i])) and inv_expm1[i] = 1 / expm1(d[i]) for d[i] > 0 (finite).
 //
-// gnolr_block: the whole float32 GNOLR loss (or, with `scores`, the proportional-odds loss) and gradient of one block of n <= kLossBlock samples with
-// T = num_levels in [1, kGnolrMaxFused], in one branch-free pass over the samples (structure of arrays, every
-// level of every sample computed and the ones a sample's level does not use selected away), so the loop
-// vectorises. Same formulas and clamp as the scalar path in ordinal.cpp; returns false (doing nothing) for T
-// outside the range.
+// gnolr_block: the whole float32 GNOLR loss (or, with `scores`, the proportional-odds loss) and gradient of one
+// block of n <= kLossBlock samples with T = num_levels in [1, kGnolrMaxFused], in one branch-free pass over the
+// samples (structure of arrays, every level of every sample computed and the ones a sample's level does not use
+// selected away), so the loop vectorises. Same formulas and clamp as the scalar path in ordinal.cpp; returns false
+// (doing nothing) for T outside the range.
 constexpr int kGnolrMaxFused = 4;
 
 struct GnolrBlock {
@@ -24,7 +24,7 @@ struct GnolrBlock {
   const float* weights = nullptr;    // [n] or null
   const float* grad_loss = nullptr;  // [n * grad_loss_stride] or null (= 1)
   int64_t grad_loss_stride = 0;
-  const float* gamma = nullptr;      // [T]
+  const float* gamma = nullptr;      // [T] (null in the proportional-odds mode)
   const float* thresholds = nullptr; // [T]
   int64_t n = 0, num_levels = 0;
   float inv_b = 1.0f, min_gap = 0.0f;

@@ -173,7 +173,7 @@ void gnolr_block_t(const GnolrBlock& bk) {
   const bool olr = bk.scores != nullptr;
   v8f gam[T], th[T];
   for (int t = 0; t < T; ++t) {
-    gam[t] = splat(bk.gamma[t]);
+    gam[t] = splat(bk.gamma ? bk.gamma[t] : 0.0f);  // no gamma in the proportional-odds mode
     th[t] = splat(bk.thresholds[t]);
   }
   const float tf = static_cast<float>(T);
