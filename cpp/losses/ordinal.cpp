@@ -215,8 +215,8 @@ void run_blocks(const char* op, int64_t num_samples, int64_t num_levels, int64_t
 // added in block order (deterministic). grad_params: [2T] = d gamma (GNOLR only), d thresholds.
 void fused_blocks(const float* cos, const float* scores, int64_t num_samples, int64_t num_levels,
                  const float* gamma, const float* thresholds, const int64_t* levels, const float* weights,
-                 Reduction reduction, double min_gap, bool nested, const float* grad_loss, int64_t grad_loss_stride, bool with_grad,
-                 float* loss, float* grad_cos, float* grad_params, int num_threads) {
+                 Reduction reduction, double min_gap, bool nested, const float* grad_loss, int64_t grad_loss_stride,
+                 bool with_grad, float* loss, float* grad_cos, float* grad_params, int num_threads) {
   const int64_t nblocks = (num_samples + kLossBlock - 1) / kLossBlock;
   const int64_t stride = 1 + 2 * num_levels;
   std::vector<double> partials(static_cast<size_t>(nblocks * stride), 0.0);
