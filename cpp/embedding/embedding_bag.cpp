@@ -292,26 +292,24 @@ void embedding_bags_backward(const char* op, weight_t* weights, int64_t weights_
   int row_bits = 0;
   while (row_bits < 32 && (max_row >> row_bits) != 0) ++row_bits;
   const uint64_t* sorted = radix_sort(keys, tmp_buf.get(n), n, 32, row_bits, num_threads);
-  // Per sorted key: gather its gradient offset, coefficient and max flag (random reads, independent, parallel).
+  // Per sorted key: gather its gradient offset, coefficient and max flag (random reads, independent), and count
+  // the segment starts (where the row changes) per fixed chunk; the starts are then written at each chunk's prefix.
   int64_t* sgoff = sgoff_buf.get(n);
   acc_t* scoef = scoef_buf.get(n);
   uint8_t* smax = has_max ? smax_buf.get(n) : nullptr;
-  parallel_for(0, n, int64_t{1} << 14, num_threads, [&](int64_t kb, int64_t ke) {
-    for (int64_t k = kb; k < ke; ++k) {
-      const int64_t i = static_cast<int64_t>(sorted[k] & 0xffffffffu);
-      sgoff[k] = goff[i];
-      scoef[k] = coef[i];
-      if (smax) smax[k] = is_max[i];
-    }
-  });
-  // Segment starts (where the row changes): counted per fixed chunk, then written at each chunk's prefix.
   const int64_t seg_chunk = std::max<int64_t>(int64_t{1} << 15, (n + 63) / 64);
   const int64_t seg_chunks = (n + seg_chunk - 1) / seg_chunk;
   std::vector<int64_t> seg_count(static_cast<size_t>(seg_chunks) + 1, 0);
   auto is_start = [&](int64_t k) { return k == 0 || (sorted[k] >> 32) != (sorted[k - 1] >> 32); };
   parallel_tasks(seg_chunks, num_threads, [&](int64_t c, int) {
     int64_t cnt = 0;
-    for (int64_t k = c * seg_chunk, e = std::min(n, (c + 1) * seg_chunk); k < e; ++k) cnt += is_start(k);
+    for (int64_t k = c * seg_chunk, e = std::min(n, (c + 1) * seg_chunk); k < e; ++k) {
+      const int64_t i = static_cast<int64_t>(sorted[k] & 0xffffffffu);
+      sgoff[k] = goff[i];
+      scoef[k] = coef[i];
+      if (smax) smax[k] = is_max[i];
+      cnt += is_start(k);
+    }
     seg_count[c + 1] = cnt;
   });
   for (int64_t c = 0; c < seg_chunks; ++c) seg_count[c + 1] += seg_count[c];

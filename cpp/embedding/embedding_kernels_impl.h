@@ -152,6 +152,7 @@ inline void store_out(out_t* out, int64_t d, acc_t v) {
 // as two 64-wide passes over the bag (16 accumulators would spill; the second pass finds the rows in L1).
 // pf_end: prefetching stops there (the end of the calling thread's chunk). Returns false for other widths.
 typedef float v8f __attribute__((vector_size(32)));
+typedef float v8f_u __attribute__((vector_size(32), aligned(4), may_alias));  // unaligned, aliases float
 
 template <int NV, typename index_t>
 inline void sum_rows_fixed(const float* table, int64_t stride, const index_t* indices, int64_t start, int64_t end,
@@ -209,7 +210,10 @@ inline void grad_rows_fixed(const float* grad_out, const int64_t* grad_offset, c
       sum[v] += c * r;
     }
   }
-  for (int v = 0; v < NV; ++v) std::memcpy(g + 8 * v, &sum[v], 32);
+  // One 32-byte store per vector: sum_squares and the update reload g right away in 32-byte loads, and a copy
+  // GCC merges into 16-byte pieces (what std::memcpy of the sum[] array became) stalls every reload on store
+  // forwarding (a quarter of the backward's time at 8 x 1M x 64).
+  for (int v = 0; v < NV; ++v) *reinterpret_cast<v8f_u*>(g + 8 * v) = sum[v];
 }
 
 inline bool grad_rows_in_registers(int64_t dim, const float* grad_out, const int64_t* grad_offset, const float* coef,
@@ -220,6 +224,46 @@ inline bool grad_rows_in_registers(int64_t dim, const float* grad_out, const int
     case 32: grad_rows_fixed<4>(grad_out, grad_offset, coef, first, last, g); return true;
     case 64: grad_rows_fixed<8>(grad_out, grad_offset, coef, first, last, g); return true;
     case 128: grad_rows_fixed<16>(grad_out, grad_offset, coef, first, last, g); return true;
+    default: return false;
+  }
+}
+
+// SGD or rowwise Adagrad of one float row of 8 * NV elements, entirely in vector registers: the gradient summed
+// over the row's positions, its mean square, the state step and the row update (st: null for SGD). Same
+// arithmetic and order as the general path (grad_rows_fixed + sum_squares + the update loop).
+template <int NV>
+inline void fused_row_update(const float* grad_out, const int64_t* grad_offset, const float* coef, int64_t first,
+                             int64_t last, float* row, float* st, float lr, float eps) {
+  v8f sum[NV];
+  for (int v = 0; v < NV; ++v) sum[v] = v8f{};
+  for (int64_t k = first; k < last; ++k) {
+    const float* go = grad_out + grad_offset[k];
+    const float c = coef[k];
+    for (int v = 0; v < NV; ++v) sum[v] += c * *reinterpret_cast<const v8f_u*>(go + 8 * v);
+  }
+  float mult = lr;
+  if (st) {
+    v8f acc{};
+    for (int v = 0; v < NV; ++v) acc += sum[v] * sum[v];
+    const float sq = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    *st += sq / static_cast<float>(8 * NV);
+    mult = lr / (std::sqrt(*st) + eps);
+  }
+  for (int v = 0; v < NV; ++v) {
+    v8f_u* r = reinterpret_cast<v8f_u*>(row + 8 * v);
+    *r = *r - mult * sum[v];
+  }
+}
+
+// fused_row_update for rows of 8, 16, 32, 64 or 128 floats; false for other widths.
+inline bool fused_row_update(int64_t dim, const float* grad_out, const int64_t* grad_offset, const float* coef,
+                             int64_t first, int64_t last, float* row, float* st, float lr, float eps) {
+  switch (dim) {
+    case 8: fused_row_update<1>(grad_out, grad_offset, coef, first, last, row, st, lr, eps); return true;
+    case 16: fused_row_update<2>(grad_out, grad_offset, coef, first, last, row, st, lr, eps); return true;
+    case 32: fused_row_update<4>(grad_out, grad_offset, coef, first, last, row, st, lr, eps); return true;
+    case 64: fused_row_update<8>(grad_out, grad_offset, coef, first, last, row, st, lr, eps); return true;
+    case 128: fused_row_update<16>(grad_out, grad_offset, coef, first, last, row, st, lr, eps); return true;
     default: return false;
   }
 }
@@ -358,9 +402,9 @@ void backward_kernel(const Batch<weight_t, index_t>& p, int num_threads) {
       return std::upper_bound(p.tables, tables_end, row,
                               [](int64_t r, const TableRef& t) { return r < t.first_row; }) - 1;
     };
-    // Chunks of 512 unique rows: each thread prefetches only rows of its own chunk (the first kPrefetchSegments rows at
-    // the chunk's start), never rows another thread is updating.
-    for_chunks<acc_t>(p.num_segments, 512, num_threads, p.max_dim, [&](int64_t sb, int64_t se, acc_t* g) {
+    // Chunks of 2048 unique rows: each thread prefetches only rows of its own chunk (the first kPrefetchSegments
+    // rows at the chunk's start), never rows another thread is updating.
+    for_chunks<acc_t>(p.num_segments, 2048, num_threads, p.max_dim, [&](int64_t sb, int64_t se, acc_t* g) {
       const auto row_of = [&](int64_t s) { return static_cast<int64_t>(p.sorted_keys[p.segments[s]] >> 32); };
       // Row, state and first gradient row of segment s, into cache; tp walks the tables forward.
       const TableRef* tp = table_of(row_of(sb));
@@ -387,6 +431,15 @@ void backward_kernel(const Batch<weight_t, index_t>& p, int num_threads) {
         const int64_t elem = t->weight_offset + (row_id - t->first_row) * t->stride;
         if (s + kPrefetchSegments < se) prefetch_segment(s + kPrefetchSegments);
         weight_t* row = p.weights + elem;
+        if constexpr (std::is_same_v<weight_t, float>) {
+          // The common case without a detour through g: the update straight from registers (-15% kernel time
+          // at 8 x 1M x 64).
+          if (!p.grad_psw && !p.is_max && (up.kind == Update::kSgd || up.kind == Update::kRowwiseAdagrad) &&
+              fused_row_update(dim, p.grad_out, p.grad_offset, p.coef, first, last, row,
+                               up.kind == Update::kRowwiseAdagrad ? p.state0 + row_id : nullptr, up.lr, up.eps)) {
+            continue;
+          }
+        }
         bool done = false;
         if constexpr (std::is_same_v<weight_t, float>) {
           if (!p.grad_psw && !p.is_max) {

@@ -182,6 +182,41 @@ def test_rowwise_adagrad_matches_small_reference():
     torch.testing.assert_close(ebc.state0_float32, torch.cat([acc["t0"], acc["t1"]]))
 
 
+@pytest.mark.parametrize("kind", ["sgd", "rowwise_adagrad", "adagrad"])
+@pytest.mark.parametrize("dim", [8, 16, 24, 32, 64, 128])
+def test_fused_update_widths(kind, dim):
+    """Row widths 8..128 take the in-register update (24: the general loop); heavy repetition, mean pooling."""
+    tables = [EmbeddingBagConfig("w", 30, dim, pooling="mean"), EmbeddingBagConfig("v", 7, dim)]
+    lr, eps = 0.05, 1e-8
+    ebc = EmbeddingBagCollection(tables, optimizer=FusedOptimizer(kind, lr=lr, eps=eps))
+    gen = torch.Generator().manual_seed(dim)
+    batches = [_batch(tables, gen, max_len=12) for _ in range(3)]
+    grads = [{f: torch.randn(B, dim, generator=gen) for f in ("w", "v")} for _ in batches]
+    acc = {t.name: torch.zeros(t.num_embeddings) for t in tables}
+
+    def step_fn(params):
+        if kind != "rowwise_adagrad":
+            opt = _torch_opt(kind, params, lr)
+            return lambda refs: opt.step()
+
+        def step(refs):
+            for t in tables:
+                w = refs[t.name].weight
+                gsum = w.grad.coalesce()
+                rows, vals = gsum.indices()[0], gsum.values()
+                acc[t.name][rows] += vals.pow(2).mean(dim=1)
+                with torch.no_grad():
+                    w[rows] -= lr * vals / (acc[t.name][rows].sqrt() + eps)[:, None]
+        return step
+
+    refs = _train_reference(ebc, tables, batches, grads, step_fn)
+    _train_fused(ebc, batches, grads)
+    for t in tables:
+        torch.testing.assert_close(ebc.table(t.name), refs[t.name].weight.detach(), atol=1e-5, rtol=1e-5)
+    if kind == "rowwise_adagrad":
+        torch.testing.assert_close(ebc.state0_float32, torch.cat([acc["w"], acc["v"]]))
+
+
 def test_fused_backward_deterministic():
     tables = [EmbeddingBagConfig("z", 50, 16)]
     d = {"z": (torch.randint(0, 50, (600,)), torch.arange(0, 601, 100))}
