@@ -125,6 +125,19 @@ def _train_reference(ebc, tables, batches, grads, step_fn):
     return refs
 
 
+def _rowwise_adagrad_step(tables, acc, lr, eps):
+    """The small rowwise-Adagrad reference: per touched row, acc += mean(g^2), w -= lr * g / (sqrt(acc) + eps)."""
+    def step(refs):
+        for t in tables:
+            w = refs[t.name].weight
+            gsum = w.grad.coalesce()
+            rows, vals = gsum.indices()[0], gsum.values()
+            acc[t.name][rows] += vals.pow(2).mean(dim=1)
+            with torch.no_grad():
+                w[rows] -= lr * vals / (acc[t.name][rows].sqrt() + eps)[:, None]
+    return step
+
+
 def _train_fused(ebc, batches, grads):
     for d, g in zip(batches, grads):
         out = ebc(d)
@@ -165,15 +178,7 @@ def test_rowwise_adagrad_matches_small_reference():
     acc = {t.name: torch.zeros(t.num_embeddings) for t in tables}
 
     def step_fn(params):
-        def step(refs):
-            for t in tables:
-                w = refs[t.name].weight
-                gsum = w.grad.coalesce()
-                rows, vals = gsum.indices()[0], gsum.values()
-                acc[t.name][rows] += vals.pow(2).mean(dim=1)
-                with torch.no_grad():
-                    w[rows] -= lr * vals / (acc[t.name][rows].sqrt() + eps)[:, None]
-        return step
+        return _rowwise_adagrad_step(tables, acc, lr, eps)
 
     refs = _train_reference(ebc, tables, batches, grads, step_fn)
     _train_fused(ebc, batches, grads)
@@ -199,15 +204,7 @@ def test_fused_update_widths(kind, dim):
             opt = _torch_opt(kind, params, lr)
             return lambda refs: opt.step()
 
-        def step(refs):
-            for t in tables:
-                w = refs[t.name].weight
-                gsum = w.grad.coalesce()
-                rows, vals = gsum.indices()[0], gsum.values()
-                acc[t.name][rows] += vals.pow(2).mean(dim=1)
-                with torch.no_grad():
-                    w[rows] -= lr * vals / (acc[t.name][rows].sqrt() + eps)[:, None]
-        return step
+        return _rowwise_adagrad_step(tables, acc, lr, eps)
 
     refs = _train_reference(ebc, tables, batches, grads, step_fn)
     _train_fused(ebc, batches, grads)
