@@ -153,6 +153,7 @@ void hstu_attention_fwd(const HstuArgs<T>& a, int num_threads) {
   plan.max_len = max_len;
   plan.bucket_thr = thr.data();
   plan.log2_to_bucket = std::log(2.0) / a.time_bucket_base;
+  plan.time_bucket_base = a.time_bucket_base;
   plan.single_step_buckets = plan.log2_to_bucket * kGuessErrorLog2 < 0.9;
   run(a, plan, num_threads, false);
 }
@@ -178,6 +179,7 @@ void hstu_attention_bwd(const HstuArgs<T>& a, int num_threads) {
   plan.num_seq_tasks = a.num_seqs;
   plan.bucket_thr = thr.data();
   plan.log2_to_bucket = std::log(2.0) / a.time_bucket_base;
+  plan.time_bucket_base = a.time_bucket_base;
   plan.single_step_buckets = plan.log2_to_bucket * kGuessErrorLog2 < 0.9;
   plan.pos_partials = pos_part.data();
   plan.time_partials = time_part.data();

@@ -16,6 +16,8 @@
 
 namespace recops::hstu::RECOPS_HSTU_ISA {
 
+#include "common/cephes_logf_poly.inc"
+
 constexpr int kMR = 4;  // micro-kernel rows; every packed M dimension is a multiple of it
 
 template <typename T>
@@ -113,10 +115,45 @@ inline V<double> vexp(V<double> x) {  // float64 is the gradcheck path: exact li
   return x;
 }
 
+// 1 / d for float vectors: the hardware estimate (12 or 14 bits) and one Newton step (~23 bits, well inside
+// the kernels' float tolerance); a vector division would cost as much as the tile's GEMM work per element.
+inline V<float> vrecip(V<float> d) {
+#if defined(__x86_64__) || defined(__i386__)
+#if RECOPS_HSTU_VBYTES == 64
+  const V<float> r = __builtin_ia32_rcp14ps512_mask(d, V<float>{}, static_cast<unsigned short>(0xffff));
+#elif RECOPS_HSTU_VBYTES == 32
+  const V<float> r = __builtin_ia32_rcpps256(d);
+#else
+  const V<float> r = __builtin_ia32_rcpps(d);
+#endif
+  return r * (2.0f - d * r);
+#else
+  return 1.0f / d;
+#endif
+}
+
+inline V<double> vrecip(V<double> d) { return 1.0 / d; }  // float64: the gradcheck path, exact
+
 template <typename T>
 inline V<T> vsigmoid(V<T> s) {
-  const V<T> one = V<T>{} + T(1);
-  return one / (one + vexp(-s));
+  return vrecip(T(1) + vexp(-s));
+}
+
+// ln(x) for float vectors of finite x >= 1: exponent plus the Cephes polynomial of the mantissa folded into
+// [sqrt(1/2), sqrt(2)) (|error| < 1e-6 absolute over the float range).
+inline V<float> vlog(V<float> x) {
+  VI32 bits;
+  __builtin_memcpy(&bits, &x, sizeof(bits));
+  VI32 e = (bits >> 23) - 127;
+  const VI32 mbits = (bits & 0x7fffff) | 0x3f800000;
+  V<float> m;
+  __builtin_memcpy(&m, &mbits, sizeof(m));
+  const VI32 big = m > 1.41421356f;  // -1 where the mantissa folds down
+  e -= big;
+  m = big ? m * 0.5f : m;
+  const V<float> f = m - 1.0f, z = f * f;
+  const V<float> ef = __builtin_convertvector(e, V<float>);
+  return (f + (cephes_logf_poly(f, z) - 0.5f * z)) + ef * 0.69314718056f;
 }
 
 // Positions of the mask rule (see hstu_attention.h).
@@ -172,27 +209,98 @@ inline int64_t time_bucket(double x, const HstuPlan& plan, int64_t num_buckets) 
   return k;
 }
 
-// brow[c] += time_bias[bucket(|tq - ts[c]|)], brk[c] = bucket, for c < C: the single-step form of
-// time_bucket written as one branch-free loop so it vectorises (gathers for thr and time_bias).
-template <typename T>
-inline void time_bias_row(double tq, const int64_t* __restrict ts, int64_t C, const double* __restrict thr,
-                          double log2_to_bucket, int64_t last, const T* __restrict tb, T* __restrict brow,
-                          int32_t* __restrict brk) {
-#pragma omp simd
-  for (int64_t c = 0; c < C; ++c) {
-    double x = tq - static_cast<double>(ts[c]);
-    x = x < 0 ? -x : x;
-    x = x < 1.0 ? 1.0 : x;
-    union { double d; uint64_t u; } bx{x}, bm{0.0};
-    bm.u = (bx.u & 0xfffffffffffffULL) | 0x3ff0000000000000ULL;
-    const double e = static_cast<double>(static_cast<int64_t>(bx.u >> 52) - 1023);
-    int64_t k = static_cast<int64_t>((e + bm.d - 1.0) * log2_to_bucket);
-    k = k < 0 ? 0 : (k > last ? last : k);
-    k -= (k > 0 && x < thr[k]) ? 1 : 0;
-    k += (k < last && x >= thr[k + 1]) ? 1 : 0;
-    brow[c] += tb[k];
-    brk[c] = static_cast<int32_t>(k);
+// The bucket of x = |t' - t| straight from the formula where the thresholds stop being exact integers
+// (x >= 9e15: the formula's own double log), else from the thresholds.
+inline int32_t exact_bucket(double x, const HstuPlan& plan, int64_t num_buckets) {
+  if (x >= 9.0e15) {
+    const double k = ::floor(::log(x) / plan.time_bucket_base);
+    return static_cast<int32_t>(k < 0 ? 0.0 : (k > static_cast<double>(num_buckets - 1) ? num_buckets - 1 : k));
   }
+  return static_cast<int32_t>(time_bucket(x, plan, num_buckets));
+}
+
+// Half-width vectors for the time buckets: WF/2 doubles (VH), their int64 compare masks (VI64) and WF/2 floats.
+typedef double VH __attribute__((vector_size(RECOPS_HSTU_VBYTES)));
+typedef int64_t VI64 __attribute__((vector_size(RECOPS_HSTU_VBYTES)));
+typedef float VFH __attribute__((vector_size(RECOPS_HSTU_VBYTES / 2)));
+
+// max(|tq - t[l]|, 1) for WF/2 timestamps, in double like the formula.
+inline VH abs_diff_half(double tq, const int64_t* t) {
+  VI64 tv;
+  __builtin_memcpy(&tv, t, sizeof(tv));
+  VH d = tq - __builtin_convertvector(tv, VH);
+  d = d < 0 ? -d : d;
+  return d < 1.0 ? 1.0 : d;
+}
+
+inline V<float> concat_halves(VFH lo, VFH hi) {
+#if RECOPS_HSTU_VBYTES == 64
+  return __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+#elif RECOPS_HSTU_VBYTES == 32
+  return __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7);
+#else
+  return __builtin_shufflevector(lo, hi, 0, 1, 2, 3);
+#endif
+}
+
+// Whether any lane of a compare mask is set (an OR over its 64-bit words).
+inline bool any_lane(VI32 m) {
+  uint64_t w[RECOPS_HSTU_VBYTES / 8];
+  __builtin_memcpy(w, &m, sizeof(w));
+  uint64_t acc = 0;
+  for (int i = 0; i < RECOPS_HSTU_VBYTES / 8; ++i) acc |= w[i];
+  return acc != 0;
+}
+
+// brk[c] = bucket(|tq - ts[c]|) and brow[c] += time_bias[brk[c]], for c < C (brk has room for C rounded up to
+// the float vector width). The bucket is floor(ln(x) / base) in float vectors; lanes whose value lies within
+// `margin` of a bucket edge (or x >= 9e15, beyond the exact thresholds) take the exact double-precision path,
+// so every bucket equals the formula's: the float error of y is below 1e-5 * (1 + 1 / base), a fifth of margin.
+template <typename T>
+inline void time_bias_row(double tq, const int64_t* __restrict ts, int64_t C, const HstuPlan& plan,
+                          int64_t num_buckets, const T* __restrict tb, T* __restrict brow, int32_t* __restrict brk) {
+  constexpr int WF = Vec<float>::kW;
+  const float inv_base = static_cast<float>(plan.log2_to_bucket / 0.69314718055994531);
+  const float margin = 1e-4f * (1.0f + inv_base);
+  const int32_t last = static_cast<int32_t>(num_buckets - 1);
+  if (margin >= 0.25f) {  // a tiny base: buckets narrower than the float error allows, exact path throughout
+    for (int64_t c = 0; c < C; ++c) {
+      const double d = tq - static_cast<double>(ts[c]);
+      brk[c] = exact_bucket(d < 0 ? -d : d, plan, num_buckets);
+    }
+  } else {
+    for (int64_t c0 = 0; c0 < C; c0 += WF) {
+      V<float> x;
+      int wide = 0;
+      if (c0 + WF <= C) {  // whole vector: |tq - t| in two halves of double lanes
+        VH lo = abs_diff_half(tq, ts + c0), hi = abs_diff_half(tq, ts + c0 + WF / 2);
+        const VI64 w = (lo >= 9.0e15) | (hi >= 9.0e15);
+        for (int l = 0; l < WF / 2; ++l) wide |= static_cast<int>(w[l] & 1);
+        x = concat_halves(__builtin_convertvector(lo, VFH), __builtin_convertvector(hi, VFH));
+      } else {
+        for (int l = 0; l < WF; ++l) {
+          const double d0 = tq - static_cast<double>(ts[imin(c0 + l, C - 1)]);
+          const double d = d0 < 0 ? -d0 : d0;
+          wide |= d >= 9.0e15;
+          x[l] = static_cast<float>(d < 1.0 ? 1.0 : d);
+        }
+      }
+      const V<float> y = vlog(x) * inv_base;
+      VI32 k = __builtin_convertvector(y, VI32);
+      const V<float> frac = y - __builtin_convertvector(k, V<float>);
+      const VI32 near = ((frac < margin) | (frac > 1.0f - margin)) & (x > 1.0f);
+      k = k < 0 ? 0 : k;
+      k = k > last ? last : k;
+      __builtin_memcpy(brk + c0, &k, sizeof(k));
+      if (wide || any_lane(near)) {
+        for (int64_t c = c0; c < imin(c0 + WF, C); ++c) {
+          const double d = tq - static_cast<double>(ts[c]);
+          brk[c] = exact_bucket(d < 0 ? -d : d, plan, num_buckets);
+        }
+      }
+    }
+  }
+  for (int64_t c = 0; c < C; ++c) brow[c] += tb[brk[c]];
 }
 
 // Bias tile [RP x ldt] (pos + time bias), mask tile (1/0) and, if buckets != null, the time buckets, for
@@ -214,20 +322,13 @@ void fill_tiles(const HstuArgs<T>& a, const HstuPlan& plan, const SeqMask& mk, i
     for (int64_t c = 0; c < ldt; ++c) brow[c] = (prow && c < C) ? prow[c] : T(0);
     if (in && a.time_bias) {
       const double tq = static_cast<double>(a.timestamps[s + imin(i + 1, n - 1)]);
-      int32_t* brk = buckets + r * ldt;
-      if (plan.single_step_buckets) {
-        time_bias_row(tq, ts, C, plan.bucket_thr, plan.log2_to_bucket, a.num_buckets - 1, a.time_bias, brow, brk);
-      } else {
-        for (int64_t c = 0; c < C; ++c) {
-          const double diff = tq - static_cast<double>(ts[c]);
-          const int64_t kb = time_bucket(diff < 0 ? -diff : diff, plan, a.num_buckets);
-          brow[c] += a.time_bias[kb];
-          brk[c] = static_cast<int32_t>(kb);
-        }
-      }
+      time_bias_row(tq, ts, C, plan, a.num_buckets, a.time_bias, brow, buckets + r * ldt);
     }
     if (all_valid) {
       for (int64_t c = 0; c < ldt; ++c) mrow[c] = (in && c < C) ? T(1) : T(0);
+    } else if (mk.c == 0 && mk.window == 0 && mk.m == n) {  // plain causal: j <= i
+      const int64_t lim = in ? imin(C, i - j0 + 1) : 0;
+      for (int64_t c = 0; c < ldt; ++c) mrow[c] = c < lim ? T(1) : T(0);
     } else {
       for (int64_t c = 0; c < ldt; ++c) mrow[c] = (in && c < C && mk.valid(i, j0 + c)) ? T(1) : T(0);
     }
@@ -381,9 +482,9 @@ void fwd_task(const HstuArgs<T>& a, const HstuPlan& plan, const FwdLayout<T>& la
 
 template <typename T>
 struct BwdLayout {
-  int64_t DQ, DV, DQP, DVP, BKP, NQ;
+  int64_t DQ, DV, DQP, DVP, BKP, NQ, NB;
   struct Bufs {
-    T *dQacc, *Kt, *Kp, *Vt, *dKacc, *dVacc, *Qp, *dOp, *S, *P, *dP, *bias, *mask, *dSsum;
+    T *dQacc, *Kt, *Kp, *Vt, *dKacc, *dVacc, *Qp, *dOp, *S, *P, *dP, *bias, *mask, *dSsum, *dT4;
     int32_t* buckets;
   };
   Bufs carve(Arena& ar, int64_t H) const {
@@ -394,8 +495,8 @@ struct BwdLayout {
     x.Vt = ar.take<T>(H * DV * BKP);
     x.dKacc = ar.take<T>(H * BKP * DQP);
     x.dVacc = ar.take<T>(H * BKP * DVP);
-    x.Qp = ar.take<T>(kBlockQ * DQP);
-    x.dOp = ar.take<T>(kBlockQ * DVP);
+    x.Qp = ar.take<T>(H * NQ * DQP);
+    x.dOp = ar.take<T>(H * NQ * DVP);
     x.S = ar.take<T>(kBlockQ * BKP);
     x.P = ar.take<T>(kBlockQ * BKP);
     x.dP = ar.take<T>(kBlockQ * BKP);
@@ -403,6 +504,7 @@ struct BwdLayout {
     x.mask = ar.take<T>(kBlockQ * BKP);
     x.dSsum = ar.take<T>(kBlockQ * BKP);
     x.buckets = ar.take<int32_t>(kBlockQ * BKP);
+    x.dT4 = ar.take<T>(4 * NB);
     return x;
   }
 };
@@ -423,6 +525,25 @@ void bwd_task(const HstuArgs<T>& a, const HstuPlan& plan, const BwdLayout<T>& la
   T* dtime = a.d_time_bias ? static_cast<T*>(plan.time_partials) + b * a.num_buckets : nullptr;
   const int64_t nblk_q = (n + kBlockQ - 1) / kBlockQ, nblk_k = (n + kBlockK - 1) / kBlockK;
   for (int64_t i = 0; i < H * nblk_q * kBlockQ * DQP; ++i) x.dQacc[i] = T(0);
+  // alpha * q and dout of the whole sequence, packed once per head (rows up to a multiple of kMR zeroed).
+  const int64_t NQ = lay.NQ, nr = round_up(n, kMR);
+  for (int64_t h = 0; h < H; ++h) {
+    for (int64_t r = 0; r < nr; ++r) {
+      const bool in = r < n;
+      const T* qsrc = in ? a.q + (s + r) * a.q_row + h * a.q_head : nullptr;
+      const T* gsrc = in ? a.grad_out + ((s + r) * H + h) * DV : nullptr;
+      T* qd = x.Qp + (h * NQ + r) * DQP;
+      T* gd = x.dOp + (h * NQ + r) * DVP;
+      for (int64_t d = 0; d < DQP; ++d) qd[d] = (in && d < DQ) ? alpha * qsrc[d] : T(0);
+      for (int64_t d = 0; d < DVP; ++d) gd[d] = (in && d < DV) ? gsrc[d] : T(0);
+    }
+  }
+  // d time_bias in four interleaved partials: neighbouring keys mostly share a bucket, and one accumulator
+  // would chain every add through the previous one's store.
+  const int64_t nb = a.num_buckets;
+  if (dtime) {
+    for (int64_t i = 0; i < 4 * nb; ++i) x.dT4[i] = T(0);
+  }
 
   for (int64_t kb = 0; kb < nblk_k; ++kb) {
     const int64_t j0 = kb * kBlockK, C = imin(kBlockK, n - j0);
@@ -454,14 +575,9 @@ void bwd_task(const HstuArgs<T>& a, const HstuPlan& plan, const BwdLayout<T>& la
         for (int64_t i = 0; i < RP * BKP; ++i) x.dSsum[i] = T(0);
       }
       for (int64_t h = 0; h < H; ++h) {
-        for (int64_t r = 0; r < RP; ++r) {
-          const bool in = r < R;
-          const T* qsrc = in ? a.q + (s + i0 + r) * a.q_row + h * a.q_head : nullptr;
-          const T* gsrc = in ? a.grad_out + ((s + i0 + r) * H + h) * DV : nullptr;
-          for (int64_t d = 0; d < DQP; ++d) x.Qp[r * DQP + d] = (in && d < DQ) ? alpha * qsrc[d] : T(0);
-          for (int64_t d = 0; d < DVP; ++d) x.dOp[r * DVP + d] = (in && d < DV) ? gsrc[d] : T(0);
-        }
-        gemm<T, false>(RP, BKP, DQ, x.Qp, DQP, x.Kt + h * DQ * BKP, BKP, x.S, BKP);
+        const T* Qp = x.Qp + (h * NQ + i0) * DQP;
+        const T* dOp = x.dOp + (h * NQ + i0) * DVP;
+        gemm<T, false>(RP, BKP, DQ, Qp, DQP, x.Kt + h * DQ * BKP, BKP, x.S, BKP);
         for (int64_t r = 0; r < RP; ++r) {
           const T sc = r < R ? (a.row_scale ? a.row_scale[s + i0 + r] : static_cast<T>(a.scale)) : T(0);
           for (int64_t c = 0; c < BKP; c += W) {
@@ -473,8 +589,8 @@ void bwd_task(const HstuArgs<T>& a, const HstuPlan& plan, const BwdLayout<T>& la
             vstore(x.S + r * BKP + c, sig * (T(1) + sv * (T(1) - sig)) * m);  // SiLU'(s) * scale * mask
           }
         }
-        gemm<T, true, true>(BKP, DVP, R, x.P, BKP, x.dOp, DVP, x.dVacc + h * BKP * DVP, DVP);
-        gemm<T, false>(RP, BKP, DV, x.dOp, DVP, x.Vt + h * DV * BKP, BKP, x.dP, BKP);
+        gemm<T, true, true>(BKP, DVP, R, x.P, BKP, dOp, DVP, x.dVacc + h * BKP * DVP, DVP);
+        gemm<T, false>(RP, BKP, DV, dOp, DVP, x.Vt + h * DV * BKP, BKP, x.dP, BKP);
         for (int64_t r = 0; r < RP; ++r) {
           for (int64_t c = 0; c < BKP; c += W) {
             const V<T> ds = vload(x.dP + r * BKP + c) * vload(x.S + r * BKP + c);
@@ -482,7 +598,7 @@ void bwd_task(const HstuArgs<T>& a, const HstuPlan& plan, const BwdLayout<T>& la
             if (has_bias) vstore(x.dSsum + r * BKP + c, vload(x.dSsum + r * BKP + c) + ds);
           }
         }
-        gemm<T, true, true>(BKP, DQP, R, x.dP, BKP, x.Qp, DQP, x.dKacc + h * BKP * DQP, DQP);
+        gemm<T, true, true>(BKP, DQP, R, x.dP, BKP, Qp, DQP, x.dKacc + h * BKP * DQP, DQP);
         gemm<T, true>(RP, DQP, C, x.dP, BKP, x.Kp + h * BKP * DQP, DQP, x.dQacc + (h * nblk_q * kBlockQ + i0) * DQP,
                       DQP);
       }
@@ -495,7 +611,7 @@ void bwd_task(const HstuArgs<T>& a, const HstuPlan& plan, const BwdLayout<T>& la
           }
           if (dtime) {
             const int32_t* kr = x.buckets + r * BKP;
-            for (int64_t c = 0; c < C; ++c) dtime[kr[c]] += g[c];
+            for (int64_t c = 0; c < C; ++c) x.dT4[(c & 3) * nb + kr[c]] += g[c];
           }
         }
       }
@@ -517,6 +633,9 @@ void bwd_task(const HstuArgs<T>& a, const HstuPlan& plan, const BwdLayout<T>& la
       T* dst = a.dq + ((s + r) * H + h) * DQ;
       for (int64_t d = 0; d < DQ; ++d) dst[d] = alpha * src[d];
     }
+  }
+  if (dtime) {
+    for (int64_t k = 0; k < nb; ++k) dtime[k] += (x.dT4[k] + x.dT4[nb + k]) + (x.dT4[2 * nb + k] + x.dT4[3 * nb + k]);
   }
 }
 
@@ -543,7 +662,7 @@ template <typename T>
 void run_bwd(const HstuArgs<T>& a, const HstuPlan& plan, int threads) {
   constexpr int W = Vec<T>::kW;
   BwdLayout<T> lay{a.dqk, a.dv, round_up(a.dqk, W), round_up(a.dv, W), round_up(kBlockK, W),
-                   round_up(a.max_seq_len, kBlockQ)};
+                   round_up(a.max_seq_len, kBlockQ), a.time_bias ? a.num_buckets : 0};
   Arena probe;
   lay.carve(probe, a.num_heads);
   const int nt = static_cast<int>(imax(1, imin(imin(threads, 256), plan.num_seq_tasks)));

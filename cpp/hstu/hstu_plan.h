@@ -25,6 +25,7 @@ struct HstuPlan {
   // time buckets: bucket(x) = k  iff  thr[k] <= x < thr[k + 1]  (thr[0] = 1, thr[num_buckets] = +inf)
   const double* bucket_thr = nullptr;
   double log2_to_bucket = 0.0;  // ln(2) / time_bucket_base, for the first guess
+  double time_bucket_base = 1.0;  // the formula's base (x >= 9e15 is bucketed with it directly)
   bool single_step_buckets = false;  // the first guess is off by at most one bucket
   // backward: per-sequence bias-gradient partials [B][2N - 1] and [B][num_buckets] (zeroed by the caller)
   void* pos_partials = nullptr;

@@ -11,6 +11,8 @@
 namespace recops::losses::RECOPS_LOSS_ISA {
 namespace {
 
+#include "common/cephes_logf_poly.inc"
+
 // Sum of x[0, n) in double, four lanes at a time (a fixed order: deterministic for any thread count).
 inline double sum_double(const float* x, int64_t n) {
   double lane[4] = {0, 0, 0, 0};
@@ -54,16 +56,7 @@ inline v8f vexp_nonpos(v8f x) {
 // Cephes logf kernel: log(2^e (1 + x)) for x in [sqrt(1/2) - 1, sqrt(2) - 1), degree-9 polynomial, about 1 ulp.
 inline v8f vlog_kernel(v8f x, v8f e) {
   const v8f z = x * x;
-  v8f y = splat(7.0376836292e-2f);
-  y = y * x - 1.1514610310e-1f;
-  y = y * x + 1.1676998740e-1f;
-  y = y * x - 1.2420140846e-1f;
-  y = y * x + 1.4249322787e-1f;
-  y = y * x - 1.6668057665e-1f;
-  y = y * x + 2.0000714765e-1f;
-  y = y * x - 2.4999993993e-1f;
-  y = y * x + 3.3333331174e-1f;
-  y = y * x * z;
+  v8f y = cephes_logf_poly(x, z);
   y += e * -2.12194440e-4f;
   y += -0.5f * z;
   return x + y + e * 0.693359375f;

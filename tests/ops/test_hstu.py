@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """recops HSTU attention vs the padded float64 reference: masks, biases, strides, gradients, opcheck, errors."""
 
+import math
 import os
 import subprocess
 import sys
@@ -197,6 +198,53 @@ def test_sequences_are_independent():
     alone = hstu_attention(q[30:80], k[30:80], v[30:80], torch.tensor([0, 50]), N, pos_bias=pb,
                            timestamps=ts[30:80], time_bias=tb)
     torch.testing.assert_close(full[30:80], alone)
+
+
+def _bucket_edges(base, num_buckets):
+    """Time differences at, just below and just above every bucket threshold of the formula, and beyond 9e15."""
+    xs = [0, 1, 2, 3]
+    for k in range(1, num_buckets):
+        x = math.ceil(math.exp(k * base))
+        if x > 8e15:
+            break
+        while x > 1 and math.floor(math.log(x - 1) / base) >= k:
+            x -= 1
+        while math.floor(math.log(x) / base) < k:
+            x += 1
+        xs += [x - 1, x, x + 1]
+    return xs + [9 * 10**15 - 1, 9 * 10**15 + 7, 2 * 10**16, 2**62]
+
+
+def _check_bucket_edges(base):
+    """Row 0 has t = 0 and row m + 1 has t = x_m, so query m compares x_m with key 0: every edge value is bucketed
+    by the kernel's float-log fast path (or its exact fallback) and must land where the float64 formula puts it;
+    a miss moves gradient between time_bias entries."""
+    ts = torch.tensor([0] + _bucket_edges(base, 129), dtype=torch.int64)
+    n = ts.numel()
+    off = torch.tensor([0, n])
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(n, 1, 4, generator=g, dtype=torch.float64) for _ in range(3))
+    tb = torch.randn(129, generator=g, dtype=torch.float64)
+    ref_tb = tb.clone().requires_grad_()
+    r = ref.hstu_attention(q, k, v, off, n, timestamps=ts, time_bias=ref_tb, time_bucket_base=base)
+    ref_grad, = torch.autograd.grad(r.sum(), ref_tb)
+    for dt, tol in ((torch.float64, 1e-9), (torch.float32, 1e-4)):
+        t = tb.to(dt).requires_grad_()
+        o = hstu_attention(q.to(dt), k.to(dt), v.to(dt), off, n, timestamps=ts, time_bias=t, time_bucket_base=base)
+        grad, = torch.autograd.grad(o.sum(), t)
+        torch.testing.assert_close(o.double(), r, rtol=tol, atol=tol)
+        torch.testing.assert_close(grad.double(), ref_grad, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("isa", ["", "generic"])
+@pytest.mark.parametrize("base", [0.301, 0.05])
+def test_time_buckets_at_edges(isa, base):
+    if not isa:
+        _check_bucket_edges(base)
+        return
+    code = f"from tests.ops.test_hstu import _check_bucket_edges; _check_bucket_edges({base})"
+    subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ, RECOPS_CPU_ISA=isa),
+                   cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
 
 
 @pytest.mark.parametrize("isa", ["generic", "avx2"])
