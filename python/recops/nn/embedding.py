@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import _C
+from .._runtime import eager
 from ..data.keyed_jagged import KeyedJagged
 from ..ops import embedding as ops
 from ..ops.embedding import META_COLS, OPTIMIZERS, POOLING
@@ -132,8 +133,9 @@ class _FusedLookup(torch.autograd.Function):
     def forward(ctx, anchor, module, gi, weights, meta, values, offsets, psw, batch, step):
         g = module._groups[gi]
         need_argmax = any(t.pooling == "max" for _, t, _ in g.features)
-        out, argmax = ops.embedding_bags(weights, meta, values, offsets, psw, batch, g.total_dim, g.max_dim,
-                                         need_argmax, module._names[gi])
+        lookup = ops.embedding_bags_impl if eager(weights, values, offsets, psw) else ops.embedding_bags
+        out, argmax = lookup(weights, meta, values, offsets, psw, batch, g.total_dim, g.max_dim, need_argmax,
+                             module._names[gi])
         ctx.module, ctx.gi, ctx.batch, ctx.step = module, gi, batch, step
         ctx.save_for_backward(weights, meta, values, offsets, psw, argmax)
         return out
@@ -272,8 +274,11 @@ class EmbeddingBagCollection(nn.Module):
             else:
                 need_argmax = w.requires_grad and torch.is_grad_enabled() and any(
                     t.pooling == "max" for _, t, _ in g.features)
-                out, _ = ops.embedding_bags(w, meta, values, offsets, psw, batch, g.total_dim, g.max_dim, need_argmax,
-                                            self._names[gi])
+                # Without autograd (inference, frozen tables) and outside compile: the op body directly.
+                direct = not (w.requires_grad and torch.is_grad_enabled()) and eager(w, values, offsets, psw)
+                lookup = ops.embedding_bags_impl if direct else ops.embedding_bags
+                out, _ = lookup(w, meta, values, offsets, psw, batch, g.total_dim, g.max_dim, need_argmax,
+                                self._names[gi])
             outs.append(out)
             for f, t, col in g.features:
                 items[f] = out[:, col:col + t.embedding_dim]
@@ -288,10 +293,11 @@ class EmbeddingBagCollection(nn.Module):
             step_size = opt.lr * math.sqrt(1 - opt.beta2 ** t) / (1 - opt.beta1 ** t)
         s0, s1 = getattr(self, f"state0_{g.suffix}"), getattr(self, f"state1_{g.suffix}")
         seed = (opt.seed * 1_000_003 + t) & ((1 << 63) - 1)
-        ops.embedding_bags_fused_update(grad_out, weights, meta, values, offsets, psw, argmax, batch, g.total_dim,
-                                        g.max_dim, OPTIMIZERS[opt.kind], opt.lr, opt.eps, opt.beta1, opt.beta2,
-                                        step_size, opt.stochastic_rounding and g.dtype == torch.bfloat16, seed, s0,
-                                        s1)
+        update = (ops.embedding_bags_fused_update_impl if eager(grad_out, weights, values, offsets, psw, s0, s1)
+                  else ops.embedding_bags_fused_update)
+        update(grad_out, weights, meta, values, offsets, psw, argmax, batch, g.total_dim, g.max_dim,
+               OPTIMIZERS[opt.kind], opt.lr, opt.eps, opt.beta1, opt.beta2, step_size,
+               opt.stochastic_rounding and g.dtype == torch.bfloat16, seed, s0, s1)
 
     @torch.no_grad()
     def quantize_(self, dtype: torch.dtype = torch.int8) -> "EmbeddingBagCollection":

@@ -79,6 +79,14 @@ def embedding_bags(weights: Tensor, meta: Tensor, indices: Tensor, offsets: Tens
                    need_argmax: bool, feature_names: str) -> Tuple[Tensor, Tensor]:
     """Pooled lookups of F features into out [B, total_dim] (+ argmax [B, total_dim] int64 of max features when
     need_argmax, else an empty tensor). feature_names: newline-separated names for error messages, or ""."""
+    return embedding_bags_impl(weights, meta, indices, offsets, per_sample_weights, batch, total_dim, max_dim,
+                               need_argmax, feature_names)
+
+
+def embedding_bags_impl(weights: Tensor, meta: Tensor, indices: Tensor, offsets: Tensor,
+                        per_sample_weights: Optional[Tensor], batch: int, total_dim: int, max_dim: int,
+                        need_argmax: bool, feature_names: str) -> Tuple[Tensor, Tensor]:
+    """The body of the embedding_bags op: no autograd, no dispatch (eager callers without autograd use it)."""
     op = "EmbeddingBagCollection" if feature_names else "embedding_bag"
     _check_weights(op, weights)
     out, argmax = _alloc_forward(weights, batch, total_dim, need_argmax)
@@ -171,6 +179,17 @@ def embedding_bags_fused_update(grad_out: Tensor, weights: Tensor, meta: Tensor,
     """Backward of embedding_bags fused with an optimizer (OPTIMIZERS code >= 1): each unique row's gradient is
     summed (deterministically on CPU) and weights and state0/state1 (float32; empty when unused) are updated in
     place. See cpp/embedding/embedding_bag.h for the update rules."""
+    embedding_bags_fused_update_impl(grad_out, weights, meta, indices, offsets, per_sample_weights, argmax, batch,
+                                     total_dim, max_dim, optimizer, lr, eps, beta1, beta2, step_size,
+                                     stochastic_rounding, seed, state0, state1)
+
+
+def embedding_bags_fused_update_impl(grad_out: Tensor, weights: Tensor, meta: Tensor, indices: Tensor,
+                                     offsets: Tensor, per_sample_weights: Optional[Tensor], argmax: Tensor,
+                                     batch: int, total_dim: int, max_dim: int, optimizer: int, lr: float,
+                                     eps: float, beta1: float, beta2: float, step_size: float,
+                                     stochastic_rounding: bool, seed: int, state0: Tensor, state1: Tensor) -> None:
+    """The body of the embedding_bags_fused_update op (direct eager calls)."""
     if optimizer < 1 or optimizer > 4:
         raise ValueError(f"embedding_bags_fused_update: optimizer must be in [1, 4], got {optimizer}")
     with Launch(weights) as launch:

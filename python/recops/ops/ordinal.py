@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .. import _C
-from .._runtime import ERR_BAD_INDEX, ERR_BAD_ORDER, Launch, num_threads
+from .._runtime import ERR_BAD_INDEX, ERR_BAD_ORDER, Launch, eager, num_threads
 
 _REDUCTIONS = {"none": 0, "sum": 1, "mean": 2}
 _CPU_DTYPES = (torch.float32, torch.float64)
@@ -252,10 +252,6 @@ class _GnolrEager(torch.autograd.Function):
         return grads[0], grads[1], grads[2], None, None, None, None, None, None
 
 
-def _eager(*tensors) -> bool:
-    return not torch.compiler.is_compiling() and all(t is None or type(t) is Tensor for t in tensors)
-
-
 def _needs_grad(*tensors) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
@@ -289,12 +285,12 @@ def ordinal_logistic_loss(scores: Tensor, thresholds: Tensor, labels: Tensor, re
     code = _reduction_code(op, reduction)
     if weights is not None and _needs_grad(weights):
         loss = (_OrdinalEager.apply(scores, thresholds, labels, None, 0, float(min_gap), False)
-                if _eager(scores, thresholds, labels) else
+                if eager(scores, thresholds, labels) else
                 _ordinal_logistic_loss(scores, thresholds, labels, None, 0, float(min_gap), False)[0])
         _check_common(op, scores, "scores", weights, min_gap)
         return _reduce(loss * weights, reduction)
     with_grad = code != 0 and _needs_grad(scores, thresholds)
-    if _eager(scores, thresholds, labels, weights):
+    if eager(scores, thresholds, labels, weights):
         return _OrdinalEager.apply(scores, thresholds, labels, weights, code, float(min_gap), with_grad)
     return _ordinal_logistic_loss(scores, thresholds, labels, weights, code, float(min_gap), with_grad)[0]
 
@@ -413,12 +409,12 @@ def gnolr_loss(cos: Tensor, gamma: Tensor, thresholds: Tensor, levels: Tensor, r
     code = _reduction_code(op, reduction)
     if weights is not None and _needs_grad(weights):
         args = (cos, gamma, thresholds, levels, None, 0, float(min_gap), bool(nested), False)
-        loss = (_GnolrEager.apply(*args) if _eager(cos, gamma, thresholds, levels) else _gnolr_loss(*args)[0])
+        loss = (_GnolrEager.apply(*args) if eager(cos, gamma, thresholds, levels) else _gnolr_loss(*args)[0])
         _check_common(op, cos, "cos", weights, min_gap)
         return _reduce(loss * weights, reduction)
     with_grad = code != 0 and _needs_grad(cos, gamma, thresholds)
     args = (cos, gamma, thresholds, levels, weights, code, float(min_gap), bool(nested), with_grad)
-    return _GnolrEager.apply(*args) if _eager(cos, gamma, thresholds, levels, weights) else _gnolr_loss(*args)[0]
+    return _GnolrEager.apply(*args) if eager(cos, gamma, thresholds, levels, weights) else _gnolr_loss(*args)[0]
 
 
 # ---------------------------------------------------------------------------------------------------------
