@@ -68,39 +68,34 @@ int64_t check_meta(const char* op, int64_t weights_numel, const int64_t* meta, i
   return max_dim;
 }
 
-// Offsets and every index; the index scan is a parallel, branch-free range test per feature, the slow search for
-// the first bad position runs only when something is out of range.
+// Offsets (start 0, non-decreasing, end at num_indices) and the sizes; the indices themselves are range-checked
+// where they are first read (the forward kernel, the backward's key pass), before any row is touched.
 template <typename index_t>
-void check_indices(const char* op, const int64_t* meta, int64_t num_features, const index_t* indices,
-                   int64_t num_indices, const index_t* offsets, int64_t batch, const char* const* names,
-                   int num_threads) {
+void check_offsets(const char* op, int64_t num_features, int64_t num_indices, const index_t* offsets,
+                   int64_t batch) {
   RECOPS_CHECK(batch >= 0, op, ": batch must be >= 0, got ", batch);
   RECOPS_CHECK(num_indices >= 0, op, ": indices must not be negative-sized, got ", num_indices);
   jagged::check_offsets<index_t>(op, offsets, checked_mul(num_features, batch, op), num_indices);
+}
+
+// After a kernel flagged an out-of-range index: the first one, feature by feature, as a ValueError.
+template <typename index_t>
+[[noreturn]] void raise_bad_index(const char* op, const int64_t* meta, int64_t num_features, const index_t* indices,
+                                  const index_t* offsets, int64_t batch, const char* const* names) {
   for (int64_t f = 0; f < num_features; ++f) {
     const int64_t begin = offsets[f * batch], end = offsets[(f + 1) * batch];
     const int64_t rows = meta[f * kMetaCols + kNumRows];
-    // One unsigned compare catches negative and too-large ids; chunks run on the op's threads.
-    std::atomic<bool> bad{false};
-    parallel_for(begin, end, int64_t{1} << 15, num_threads, [&](int64_t b, int64_t e) {
-      bool any = false;
-      for (int64_t i = b; i < e; ++i) {
-        any |= static_cast<uint64_t>(static_cast<int64_t>(indices[i])) >= static_cast<uint64_t>(rows);
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t v = indices[i];
+      if (names) {
+        RECOPS_CHECK(v >= 0 && v < rows, op, ": feature '", names[f], "' indices[", i - begin,
+                     "] must be in [0, ", rows, "), got ", v);
       }
-      if (any) bad.store(true, std::memory_order_relaxed);
-    });
-    if (bad.load()) {
-      for (int64_t i = begin; i < end; ++i) {
-        const int64_t v = indices[i];
-        if (names) {
-          RECOPS_CHECK(v >= 0 && v < rows, op, ": feature '", names[f], "' indices[", i - begin,
-                       "] must be in [0, ", rows, "), got ", v);
-        }
-        RECOPS_CHECK(v >= 0 && v < rows, op, ": indices[", i - begin, "]", num_features > 1 ? " of feature " : "",
-                     num_features > 1 ? std::to_string(f) : std::string(), " must be in [0, ", rows, "), got ", v);
-      }
+      RECOPS_CHECK(v >= 0 && v < rows, op, ": indices[", i - begin, "]", num_features > 1 ? " of feature " : "",
+                   num_features > 1 ? std::to_string(f) : std::string(), " must be in [0, ", rows, "), got ", v);
     }
   }
+  RECOPS_CHECK(false, op, ": an index is out of range");  // unreachable: the kernel saw one
 }
 
 // Scratch of the backward, kept per calling thread between calls so a training loop does not page-fault fresh
@@ -197,11 +192,14 @@ void embedding_bags_forward(const char* op, const weight_t* weights, int64_t wei
                             int64_t total_dim, int64_t* argmax, int num_threads, const char* const* names) {
   const int64_t max_dim = check_meta<weight_t>(op, weights_numel, meta, num_features, total_dim,
                                                 per_sample_weights != nullptr, -1, -1);
-  check_indices(op, meta, num_features, indices, num_indices, offsets, batch, names, num_threads);
+  check_offsets(op, num_features, num_indices, offsets, batch);
   auto p = make_batch(const_cast<weight_t*>(weights), meta, num_features, indices, offsets, batch, total_dim, max_dim,
                       per_sample_weights, argmax);
   p.out = static_cast<typename Batch<weight_t, index_t>::out_t*>(out);
+  std::atomic<bool> bad{false};
+  p.bad_index = &bad;
   if (use_avx2()) avx2::forward_kernel(p, num_threads); else generic::forward_kernel(p, num_threads);
+  if (bad.load()) raise_bad_index(op, meta, num_features, indices, offsets, batch, names);
 }
 
 template <typename weight_t, typename index_t>
@@ -226,7 +224,7 @@ void embedding_bags_backward(const char* op, weight_t* weights, int64_t weights_
   const int64_t max_dim = check_meta<weight_t>(op, weights_numel, meta, num_features, total_dim,
                                                 per_sample_weights != nullptr, kind == Update::kRowwiseAdagrad ? state0_numel : -1,
                                                 kind == Update::kAdagrad || kind == Update::kAdam ? state0_numel : -1);
-  check_indices<index_t>(op, meta, num_features, indices, num_indices, offsets, batch, nullptr, num_threads);
+  check_offsets(op, num_features, num_indices, offsets, batch);
   RECOPS_CHECK(num_indices < (int64_t{1} << 32), op, ": at most 2^32 - 1 indices per call, got ", num_indices);
   RECOPS_CHECK(batch < (int64_t{1} << 31) && num_features < (int64_t{1} << 31), op,
                ": batch and the number of features must be < 2^31, got ", batch, " and ", num_features);
@@ -270,24 +268,32 @@ void embedding_bags_backward(const char* op, weight_t* weights, int64_t weights_
   acc_t* coef = coef_buf.get(n);
   uint8_t* is_max = has_max ? max_buf.get(n) : nullptr;
   const auto* psw = static_cast<const acc_t*>(per_sample_weights);
+  // The index range check rides on this pass (one unsigned compare per index): nothing is updated before the
+  // whole batch is known to be in range.
+  std::atomic<bool> bad{false};
   parallel_for(0, num_features * batch, 256, num_threads, [&](int64_t jb, int64_t je) {
+    bool any = false;
     for (int64_t j = jb; j < je; ++j) {
       const int64_t f = j / batch, b = j % batch;
       const int64_t* m = meta + f * kMetaCols;
       const auto pooling = static_cast<Pooling>(m[kPooling]);
+      const uint64_t rows = static_cast<uint64_t>(m[kNumRows]);
       const int64_t start = offsets[j], end = offsets[j + 1];
       const acc_t scale =
           pooling == Pooling::kMean && end > start ? acc_t(1) / static_cast<acc_t>(end - start) : acc_t(1);
       const int64_t go = b * total_dim + m[kOutColumn];
       for (int64_t i = start; i < end; ++i) {
-        keys[i] = (static_cast<uint64_t>(m[kRowOffset] + static_cast<int64_t>(indices[i])) << 32) |
-                  static_cast<uint64_t>(i);
+        const uint64_t v = static_cast<uint64_t>(static_cast<int64_t>(indices[i]));
+        any |= v >= rows;
+        keys[i] = ((static_cast<uint64_t>(m[kRowOffset]) + v) << 32) | static_cast<uint64_t>(i);
         goff[i] = go;
         coef[i] = psw ? psw[i] * scale : scale;
         if (is_max) is_max[i] = pooling == Pooling::kMax;
       }
     }
+    if (any) bad.store(true, std::memory_order_relaxed);
   });
+  if (bad.load()) raise_bad_index<index_t>(op, meta, num_features, indices, offsets, batch, nullptr);
   const uint64_t max_row = row_end > 0 ? row_end - 1 : 0;
   int row_bits = 0;
   while (row_bits < 32 && (max_row >> row_bits) != 0) ++row_bits;

@@ -3,6 +3,7 @@
 // (embedding_kernels_impl.h compiled once per instruction set). Inputs reaching these are already validated.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 
@@ -34,6 +35,7 @@ struct Batch {
   const acc_t* psw = nullptr;
   int64_t* argmax = nullptr;      // forward: written; backward: read
   out_t* out = nullptr;           // forward output
+  std::atomic<bool>* bad_index = nullptr;  // forward: set when an index is out of its table's range (row skipped)
   const out_t* grad_out = nullptr;
   // Backward: keys = (global row << 32) | position, sorted by row (stable: positions ascend within a row);
   // segments = the start of each unique row's run of keys (num_segments + 1 entries); per sorted key, the element

@@ -114,6 +114,22 @@ inline void prefetch_row(const void* row, int64_t bytes) {
   for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(c + o, 0, 3);
 }
 
+// The forward prefetches only the first line of a row ahead: the L2 streamer fetches the rest of the row without
+// holding an L1 fill buffer per line (3-6% faster than whole rows on the VM in interleaved A/B runs, never
+// slower). The index is not checked yet, so the address is formed in integers (a prefetch never faults).
+template <typename weight_t, typename index_t>
+inline void prefetch_lookup(const weight_t* table, index_t index, int64_t stride) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(table) + static_cast<uintptr_t>(static_cast<int64_t>(index)) *
+                                                               static_cast<uintptr_t>(stride * sizeof(weight_t));
+  __builtin_prefetch(reinterpret_cast<const void*>(a), 0, 3);
+}
+
+// Whether `index` is a row of a table with `rows` rows (one unsigned compare catches negative ids too).
+template <typename index_t>
+inline bool in_range(index_t index, uint64_t rows) {
+  return static_cast<uint64_t>(static_cast<int64_t>(index)) < rows;
+}
+
 // acc[d] (+)= coef * row[d] for d < dim; the int8 row carries its scale and bias after the codes.
 template <typename weight_t, typename acc_t>
 inline void axpy_row(const weight_t* row, int64_t dim, acc_t coef, acc_t* acc) {
@@ -155,13 +171,15 @@ typedef float v8f __attribute__((vector_size(32)));
 typedef float v8f_u __attribute__((vector_size(32), aligned(4), may_alias));  // unaligned, aliases float
 
 template <int NV, typename index_t>
-inline void sum_rows_fixed(const float* table, int64_t stride, const index_t* indices, int64_t start, int64_t end,
-                           int64_t pf_end, const float* psw, float scale, float* out) {
+inline void sum_rows_fixed(const float* table, int64_t stride, uint64_t rows, const index_t* indices, int64_t start,
+                           int64_t end, int64_t pf_end, const float* psw, float scale, float* out, bool& bad) {
   v8f sum[NV];
   for (int v = 0; v < NV; ++v) sum[v] = v8f{};
   for (int64_t i = start; i < end; ++i) {
-    if (i + kPrefetch < pf_end) {
-      prefetch_row(table + static_cast<int64_t>(indices[i + kPrefetch]) * stride, NV * 32);
+    if (i + kPrefetch < pf_end) prefetch_lookup(table, indices[i + kPrefetch], stride);
+    if (!in_range(indices[i], rows)) {
+      bad = true;
+      continue;
     }
     const float* row = table + static_cast<int64_t>(indices[i]) * stride;
     const float c = psw ? psw[i] : 1.0f;
@@ -178,17 +196,17 @@ inline void sum_rows_fixed(const float* table, int64_t stride, const index_t* in
 }
 
 template <typename index_t>
-inline bool sum_rows_in_registers(const float* table, int64_t stride, int64_t dim, const index_t* indices,
-                                  int64_t start, int64_t end, int64_t pf_end, const float* psw, float scale,
-                                  float* out) {
+inline bool sum_rows_in_registers(const float* table, int64_t stride, uint64_t rows, int64_t dim,
+                                  const index_t* indices, int64_t start, int64_t end, int64_t pf_end, const float* psw,
+                                  float scale, float* out, bool& bad) {
   switch (dim) {
-    case 8: sum_rows_fixed<1>(table, stride, indices, start, end, pf_end, psw, scale, out); return true;
-    case 16: sum_rows_fixed<2>(table, stride, indices, start, end, pf_end, psw, scale, out); return true;
-    case 32: sum_rows_fixed<4>(table, stride, indices, start, end, pf_end, psw, scale, out); return true;
-    case 64: sum_rows_fixed<8>(table, stride, indices, start, end, pf_end, psw, scale, out); return true;
+    case 8: sum_rows_fixed<1>(table, stride, rows, indices, start, end, pf_end, psw, scale, out, bad); return true;
+    case 16: sum_rows_fixed<2>(table, stride, rows, indices, start, end, pf_end, psw, scale, out, bad); return true;
+    case 32: sum_rows_fixed<4>(table, stride, rows, indices, start, end, pf_end, psw, scale, out, bad); return true;
+    case 64: sum_rows_fixed<8>(table, stride, rows, indices, start, end, pf_end, psw, scale, out, bad); return true;
     case 128:
-      sum_rows_fixed<8>(table, stride, indices, start, end, pf_end, psw, scale, out);
-      sum_rows_fixed<8>(table + 64, stride, indices, start, end, 0, psw, scale, out + 64);
+      sum_rows_fixed<8>(table, stride, rows, indices, start, end, pf_end, psw, scale, out, bad);
+      sum_rows_fixed<8>(table + 64, stride, rows, indices, start, end, 0, psw, scale, out + 64, bad);
       return true;
     default: return false;
   }
@@ -317,6 +335,7 @@ void forward_kernel(const Batch<weight_t, index_t>& p, int num_threads) {
   const int64_t per_bag = std::max<int64_t>(1, num_indices / std::max<int64_t>(num_bags, 1));
   const int64_t chunk = std::max<int64_t>(32, 2048 / per_bag);
   for_chunks<acc_t>(num_bags, chunk, num_threads, p.max_dim, [&](int64_t jb, int64_t je, acc_t* acc) {
+    bool bad = false;  // an index out of range: its row is skipped and the caller raises afterwards
     const int64_t pf_end = p.offsets[je];
     int64_t f = p.batch > 0 ? jb / p.batch : 0, b = p.batch > 0 ? jb % p.batch : 0;
     {  // the chunk's first rows (of its first feature)
@@ -324,10 +343,7 @@ void forward_kernel(const Batch<weight_t, index_t>& p, int num_threads) {
       const weight_t* table = p.weights + m[kWeightOffset];
       const int64_t begin = p.offsets[jb];
       const int64_t e = std::min({pf_end, static_cast<int64_t>(p.offsets[(f + 1) * p.batch]), begin + kPrefetch});
-      for (int64_t i = begin; i < e; ++i) {
-        prefetch_row(table + static_cast<int64_t>(p.indices[i]) * m[kRowStride],
-                     m[kRowStride] * static_cast<int64_t>(sizeof(weight_t)));
-      }
+      for (int64_t i = begin; i < e; ++i) prefetch_lookup(table, p.indices[i], m[kRowStride]);
     }
     for (int64_t j = jb; j < je; ++j, ++b) {
       if (b == p.batch) {
@@ -336,19 +352,21 @@ void forward_kernel(const Batch<weight_t, index_t>& p, int num_threads) {
       }
       const int64_t* m = p.meta + f * kMetaCols;
       const int64_t dim = m[kDim], stride = m[kRowStride];
+      const uint64_t rows = static_cast<uint64_t>(m[kNumRows]);
       const weight_t* table = p.weights + m[kWeightOffset];
       const auto pooling = static_cast<Pooling>(m[kPooling]);
       const int64_t start = p.offsets[j], end = p.offsets[j + 1];
       const int64_t feature_end = std::min<int64_t>(pf_end, p.offsets[(f + 1) * p.batch]);  // prefetch limit
-      const int64_t row_bytes = stride * static_cast<int64_t>(sizeof(weight_t));
       auto* out = p.out + b * p.total_dim + m[kOutColumn];
       if (pooling == Pooling::kMax) {
         int64_t* am = p.argmax ? p.argmax + b * p.total_dim + m[kOutColumn] : nullptr;
         std::fill(acc, acc + dim, -std::numeric_limits<acc_t>::infinity());
         if (am) std::fill(am, am + dim, int64_t{-1});
         for (int64_t i = start; i < end; ++i) {
-          if (i + kPrefetch < feature_end) {
-            prefetch_row(table + static_cast<int64_t>(p.indices[i + kPrefetch]) * stride, row_bytes);
+          if (i + kPrefetch < feature_end) prefetch_lookup(table, p.indices[i + kPrefetch], stride);
+          if (!in_range(p.indices[i], rows)) {
+            bad = true;
+            continue;
           }
           const weight_t* row = table + static_cast<int64_t>(p.indices[i]) * stride;
           for (int64_t d = 0; d < dim; ++d) {
@@ -365,14 +383,17 @@ void forward_kernel(const Batch<weight_t, index_t>& p, int num_threads) {
         if (p.argmax) std::fill_n(p.argmax + b * p.total_dim + m[kOutColumn], dim, int64_t{-1});
         if constexpr (std::is_same_v<weight_t, float>) {
           const float scale = pooling == Pooling::kMean && end > start ? 1.0f / static_cast<float>(end - start) : 1.0f;
-          if (sum_rows_in_registers(table, stride, dim, p.indices, start, end, feature_end, p.psw, scale, out)) {
+          if (sum_rows_in_registers(table, stride, rows, dim, p.indices, start, end, feature_end, p.psw, scale, out,
+                                    bad)) {
             continue;
           }
         }
         std::fill(acc, acc + dim, acc_t(0));
         for (int64_t i = start; i < end; ++i) {
-          if (i + kPrefetch < feature_end) {
-            prefetch_row(table + static_cast<int64_t>(p.indices[i + kPrefetch]) * stride, row_bytes);
+          if (i + kPrefetch < feature_end) prefetch_lookup(table, p.indices[i + kPrefetch], stride);
+          if (!in_range(p.indices[i], rows)) {
+            bad = true;
+            continue;
           }
           const acc_t coef = p.psw ? p.psw[i] : acc_t(1);
           axpy_row(table + static_cast<int64_t>(p.indices[i]) * stride, dim, coef, acc);
@@ -384,6 +405,7 @@ void forward_kernel(const Batch<weight_t, index_t>& p, int num_threads) {
       }
       for (int64_t d = 0; d < dim; ++d) store_out(out, d, acc[d]);
     }
+    if (bad) p.bad_index->store(true, std::memory_order_relaxed);
   });
 }
 
