@@ -25,27 +25,41 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def time_call(fn, device, min_time, max_reps=1000):
-    """Median seconds per call of fn (after warm-up), repeating until min_time has passed. Calls slower than
-    2 s (slow baselines) are warmed up once and timed once."""
-    t0 = time.perf_counter()
-    fn()
-    _sync(device)
-    if time.perf_counter() - t0 > 2.0:
+ROUNDS = 5
+
+
+def time_impls(impls, device, min_time, rounds=ROUNDS, max_reps=1000):
+    """Median seconds per call of each implementation (after warm-up). The implementations of one case are timed
+    interleaved, in `rounds` rounds of about min_time / rounds seconds each, so a slow phase of a shared machine
+    lands on all of them instead of on whichever ran then. Calls slower than 2 s (slow baselines) are warmed up
+    once and timed once."""
+    times, fast = {}, []
+    for name, fn in impls.items():
         t0 = time.perf_counter()
         fn()
         _sync(device)
-        return time.perf_counter() - t0
-    fn()
-    _sync(device)
-    samples = []
-    start = time.perf_counter()
-    while len(samples) < 3 or (time.perf_counter() - start < min_time and len(samples) < max_reps):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples)
+        if time.perf_counter() - t0 > 2.0:
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name] = time.perf_counter() - t0
+        else:
+            fn()
+            _sync(device)
+            fast.append(name)
+    samples = {name: [] for name in fast}
+    for _ in range(rounds):
+        for name in fast:
+            fn, got = impls[name], samples[name]
+            start, calls = time.perf_counter(), 0
+            while calls < 1 or (time.perf_counter() - start < min_time / rounds and calls < max_reps // rounds):
+                t0 = time.perf_counter()
+                fn()
+                _sync(device)
+                got.append(time.perf_counter() - t0)
+                calls += 1
+    times.update({name: statistics.median(got) for name, got in samples.items()})
+    return {name: times[name] for name in impls}
 
 
 def machine_description(device):
@@ -93,7 +107,8 @@ def main(argv=None):
         f"- device: {device}, torch threads: {torch.get_num_threads()}",
         f"- versions: recops {recops.__version__} (CUDA build: {recops.has_cuda()}), torch {torch.__version__}, "
         f"python {platform.python_version()}",
-        f"- mode: {'quick' if args.quick else 'full'}, min time per impl {min_time}s, median of repeated calls",
+        f"- mode: {'quick' if args.quick else 'full'}, min time per impl {min_time}s, median of repeated calls, "
+        f"the implementations of a case interleaved in {ROUNDS} rounds",
         "- ratio = baseline time / recops time (> 1: recops is faster)",
         "",
         "| op | shape | impl | time (ms) | throughput | ratio |",
@@ -103,7 +118,7 @@ def main(argv=None):
     rows = []
     for fam in families:
         for case in CASE_BUILDERS[fam](device, args.quick):
-            times = {name: time_call(fn, device, min_time) for name, fn in case.impls.items()}
+            times = time_impls(case.impls, device, min_time)
             mine = times.get("recops")
             for name, t in times.items():
                 rate = ""
