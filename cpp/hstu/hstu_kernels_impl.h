@@ -335,6 +335,59 @@ void fill_tiles(const HstuArgs<T>& a, const HstuPlan& plan, const SeqMask& mk, i
   }
 }
 
+// In-register transpose of a W x W block (r[i] = row i in, column i out): log2(W) rounds of interleaving row i
+// with row i + W/2 (low halves into 2i, high halves into 2i + 1).
+inline void transpose_block(V<float>* r) {
+  constexpr int W = Vec<float>::kW;
+  for (int round = 1; round < W; round *= 2) {
+    V<float> t[W];
+    for (int i = 0; i < W / 2; ++i) {
+#if RECOPS_HSTU_VBYTES == 64
+      t[2 * i] = __builtin_shufflevector(r[i], r[i + W / 2], 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+      t[2 * i + 1] =
+          __builtin_shufflevector(r[i], r[i + W / 2], 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+#elif RECOPS_HSTU_VBYTES == 32
+      t[2 * i] = __builtin_shufflevector(r[i], r[i + W / 2], 0, 8, 1, 9, 2, 10, 3, 11);
+      t[2 * i + 1] = __builtin_shufflevector(r[i], r[i + W / 2], 4, 12, 5, 13, 6, 14, 7, 15);
+#else
+      t[2 * i] = __builtin_shufflevector(r[i], r[i + W / 2], 0, 4, 1, 5);
+      t[2 * i + 1] = __builtin_shufflevector(r[i], r[i + W / 2], 2, 6, 3, 7);
+#endif
+    }
+    for (int i = 0; i < W; ++i) r[i] = t[i];
+  }
+}
+
+inline void transpose_block(V<double>* r) {  // float64 (gradcheck path): plain element swaps
+  constexpr int W = Vec<double>::kW;
+  for (int i = 0; i < W; ++i) {
+    for (int j = i + 1; j < W; ++j) {
+      const double x = r[i][j];
+      r[i][j] = r[j][i];
+      r[j][i] = x;
+    }
+  }
+}
+
+// dst[d * BKP + c] = row_c[d] for c < BKP and d < D, where row_c = base + c * row_stride for c < C and rows past C
+// are zero: W x W blocks through registers, then the columns past the last whole block one by one.
+template <typename T>
+void pack_transposed(const T* base, int64_t row_stride, int64_t C, int64_t D, int64_t BKP, T* dst) {
+  constexpr int W = Vec<T>::kW;
+  int64_t d0 = 0;
+  for (; d0 + W <= D; d0 += W) {
+    for (int64_t c0 = 0; c0 < BKP; c0 += W) {
+      V<T> r[W];
+      for (int i = 0; i < W; ++i) r[i] = c0 + i < C ? vload(base + (c0 + i) * row_stride + d0) : V<T>{};
+      transpose_block(r);
+      for (int i = 0; i < W; ++i) vstore(dst + (d0 + i) * BKP + c0, r[i]);
+    }
+  }
+  for (; d0 < D; ++d0) {
+    for (int64_t c = 0; c < BKP; ++c) dst[d0 * BKP + c] = c < C ? base[c * row_stride + d0] : T(0);
+  }
+}
+
 // Bump allocator over one aligned block of per-thread scratch.
 struct Arena {
   char* base = nullptr;
@@ -395,11 +448,7 @@ void pack_kv_block(const HstuArgs<T>& a, const FwdLayout<T>& lay, int64_t b, int
   for (int64_t h = 0; h < a.num_heads; ++h) {
     T* Kt = dst + h * packed_kv_size(lay);
     T* Vp = Kt + DQ * BKP;
-    for (int64_t x = 0; x < DQ * BKP; ++x) Kt[x] = T(0);
-    for (int64_t c = 0; c < C; ++c) {
-      const T* ks = a.k + (s + j0 + c) * a.k_row + h * a.k_head;
-      for (int64_t d = 0; d < DQ; ++d) Kt[d * BKP + c] = ks[d];
-    }
+    pack_transposed(a.k + (s + j0) * a.k_row + h * a.k_head, a.k_row, C, DQ, BKP, Kt);
     for (int64_t c = 0; c < BKP; ++c) {
       const T* vs = c < C ? a.v + (s + j0 + c) * a.v_row + h * a.v_head : nullptr;
       for (int64_t d = 0; d < DVP; ++d) Vp[c * DVP + d] = (c < C && d < a.dv) ? vs[d] : T(0);
@@ -551,17 +600,13 @@ void bwd_task(const HstuArgs<T>& a, const HstuPlan& plan, const BwdLayout<T>& la
       T* kt = x.Kt + h * DQ * BKP;
       T* kp = x.Kp + h * BKP * DQP;
       T* vt = x.Vt + h * DV * BKP;
+      const T* k0 = a.k + (s + j0) * a.k_row + h * a.k_head;
+      const T* v0 = a.v + (s + j0) * a.v_row + h * a.v_head;
       for (int64_t c = 0; c < BKP; ++c) {
-        const bool in = c < C;
-        const T* ksrc = in ? a.k + (s + j0 + c) * a.k_row + h * a.k_head : nullptr;
-        const T* vsrc = in ? a.v + (s + j0 + c) * a.v_row + h * a.v_head : nullptr;
-        for (int64_t d = 0; d < DQP; ++d) {
-          const T kv = (in && d < DQ) ? ksrc[d] : T(0);
-          kp[c * DQP + d] = kv;
-          if (d < DQ) kt[d * BKP + c] = kv;
-        }
-        for (int64_t d = 0; d < DV; ++d) vt[d * BKP + c] = in ? vsrc[d] : T(0);
+        for (int64_t d = 0; d < DQP; ++d) kp[c * DQP + d] = (c < C && d < DQ) ? k0[c * a.k_row + d] : T(0);
       }
+      pack_transposed(k0, a.k_row, C, DQ, BKP, kt);
+      pack_transposed(v0, a.v_row, C, DV, BKP, vt);
     }
     for (int64_t i = 0; i < H * BKP * DQP; ++i) x.dKacc[i] = T(0);
     for (int64_t i = 0; i < H * BKP * DVP; ++i) x.dVacc[i] = T(0);
