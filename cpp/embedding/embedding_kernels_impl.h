@@ -212,22 +212,26 @@ inline bool sum_rows_in_registers(const float* table, int64_t stride, uint64_t r
   }
 }
 
-// Backward: the gradient of one unique float row of 8..128 elements, summed over its positions in vector registers
-// and written to g once; false for other widths.
+// Backward: sum[v] = sum over positions k in [first, last) of coef[k] * (the gradient row at grad_offset[k]), for a
+// float row of 8 * NV elements held in NV vector registers.
 template <int NV>
-inline void grad_rows_fixed(const float* grad_out, const int64_t* grad_offset, const float* coef, int64_t first,
-                            int64_t last, float* g) {
-  v8f sum[NV];
+inline void sum_grad_rows(const float* grad_out, const int64_t* grad_offset, const float* coef, int64_t first,
+                          int64_t last, v8f* sum) {
   for (int v = 0; v < NV; ++v) sum[v] = v8f{};
   for (int64_t k = first; k < last; ++k) {
     const float* go = grad_out + grad_offset[k];
     const float c = coef[k];
-    for (int v = 0; v < NV; ++v) {
-      v8f r;
-      std::memcpy(&r, go + 8 * v, 32);
-      sum[v] += c * r;
-    }
+    for (int v = 0; v < NV; ++v) sum[v] += c * *reinterpret_cast<const v8f_u*>(go + 8 * v);
   }
+}
+
+// The gradient of one unique float row of 8..128 elements, summed in registers and written to g once; false for
+// other widths.
+template <int NV>
+inline void grad_rows_fixed(const float* grad_out, const int64_t* grad_offset, const float* coef, int64_t first,
+                            int64_t last, float* g) {
+  v8f sum[NV];
+  sum_grad_rows<NV>(grad_out, grad_offset, coef, first, last, sum);
   // One 32-byte store per vector: sum_squares and the update reload g right away in 32-byte loads, and a copy
   // GCC merges into 16-byte pieces (what std::memcpy of the sum[] array became) stalls every reload on store
   // forwarding (a quarter of the backward's time at 8 x 1M x 64).
@@ -253,12 +257,7 @@ template <int NV>
 inline void fused_row_update(const float* grad_out, const int64_t* grad_offset, const float* coef, int64_t first,
                              int64_t last, float* row, float* st, float lr, float eps) {
   v8f sum[NV];
-  for (int v = 0; v < NV; ++v) sum[v] = v8f{};
-  for (int64_t k = first; k < last; ++k) {
-    const float* go = grad_out + grad_offset[k];
-    const float c = coef[k];
-    for (int v = 0; v < NV; ++v) sum[v] += c * *reinterpret_cast<const v8f_u*>(go + 8 * v);
-  }
+  sum_grad_rows<NV>(grad_out, grad_offset, coef, first, last, sum);
   float mult = lr;
   if (st) {
     v8f acc{};
@@ -424,9 +423,11 @@ void backward_kernel(const Batch<weight_t, index_t>& p, int num_threads) {
       return std::upper_bound(p.tables, tables_end, row,
                               [](int64_t r, const TableRef& t) { return r < t.first_row; }) - 1;
     };
-    // Chunks of 2048 unique rows: each thread prefetches only rows of its own chunk (the first kPrefetchSegments
-    // rows at the chunk's start), never rows another thread is updating.
-    for_chunks<acc_t>(p.num_segments, 2048, num_threads, p.max_dim, [&](int64_t sb, int64_t se, acc_t* g) {
+    // Chunks of 256..2048 unique rows (at least 4 per thread): each thread prefetches only rows of its own chunk
+    // (the first kPrefetchSegments rows at the chunk's start), never rows another thread is updating.
+    const int64_t per_thread = p.num_segments / (4 * std::max(1, num_threads));
+    const int64_t chunk = std::min<int64_t>(2048, std::max<int64_t>(256, per_thread));
+    for_chunks<acc_t>(p.num_segments, chunk, num_threads, p.max_dim, [&](int64_t sb, int64_t se, acc_t* g) {
       const auto row_of = [&](int64_t s) { return static_cast<int64_t>(p.sorted_keys[p.segments[s]] >> 32); };
       // Row, state and first gradient row of segment s, into cache; tp walks the tables forward.
       const TableRef* tp = table_of(row_of(sb));
