@@ -328,11 +328,12 @@ template <typename weight_t, typename index_t>
 void forward_kernel(const Batch<weight_t, index_t>& p, int num_threads) {
   using acc_t = typename Traits<weight_t>::acc_t;
   const int64_t num_bags = p.num_features * p.batch;
-  // Chunks of about 2048 lookups (at least 32 bags); each thread prefetches only inside its chunk, the first
-  // kPrefetch rows at the chunk's start.
+  // Chunks of about 2048 lookups, at most a quarter of a thread's share of the bags, at least 32 bags; each thread
+  // prefetches only inside its chunk, the first kPrefetch rows at the chunk's start.
   const int64_t num_indices = num_bags > 0 ? static_cast<int64_t>(p.offsets[num_bags]) : 0;
   const int64_t per_bag = std::max<int64_t>(1, num_indices / std::max<int64_t>(num_bags, 1));
-  const int64_t chunk = std::max<int64_t>(32, 2048 / per_bag);
+  const int64_t share = num_bags / (4 * std::max(1, num_threads));
+  const int64_t chunk = std::max<int64_t>(32, std::min<int64_t>(2048 / per_bag, share));
   for_chunks<acc_t>(num_bags, chunk, num_threads, p.max_dim, [&](int64_t jb, int64_t je, acc_t* acc) {
     bool bad = false;  // an index out of range: its row is skipped and the caller raises afterwards
     const int64_t pf_end = p.offsets[je];
