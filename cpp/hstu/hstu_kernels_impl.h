@@ -255,7 +255,7 @@ inline bool any_lane(VI32 m) {
 // brk[c] = bucket(|tq - ts[c]|) and brow[c] += time_bias[brk[c]], for c < C (brk has room for C rounded up to
 // the float vector width). The bucket is floor(ln(x) / base) in float vectors; lanes whose value lies within
 // `margin` of a bucket edge (or x >= 9e15, beyond the exact thresholds) take the exact double-precision path,
-// so every bucket equals the formula's: the float error of y is below 1e-5 * (1 + 1 / base), a fifth of margin.
+// so every bucket equals the formula's: the float error of y is below 1e-5 * (1 + 1 / base), a tenth of margin.
 template <typename T>
 inline void time_bias_row(double tq, const int64_t* __restrict ts, int64_t C, const HstuPlan& plan,
                           int64_t num_buckets, const T* __restrict tb, T* __restrict brow, int32_t* __restrict brk) {
