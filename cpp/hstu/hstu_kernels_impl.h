@@ -199,7 +199,7 @@ inline int64_t time_bucket(double x, const HstuPlan& plan, int64_t num_buckets) 
   __builtin_memcpy(&mant, &mbits, sizeof(mant));
   int64_t k = static_cast<int64_t>((e + mant - 1.0) * plan.log2_to_bucket);
   k = imin(imax(k, 0), num_buckets - 1);
-  if (plan.single_step_buckets) {  // the guess is within one bucket: branch-free, vectorisable fix-up
+  if (plan.single_step_buckets) {  // the guess is within one bucket: one step each way
     k -= (k > 0 && x < plan.bucket_thr[k]) ? 1 : 0;
     k += (k < num_buckets - 1 && x >= plan.bucket_thr[k + 1]) ? 1 : 0;
     return k;
@@ -260,7 +260,7 @@ template <typename T>
 inline void time_bias_row(double tq, const int64_t* __restrict ts, int64_t C, const HstuPlan& plan,
                           int64_t num_buckets, const T* __restrict tb, T* __restrict brow, int32_t* __restrict brk) {
   constexpr int WF = Vec<float>::kW;
-  const float inv_base = static_cast<float>(plan.log2_to_bucket / 0.69314718055994531);
+  const float inv_base = static_cast<float>(1.0 / plan.time_bucket_base);
   const float margin = 1e-4f * (1.0f + inv_base);
   const int32_t last = static_cast<int32_t>(num_buckets - 1);
   if (margin >= 0.25f) {  // a tiny base: buckets narrower than the float error allows, exact path throughout
