@@ -282,9 +282,34 @@ def test_state_dict_round_trip():
     sd = a.state_dict()
     assert {"weights_float32", "state0_float32", "state1_float32", "step"} <= set(sd)
     b = EmbeddingBagCollection(tables, optimizer=FusedOptimizer("adam", lr=0.05))
+    _train_fused(b, batches[:1], grads[:1])  # b's host copy of its step now says 1; the load must replace it
     b.load_state_dict(sd)
     _train_fused(a, batches[2:], grads[2:])
     _train_fused(b, batches[2:], grads[2:])
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, b.state_dict()[k]), k
+
+
+def test_step_counter_follows_writes_to_the_buffer():
+    """Adam's bias correction reads the step: after reset_parameters() (step 0) and after a direct write to the
+    buffer, training must match a module that took the same path from scratch."""
+    tables = _tables()
+    gen = torch.Generator().manual_seed(11)
+    batches = [_batch(tables, gen) for _ in range(2)]
+    grads = [{f: torch.randn(B, t.embedding_dim, generator=gen) for f, t in _table_of(tables).items()}
+             for _ in batches]
+    a = EmbeddingBagCollection(tables, optimizer=FusedOptimizer("adam", lr=0.05))
+    _train_fused(a, batches, grads)
+    a.reset_parameters()
+    with torch.no_grad():
+        a.step.fill_(5)
+    b = EmbeddingBagCollection(tables, optimizer=FusedOptimizer("adam", lr=0.05))
+    with torch.no_grad():
+        b.weights_float32.copy_(a.weights_float32)
+        b.step.fill_(5)
+    _train_fused(a, batches[:1], grads[:1])
+    _train_fused(b, batches[:1], grads[:1])
+    assert int(a.step) == int(b.step) == 6
     for k, v in a.state_dict().items():
         assert torch.equal(v, b.state_dict()[k]), k
 

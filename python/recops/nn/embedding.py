@@ -9,7 +9,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from .. import _C
+from .._runtime import core as _C
 from .._runtime import eager
 from ..data.keyed_jagged import KeyedJagged
 from ..ops import embedding as ops
@@ -107,6 +107,10 @@ class _Group:
         self.total_dim = col
         self.max_dim = max((t.embedding_dim for t in tables), default=0)
         self.int8 = False
+        self.feature_names = [f for f, _, _ in self.features]
+        self.has_max = any(t.pooling == "max" for _, t, _ in self.features)
+        self.weights_name, self.meta_name = f"weights_{self.suffix}", f"meta_{self.suffix}"
+        self.state_names = (f"state0_{self.suffix}", f"state1_{self.suffix}")
 
     def meta(self, device) -> Tensor:
         rows, int8_elem, pos = [], {}, 0
@@ -132,7 +136,7 @@ class _FusedLookup(torch.autograd.Function):
     @staticmethod
     def forward(ctx, anchor, module, gi, weights, meta, values, offsets, psw, batch, step):
         g = module._groups[gi]
-        need_argmax = any(t.pooling == "max" for _, t, _ in g.features)
+        need_argmax = g.has_max
         lookup = ops.embedding_bags_impl if eager(weights, values, offsets, psw) else ops.embedding_bags
         out, argmax = lookup(weights, meta, values, offsets, psw, batch, g.total_dim, g.max_dim, need_argmax,
                              module._names[gi])
@@ -202,6 +206,8 @@ class EmbeddingBagCollection(nn.Module):
         if optimizer is not None:
             self.register_buffer("step", torch.zeros((), dtype=torch.int64))
         self._anchor = torch.empty(0, requires_grad=True)
+        self._checked_keys: Optional[List[str]] = None
+        self._step_cache = [None, -1, 0]  # [step buffer, its _version, its value]; mutated in place (no __setattr__)
         self.reset_parameters()
 
     def _state_sizes(self, g: _Group) -> Tuple[int, int]:
@@ -225,7 +231,9 @@ class EmbeddingBagCollection(nn.Module):
         return f"tables={[(t.name, t.num_embeddings, t.embedding_dim, t.pooling) for t in self.tables]}{opt}"
 
     def _weights(self, gi: int) -> Tensor:
-        return getattr(self, f"weights_{self._groups[gi].suffix}")
+        name = self._groups[gi].weights_name
+        w = self._parameters.get(name)
+        return self._buffers[name] if w is None else w
 
     def table(self, name: str) -> Tensor:
         """Writable [num_embeddings, embedding_dim] view of one table's weights (float tables only)."""
@@ -246,44 +254,59 @@ class EmbeddingBagCollection(nn.Module):
             return KeyedJagged.from_dict(features)
         raise TypeError(f"EmbeddingBagCollection: features must be a KeyedJagged or a dict, got {type(features)}")
 
-    def forward(self, features: Features) -> EmbeddingBagOutput:
-        kjt = self._to_kjt(features)
-        unknown = [k for k in kjt.keys if k not in self._feature_group]
+    def _check_keys(self, keys: List[str]) -> None:
+        unknown = [k for k in keys if k not in self._feature_group]
         if unknown:
             raise ValueError(f"EmbeddingBagCollection: keys {unknown} are not features of any table")
-        missing = [f for f in self._feature_group if f not in kjt.keys]
+        missing = [f for f in self._feature_group if f not in keys]
         if missing:
             raise ValueError(f"EmbeddingBagCollection: features {missing} are missing from the input")
+        self._checked_keys = list(keys)
+
+    def _host_step(self) -> int:
+        """The step buffer's value, read from the tensor (a device sync on CUDA) only when the buffer was replaced
+        or written since the last read (load_state_dict, reset_parameters, .to())."""
+        s, cache = self._buffers["step"], self._step_cache
+        if cache[0] is not s or cache[1] != s._version:
+            cache[:] = (s, s._version, int(s))
+        return cache[2]
+
+    def forward(self, features: Features) -> EmbeddingBagOutput:
+        kjt = features if type(features) is KeyedJagged else self._to_kjt(features)
+        if kjt.keys != self._checked_keys:  # the key list is validated once per distinct list, not per batch
+            self._check_keys(kjt.keys)
         batch = kjt.stride()
-        fused = self.optimizer is not None and torch.is_grad_enabled() and self.training
+        grad_mode = torch.is_grad_enabled()
+        fused = self.optimizer is not None and grad_mode and self.training
+        step = self._host_step() + 1 if fused else 0
         items, outs = {}, []
         for gi, g in enumerate(self._groups):
-            values, offsets, weights = kjt.select([f for f, _, _ in g.features])
+            values, offsets, weights = kjt.select(g.feature_names)
             psw = None
             if weights is not None:
                 bad = [t.name for _, t, _ in g.features if t.pooling != "sum"]
                 if bad:
                     raise ValueError(f"EmbeddingBagCollection: per-id weights need sum pooling, tables {bad} are not")
                 psw = weights.to(ops.acc_dtype(g.dtype))
-            w, meta = self._weights(gi), getattr(self, f"meta_{g.suffix}")
+            w, meta = self._weights(gi), self._buffers[g.meta_name]
             if fused and g.int8:
                 raise RuntimeError("EmbeddingBagCollection: int8-quantised tables are inference-only; call eval()")
             if fused:
-                out = _FusedLookup.apply(self._anchor, self, gi, w, meta, values, offsets, psw, batch,
-                                         int(self.step) + 1)
+                out = _FusedLookup.apply(self._anchor, self, gi, w, meta, values, offsets, psw, batch, step)
             else:
-                need_argmax = w.requires_grad and torch.is_grad_enabled() and any(
-                    t.pooling == "max" for _, t, _ in g.features)
+                need_argmax = w.requires_grad and grad_mode and g.has_max
                 # Without autograd (inference, frozen tables) and outside compile: the op body directly.
-                direct = not (w.requires_grad and torch.is_grad_enabled()) and eager(w, values, offsets, psw)
+                direct = not (w.requires_grad and grad_mode) and eager(w, values, offsets, psw)
                 lookup = ops.embedding_bags_impl if direct else ops.embedding_bags
                 out, _ = lookup(w, meta, values, offsets, psw, batch, g.total_dim, g.max_dim, need_argmax,
                                 self._names[gi])
             outs.append(out)
             for f, t, col in g.features:
                 items[f] = out[:, col:col + t.embedding_dim]
-        if fused:
-            self.step += 1  # after every group's lookup succeeded: a rejected batch changes nothing
+        if fused:  # after every group's lookup succeeded: a rejected batch changes nothing
+            s = self._buffers["step"]
+            s.add_(1)
+            self._step_cache[:] = (s, s._version, step)
         return EmbeddingBagOutput(items, outs)
 
     def _apply_update(self, gi, grad_out, weights, meta, values, offsets, psw, argmax, batch, t) -> None:
@@ -291,7 +314,7 @@ class EmbeddingBagCollection(nn.Module):
         step_size = 0.0
         if opt.kind == "adam":
             step_size = opt.lr * math.sqrt(1 - opt.beta2 ** t) / (1 - opt.beta1 ** t)
-        s0, s1 = getattr(self, f"state0_{g.suffix}"), getattr(self, f"state1_{g.suffix}")
+        s0, s1 = self._buffers[g.state_names[0]], self._buffers[g.state_names[1]]
         seed = (opt.seed * 1_000_003 + t) & ((1 << 63) - 1)
         update = (ops.embedding_bags_fused_update_impl if eager(grad_out, weights, values, offsets, psw, s0, s1)
                   else ops.embedding_bags_fused_update)

@@ -16,7 +16,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .. import _C
+from .._runtime import core as _C
 from .._runtime import ERR_BAD_INDEX, Launch, num_threads
 
 POOLING = {"sum": 0, "mean": 1, "max": 2}

@@ -6,7 +6,7 @@ from typing import Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-from .. import _C
+from .._runtime import core as _C
 from .._runtime import Launch, num_threads
 from .jagged import _check_offsets_arg
 

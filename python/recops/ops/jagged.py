@@ -12,7 +12,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .. import _C
+from .._runtime import core as _C
 from .._runtime import ERR_TOO_LONG, Launch, num_threads
 
 _MOVABLE_SIZES = (1, 2, 4, 8)

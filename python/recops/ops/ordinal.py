@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .. import _C
+from .._runtime import core as _C
 from .._runtime import ERR_BAD_INDEX, ERR_BAD_ORDER, Launch, eager, num_threads
 
 _REDUCTIONS = {"none": 0, "sum": 1, "mean": 2}

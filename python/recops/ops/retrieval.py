@@ -10,7 +10,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .. import _C
+from .._runtime import core as _C
 from .._runtime import ERR_BAD_INDEX, ERR_BAD_OFFSETS, Launch, num_threads
 
 _OP = "topk_inner_product"

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import torch
 
-from .. import _C
+from .._runtime import core as _C
 from .._runtime import num_threads
 from ..ops.retrieval import topk_inner_product
 from ._base import normalize
