@@ -196,13 +196,13 @@ class EmbeddingBagCollection(nn.Module):
         for gi, g in enumerate(self._groups):
             flat = _huge(torch.empty(g.numel, dtype=g.dtype, device=device))
             if optimizer is None:
-                self.register_parameter(f"weights_{g.suffix}", nn.Parameter(flat))
+                self.register_parameter(g.weights_name, nn.Parameter(flat))
             else:
-                self.register_buffer(f"weights_{g.suffix}", flat)
+                self.register_buffer(g.weights_name, flat)
                 s0, s1 = self._state_sizes(g)
-                self.register_buffer(f"state0_{g.suffix}", _huge(torch.empty(s0, device=device)).zero_())
-                self.register_buffer(f"state1_{g.suffix}", _huge(torch.empty(s1, device=device)).zero_())
-            self.register_buffer(f"meta_{g.suffix}", g.meta(device), persistent=False)
+                self.register_buffer(g.state_names[0], _huge(torch.empty(s0, device=device)).zero_())
+                self.register_buffer(g.state_names[1], _huge(torch.empty(s1, device=device)).zero_())
+            self.register_buffer(g.meta_name, g.meta(device), persistent=False)
         if optimizer is not None:
             self.register_buffer("step", torch.zeros((), dtype=torch.int64))
         self._anchor = torch.empty(0, requires_grad=True)
@@ -340,7 +340,7 @@ class EmbeddingBagCollection(nn.Module):
                 codes = torch.where(scale > 0, ((w - lo) / torch.where(scale > 0, scale, 1)).round(), 0)
                 sb = torch.cat([scale, lo], dim=1).contiguous().view(torch.uint8)
                 rows.append(torch.cat([codes.to(torch.uint8), sb], dim=1).reshape(-1))
-            name = f"weights_{g.suffix}"
+            name = g.weights_name
             packed = torch.cat(rows) if rows else torch.zeros(0, dtype=torch.uint8)
             if name in self._parameters:
                 del self._parameters[name]
@@ -348,5 +348,5 @@ class EmbeddingBagCollection(nn.Module):
                 del self._buffers[name]
             self.register_buffer(name, packed)
             g.int8 = True
-            setattr(self, f"meta_{g.suffix}", g.meta(packed.device))
+            setattr(self, g.meta_name, g.meta(packed.device))
         return self
