@@ -37,10 +37,11 @@ struct Batch {
   out_t* out = nullptr;           // forward output
   std::atomic<bool>* bad_index = nullptr;  // forward: set when an index is out of its table's range (row skipped)
   const out_t* grad_out = nullptr;
-  // Backward: keys = (global row << 32) | position, sorted by row (stable: positions ascend within a row);
-  // segments = the start of each unique row's run of keys (num_segments + 1 entries); per sorted key, the element
-  // offset of its bag's gradient row in grad_out, its coefficient (per-sample weight / mean scale) and, when some
-  // feature max-pools, whether its feature does (else null). tables: sorted by first_row.
+  // Backward: keys = (global row << 32) | id, sorted (ids ascend within a row); the id is the key's bag, or its
+  // position when per-sample weights or max pooling need it. segments = the start of each unique row's run of keys
+  // (num_segments + 1 entries). Per id: the element offset of its bag's gradient row in grad_out, its coefficient
+  // (per-sample weight / mean scale) and, when some feature max-pools, whether its feature does (else null).
+  // tables: sorted by first_row.
   const uint64_t* sorted_keys = nullptr;
   const int64_t* segments = nullptr;
   int64_t num_segments = 0;

@@ -212,15 +212,19 @@ inline bool sum_rows_in_registers(const float* table, int64_t stride, uint64_t r
   }
 }
 
-// Backward: sum[v] = sum over positions k in [first, last) of coef[k] * (the gradient row at grad_offset[k]), for a
-// float row of 8 * NV elements held in NV vector registers.
+// The low word of a backward key: the index into grad_offset / coef / is_max (a bag or a position).
+inline uint64_t key_id(uint64_t key) { return key & 0xffffffffu; }
+
+// Backward: sum[v] = sum over sorted keys k in [first, last) of coef[id] * (the gradient row at grad_offset[id]),
+// id = key_id(keys[k]), for a float row of 8 * NV elements held in NV vector registers.
 template <int NV>
-inline void sum_grad_rows(const float* grad_out, const int64_t* grad_offset, const float* coef, int64_t first,
-                          int64_t last, v8f* sum) {
+inline void sum_grad_rows(const float* grad_out, const int64_t* grad_offset, const float* coef, const uint64_t* keys,
+                          int64_t first, int64_t last, v8f* sum) {
   for (int v = 0; v < NV; ++v) sum[v] = v8f{};
   for (int64_t k = first; k < last; ++k) {
-    const float* go = grad_out + grad_offset[k];
-    const float c = coef[k];
+    const uint64_t id = key_id(keys[k]);
+    const float* go = grad_out + grad_offset[id];
+    const float c = coef[id];
     for (int v = 0; v < NV; ++v) sum[v] += c * *reinterpret_cast<const v8f_u*>(go + 8 * v);
   }
 }
@@ -228,10 +232,10 @@ inline void sum_grad_rows(const float* grad_out, const int64_t* grad_offset, con
 // The gradient of one unique float row of 8..128 elements, summed in registers and written to g once; false for
 // other widths.
 template <int NV>
-inline void grad_rows_fixed(const float* grad_out, const int64_t* grad_offset, const float* coef, int64_t first,
-                            int64_t last, float* g) {
+inline void grad_rows_fixed(const float* grad_out, const int64_t* grad_offset, const float* coef, const uint64_t* keys,
+                            int64_t first, int64_t last, float* g) {
   v8f sum[NV];
-  sum_grad_rows<NV>(grad_out, grad_offset, coef, first, last, sum);
+  sum_grad_rows<NV>(grad_out, grad_offset, coef, keys, first, last, sum);
   // One 32-byte store per vector: sum_squares and the update reload g right away in 32-byte loads, and a copy
   // GCC merges into 16-byte pieces (what std::memcpy of the sum[] array became) stalls every reload on store
   // forwarding (a quarter of the backward's time at 8 x 1M x 64).
@@ -239,13 +243,13 @@ inline void grad_rows_fixed(const float* grad_out, const int64_t* grad_offset, c
 }
 
 inline bool grad_rows_in_registers(int64_t dim, const float* grad_out, const int64_t* grad_offset, const float* coef,
-                                   int64_t first, int64_t last, float* g) {
+                                   const uint64_t* keys, int64_t first, int64_t last, float* g) {
   switch (dim) {
-    case 8: grad_rows_fixed<1>(grad_out, grad_offset, coef, first, last, g); return true;
-    case 16: grad_rows_fixed<2>(grad_out, grad_offset, coef, first, last, g); return true;
-    case 32: grad_rows_fixed<4>(grad_out, grad_offset, coef, first, last, g); return true;
-    case 64: grad_rows_fixed<8>(grad_out, grad_offset, coef, first, last, g); return true;
-    case 128: grad_rows_fixed<16>(grad_out, grad_offset, coef, first, last, g); return true;
+    case 8: grad_rows_fixed<1>(grad_out, grad_offset, coef, keys, first, last, g); return true;
+    case 16: grad_rows_fixed<2>(grad_out, grad_offset, coef, keys, first, last, g); return true;
+    case 32: grad_rows_fixed<4>(grad_out, grad_offset, coef, keys, first, last, g); return true;
+    case 64: grad_rows_fixed<8>(grad_out, grad_offset, coef, keys, first, last, g); return true;
+    case 128: grad_rows_fixed<16>(grad_out, grad_offset, coef, keys, first, last, g); return true;
     default: return false;
   }
 }
@@ -254,10 +258,10 @@ inline bool grad_rows_in_registers(int64_t dim, const float* grad_out, const int
 // over the row's positions, its mean square, the state step and the row update (st: null for SGD). Same
 // arithmetic and order as the general path (grad_rows_fixed + sum_squares + the update loop).
 template <int NV>
-inline void fused_row_update(const float* grad_out, const int64_t* grad_offset, const float* coef, int64_t first,
-                             int64_t last, float* row, float* st, float lr, float eps) {
+inline void fused_row_update(const float* grad_out, const int64_t* grad_offset, const float* coef, const uint64_t* keys,
+                             int64_t first, int64_t last, float* row, float* st, float lr, float eps) {
   v8f sum[NV];
-  sum_grad_rows<NV>(grad_out, grad_offset, coef, first, last, sum);
+  sum_grad_rows<NV>(grad_out, grad_offset, coef, keys, first, last, sum);
   float mult = lr;
   if (st) {
     v8f acc{};
@@ -274,13 +278,14 @@ inline void fused_row_update(const float* grad_out, const int64_t* grad_offset, 
 
 // fused_row_update for rows of 8, 16, 32, 64 or 128 floats; false for other widths.
 inline bool fused_row_update(int64_t dim, const float* grad_out, const int64_t* grad_offset, const float* coef,
-                             int64_t first, int64_t last, float* row, float* st, float lr, float eps) {
+                             const uint64_t* keys, int64_t first, int64_t last, float* row, float* st, float lr,
+                             float eps) {
   switch (dim) {
-    case 8: fused_row_update<1>(grad_out, grad_offset, coef, first, last, row, st, lr, eps); return true;
-    case 16: fused_row_update<2>(grad_out, grad_offset, coef, first, last, row, st, lr, eps); return true;
-    case 32: fused_row_update<4>(grad_out, grad_offset, coef, first, last, row, st, lr, eps); return true;
-    case 64: fused_row_update<8>(grad_out, grad_offset, coef, first, last, row, st, lr, eps); return true;
-    case 128: fused_row_update<16>(grad_out, grad_offset, coef, first, last, row, st, lr, eps); return true;
+    case 8: fused_row_update<1>(grad_out, grad_offset, coef, keys, first, last, row, st, lr, eps); return true;
+    case 16: fused_row_update<2>(grad_out, grad_offset, coef, keys, first, last, row, st, lr, eps); return true;
+    case 32: fused_row_update<4>(grad_out, grad_offset, coef, keys, first, last, row, st, lr, eps); return true;
+    case 64: fused_row_update<8>(grad_out, grad_offset, coef, keys, first, last, row, st, lr, eps); return true;
+    case 128: fused_row_update<16>(grad_out, grad_offset, coef, keys, first, last, row, st, lr, eps); return true;
     default: return false;
   }
 }
@@ -443,7 +448,8 @@ void backward_kernel(const Batch<weight_t, index_t>& p, int num_threads) {
           prefetch_row(p.state0 + pe, tp->dim * 4);
         }
         if (p.state1) prefetch_row(p.state1 + pe, tp->dim * 4);
-        prefetch_row(p.grad_out + p.grad_offset[p.segments[s]], tp->dim * static_cast<int64_t>(sizeof(out_t)));
+        prefetch_row(p.grad_out + p.grad_offset[key_id(p.sorted_keys[p.segments[s]])],
+                     tp->dim * static_cast<int64_t>(sizeof(out_t)));
       };
       const TableRef* t = tp;
       for (int64_t s = sb; s < std::min(se, sb + kPrefetchSegments); ++s) prefetch_segment(s);
@@ -459,7 +465,7 @@ void backward_kernel(const Batch<weight_t, index_t>& p, int num_threads) {
           // The common case without a detour through g: the update straight from registers (-15% kernel time
           // at 8 x 1M x 64).
           if (!p.grad_psw && !p.is_max && (up.kind == Update::kSgd || up.kind == Update::kRowwiseAdagrad) &&
-              fused_row_update(dim, p.grad_out, p.grad_offset, p.coef, first, last, row,
+              fused_row_update(dim, p.grad_out, p.grad_offset, p.coef, p.sorted_keys, first, last, row,
                                up.kind == Update::kRowwiseAdagrad ? p.state0 + row_id : nullptr, up.lr, up.eps)) {
             continue;
           }
@@ -467,24 +473,27 @@ void backward_kernel(const Batch<weight_t, index_t>& p, int num_threads) {
         bool done = false;
         if constexpr (std::is_same_v<weight_t, float>) {
           if (!p.grad_psw && !p.is_max) {
-            done = grad_rows_in_registers(dim, p.grad_out, p.grad_offset, p.coef, first, last, g);
+            done = grad_rows_in_registers(dim, p.grad_out, p.grad_offset, p.coef, p.sorted_keys, first, last, g);
           }
         }
         if (!done) std::fill(g, g + dim, acc_t(0));
         for (int64_t k = done ? last : first; k < last; ++k) {
-          const out_t* gout = p.grad_out + p.grad_offset[k];
-          if (k + 1 < last) prefetch_row(p.grad_out + p.grad_offset[k + 1], dim * static_cast<int64_t>(sizeof(out_t)));
-          const int64_t i = static_cast<int64_t>(p.sorted_keys[k] & 0xffffffffu);
+          const int64_t i = static_cast<int64_t>(key_id(p.sorted_keys[k]));
+          const out_t* gout = p.grad_out + p.grad_offset[i];
+          if (k + 1 < last) {
+            prefetch_row(p.grad_out + p.grad_offset[key_id(p.sorted_keys[k + 1])],
+                         dim * static_cast<int64_t>(sizeof(out_t)));
+          }
           if (p.grad_psw) {
             acc_t dot = 0;
             for (int64_t d = 0; d < dim; ++d) dot += Elem<weight_t>::load(row, d) * load_one<out_t, acc_t>(gout, dim, d);
             p.grad_psw[i] = dot;
           }
-          if (p.is_max && p.is_max[k]) {
-            const int64_t* am = p.argmax + p.grad_offset[k];
+          if (p.is_max && p.is_max[i]) {
+            const int64_t* am = p.argmax + p.grad_offset[i];
             for (int64_t d = 0; d < dim; ++d) g[d] += am[d] == i ? load_one<out_t, acc_t>(gout, dim, d) : acc_t(0);
           } else {
-            const acc_t coef = p.coef[k];
+            const acc_t coef = p.coef[i];
             for (int64_t d = 0; d < dim; ++d) g[d] += coef * load_one<out_t, acc_t>(gout, dim, d);
           }
         }

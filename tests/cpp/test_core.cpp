@@ -343,6 +343,42 @@ void test_embedding(int threads) {
                                          0, nullptr, threads);
 }
 
+// The backward's wide-row sort (2^17 rows, 20k keys: partition + in-cache bucket sorts, runs found per bucket):
+// the dense gradient of sum pooling (keys per bag) and of per-sample weights (keys per position) against a naive
+// scatter. Gradients are small integers, so every sum is exact whatever the order.
+void test_embedding_wide(int threads) {
+  using namespace recops::embedding;
+  const int64_t rows = 100'000, dim = 2, batch = 500, n = 20'000;
+  const int64_t meta[kMetaCols] = {0, 0, rows, dim, dim, 0, 0};
+  std::vector<int64_t> idx(n), off(batch + 1);
+  uint64_t s = 12345;
+  for (int64_t i = 0; i < n; ++i) {
+    s = s * 6364136223846793005ull + 1442695040888963407ull;
+    const int64_t r = static_cast<int64_t>((s >> 33) % rows);
+    idx[i] = i % 3 == 0 ? (r % 7) * 14'000 : r;  // a third of the keys on 7 hot rows
+  }
+  for (int64_t b = 0; b <= batch; ++b) off[b] = b * n / batch;
+  std::vector<float> grad(batch * dim), psw(n);
+  for (int64_t e = 0; e < batch * dim; ++e) grad[e] = static_cast<float>(e % 5) - 2.f;
+  for (int64_t i = 0; i < n; ++i) psw[i] = static_cast<float>(i % 3);
+  std::vector<float> w(rows * dim, 0.f);
+  for (const float* weights : {static_cast<const float*>(nullptr), static_cast<const float*>(psw.data())}) {
+    std::vector<float> want(rows * dim, 0.f), got(rows * dim, 7.f);
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t i = off[b]; i < off[b + 1]; ++i) {
+        for (int64_t d = 0; d < dim; ++d) want[idx[i] * dim + d] += (weights ? weights[i] : 1.f) * grad[b * dim + d];
+      }
+    }
+    std::fill(got.begin(), got.end(), 0.f);
+    std::vector<float> gpsw(n);
+    UpdateParams dense;
+    embedding_bags_backward<float, int64_t>("emb", w.data(), rows * dim, meta, 1, idx.data(), n, off.data(), batch,
+                                            weights, nullptr, grad.data(), dim, dense, got.data(), nullptr, nullptr,
+                                            0, 0, weights ? gpsw.data() : nullptr, threads);
+    EXPECT(got == want);
+  }
+}
+
 // Brute-force top-k with the op's ordering (score desc, id asc), NaN and excluded rows skipped.
 void brute_topk(const std::vector<float>& q, int64_t nq, int64_t dim, const std::vector<float>& e, int64_t n,
                 const std::vector<int64_t>& ex, const std::vector<int64_t>& exo, int64_t k, std::vector<float>& s,
@@ -455,6 +491,7 @@ int main() {
   for (int threads : {1, 3}) test_losses(threads);
   test_losses_bad_inputs();
   for (int threads : {1, 3}) test_embedding(threads);
+  for (int threads : {1, 3}) test_embedding_wide(threads);
   for (int threads : {1, 2, 3}) test_topk(threads);
   test_topk_bad_inputs();
   if (g_failures) {

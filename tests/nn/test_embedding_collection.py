@@ -130,12 +130,26 @@ def _rowwise_adagrad_step(tables, acc, lr, eps):
     def step(refs):
         for t in tables:
             w = refs[t.name].weight
-            gsum = w.grad.coalesce()
-            rows, vals = gsum.indices()[0], gsum.values()
+            if w.grad.is_sparse:
+                gsum = w.grad.coalesce()
+                rows, vals = gsum.indices()[0], gsum.values()
+            else:  # max pooling: dense; a touched row with a zero gradient does not move either way
+                rows = torch.nonzero(w.grad.abs().sum(dim=1))[:, 0]
+                vals = w.grad[rows]
             acc[t.name][rows] += vals.pow(2).mean(dim=1)
             with torch.no_grad():
                 w[rows] -= lr * vals / (acc[t.name][rows].sqrt() + eps)[:, None]
     return step
+
+
+def _step_fn(kind, tables, acc, lr, eps):
+    """step_fn for _train_reference: torch's optimizer of that kind, or the rowwise-Adagrad reference on acc."""
+    def step_fn(params):
+        if kind != "rowwise_adagrad":
+            opt = _torch_opt(kind, params, lr)
+            return lambda refs: opt.step()
+        return _rowwise_adagrad_step(tables, acc, lr, eps)
+    return step_fn
 
 
 def _train_fused(ebc, batches, grads):
@@ -198,20 +212,71 @@ def test_fused_update_widths(kind, dim):
     batches = [_batch(tables, gen, max_len=12) for _ in range(3)]
     grads = [{f: torch.randn(B, dim, generator=gen) for f in ("w", "v")} for _ in batches]
     acc = {t.name: torch.zeros(t.num_embeddings) for t in tables}
-
-    def step_fn(params):
-        if kind != "rowwise_adagrad":
-            opt = _torch_opt(kind, params, lr)
-            return lambda refs: opt.step()
-
-        return _rowwise_adagrad_step(tables, acc, lr, eps)
-
-    refs = _train_reference(ebc, tables, batches, grads, step_fn)
+    refs = _train_reference(ebc, tables, batches, grads, _step_fn(kind, tables, acc, lr, eps))
     _train_fused(ebc, batches, grads)
     for t in tables:
         torch.testing.assert_close(ebc.table(t.name), refs[t.name].weight.detach(), atol=1e-5, rtol=1e-5)
     if kind == "rowwise_adagrad":
         torch.testing.assert_close(ebc.state0_float32, torch.cat([acc["w"], acc["v"]]))
+
+
+def _wide_batch(tables, gen, batch, max_len, weighted):
+    """Long bags over wide tables: 30% of the big table's lookups on 64 hot rows (runs of ~100 keys); the small
+    table's all within its first 200 rows (buckets whose upper row bits agree); the sparse table's a few short bags
+    over 20 pairs of adjacent rows far apart (buckets of a few keys, each row repeated and interleaved with its
+    neighbour)."""
+    d = {}
+    for f, t in _table_of(tables).items():
+        lens = torch.randint(0, 8 if t.name == "sparse" else max_len, (batch,), generator=gen)
+        off = torch.cat([torch.zeros(1, dtype=torch.int64), lens.cumsum(0)])
+        n = int(off[-1])
+        if t.name == "small":
+            idx = torch.randint(0, 200, (n,), generator=gen)
+        elif t.name == "sparse":
+            idx = torch.randint(0, 20, (n,), generator=gen) * 2500 + torch.randint(0, 2, (n,), generator=gen)
+        else:
+            idx = torch.randint(0, t.num_embeddings, (n,), generator=gen)
+            hot = torch.rand(n, generator=gen) < 0.3
+            idx[hot] = torch.randint(0, 64, (int(hot.sum()),), generator=gen) * (t.num_embeddings // 64)
+        d[f] = (idx, off) + ((torch.rand(n, generator=gen),) if weighted else ())
+    return d
+
+
+@pytest.mark.parametrize("kind", ["sgd", "rowwise_adagrad"])
+@pytest.mark.parametrize("variant", ["sum_mean", "weighted", "max"])
+def test_fused_training_wide_tables_many_lookups(kind, variant):
+    """Tens of thousands of keys over 2^17 rows: the backward's partitioned row sort (buckets sorted in cache,
+    small ones by std::sort, digits shared by a whole bucket skipped), with keys per bag (sum/mean) or per position
+    (per-sample weights, max pooling); also identical for 1 and 2 threads. Tolerance 1e-4: a hot row sums ~100
+    gradient rows in float32, in an order other than torch's. (Elementwise Adagrad is left to the smaller tests: its
+    first steps divide by |g|, which turns that rounding into sign flips where a sum lands near 0; max pooling takes
+    one step, since a rounding difference in the first could change which row wins a bag's max in the second.)"""
+    pooling = {"sum_mean": ("sum", "mean"), "weighted": ("sum", "sum"), "max": ("max", "mean")}[variant]
+    tables = [EmbeddingBagConfig("big", 70_000, 16, ["a", "b"], pooling=pooling[0]),
+              EmbeddingBagConfig("small", 5_000, 8, pooling=pooling[1]),
+              EmbeddingBagConfig("sparse", 50_000, 8, pooling=pooling[1])]
+    lr, eps, batch = 0.05, 1e-8, 48
+    gen = torch.Generator().manual_seed(11)
+    batches = [_wide_batch(tables, gen, batch, 400, variant == "weighted") for _ in range(1 if variant == "max" else 2)]
+    assert sum(d[0].numel() for d in batches[0].values()) > 20_000
+    grads = [{f: torch.randn(batch, t.embedding_dim, generator=gen) for f, t in _table_of(tables).items()}
+             for _ in batches]
+    acc = {t.name: torch.zeros(t.num_embeddings) for t in tables}
+    torch.manual_seed(0)
+    ebc = EmbeddingBagCollection(tables, optimizer=FusedOptimizer(kind, lr=lr, eps=eps))
+    initial = copy.deepcopy(ebc)
+    refs = _train_reference(ebc, tables, batches, grads, _step_fn(kind, tables, acc, lr, eps))
+    _train_fused(ebc, batches, grads)
+    for t in tables:
+        torch.testing.assert_close(ebc.table(t.name), refs[t.name].weight.detach(), atol=1e-4, rtol=1e-4)
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1 if old > 1 else 2)
+        _train_fused(initial, batches, grads)
+    finally:
+        torch.set_num_threads(old)
+    for t in tables:
+        assert torch.equal(initial.table(t.name), ebc.table(t.name))
 
 
 def test_fused_backward_deterministic():
