@@ -32,6 +32,9 @@ class Case:
     flops: float = 0  # for GFLOP/s; 0 when not meaningful
     sequences: int = 0  # for sequences/s (model-level cases)
     samples: int = 0  # for samples/s (model-level cases)
+    # The first call of an implementation after another one ran rebuilds its state (DLRM: only one model fits in
+    # memory): the runner then starts every block with an untimed call and times at least MIN_SWITCH_CALLS calls.
+    switch_cost: bool = False
 
 
 CASE_BUILDERS: Dict[str, Callable[[torch.device, bool], List[Case]]] = {

@@ -26,33 +26,40 @@ def _sync(device):
 
 
 ROUNDS = 5
+SWITCH_ROUNDS, MIN_SWITCH_CALLS = 2, 5
 
 
-def time_impls(impls, device, min_time, rounds=ROUNDS, max_reps=1000):
+def time_impls(impls, device, min_time, rounds=ROUNDS, max_reps=1000, switch_cost=False):
     """Median seconds per call of each implementation (after warm-up). The implementations of one case are timed
     interleaved, in `rounds` rounds of about min_time / rounds seconds each, so a slow phase of a shared machine
     lands on all of them instead of on whichever ran then. Calls slower than 2 s (slow baselines) are warmed up
-    once and timed once."""
+    once and timed once. switch_cost (see Case): every block starts with an untimed call and times at least
+    MIN_SWITCH_CALLS calls, and no call counts as slow (the first one builds)."""
     times, fast = {}, []
     for name, fn in impls.items():
         t0 = time.perf_counter()
         fn()
         _sync(device)
-        if time.perf_counter() - t0 > 2.0:
+        if time.perf_counter() - t0 > 2.0 and not switch_cost:
             t0 = time.perf_counter()
             fn()
             _sync(device)
             times[name] = time.perf_counter() - t0
         else:
-            fn()
-            _sync(device)
+            if not switch_cost:
+                fn()
+                _sync(device)
             fast.append(name)
     samples = {name: [] for name in fast}
+    min_calls = MIN_SWITCH_CALLS if switch_cost else 1
     for _ in range(rounds):
         for name in fast:
             fn, got = impls[name], samples[name]
+            if switch_cost:
+                fn()
+                _sync(device)
             start, calls = time.perf_counter(), 0
-            while calls < 1 or (time.perf_counter() - start < min_time / rounds and calls < max_reps // rounds):
+            while calls < min_calls or (time.perf_counter() - start < min_time / rounds and calls < max_reps // rounds):
                 t0 = time.perf_counter()
                 fn()
                 _sync(device)
@@ -108,7 +115,8 @@ def main(argv=None):
         f"- versions: recops {recops.__version__} (CUDA build: {recops.has_cuda()}), torch {torch.__version__}, "
         f"python {platform.python_version()}",
         f"- mode: {'quick' if args.quick else 'full'}, min time per impl {min_time}s, median of repeated calls, "
-        f"the implementations of a case interleaved in {ROUNDS} rounds",
+        f"the implementations of a case interleaved in {ROUNDS} rounds ({SWITCH_ROUNDS} rounds of at least "
+        f"{MIN_SWITCH_CALLS} calls after an untimed one where switching implementations rebuilds a model)",
         "- ratio = baseline time / recops time (> 1: recops is faster)",
         "",
         "| op | shape | impl | time (ms) | throughput | ratio |",
@@ -118,7 +126,10 @@ def main(argv=None):
     rows = []
     for fam in families:
         for case in CASE_BUILDERS[fam](device, args.quick):
-            times = time_impls(case.impls, device, min_time)
+            if case.switch_cost:
+                times = time_impls(case.impls, device, min_time, rounds=SWITCH_ROUNDS, switch_cost=True)
+            else:
+                times = time_impls(case.impls, device, min_time)
             mine = times.get("recops")
             for name, t in times.items():
                 rate = ""
