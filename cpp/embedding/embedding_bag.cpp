@@ -385,7 +385,8 @@ void embedding_bags_backward(const char* op, weight_t* weights, int64_t weights_
   thread_local Scratch<acc_t> coef_buf;
   thread_local Scratch<uint8_t> max_buf;
   const int64_t n = num_indices;
-  const bool by_bag = per_sample_weights == nullptr && grad_per_sample_weights == nullptr && !has_max;
+  const bool by_bag = per_sample_weights == nullptr && grad_per_sample_weights == nullptr && !has_max &&
+                      num_features * batch <= (int64_t{1} << 32);  // bag ids fit the key's low word
   const int64_t num_ids = by_bag ? num_features * batch : n;
   uint64_t* keys = keys_buf.get(n);
   int64_t* goff = goff_buf.get(num_ids);
@@ -454,7 +455,7 @@ void embedding_bags_backward(const char* op, weight_t* weights, int64_t weights_
   p.state1 = state1;
   p.grad_psw = static_cast<typename Batch<weight_t, index_t>::acc_t*>(grad_per_sample_weights);
   if (use_avx2()) avx2::backward_kernel(p, num_threads); else generic::backward_kernel(p, num_threads);
-  if (n > kKeepIndices) {
+  if (n > kKeepIndices || num_ids > kKeepIndices) {
     for (auto* b : {&keys_buf, &tmp_buf}) b->release();
     for (auto* b : {&goff_buf, &seg_buf, &seg_tmp_buf}) b->release();
     coef_buf.release();
