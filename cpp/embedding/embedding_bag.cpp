@@ -124,40 +124,47 @@ class Scratch {
   int64_t cap_ = 0;
 };
 
-// Stable LSD radix sort of n keys by bits [lo, lo + bits): at most 11 bits per pass, each pass a parallel
-// histogram over fixed chunks, a serial prefix over (bucket, chunk) and a parallel scatter; the chunks do not depend
-// on the thread count, so the result is the same for any number of threads. Returns the buffer holding the result
-// (a or tmp).
+// One stable counting pass: dst <- src ordered by the digit (key >> shift) & (buckets - 1), over `chunks` equal
+// chunks of src (parallel histograms, a serial prefix over (bucket, chunk), a parallel scatter). A stable order is
+// unique, so the chunking does not change the result. starts (optional, buckets + 1 entries): where each digit's
+// keys begin in dst, then n.
+void counting_pass(const uint64_t* src, uint64_t* dst, int64_t n, int shift, int64_t buckets, int64_t chunks,
+                   int num_threads, int64_t* starts) {
+  const int64_t chunk = (n + chunks - 1) / chunks;
+  const uint64_t mask = static_cast<uint64_t>(buckets - 1);
+  std::vector<int64_t> hist(static_cast<size_t>(chunks * buckets), 0);
+  parallel_tasks(chunks, num_threads, [&](int64_t c, int) {
+    int64_t* h = hist.data() + c * buckets;
+    for (int64_t i = c * chunk, e = std::min(n, (c + 1) * chunk); i < e; ++i) ++h[(src[i] >> shift) & mask];
+  });
+  int64_t sum = 0;
+  for (int64_t bkt = 0; bkt < buckets; ++bkt) {
+    if (starts) starts[bkt] = sum;
+    for (int64_t c = 0; c < chunks; ++c) {
+      const int64_t t = hist[c * buckets + bkt];
+      hist[c * buckets + bkt] = sum;
+      sum += t;
+    }
+  }
+  if (starts) starts[buckets] = n;
+  parallel_tasks(chunks, num_threads, [&](int64_t c, int) {
+    int64_t* h = hist.data() + c * buckets;
+    for (int64_t i = c * chunk, e = std::min(n, (c + 1) * chunk); i < e; ++i) {
+      dst[h[(src[i] >> shift) & mask]++] = src[i];
+    }
+  });
+}
+
+// Stable LSD radix sort of n keys by bits [lo, lo + bits): at most 11 bits per pass, each a counting_pass over
+// chunks of >= 64k keys. Returns the buffer holding the result (a or tmp).
 uint64_t* radix_sort(uint64_t* a, uint64_t* tmp, int64_t n, int lo, int bits, int num_threads) {
   if (n <= 1 || bits <= 0) return a;
   const int passes = (bits + 10) / 11;
   const int per = (bits + passes - 1) / passes;
-  const int64_t buckets = int64_t{1} << per;
   const int64_t chunk = std::max<int64_t>(int64_t{1} << 16, (n + 63) / 64);
   const int64_t chunks = (n + chunk - 1) / chunk;
-  std::vector<int64_t> hist(static_cast<size_t>(chunks * buckets));
   for (int pass = 0; pass < passes; ++pass) {
-    const int shift = lo + pass * per;
-    const uint64_t mask = static_cast<uint64_t>(buckets - 1);
-    std::fill(hist.begin(), hist.end(), 0);
-    parallel_tasks(chunks, num_threads, [&](int64_t c, int) {
-      int64_t* h = hist.data() + c * buckets;
-      const int64_t e = std::min(n, (c + 1) * chunk);
-      for (int64_t i = c * chunk; i < e; ++i) ++h[(a[i] >> shift) & mask];
-    });
-    int64_t sum = 0;
-    for (int64_t bkt = 0; bkt < buckets; ++bkt) {
-      for (int64_t c = 0; c < chunks; ++c) {
-        const int64_t t = hist[c * buckets + bkt];
-        hist[c * buckets + bkt] = sum;
-        sum += t;
-      }
-    }
-    parallel_tasks(chunks, num_threads, [&](int64_t c, int) {
-      int64_t* h = hist.data() + c * buckets;
-      const int64_t e = std::min(n, (c + 1) * chunk);
-      for (int64_t i = c * chunk; i < e; ++i) tmp[h[(a[i] >> shift) & mask]++] = a[i];
-    });
+    counting_pass(a, tmp, n, lo + pass * per, int64_t{1} << per, chunks, num_threads, nullptr);
     std::swap(a, tmp);
   }
   return a;
@@ -212,26 +219,8 @@ int64_t sort_keys_by_row(uint64_t* a, uint64_t* tmp, int64_t* seg_tmp, int64_t n
   const int low_bits = row_bits - hb, shift = 32 + low_bits, passes = (low_bits + 7) / 8;
   const int64_t buckets = int64_t{1} << hb;
   const int64_t chunks = std::min<int64_t>(4 * std::max(num_threads, 1), (n + 4095) / 4096);
-  const int64_t chunk = (n + chunks - 1) / chunks;
-  std::vector<int64_t> hist(static_cast<size_t>(chunks * buckets), 0), start(static_cast<size_t>(buckets) + 1);
-  parallel_tasks(chunks, num_threads, [&](int64_t c, int) {
-    int64_t* h = hist.data() + c * buckets;
-    for (int64_t i = c * chunk, e = std::min(n, (c + 1) * chunk); i < e; ++i) ++h[a[i] >> shift];
-  });
-  int64_t sum = 0;
-  for (int64_t bkt = 0; bkt < buckets; ++bkt) {
-    start[bkt] = sum;
-    for (int64_t c = 0; c < chunks; ++c) {
-      const int64_t t = hist[c * buckets + bkt];
-      hist[c * buckets + bkt] = sum;
-      sum += t;
-    }
-  }
-  start[buckets] = n;
-  parallel_tasks(chunks, num_threads, [&](int64_t c, int) {
-    int64_t* h = hist.data() + c * buckets;
-    for (int64_t i = c * chunk, e = std::min(n, (c + 1) * chunk); i < e; ++i) tmp[h[a[i] >> shift]++] = a[i];
-  });
+  std::vector<int64_t> start(static_cast<size_t>(buckets) + 1);
+  counting_pass(a, tmp, n, shift, buckets, chunks, num_threads, start.data());
   // Buckets in groups of ~16k keys per task (whole buckets, so tasks never share one). runs[bkt]: the bucket's
   // number of runs, whose starts go to seg_tmp[start[bkt]...] first.
   std::vector<int64_t> groups{0}, runs(static_cast<size_t>(buckets) + 1, 0);
