@@ -78,7 +78,9 @@ def train_step(model, optimizer, users, items, levels, num_items, in_batch, unif
     optimizer.zero_grad(set_to_none=True)
     u = model.user_tower(users)
     v = model.item_tower(uniq)
-    loss = model.pair_loss(u[rows], v[inverse], pair_levels)
+    # index_select, not u[rows]: the backward of advanced indexing (index_put_ with accumulate) sums repeated rows
+    # in a run-to-run varying order on CPU, so a seeded fit gave different models; index_select's does not.
+    loss = model.pair_loss(torch.index_select(u, 0, rows), torch.index_select(v, 0, inverse), pair_levels)
     loss.backward()
     optimizer.step()
     return float(loss.detach())
