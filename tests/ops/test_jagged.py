@@ -205,6 +205,19 @@ def test_opcheck(device):
     torch.library.opcheck(torch.ops.recops.jagged_to_padded_backward.default, (padded, offsets, 8))
 
 
+def test_op_schemas():
+    # the op names and schemas are a stable interface (FX graphs and exported programs name them)
+    schemas = {name: str(getattr(torch.ops.recops, name).default._schema) for name in
+               ("jagged_to_padded", "jagged_to_padded_backward", "padded_to_jagged")}
+    assert schemas == {
+        "jagged_to_padded":
+            "recops::jagged_to_padded(Tensor values, Tensor offsets, SymInt max_len, float padding_value=0.) -> Tensor",
+        "jagged_to_padded_backward":
+            "recops::jagged_to_padded_backward(Tensor grad_padded, Tensor offsets, SymInt total_len) -> Tensor",
+        "padded_to_jagged": "recops::padded_to_jagged(Tensor padded, Tensor offsets, SymInt total_len) -> Tensor",
+    }
+
+
 # ---------------------------------------------------------------------------------------------------------
 # errors
 

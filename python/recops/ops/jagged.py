@@ -139,22 +139,9 @@ def _(values, offsets, max_len, padding_value=0.0):
     return values.new_empty((offsets.shape[0] - 1, max_len, *values.shape[1:]))
 
 
-def _jagged_to_padded_setup(ctx, inputs, output):
-    values, offsets, _, _ = inputs
-    ctx.total_len = values.shape[0]
-    ctx.save_for_backward(offsets)
-
-
-def _jagged_to_padded_backward(ctx, grad):
-    (offsets,) = ctx.saved_tensors
-    return jagged_to_padded_backward(grad, offsets, ctx.total_len), None, None, None
-
-
-jagged_to_padded.register_autograd(_jagged_to_padded_backward, setup_context=_jagged_to_padded_setup)
-
-
 # ---------------------------------------------------------------------------------------------------------
-# jagged_to_padded_backward (also the truncating inverse of jagged_to_padded)
+# padded -> jagged ops: jagged_to_padded_backward (truncating: also jagged_to_padded's inverse) and
+# padded_to_jagged (every length must fit); they share the fake and the autograd registered below
 
 
 @torch.library.custom_op("recops::jagged_to_padded_backward", mutates_args=())
@@ -163,53 +150,45 @@ def jagged_to_padded_backward(grad_padded: Tensor, offsets: Tensor, total_len: i
     return _padded_to_jagged_impl("jagged_to_padded_backward", grad_padded, offsets, total_len, True)
 
 
-@jagged_to_padded_backward.register_fake
-def _(grad_padded, offsets, total_len):
-    _check_offsets_arg("jagged_to_padded_backward", offsets, grad_padded, "padded")
-    return grad_padded.new_empty((total_len, *grad_padded.shape[2:]))
-
-
-def _jtpb_setup(ctx, inputs, output):
-    grad_padded, offsets, _ = inputs
-    ctx.max_len = grad_padded.shape[1]
-    ctx.save_for_backward(offsets)
-
-
-def _jtpb_backward(ctx, grad):
-    (offsets,) = ctx.saved_tensors
-    return jagged_to_padded(grad, offsets, ctx.max_len, 0.0), None, None
-
-
-jagged_to_padded_backward.register_autograd(_jtpb_backward, setup_context=_jtpb_setup)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# padded_to_jagged
-
-
 @torch.library.custom_op("recops::padded_to_jagged", mutates_args=())
 def _padded_to_jagged(padded: Tensor, offsets: Tensor, total_len: int) -> Tensor:
     return _padded_to_jagged_impl("padded_to_jagged", padded, offsets, total_len, False)
 
 
-@_padded_to_jagged.register_fake
-def _(padded, offsets, total_len):
-    _check_offsets_arg("padded_to_jagged", offsets, padded, "padded")
-    return padded.new_empty((total_len, *padded.shape[2:]))
+# ---------------------------------------------------------------------------------------------------------
+# autograd: each op is op(data, offsets, size, ...) whose gradient w.r.t. data is the opposite direction's
+# op on the same offsets, sized by one dimension of data
 
 
-def _p2j_setup(ctx, inputs, output):
-    padded, offsets, _ = inputs
-    ctx.max_len = padded.shape[1]
-    ctx.save_for_backward(offsets)
+def _register_inverse_autograd(op, size_dim: int, inverse) -> None:
+    """op's gradient w.r.t. its first input x is inverse(grad, offsets, x.shape[size_dim]); none for the rest."""
+
+    def setup_context(ctx, inputs, output):
+        ctx.size = inputs[0].shape[size_dim]
+        ctx.num_rest = len(inputs) - 1
+        ctx.save_for_backward(inputs[1])
+
+    def backward(ctx, grad):
+        (offsets,) = ctx.saved_tensors
+        return (inverse(grad, offsets, ctx.size), *(None,) * ctx.num_rest)
+
+    op.register_autograd(backward, setup_context=setup_context)
 
 
-def _p2j_backward(ctx, grad):
-    (offsets,) = ctx.saved_tensors
-    return jagged_to_padded(grad, offsets, ctx.max_len, 0.0), None, None
+def _register_padded_to_jagged(op, name: str) -> None:
+    """Fake and autograd of a [B, N, *] -> [L, *] op: its gradient pads with zeros to N."""
+
+    def fake(padded, offsets, total_len):
+        _check_offsets_arg(name, offsets, padded, "padded")
+        return padded.new_empty((total_len, *padded.shape[2:]))
+
+    op.register_fake(fake)
+    _register_inverse_autograd(op, 1, jagged_to_padded)
 
 
-_padded_to_jagged.register_autograd(_p2j_backward, setup_context=_p2j_setup)
+_register_inverse_autograd(jagged_to_padded, 0, jagged_to_padded_backward)
+_register_padded_to_jagged(jagged_to_padded_backward, "jagged_to_padded_backward")
+_register_padded_to_jagged(_padded_to_jagged, "padded_to_jagged")
 
 
 def padded_to_jagged(padded: Tensor, offsets: Tensor, total_len: Optional[int] = None) -> Tensor:
