@@ -5,25 +5,18 @@ import math
 from typing import Dict, Iterable, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+
+from .ops import topk_inner_product
 
 
 def topk_with_exclusion(queries: Tensor, items: Tensor, k: int, exclude_ids: Optional[Tensor] = None,
                         exclude_offsets: Optional[Tensor] = None):
-    """(scores [Q, k], ids [Q, k]) of the top-k inner products, skipping each query's excluded ids.
-    Uses recops.ops.topk_inner_product when this build has it (no [Q, N] score matrix), else torch."""
-    from . import ops
-
-    op = getattr(ops, "topk_inner_product", None)
+    """(scores [Q, k], ids [Q, k]) of the top-k inner products, skipping each query's excluded ids (k is capped at
+    the number of items). Runs recops.ops.topk_inner_product: no [Q, N] score matrix is built."""
     k = min(k, items.shape[0])
-    if op is not None:
-        return op(queries, items, k, exclude_offsets=exclude_offsets, exclude_ids=exclude_ids)
-    scores = queries @ items.t()
-    if exclude_ids is not None and exclude_ids.numel():
-        lengths = exclude_offsets[1:] - exclude_offsets[:-1]
-        rows = torch.repeat_interleave(torch.arange(queries.shape[0], device=queries.device), lengths)
-        scores[rows, exclude_ids] = float("-inf")
-    return torch.topk(scores, k, dim=1)
+    return topk_inner_product(queries, items, k, exclude_offsets=exclude_offsets, exclude_ids=exclude_ids)
 
 
 def ranks_of(target: Tensor, topk_ids: Tensor) -> Tensor:
@@ -89,4 +82,4 @@ def log_loss(probabilities: Tensor, labels: Tensor, eps: float = 1e-7) -> float:
     """Mean binary cross-entropy of probabilities against 0/1 labels (probabilities clipped to [eps, 1 - eps])."""
     p = probabilities.detach().double().flatten().clamp(eps, 1 - eps)
     y = labels.detach().double().flatten()
-    return float(-(y * torch.log(p) + (1 - y) * torch.log1p(-p)).mean()) if p.numel() else float("nan")
+    return float(F.binary_cross_entropy(p, y)) if p.numel() else float("nan")
