@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// Bindings of the HSTU attention family: check, fill HstuArgs, dispatch on dtype and device, call.
+// Bindings of the HSTU attention family: check, fill the parameters (hstu_params.h), dispatch on dtype and
+// device, call.
 #include <nanobind/stl/optional.h>
 
 #include <optional>
@@ -35,59 +36,6 @@ const void* vec_ptr(const char* op, const char* arg, const Opt& a, const Array& 
   return a->data();
 }
 
-template <typename T>
-hstu::HstuArgs<T> make_args(const char* op, Array q, Array k, Array v, Array offsets, int64_t max_seq_len,
-                            double alpha, double scale, const Opt& row_scale, const Opt& num_targets,
-                            int64_t contextual_len, int64_t max_attn_len, const Opt& pos_bias,
-                            const Opt& timestamps, const Opt& time_bias, double time_bucket_base) {
-  hstu::HstuArgs<T> a;
-  const int64_t L = q.shape(0), H = q.shape(1);
-  check_qkv(op, "k", k, q);
-  check_qkv(op, "v", v, q);
-  for (auto [arr, name] : {std::pair<const Array*, const char*>{&k, "k"}, {&v, "v"}}) {
-    check_dim(op, name, *arr, 0, L);
-    check_dim(op, name, *arr, 1, H);
-  }
-  check_dim(op, "k", k, 2, q.shape(2));
-  check_same_device(op, "offsets", offsets, "q", q);
-  if (offsets.dtype() != nb::dtype<int64_t>()) type_error(op, ": offsets must be int64 here");
-  check_ndim(op, "offsets", offsets, 1);
-  if (offsets.shape(0) < 1) value_error(op, ": offsets must have at least 1 element, got 0");
-  check_contiguous(op, "offsets", offsets);
-  if (max_seq_len < 1) value_error(op, ": max_seq_len must be >= 1, got ", std::to_string(max_seq_len));
-  a.q = static_cast<const T*>(q.data());
-  a.q_row = q.stride(0); a.q_head = q.stride(1);
-  a.k = static_cast<const T*>(k.data());
-  a.k_row = k.stride(0); a.k_head = k.stride(1);
-  a.v = static_cast<const T*>(v.data());
-  a.v_row = v.stride(0); a.v_head = v.stride(1);
-  a.offsets = static_cast<const int64_t*>(offsets.data());
-  a.num_seqs = static_cast<int64_t>(offsets.shape(0)) - 1;
-  a.total_len = L; a.num_heads = H; a.dqk = q.shape(2); a.dv = v.shape(2); a.max_seq_len = max_seq_len;
-  a.alpha = alpha; a.scale = scale;
-  a.row_scale = static_cast<const T*>(vec_ptr(op, "attn_scale", row_scale, q, q.dtype(), L));
-  a.num_targets = static_cast<const int64_t*>(
-      vec_ptr(op, "num_targets", num_targets, q, nb::dtype<int64_t>(), a.num_seqs));
-  a.contextual_len = contextual_len; a.max_attn_len = max_attn_len;
-  a.pos_bias = static_cast<const T*>(vec_ptr(op, "pos_bias", pos_bias, q, q.dtype(), 2 * max_seq_len - 1));
-  a.timestamps = static_cast<const int64_t*>(vec_ptr(op, "timestamps", timestamps, q, nb::dtype<int64_t>(), L));
-  a.time_bias = static_cast<const T*>(vec_ptr(op, "time_bias", time_bias, q, q.dtype(), -1));
-  a.num_buckets = time_bias ? static_cast<int64_t>(time_bias->shape(0)) : 0;
-  a.time_bucket_base = time_bucket_base;
-  return a;
-}
-
-void check_out(const char* op, const char* arg, const Array& out, const Array& ref, int64_t L, int64_t H,
-               int64_t D) {
-  check_same_device(op, arg, out, "q", ref);
-  check_same_dtype(op, arg, out, "q", ref);
-  check_ndim(op, arg, out, 3);
-  check_dim(op, arg, out, 0, L);
-  check_dim(op, arg, out, 1, H);
-  check_dim(op, arg, out, 2, D);
-  check_contiguous(op, arg, out);
-}
-
 void check_q(const char* op, const Array& q) {
   check_supported_device(op, "q", q);
   if (!is_cuda(q) && q.dtype() != nb::dtype<float>() && q.dtype() != nb::dtype<double>()) {
@@ -108,121 +56,123 @@ cuda::HstuDtype cuda_dtype(const char* op, const Array& q) {
   }
   type_error(op, ": q must be float32, float16 or bfloat16 on cuda, got ", dtype_name(q.dtype()));
 }
-
-// The CUDA launch parameters. make_args<float> is used only to check shapes and read pointers and strides
-// (its typed pointers are reinterpreted: storage may be 16-bit).
-template <typename A>
-cuda::HstuCudaParams cuda_params(const A& a, const Opt& error_flag, const Array& q, const char* op) {
-  if (a.dqk > 256 || a.dv > 256) {
-    value_error(op, ": head dims must be <= 256 on cuda, got dqk=", std::to_string(a.dqk), ", dv=",
-                std::to_string(a.dv));
-  }
-  cuda::HstuCudaParams p;
-  p.q = a.q; p.q_row = a.q_row; p.q_head = a.q_head;
-  p.k = a.k; p.k_row = a.k_row; p.k_head = a.k_head;
-  p.v = a.v; p.v_row = a.v_row; p.v_head = a.v_head;
-  p.offsets = a.offsets; p.num_seqs = a.num_seqs; p.total_len = a.total_len; p.num_heads = a.num_heads;
-  p.dqk = a.dqk; p.dv = a.dv; p.max_seq_len = a.max_seq_len;
-  p.alpha = static_cast<float>(a.alpha); p.scale = static_cast<float>(a.scale);
-  p.row_scale = a.row_scale; p.num_targets = a.num_targets;
-  p.contextual_len = a.contextual_len; p.max_attn_len = a.max_attn_len;
-  p.pos_bias = a.pos_bias; p.timestamps = a.timestamps; p.time_bias = a.time_bias;
-  p.num_buckets = a.num_buckets; p.time_bucket_base = a.time_bucket_base;
-  p.error_flag = error_flag_ptr(op, error_flag ? &*error_flag : nullptr, q);
-  return p;
-}
 #endif
+
+// The forward fields of the call's parameters from its arrays, for the CPU and CUDA alike (one spelling of
+// each option: cpp/hstu/hstu_params.h). Shapes, devices and dtypes are checked here.
+void fill_params(hstu::HstuFwdParams& a, const char* op, const Array& q, const Array& k, const Array& v,
+                 const Array& offsets, int64_t max_seq_len, double alpha, double scale, const Opt& row_scale,
+                 const Opt& num_targets, int64_t contextual_len, int64_t max_attn_len, const Opt& pos_bias,
+                 const Opt& timestamps, const Opt& time_bias, double time_bucket_base,
+                 [[maybe_unused]] const Opt& error_flag) {
+  check_q(op, q);
+  const int64_t L = q.shape(0), H = q.shape(1);
+  check_qkv(op, "k", k, q);
+  check_qkv(op, "v", v, q);
+  for (auto [arr, name] : {std::pair<const Array*, const char*>{&k, "k"}, {&v, "v"}}) {
+    check_dim(op, name, *arr, 0, L);
+    check_dim(op, name, *arr, 1, H);
+  }
+  check_dim(op, "k", k, 2, q.shape(2));
+  check_same_device(op, "offsets", offsets, "q", q);
+  if (offsets.dtype() != nb::dtype<int64_t>()) type_error(op, ": offsets must be int64 here");
+  check_ndim(op, "offsets", offsets, 1);
+  if (offsets.shape(0) < 1) value_error(op, ": offsets must have at least 1 element, got 0");
+  check_contiguous(op, "offsets", offsets);
+  if (max_seq_len < 1) value_error(op, ": max_seq_len must be >= 1, got ", std::to_string(max_seq_len));
+  a.q = q.data(); a.q_row = q.stride(0); a.q_head = q.stride(1);
+  a.k = k.data(); a.k_row = k.stride(0); a.k_head = k.stride(1);
+  a.v = v.data(); a.v_row = v.stride(0); a.v_head = v.stride(1);
+  a.offsets = static_cast<const int64_t*>(offsets.data());
+  a.num_seqs = static_cast<int64_t>(offsets.shape(0)) - 1;
+  a.total_len = L; a.num_heads = H; a.dqk = q.shape(2); a.dv = v.shape(2); a.max_seq_len = max_seq_len;
+  a.alpha = alpha; a.scale = scale;
+  a.row_scale = vec_ptr(op, "attn_scale", row_scale, q, q.dtype(), L);
+  a.num_targets = static_cast<const int64_t*>(
+      vec_ptr(op, "num_targets", num_targets, q, nb::dtype<int64_t>(), a.num_seqs));
+  a.contextual_len = contextual_len; a.max_attn_len = max_attn_len;
+  a.pos_bias = vec_ptr(op, "pos_bias", pos_bias, q, q.dtype(), 2 * max_seq_len - 1);
+  a.timestamps = static_cast<const int64_t*>(vec_ptr(op, "timestamps", timestamps, q, nb::dtype<int64_t>(), L));
+  a.time_bias = vec_ptr(op, "time_bias", time_bias, q, q.dtype(), -1);
+  a.num_buckets = time_bias ? static_cast<int64_t>(time_bias->shape(0)) : 0;
+  a.time_bucket_base = time_bucket_base;
+  if (is_cuda(q)) {
+    if (a.dqk > 256 || a.dv > 256) {
+      value_error(op, ": head dims must be <= 256 on cuda, got dqk=", std::to_string(a.dqk), ", dv=",
+                  std::to_string(a.dv));
+    }
+#ifdef RECOPS_WITH_CUDA
+    a.error_flag = error_flag_ptr(op, error_flag ? &*error_flag : nullptr, q);
+#endif
+  }
+}
+
+void* out_ptr(const char* op, const char* arg, const Array& out, const Array& ref, int64_t L, int64_t H,
+              int64_t D) {
+  check_same_device(op, arg, out, "q", ref);
+  check_same_dtype(op, arg, out, "q", ref);
+  check_ndim(op, arg, out, 3);
+  check_dim(op, arg, out, 0, L);
+  check_dim(op, arg, out, 1, H);
+  check_dim(op, arg, out, 2, D);
+  check_contiguous(op, arg, out);
+  return out.data();
+}
+
+// A bias gradient [len]: q's dtype on the CPU, float32 accumulators on CUDA (atomics; zeroed by the caller).
+void* bias_grad_ptr(const char* op, const char* arg, const Opt& bias, const Opt& grad, const Array& q,
+                    int64_t len) {
+  if (!bias || !grad) return nullptr;
+  return const_cast<void*>(vec_ptr(op, arg, grad, q, is_cuda(q) ? nb::dtype<float>() : q.dtype(), len));
+}
+
+// Runs the call on q's device: the CPU core for float32/float64, the CUDA launcher otherwise.
+template <typename Params, typename Cpu, typename Gpu>
+void dispatch([[maybe_unused]] const char* op, const Array& q, const Params& a, Cpu cpu,
+              [[maybe_unused]] Gpu gpu, [[maybe_unused]] uintptr_t stream) {
+  if (is_cuda(q)) {
+#ifdef RECOPS_WITH_CUDA
+    const auto dt = cuda_dtype(op, q);
+    nb::gil_scoped_release release;
+    gpu(a, dt, as_stream(stream));
+#endif
+    return;
+  }
+  nb::gil_scoped_release release;
+  if (q.dtype() == nb::dtype<float>()) cpu(a, float{}); else cpu(a, double{});
+}
 
 void hstu_attention_fwd(Array q, Array k, Array v, Array offsets, int64_t max_seq_len, double alpha, double scale,
                         Opt row_scale, Opt num_targets, int64_t contextual_len, int64_t max_attn_len, Opt pos_bias,
                         Opt timestamps, Opt time_bias, double time_bucket_base, Array out, int num_threads,
-                        [[maybe_unused]] uintptr_t stream, [[maybe_unused]] Opt error_flag) {
+                        uintptr_t stream, Opt error_flag) {
   constexpr const char* op = "hstu_attention";
-  check_q(op, q);
-  if (is_cuda(q)) {
-#ifdef RECOPS_WITH_CUDA
-    auto a = make_args<float>(op, q, k, v, offsets, max_seq_len, alpha, scale, row_scale, num_targets,
-                              contextual_len, max_attn_len, pos_bias, timestamps, time_bias, time_bucket_base);
-    check_out(op, "out", out, q, a.total_len, a.num_heads, a.dv);
-    auto p = cuda_params(a, error_flag, q, op);
-    p.out = out.data();
-    const auto dt = cuda_dtype(op, q);
-    nb::gil_scoped_release release;
-    cuda::launch_hstu_attention_fwd(p, dt, as_stream(stream));
-#endif
-    return;
-  }
-  auto call = [&](auto tag) {
-    using T = decltype(tag);
-    auto a = make_args<T>(op, q, k, v, offsets, max_seq_len, alpha, scale, row_scale, num_targets, contextual_len,
-                          max_attn_len, pos_bias, timestamps, time_bias, time_bucket_base);
-    check_out(op, "out", out, q, a.total_len, a.num_heads, a.dv);
-    a.out = static_cast<T*>(out.data());
-    nb::gil_scoped_release release;
-    hstu::hstu_attention_fwd<T>(a, num_threads);
-  };
-  if (q.dtype() == nb::dtype<float>()) call(float{}); else call(double{});
+  hstu::HstuFwdParams a;
+  fill_params(a, op, q, k, v, offsets, max_seq_len, alpha, scale, row_scale, num_targets, contextual_len,
+              max_attn_len, pos_bias, timestamps, time_bias, time_bucket_base, error_flag);
+  a.out = out_ptr(op, "out", out, q, a.total_len, a.num_heads, a.dv);
+  dispatch(op, q, a, [&](const auto& p, auto tag) { hstu::hstu_attention_fwd<decltype(tag)>(p, num_threads); },
+           RECOPS_CUDA_FN(cuda::launch_hstu_attention_fwd), stream);
 }
 
 void hstu_attention_bwd(Array grad_out, Array q, Array k, Array v, Array offsets, int64_t max_seq_len,
                         double alpha, double scale, Opt row_scale, Opt num_targets, int64_t contextual_len,
                         int64_t max_attn_len, Opt pos_bias, Opt timestamps, Opt time_bias, double time_bucket_base,
                         Array dq, Array dk, Array dv, Opt d_pos_bias, Opt d_time_bias, int num_threads,
-                        [[maybe_unused]] uintptr_t stream, [[maybe_unused]] Opt error_flag) {
+                        uintptr_t stream, Opt error_flag) {
   constexpr const char* op = "hstu_attention_backward";
-  check_q(op, q);
-  if (is_cuda(q)) {
-#ifdef RECOPS_WITH_CUDA
-    auto a = make_args<float>(op, q, k, v, offsets, max_seq_len, alpha, scale, row_scale, num_targets,
-                              contextual_len, max_attn_len, pos_bias, timestamps, time_bias, time_bucket_base);
-    check_out(op, "grad_out", grad_out, q, a.total_len, a.num_heads, a.dv);
-    check_out(op, "dq", dq, q, a.total_len, a.num_heads, a.dqk);
-    check_out(op, "dk", dk, q, a.total_len, a.num_heads, a.dqk);
-    check_out(op, "dv", dv, q, a.total_len, a.num_heads, a.dv);
-    auto p = cuda_params(a, error_flag, q, op);
-    p.grad_out = grad_out.data();
-    p.dq = dq.data();
-    p.dk = dk.data();
-    p.dv_out = dv.data();
-    // bias gradients are float32 on cuda (atomics), zeroed by the caller
-    if (pos_bias && d_pos_bias) {
-      p.d_pos_bias = static_cast<float*>(const_cast<void*>(
-          vec_ptr(op, "d_pos_bias", d_pos_bias, q, nb::dtype<float>(), 2 * max_seq_len - 1)));
-    }
-    if (time_bias && d_time_bias) {
-      p.d_time_bias = static_cast<float*>(const_cast<void*>(
-          vec_ptr(op, "d_time_bias", d_time_bias, q, nb::dtype<float>(), a.num_buckets)));
-    }
-    const auto dt = cuda_dtype(op, q);
-    nb::gil_scoped_release release;
-    cuda::launch_hstu_attention_bwd(p, dt, as_stream(stream));
-#endif
-    return;
-  }
-  auto call = [&](auto tag) {
-    using T = decltype(tag);
-    auto a = make_args<T>(op, q, k, v, offsets, max_seq_len, alpha, scale, row_scale, num_targets, contextual_len,
-                          max_attn_len, pos_bias, timestamps, time_bias, time_bucket_base);
-    check_out(op, "grad_out", grad_out, q, a.total_len, a.num_heads, a.dv);
-    check_out(op, "dq", dq, q, a.total_len, a.num_heads, a.dqk);
-    check_out(op, "dk", dk, q, a.total_len, a.num_heads, a.dqk);
-    check_out(op, "dv", dv, q, a.total_len, a.num_heads, a.dv);
-    a.grad_out = static_cast<const T*>(grad_out.data());
-    a.dq = static_cast<T*>(dq.data());
-    a.dk = static_cast<T*>(dk.data());
-    a.dv_out = static_cast<T*>(dv.data());
-    if (pos_bias && d_pos_bias) {
-      a.d_pos_bias = static_cast<T*>(const_cast<void*>(
-          vec_ptr(op, "d_pos_bias", d_pos_bias, q, q.dtype(), 2 * max_seq_len - 1)));
-    }
-    if (time_bias && d_time_bias) {
-      a.d_time_bias = static_cast<T*>(const_cast<void*>(
-          vec_ptr(op, "d_time_bias", d_time_bias, q, q.dtype(), a.num_buckets)));
-    }
-    nb::gil_scoped_release release;
-    hstu::hstu_attention_bwd<T>(a, num_threads);
-  };
-  if (q.dtype() == nb::dtype<float>()) call(float{}); else call(double{});
+  hstu::HstuBwdParams a;
+  fill_params(a, op, q, k, v, offsets, max_seq_len, alpha, scale, row_scale, num_targets, contextual_len,
+              max_attn_len, pos_bias, timestamps, time_bias, time_bucket_base, error_flag);
+  const int64_t L = a.total_len, H = a.num_heads;
+  a.grad_out = out_ptr(op, "grad_out", grad_out, q, L, H, a.dv);
+  a.dq = out_ptr(op, "dq", dq, q, L, H, a.dqk);
+  a.dk = out_ptr(op, "dk", dk, q, L, H, a.dqk);
+  a.dv_out = out_ptr(op, "dv", dv, q, L, H, a.dv);
+  a.d_pos_bias = bias_grad_ptr(op, "d_pos_bias", pos_bias, d_pos_bias, q, 2 * max_seq_len - 1);
+  a.d_time_bias = bias_grad_ptr(op, "d_time_bias", time_bias, d_time_bias, q, a.num_buckets);
+  dispatch(op, q, a, [&](const auto& p, auto tag) { hstu::hstu_attention_bwd<decltype(tag)>(p, num_threads); },
+           RECOPS_CUDA_FN(cuda::launch_hstu_attention_bwd), stream);
 }
 
 void hstu_check(Array offsets, int64_t total_len, int64_t max_seq_len, Opt num_targets, const char* op) {

@@ -139,4 +139,12 @@ inline int32_t* error_flag_ptr(const char* op, const Array* flag, const Array& r
 inline cudaStream_t as_stream(uintptr_t stream) { return reinterpret_cast<cudaStream_t>(stream); }
 #endif
 
+// A CUDA entry point as a binding hands it on: the function in CUDA builds, nullptr in CPU-only ones (where
+// the binding never calls it).
+#ifdef RECOPS_WITH_CUDA
+#define RECOPS_CUDA_FN(fn) (&fn)
+#else
+#define RECOPS_CUDA_FN(fn) nullptr
+#endif
+
 }  // namespace recops::bindings

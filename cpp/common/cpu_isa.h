@@ -37,4 +37,17 @@ inline Isa selected_isa() {
   return isa;
 }
 
+// The one dispatch of the core: the entry (a function pointer) of the selected ISA, from one per ISA.
+template <typename Fn>
+Fn isa_pick(Fn generic, Fn avx2, Fn avx512) {
+  switch (selected_isa()) {
+    case Isa::kAvx512: return avx512;
+    case Isa::kAvx2: return avx2;
+    default: return generic;
+  }
+}
+
+// The selected ISA's name: "avx512", "avx2" or "generic".
+inline const char* selected_isa_name() { return isa_pick("generic", "avx2", "avx512"); }
+
 }  // namespace recops

@@ -26,8 +26,7 @@ namespace {
 // Largest error of the kernels' first bucket guess, log2(x) ~ exponent + (mantissa - 1), in log2 units.
 constexpr double kGuessErrorLog2 = 0.0861;
 
-template <typename T>
-void validate(const HstuArgs<T>& a, const char* op) {
+void validate(const HstuFwdParams& a, const char* op) {
   RECOPS_CHECK(a.num_seqs >= 0 && a.total_len >= 0 && a.num_heads >= 0 && a.dqk >= 0 && a.dv >= 0, op,
                ": sizes must be non-negative");
   RECOPS_CHECK(a.max_seq_len >= 1, op, ": max_seq_len must be >= 1, got ", a.max_seq_len);
@@ -62,20 +61,6 @@ std::vector<double> bucket_thresholds(int64_t nb, double base) {
   return thr;
 }
 
-template <typename T>
-void run(const HstuArgs<T>& a, const HstuPlan& plan, int threads, bool backward) {
-  switch (selected_isa()) {
-    case Isa::kAvx512:
-      backward ? avx512::run_bwd(a, plan, threads) : avx512::run_fwd(a, plan, threads);
-      break;
-    case Isa::kAvx2:
-      backward ? avx2::run_bwd(a, plan, threads) : avx2::run_fwd(a, plan, threads);
-      break;
-    default:
-      backward ? generic::run_bwd(a, plan, threads) : generic::run_fwd(a, plan, threads);
-  }
-}
-
 int64_t seq_len(const int64_t* offsets, int64_t b) { return offsets[b + 1] - offsets[b]; }
 
 }  // namespace
@@ -94,16 +79,10 @@ void check_hstu_lengths(const char* op, const int64_t* offsets, int64_t num_seqs
   }
 }
 
-const char* hstu_cpu_isa() {
-  switch (selected_isa()) {
-    case Isa::kAvx512: return "avx512";
-    case Isa::kAvx2: return "avx2";
-    default: return "generic";
-  }
-}
+const char* hstu_cpu_isa() { return selected_isa_name(); }
 
 template <typename T>
-void hstu_attention_fwd(const HstuArgs<T>& a, int num_threads) {
+void hstu_attention_fwd(const HstuFwdParams& a, int num_threads) {
   validate(a, "hstu_attention");
   if (a.total_len == 0 || a.num_heads == 0 || a.dv == 0) return;
   // Work of query block qb ~ the key rows it may see. Sequences are cut into chunks of consecutive query
@@ -155,15 +134,17 @@ void hstu_attention_fwd(const HstuArgs<T>& a, int num_threads) {
   plan.log2_to_bucket = std::log(2.0) / a.time_bucket_base;
   plan.time_bucket_base = a.time_bucket_base;
   plan.single_step_buckets = plan.log2_to_bucket * kGuessErrorLog2 < 0.9;
-  run(a, plan, num_threads, false);
+  isa_pick(&generic::run_fwd<T>, &avx2::run_fwd<T>, &avx512::run_fwd<T>)(a, plan, num_threads);
 }
 
 template <typename T>
-void hstu_attention_bwd(const HstuArgs<T>& a, int num_threads) {
+void hstu_attention_bwd(const HstuBwdParams& a, int num_threads) {
   validate(a, "hstu_attention_backward");
   const int64_t npos = 2 * a.max_seq_len - 1;
-  if (a.d_pos_bias) std::fill(a.d_pos_bias, a.d_pos_bias + npos, T(0));
-  if (a.d_time_bias) std::fill(a.d_time_bias, a.d_time_bias + a.num_buckets, T(0));
+  T* d_pos = typed<T>(a.d_pos_bias);
+  T* d_time = typed<T>(a.d_time_bias);
+  if (d_pos) std::fill(d_pos, d_pos + npos, T(0));
+  if (d_time) std::fill(d_time, d_time + a.num_buckets, T(0));
   // Every row belongs to one sequence and its task writes all of its dq, dk, dv rows.
   if (a.total_len == 0 || a.num_heads == 0) return;
   std::vector<int64_t> order(a.num_seqs);
@@ -183,7 +164,7 @@ void hstu_attention_bwd(const HstuArgs<T>& a, int num_threads) {
   plan.single_step_buckets = plan.log2_to_bucket * kGuessErrorLog2 < 0.9;
   plan.pos_partials = pos_part.data();
   plan.time_partials = time_part.data();
-  run(a, plan, num_threads, true);
+  isa_pick(&generic::run_bwd<T>, &avx2::run_bwd<T>, &avx512::run_bwd<T>)(a, plan, num_threads);
   // Fixed-order reduction over sequences: bitwise identical for any thread count. Serial: it is O(B * N),
   // far below the kernel, and a second parallel region costs more than it saves on a busy machine.
   auto reduce = [&](const std::vector<T>& part, int64_t width, T* out) {
@@ -191,13 +172,13 @@ void hstu_attention_bwd(const HstuArgs<T>& a, int num_threads) {
       for (int64_t e = 0; e < width; ++e) out[e] += part[b * width + e];
     }
   };
-  if (a.d_pos_bias) reduce(pos_part, npos, a.d_pos_bias);
-  if (a.d_time_bias) reduce(time_part, a.num_buckets, a.d_time_bias);
+  if (d_pos) reduce(pos_part, npos, d_pos);
+  if (d_time) reduce(time_part, a.num_buckets, d_time);
 }
 
-template void hstu_attention_fwd<float>(const HstuArgs<float>&, int);
-template void hstu_attention_fwd<double>(const HstuArgs<double>&, int);
-template void hstu_attention_bwd<float>(const HstuArgs<float>&, int);
-template void hstu_attention_bwd<double>(const HstuArgs<double>&, int);
+template void hstu_attention_fwd<float>(const HstuFwdParams&, int);
+template void hstu_attention_fwd<double>(const HstuFwdParams&, int);
+template void hstu_attention_bwd<float>(const HstuBwdParams&, int);
+template void hstu_attention_bwd<double>(const HstuBwdParams&, int);
 
 }  // namespace recops::hstu

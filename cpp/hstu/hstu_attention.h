@@ -29,49 +29,20 @@
 
 #include <cstdint>
 
+#include "hstu/hstu_params.h"
+
 namespace recops::hstu {
 
-template <typename T>
-struct HstuArgs {
-  const T* q = nullptr;
-  int64_t q_row = 0, q_head = 0;
-  const T* k = nullptr;
-  int64_t k_row = 0, k_head = 0;
-  const T* v = nullptr;
-  int64_t v_row = 0, v_head = 0;
-  const int64_t* offsets = nullptr;      // [B + 1]
-  int64_t num_seqs = 0, total_len = 0, num_heads = 0, dqk = 0, dv = 0, max_seq_len = 0;
-  double alpha = 1.0;
-  double scale = 1.0;                    // used when row_scale is null
-  const T* row_scale = nullptr;          // [L] or null
-  const int64_t* num_targets = nullptr;  // [B] or null
-  int64_t contextual_len = 0;
-  int64_t max_attn_len = 0;
-  const T* pos_bias = nullptr;           // [2N - 1] or null
-  const int64_t* timestamps = nullptr;   // [L], required with time_bias
-  const T* time_bias = nullptr;          // [num_buckets] or null
-  int64_t num_buckets = 0;
-  double time_bucket_base = 0.301;
-  // forward output
-  T* out = nullptr;
-  // backward inputs / outputs (d_pos_bias, d_time_bias may be null when the bias is absent)
-  const T* grad_out = nullptr;
-  T* dq = nullptr;
-  T* dk = nullptr;
-  T* dv_out = nullptr;
-  T* d_pos_bias = nullptr;
-  T* d_time_bias = nullptr;
-};
-
+// T is the dtype behind the pointers of `args` (float or double).
 // Forward: fills args.out. Validates sizes, offsets (start 0, non-decreasing, end L), every length <= N,
 // 0 <= num_targets[b] <= length, non-negative contextual_len / max_attn_len, time_bucket_base > 0, and
 // timestamps present with time_bias; throws std::invalid_argument ("hstu_attention: ...") before any work.
 template <typename T>
-void hstu_attention_fwd(const HstuArgs<T>& args, int num_threads);
+void hstu_attention_fwd(const HstuFwdParams& args, int num_threads);
 
 // Backward: fills dq, dk, dv_out and (when non-null) d_pos_bias, d_time_bias. Same validation as forward.
 template <typename T>
-void hstu_attention_bwd(const HstuArgs<T>& args, int num_threads);
+void hstu_attention_bwd(const HstuBwdParams& args, int num_threads);
 
 // The data checks of the kernels (offsets, lengths <= max_seq_len, 0 <= num_targets[b] <= length) on host
 // arrays; throws std::invalid_argument naming `op`. Used to turn a CUDA error flag into the CPU's message.

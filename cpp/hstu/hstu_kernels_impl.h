@@ -156,35 +156,8 @@ inline V<float> vlog(V<float> x) {
   return (f + (cephes_logf_poly(f, z) - 0.5f * z)) + ef * 0.69314718056f;
 }
 
-// Positions of the mask rule (see hstu_attention.h).
-struct SeqMask {
-  int64_t c, m, window;
-  int64_t p(int64_t i) const { return imin(c > 0 ? imax(i - c + 1, 0) : i, m); }
-  bool valid(int64_t i, int64_t j) const {
-    if (i == j) return true;
-    const int64_t pi = p(i), d = pi - p(j);
-    if (d > 0 && (window == 0 || d <= window)) return true;
-    return c > 0 && pi == 0 && p(j) < m;
-  }
-  // Conservative: false only if no pair of rows [i0, i1] x cols [j0, j1] is valid (p is non-decreasing).
-  bool any(int64_t i0, int64_t i1, int64_t j0, int64_t j1) const {
-    if (i0 <= j1 && j0 <= i1) return true;
-    const int64_t dmin = p(i0) - p(j1), dmax = p(i1) - p(j0);
-    if (dmax > 0 && (window == 0 || dmin <= window)) return true;
-    return c > 0 && p(i0) == 0 && p(j0) < m;
-  }
-  // Sufficient: every pair is valid through the causal/window rule.
-  bool all(int64_t i0, int64_t i1, int64_t j0, int64_t j1) const {
-    const int64_t dmin = p(i0) - p(j1), dmax = p(i1) - p(j0);
-    return dmin > 0 && (window == 0 || dmax <= window);
-  }
-};
-
-template <typename T>
-inline SeqMask seq_mask(const HstuArgs<T>& a, int64_t b, int64_t n) {
-  const int64_t nt = a.num_targets ? a.num_targets[b] : 0;
-  const int64_t c = a.contextual_len;
-  return SeqMask{c, (c > 0 ? n - c + 1 : n) - nt, a.max_attn_len};
+inline HstuMask seq_mask(const HstuFwdParams& a, int64_t b, int64_t n) {
+  return HstuMask::make(a.contextual_len, a.max_attn_len, n, a.num_targets ? a.num_targets[b] : 0);
 }
 
 inline int64_t time_bucket(double x, const HstuPlan& plan, int64_t num_buckets) {
@@ -212,10 +185,7 @@ inline int64_t time_bucket(double x, const HstuPlan& plan, int64_t num_buckets) 
 // The bucket of x = |t' - t| straight from the formula where the thresholds stop being exact integers
 // (x >= 9e15: the formula's own double log), else from the thresholds.
 inline int32_t exact_bucket(double x, const HstuPlan& plan, int64_t num_buckets) {
-  if (x >= 9.0e15) {
-    const double k = ::floor(::log(x) / plan.time_bucket_base);
-    return static_cast<int32_t>(k < 0 ? 0.0 : (k > static_cast<double>(num_buckets - 1) ? num_buckets - 1 : k));
-  }
+  if (x >= 9.0e15) return static_cast<int32_t>(time_bucket_formula(x, plan.time_bucket_base, num_buckets));
   return static_cast<int32_t>(time_bucket(x, plan, num_buckets));
 }
 
@@ -307,7 +277,7 @@ inline void time_bias_row(double tq, const int64_t* __restrict ts, int64_t C, co
 // query rows i0 + [0, R) and key rows j0 + [0, C) of the sequence starting at global row s. Padding is 0.
 // `buckets` [RP x ldt] receives the time buckets when time_bias is set.
 template <typename T>
-void fill_tiles(const HstuArgs<T>& a, const HstuPlan& plan, const SeqMask& mk, int64_t s, int64_t n,
+void fill_tiles(const HstuFwdParams& a, const HstuPlan& plan, const HstuMask& mk, int64_t s, int64_t n,
                 int64_t i0, int64_t R, int64_t RP, int64_t j0, int64_t C, int64_t ldt, bool all_valid,
                 T* bias, T* mask, int32_t* buckets) {
   const int64_t N = a.max_seq_len;
@@ -318,11 +288,11 @@ void fill_tiles(const HstuArgs<T>& a, const HstuPlan& plan, const SeqMask& mk, i
     const bool in = r < R;
     const int64_t i = i0 + r;
     // pos_bias[(N - 1) + (j - i)] is a contiguous slice along a row.
-    const T* prow = (in && a.pos_bias) ? a.pos_bias + (N - 1) + j0 - i : nullptr;
+    const T* prow = (in && a.pos_bias) ? typed<T>(a.pos_bias) + (N - 1) + j0 - i : nullptr;
     for (int64_t c = 0; c < ldt; ++c) brow[c] = (prow && c < C) ? prow[c] : T(0);
     if (in && a.time_bias) {
       const double tq = static_cast<double>(a.timestamps[s + imin(i + 1, n - 1)]);
-      time_bias_row(tq, ts, C, plan, a.num_buckets, a.time_bias, brow, buckets + r * ldt);
+      time_bias_row(tq, ts, C, plan, a.num_buckets, typed<T>(a.time_bias), brow, buckets + r * ldt);
     }
     if (all_valid) {
       for (int64_t c = 0; c < ldt; ++c) mrow[c] = (in && c < C) ? T(1) : T(0);
@@ -441,16 +411,16 @@ int64_t packed_kv_size(const FwdLayout<T>& lay) {
 }
 
 template <typename T>
-void pack_kv_block(const HstuArgs<T>& a, const FwdLayout<T>& lay, int64_t b, int64_t kb, T* dst) {
+void pack_kv_block(const HstuFwdParams& a, const FwdLayout<T>& lay, int64_t b, int64_t kb, T* dst) {
   const int64_t s = a.offsets[b], n = a.offsets[b + 1] - s;
   const int64_t j0 = kb * kBlockK, C = imin(kBlockK, n - j0);
   const int64_t DQ = lay.DQ, BKP = lay.BKP, DVP = lay.DVP;
   for (int64_t h = 0; h < a.num_heads; ++h) {
     T* Kt = dst + h * packed_kv_size(lay);
     T* Vp = Kt + DQ * BKP;
-    pack_transposed(a.k + (s + j0) * a.k_row + h * a.k_head, a.k_row, C, DQ, BKP, Kt);
+    pack_transposed(typed<T>(a.k) + (s + j0) * a.k_row + h * a.k_head, a.k_row, C, DQ, BKP, Kt);
     for (int64_t c = 0; c < BKP; ++c) {
-      const T* vs = c < C ? a.v + (s + j0 + c) * a.v_row + h * a.v_head : nullptr;
+      const T* vs = c < C ? typed<T>(a.v) + (s + j0 + c) * a.v_row + h * a.v_head : nullptr;
       for (int64_t d = 0; d < DVP; ++d) Vp[c * DVP + d] = (c < C && d < a.dv) ? vs[d] : T(0);
     }
   }
@@ -459,7 +429,7 @@ void pack_kv_block(const HstuArgs<T>& a, const FwdLayout<T>& lay, int64_t b, int
 // Query blocks [qb0, qb1) of sequence b, all heads. K/V key blocks are packed into the thread's `kv` buffer
 // on first use (blocks are visited in increasing order).
 template <typename T>
-void fwd_task(const HstuArgs<T>& a, const HstuPlan& plan, const FwdLayout<T>& lay, int64_t b, int64_t qb0,
+void fwd_task(const HstuFwdParams& a, const HstuPlan& plan, const FwdLayout<T>& lay, int64_t b, int64_t qb0,
               int64_t qb1, char* mem, T* kv) {
   constexpr int W = Vec<T>::kW;
   const int64_t H = a.num_heads, DQ = lay.DQ, DV = a.dv, DVP = lay.DVP, BKP = lay.BKP;
@@ -470,7 +440,7 @@ void fwd_task(const HstuArgs<T>& a, const HstuPlan& plan, const FwdLayout<T>& la
     Qp = q_; Oacc = o_; S = s_; bias = b_; mask = m_; buckets = k_;
   });
   const int64_t s = a.offsets[b], n = a.offsets[b + 1] - s;
-  const SeqMask mk = seq_mask(a, b, n);
+  const HstuMask mk = seq_mask(a, b, n);
   const T alpha = static_cast<T>(a.alpha);
   const bool has_bias = a.pos_bias || a.time_bias;
   const int64_t block_elems = H * packed_kv_size(lay);
@@ -481,7 +451,7 @@ void fwd_task(const HstuArgs<T>& a, const HstuPlan& plan, const FwdLayout<T>& la
     for (int64_t h = 0; h < H; ++h) {
       T* qh = Qp + h * kBlockQ * DQ;
       for (int64_t r = 0; r < RP; ++r) {
-        const T* src = r < R ? a.q + (s + i0 + r) * a.q_row + h * a.q_head : nullptr;
+        const T* src = r < R ? typed<T>(a.q) + (s + i0 + r) * a.q_row + h * a.q_head : nullptr;
         for (int64_t d = 0; d < DQ; ++d) qh[r * DQ + d] = r < R ? alpha * src[d] : T(0);
       }
       T* oh = Oacc + h * kBlockQ * DVP;
@@ -516,10 +486,10 @@ void fwd_task(const HstuArgs<T>& a, const HstuPlan& plan, const FwdLayout<T>& la
     }
 
     for (int64_t r = 0; r < R; ++r) {
-      const T sc = a.row_scale ? a.row_scale[s + i0 + r] : static_cast<T>(a.scale);
+      const T sc = a.row_scale ? typed<T>(a.row_scale)[s + i0 + r] : static_cast<T>(a.scale);
       for (int64_t h = 0; h < H; ++h) {
         const T* src = Oacc + h * kBlockQ * DVP + r * DVP;
-        T* dst = a.out + ((s + i0 + r) * H + h) * DV;
+        T* dst = typed<T>(a.out) + ((s + i0 + r) * H + h) * DV;
         for (int64_t d = 0; d < DV; ++d) dst[d] = sc * src[d];
       }
     }
@@ -559,7 +529,7 @@ struct BwdLayout {
 };
 
 template <typename T>
-void bwd_task(const HstuArgs<T>& a, const HstuPlan& plan, const BwdLayout<T>& lay, int64_t b, char* mem) {
+void bwd_task(const HstuBwdParams& a, const HstuPlan& plan, const BwdLayout<T>& lay, int64_t b, char* mem) {
   constexpr int W = Vec<T>::kW;
   const int64_t H = a.num_heads, DQ = lay.DQ, DV = lay.DV, DQP = lay.DQP, DVP = lay.DVP, BKP = lay.BKP;
   const int64_t N = a.max_seq_len;
@@ -567,7 +537,7 @@ void bwd_task(const HstuArgs<T>& a, const HstuPlan& plan, const BwdLayout<T>& la
   auto x = lay.carve(ar, H);
   const int64_t s = a.offsets[b], n = a.offsets[b + 1] - s;
   if (n == 0) return;
-  const SeqMask mk = seq_mask(a, b, n);
+  const HstuMask mk = seq_mask(a, b, n);
   const T alpha = static_cast<T>(a.alpha);
   const bool has_bias = a.pos_bias || a.time_bias;
   T* dpos = a.d_pos_bias ? static_cast<T*>(plan.pos_partials) + b * (2 * N - 1) : nullptr;
@@ -579,8 +549,8 @@ void bwd_task(const HstuArgs<T>& a, const HstuPlan& plan, const BwdLayout<T>& la
   for (int64_t h = 0; h < H; ++h) {
     for (int64_t r = 0; r < nr; ++r) {
       const bool in = r < n;
-      const T* qsrc = in ? a.q + (s + r) * a.q_row + h * a.q_head : nullptr;
-      const T* gsrc = in ? a.grad_out + ((s + r) * H + h) * DV : nullptr;
+      const T* qsrc = in ? typed<T>(a.q) + (s + r) * a.q_row + h * a.q_head : nullptr;
+      const T* gsrc = in ? typed<T>(a.grad_out) + ((s + r) * H + h) * DV : nullptr;
       T* qd = x.Qp + (h * NQ + r) * DQP;
       T* gd = x.dOp + (h * NQ + r) * DVP;
       for (int64_t d = 0; d < DQP; ++d) qd[d] = (in && d < DQ) ? alpha * qsrc[d] : T(0);
@@ -600,8 +570,8 @@ void bwd_task(const HstuArgs<T>& a, const HstuPlan& plan, const BwdLayout<T>& la
       T* kt = x.Kt + h * DQ * BKP;
       T* kp = x.Kp + h * BKP * DQP;
       T* vt = x.Vt + h * DV * BKP;
-      const T* k0 = a.k + (s + j0) * a.k_row + h * a.k_head;
-      const T* v0 = a.v + (s + j0) * a.v_row + h * a.v_head;
+      const T* k0 = typed<T>(a.k) + (s + j0) * a.k_row + h * a.k_head;
+      const T* v0 = typed<T>(a.v) + (s + j0) * a.v_row + h * a.v_head;
       for (int64_t c = 0; c < BKP; ++c) {
         for (int64_t d = 0; d < DQP; ++d) kp[c * DQP + d] = (c < C && d < DQ) ? k0[c * a.k_row + d] : T(0);
       }
@@ -624,7 +594,8 @@ void bwd_task(const HstuArgs<T>& a, const HstuPlan& plan, const BwdLayout<T>& la
         const T* dOp = x.dOp + (h * NQ + i0) * DVP;
         gemm<T, false>(RP, BKP, DQ, Qp, DQP, x.Kt + h * DQ * BKP, BKP, x.S, BKP);
         for (int64_t r = 0; r < RP; ++r) {
-          const T sc = r < R ? (a.row_scale ? a.row_scale[s + i0 + r] : static_cast<T>(a.scale)) : T(0);
+          const T sc =
+              r < R ? (a.row_scale ? typed<T>(a.row_scale)[s + i0 + r] : static_cast<T>(a.scale)) : T(0);
           for (int64_t c = 0; c < BKP; c += W) {
             V<T> sv = vload(x.S + r * BKP + c) + vload(x.bias + r * BKP + c);
             const V<T> sig = vsigmoid<T>(sv);
@@ -665,8 +636,8 @@ void bwd_task(const HstuArgs<T>& a, const HstuPlan& plan, const BwdLayout<T>& la
       for (int64_t h = 0; h < H; ++h) {
         const T* dks = x.dKacc + h * BKP * DQP + c * DQP;
         const T* dvs = x.dVacc + h * BKP * DVP + c * DVP;
-        T* dkd = a.dk + ((s + j0 + c) * H + h) * DQ;
-        T* dvd = a.dv_out + ((s + j0 + c) * H + h) * DV;
+        T* dkd = typed<T>(a.dk) + ((s + j0 + c) * H + h) * DQ;
+        T* dvd = typed<T>(a.dv_out) + ((s + j0 + c) * H + h) * DV;
         for (int64_t d = 0; d < DQ; ++d) dkd[d] = dks[d];
         for (int64_t d = 0; d < DV; ++d) dvd[d] = dvs[d];
       }
@@ -675,7 +646,7 @@ void bwd_task(const HstuArgs<T>& a, const HstuPlan& plan, const BwdLayout<T>& la
   for (int64_t r = 0; r < n; ++r) {
     for (int64_t h = 0; h < H; ++h) {
       const T* src = x.dQacc + (h * nblk_q * kBlockQ + r) * DQP;
-      T* dst = a.dq + ((s + r) * H + h) * DQ;
+      T* dst = typed<T>(a.dq) + ((s + r) * H + h) * DQ;
       for (int64_t d = 0; d < DQ; ++d) dst[d] = alpha * src[d];
     }
   }
@@ -685,7 +656,7 @@ void bwd_task(const HstuArgs<T>& a, const HstuPlan& plan, const BwdLayout<T>& la
 }
 
 template <typename T>
-void run_fwd(const HstuArgs<T>& a, const HstuPlan& plan, int threads) {
+void run_fwd(const HstuFwdParams& a, const HstuPlan& plan, int threads) {
   constexpr int W = Vec<T>::kW;
   FwdLayout<T> lay{a.dqk, round_up(a.dqk, W), round_up(a.dv, W), round_up(kBlockK, W)};
   Arena probe;
@@ -704,7 +675,7 @@ void run_fwd(const HstuArgs<T>& a, const HstuPlan& plan, int threads) {
 }
 
 template <typename T>
-void run_bwd(const HstuArgs<T>& a, const HstuPlan& plan, int threads) {
+void run_bwd(const HstuBwdParams& a, const HstuPlan& plan, int threads) {
   constexpr int W = Vec<T>::kW;
   BwdLayout<T> lay{a.dqk, a.dv, round_up(a.dqk, W), round_up(a.dv, W), round_up(kBlockK, W),
                    round_up(a.max_seq_len, kBlockQ), a.time_bias ? a.num_buckets : 0};
@@ -718,9 +689,9 @@ void run_bwd(const HstuArgs<T>& a, const HstuPlan& plan, int threads) {
   });
 }
 
-template void run_fwd<float>(const HstuArgs<float>&, const HstuPlan&, int);
-template void run_fwd<double>(const HstuArgs<double>&, const HstuPlan&, int);
-template void run_bwd<float>(const HstuArgs<float>&, const HstuPlan&, int);
-template void run_bwd<double>(const HstuArgs<double>&, const HstuPlan&, int);
+template void run_fwd<float>(const HstuFwdParams&, const HstuPlan&, int);
+template void run_fwd<double>(const HstuFwdParams&, const HstuPlan&, int);
+template void run_bwd<float>(const HstuBwdParams&, const HstuPlan&, int);
+template void run_bwd<double>(const HstuBwdParams&, const HstuPlan&, int);
 
 }  // namespace recops::hstu::RECOPS_HSTU_ISA

@@ -6,6 +6,8 @@
 #include <cstdint>
 
 #include "hstu/hstu_attention.h"
+#include "hstu/hstu_mask.h"
+#include "hstu/hstu_params.h"
 
 namespace recops::hstu {
 
@@ -37,8 +39,8 @@ struct HstuPlan {
 
 #define RECOPS_HSTU_DECLARE_ISA(ns)                                                          \
   namespace ns {                                                                             \
-  template <typename T> void run_fwd(const HstuArgs<T>& a, const HstuPlan& p, int threads);  \
-  template <typename T> void run_bwd(const HstuArgs<T>& a, const HstuPlan& p, int threads);  \
+  template <typename T> void run_fwd(const HstuFwdParams& a, const HstuPlan& p, int threads);  \
+  template <typename T> void run_bwd(const HstuBwdParams& a, const HstuPlan& p, int threads);  \
   }
 RECOPS_HSTU_DECLARE_ISA(generic)
 RECOPS_HSTU_DECLARE_ISA(avx2)

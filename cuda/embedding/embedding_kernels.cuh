@@ -14,6 +14,7 @@
 #include <cstdint>
 
 #include "common/cuda_check.cuh"
+#include "common/dtype.cuh"
 #include "embedding/embedding_cuda.h"
 
 namespace recops::cuda {
@@ -26,17 +27,6 @@ struct Int8Row {};  // tag: uint8 rows with float32 scale and bias after the cod
 
 template <typename storage_t> struct EmbTraits { using elem_t = storage_t; using out_t = storage_t; };
 template <> struct EmbTraits<Int8Row> { using elem_t = uint8_t; using out_t = float; };
-
-__device__ __forceinline__ float to_float(float v) { return v; }
-__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
-__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
-
-template <typename T> __device__ __forceinline__ T from_float(float v);
-template <> __device__ __forceinline__ float from_float<float>(float v) { return v; }
-template <> __device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
 
 __device__ __forceinline__ uint32_t mix32(uint64_t x) {
   x += 0x9e3779b97f4a7c15ull;

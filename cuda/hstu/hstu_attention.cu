@@ -11,10 +11,10 @@ namespace {
 
 constexpr int kThreads = 256;
 
-int tile_for(const HstuCudaParams& p) { return (p.dqk > 128 || p.dv > 128) ? 16 : 32; }
+int tile_for(const hstu::HstuFwdParams& p) { return (p.dqk > 128 || p.dv > 128) ? 16 : 32; }
 
-template <typename Kernel>
-void launch(Kernel kernel, dim3 grid, size_t smem, const HstuCudaParams& p, int tile, cudaStream_t stream) {
+template <typename Params>
+void launch(void (*kernel)(Params, int), dim3 grid, size_t smem, const Params& p, int tile, cudaStream_t stream) {
   if (smem > 48 * 1024) {
     RECOPS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            static_cast<int>(smem)));
@@ -23,19 +23,19 @@ void launch(Kernel kernel, dim3 grid, size_t smem, const HstuCudaParams& p, int 
   RECOPS_CUDA_CHECK(cudaGetLastError());
 }
 
-void check_offsets(const HstuCudaParams& p, cudaStream_t stream) {
+void check_offsets(const hstu::HstuFwdParams& p, cudaStream_t stream) {
   check_offsets_kernel<int64_t><<<grid_for(p.num_seqs + 1, kThreads), kThreads, 0, stream>>>(
       p.offsets, p.num_seqs, p.total_len, p.error_flag);
   RECOPS_CUDA_CHECK(cudaGetLastError());
 }
 
-dim3 grid_of(const HstuCudaParams& p, int tile) {
+dim3 grid_of(const hstu::HstuFwdParams& p, int tile) {
   return dim3(static_cast<unsigned>((p.max_seq_len + tile - 1) / tile),
               static_cast<unsigned>(p.num_seqs * p.num_heads));
 }
 
 template <typename T>
-void fwd(const HstuCudaParams& p, cudaStream_t stream) {
+void fwd(const hstu::HstuFwdParams& p, cudaStream_t stream) {
   const int tile = tile_for(p);
   const size_t ldq = p.dqk + 1, ldv = p.dv + 1;
   const size_t smem = sizeof(float) * (tile * ldq * 2 + tile * ldv * 2 + tile * (tile + 1));
@@ -43,7 +43,7 @@ void fwd(const HstuCudaParams& p, cudaStream_t stream) {
 }
 
 template <typename T>
-void bwd(const HstuCudaParams& p, cudaStream_t stream) {
+void bwd(const hstu::HstuBwdParams& p, cudaStream_t stream) {
   const int tile = tile_for(p);
   const size_t ldq = p.dqk + 1, ldv = p.dv + 1;
   const size_t smem = sizeof(float) * (tile * ldq * 3 + tile * ldv * 3 + 2 * tile * (tile + 1));
@@ -53,7 +53,7 @@ void bwd(const HstuCudaParams& p, cudaStream_t stream) {
 
 }  // namespace
 
-void launch_hstu_attention_fwd(const HstuCudaParams& p, HstuDtype dtype, cudaStream_t stream) {
+void launch_hstu_attention_fwd(const hstu::HstuFwdParams& p, HstuDtype dtype, cudaStream_t stream) {
   check_offsets(p, stream);
   if (p.num_seqs == 0 || p.total_len == 0 || p.num_heads == 0 || p.dv == 0) return;
   switch (dtype) {
@@ -63,7 +63,7 @@ void launch_hstu_attention_fwd(const HstuCudaParams& p, HstuDtype dtype, cudaStr
   }
 }
 
-void launch_hstu_attention_bwd(const HstuCudaParams& p, HstuDtype dtype, cudaStream_t stream) {
+void launch_hstu_attention_bwd(const hstu::HstuBwdParams& p, HstuDtype dtype, cudaStream_t stream) {
   check_offsets(p, stream);
   if (p.num_seqs == 0 || p.total_len == 0 || p.num_heads == 0) return;
   switch (dtype) {

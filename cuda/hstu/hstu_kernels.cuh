@@ -17,40 +17,18 @@
 #include <cstdint>
 
 #include "common/cuda_check.cuh"
+#include "common/dtype.cuh"
 #include "hstu/hstu_cuda.h"
+#include "hstu/hstu_mask.h"
 
 namespace recops::cuda {
 
-__device__ __forceinline__ float to_f(float x) { return x; }
-__device__ __forceinline__ float to_f(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
-template <typename T> __device__ __forceinline__ T from_f(float x);
-template <> __device__ __forceinline__ float from_f<float>(float x) { return x; }
-template <> __device__ __forceinline__ __half from_f<__half>(float x) { return __float2half(x); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) { return __float2bfloat16(x); }
-
-struct DevMask {
-  int64_t c, m, window;
-  __device__ int64_t p(int64_t i) const {
-    const int64_t x = c > 0 ? (i - c + 1 > 0 ? i - c + 1 : 0) : i;
-    return x < m ? x : m;
-  }
-  __device__ bool valid(int64_t i, int64_t j) const {
-    if (i == j) return true;
-    const int64_t pi = p(i), d = pi - p(j);
-    if (d > 0 && (window == 0 || d <= window)) return true;
-    return c > 0 && pi == 0 && p(j) < m;
-  }
-  __device__ bool any(int64_t i0, int64_t i1, int64_t j0, int64_t j1) const {
-    if (i0 <= j1 && j0 <= i1) return true;
-    const int64_t dmin = p(i0) - p(j1), dmax = p(i1) - p(j0);
-    if (dmax > 0 && (window == 0 || dmin <= window)) return true;
-    return c > 0 && p(i0) == 0 && p(j0) < m;
-  }
-};
+using hstu::HstuBwdParams;
+using hstu::HstuFwdParams;
+using hstu::HstuMask;
 
 // Sequence bounds and mask of block (b); false (and error bits set) when the sequence's data are invalid.
-__device__ __forceinline__ bool hstu_seq(const HstuCudaParams& p, int64_t b, int64_t& s, int64_t& n, DevMask& mk) {
+__device__ __forceinline__ bool hstu_seq(const HstuFwdParams& p, int64_t b, int64_t& s, int64_t& n, HstuMask& mk) {
   s = p.offsets[b];
   const int64_t e = p.offsets[b + 1];
   if (s < 0 || e < s || e > p.total_len) {
@@ -67,25 +45,28 @@ __device__ __forceinline__ bool hstu_seq(const HstuCudaParams& p, int64_t b, int
     atomicOr(p.error_flag, kErrBadIndex);
     return false;
   }
-  mk = DevMask{p.contextual_len, (p.contextual_len > 0 ? n - p.contextual_len + 1 : n) - nt, p.max_attn_len};
+  mk = HstuMask::make(p.contextual_len, p.max_attn_len, n, nt);
   return true;
 }
 
 template <typename T>
-__device__ __forceinline__ float bias_at(const HstuCudaParams& p, int64_t s, int64_t n, int64_t i, int64_t j,
+__device__ __forceinline__ float bias_at(const HstuFwdParams& p, int64_t s, int64_t n, int64_t i, int64_t j,
                                          int64_t* bucket) {
   float val = 0.f;
-  if (p.pos_bias) val += to_f(static_cast<const T*>(p.pos_bias)[(p.max_seq_len - 1) + (j - i)]);
+  if (p.pos_bias) val += to_float(static_cast<const T*>(p.pos_bias)[(p.max_seq_len - 1) + (j - i)]);
   if (p.time_bias) {
     const int64_t iq = i + 1 < n ? i + 1 : n - 1;
-    double x = fabs(static_cast<double>(p.timestamps[s + iq]) - static_cast<double>(p.timestamps[s + j]));
-    x = x < 1.0 ? 1.0 : x;
-    int64_t k = static_cast<int64_t>(floor(log(x) / p.time_bucket_base));
-    k = k < 0 ? 0 : (k > p.num_buckets - 1 ? p.num_buckets - 1 : k);
+    const double x = fabs(static_cast<double>(p.timestamps[s + iq]) - static_cast<double>(p.timestamps[s + j]));
+    const int64_t k = hstu::time_bucket_formula(x, p.time_bucket_base, p.num_buckets);
     *bucket = k;
-    val += to_f(static_cast<const T*>(p.time_bias)[k]);
+    val += to_float(static_cast<const T*>(p.time_bias)[k]);
   }
   return val;
+}
+
+template <typename T>
+__device__ __forceinline__ float row_scale_at(const HstuFwdParams& p, int64_t row) {
+  return p.row_scale ? to_float(static_cast<const T*>(p.row_scale)[row]) : static_cast<float>(p.scale);
 }
 
 template <typename T>
@@ -93,16 +74,16 @@ __device__ __forceinline__ void load_rows(const T* base, int64_t row_stride, int
                                           int rows, int64_t dim, float mul, float* dst, int ld) {
   for (int idx = threadIdx.x; idx < rows * dim; idx += blockDim.x) {
     const int r = idx / dim, d = idx % dim;
-    dst[r * ld + d] = mul * to_f(base[(first + r) * row_stride + head_off + d]);
+    dst[r * ld + d] = mul * to_float(base[(first + r) * row_stride + head_off + d]);
   }
 }
 
 template <typename T>
-__global__ void hstu_fwd_kernel(HstuCudaParams p, int tile) {
+__global__ void hstu_fwd_kernel(HstuFwdParams p, int tile) {
   extern __shared__ float sm[];
   const int64_t H = p.num_heads, b = blockIdx.y / H, h = blockIdx.y % H;
   int64_t s, n;
-  DevMask mk;
+  HstuMask mk;
   if (!hstu_seq(p, b, s, n, mk)) return;
   const int64_t i0 = static_cast<int64_t>(blockIdx.x) * tile;
   if (i0 >= n) return;
@@ -116,7 +97,7 @@ __global__ void hstu_fwd_kernel(HstuCudaParams p, int tile) {
   const T* q = static_cast<const T*>(p.q);
   const T* k = static_cast<const T*>(p.k);
   const T* v = static_cast<const T*>(p.v);
-  load_rows(q, p.q_row, h * p.q_head, s + i0, R, dq, p.alpha, Qs, ldq);
+  load_rows(q, p.q_row, h * p.q_head, s + i0, R, dq, static_cast<float>(p.alpha), Qs, ldq);
   for (int idx = threadIdx.x; idx < tile * ldv; idx += blockDim.x) Os[idx] = 0.f;
   const int64_t nkb = (n + tile - 1) / tile;
   for (int64_t kb = 0; kb < nkb; ++kb) {
@@ -151,14 +132,14 @@ __global__ void hstu_fwd_kernel(HstuCudaParams p, int tile) {
   T* out = static_cast<T*>(p.out);
   for (int idx = threadIdx.x; idx < R * dv; idx += blockDim.x) {
     const int r = idx / dv, d = idx % dv;
-    const float sc = p.row_scale ? to_f(static_cast<const T*>(p.row_scale)[s + i0 + r]) : p.scale;
-    out[((s + i0 + r) * H + h) * dv + d] = from_f<T>(sc * Os[r * ldv + d]);
+    const float sc = row_scale_at<T>(p, s + i0 + r);
+    out[((s + i0 + r) * H + h) * dv + d] = from_float<T>(sc * Os[r * ldv + d]);
   }
 }
 
 // dS and P of one (query tile, key tile) pair into Ss (dS) and Ps (P); bias gradients by atomics if wanted.
 template <typename T>
-__device__ void hstu_bwd_scores(const HstuCudaParams& p, const DevMask& mk, int64_t s, int64_t n, int64_t i0,
+__device__ void hstu_bwd_scores(const HstuBwdParams& p, const HstuMask& mk, int64_t s, int64_t n, int64_t i0,
                                 int R, int64_t j0, int C, int tile, const float* Qs, const float* Ks,
                                 const float* dOs, const float* Vs, int ldq, int ldv, float* Ps, float* Ss,
                                 bool bias_grads) {
@@ -169,18 +150,19 @@ __device__ void hstu_bwd_scores(const HstuCudaParams& p, const DevMask& mk, int6
     if (r < R && c < C && mk.valid(i0 + r, j0 + c)) {
       float sv = 0.f;
       for (int d = 0; d < dq; ++d) sv += Qs[r * ldq + d] * Ks[c * ldq + d];
-      sv *= p.alpha;
+      sv *= static_cast<float>(p.alpha);
       int64_t bucket = 0;
       sv += bias_at<T>(p, s, n, i0 + r, j0 + c, &bucket);
       const float sig = 1.f / (1.f + __expf(-sv));
-      const float sc = p.row_scale ? to_f(static_cast<const T*>(p.row_scale)[s + i0 + r]) : p.scale;
+      const float sc = row_scale_at<T>(p, s + i0 + r);
       float dp = 0.f;
       for (int d = 0; d < dv; ++d) dp += dOs[r * ldv + d] * Vs[c * ldv + d];
       pv = sv * sig * sc;
       ds = dp * sig * (1.f + sv * (1.f - sig)) * sc;
       if (bias_grads) {
-        if (p.d_pos_bias) atomicAdd(p.d_pos_bias + (p.max_seq_len - 1) + (c + j0) - (r + i0), ds);
-        if (p.d_time_bias) atomicAdd(p.d_time_bias + bucket, ds);
+        float* dpos = static_cast<float*>(p.d_pos_bias);
+        if (dpos) atomicAdd(dpos + (p.max_seq_len - 1) + (c + j0) - (r + i0), ds);
+        if (p.d_time_bias) atomicAdd(static_cast<float*>(p.d_time_bias) + bucket, ds);
       }
     }
     Ps[r * (tile + 1) + c] = pv;
@@ -189,11 +171,11 @@ __device__ void hstu_bwd_scores(const HstuCudaParams& p, const DevMask& mk, int6
 }
 
 template <typename T>
-__global__ void hstu_bwd_dkv_kernel(HstuCudaParams p, int tile) {
+__global__ void hstu_bwd_dkv_kernel(HstuBwdParams p, int tile) {
   extern __shared__ float sm[];
   const int64_t H = p.num_heads, b = blockIdx.y / H, h = blockIdx.y % H;
   int64_t s, n;
-  DevMask mk;
+  HstuMask mk;
   if (!hstu_seq(p, b, s, n, mk)) return;
   const int64_t j0 = static_cast<int64_t>(blockIdx.x) * tile;
   if (j0 >= n) return;
@@ -232,7 +214,7 @@ __global__ void hstu_bwd_dkv_kernel(HstuCudaParams p, int tile) {
       const int c = idx / dq, d = idx % dq;
       float acc = 0.f;
       for (int r = 0; r < R; ++r) acc += Ss[r * (tile + 1) + c] * Qs[r * ldq + d];
-      dKs[c * ldq + d] += p.alpha * acc;
+      dKs[c * ldq + d] += static_cast<float>(p.alpha) * acc;
     }
   }
   __syncthreads();
@@ -240,20 +222,20 @@ __global__ void hstu_bwd_dkv_kernel(HstuCudaParams p, int tile) {
   T* dvo = static_cast<T*>(p.dv_out);
   for (int idx = threadIdx.x; idx < C * dq; idx += blockDim.x) {
     const int c = idx / dq, d = idx % dq;
-    dk[((s + j0 + c) * H + h) * dq + d] = from_f<T>(dKs[c * ldq + d]);
+    dk[((s + j0 + c) * H + h) * dq + d] = from_float<T>(dKs[c * ldq + d]);
   }
   for (int idx = threadIdx.x; idx < C * dv; idx += blockDim.x) {
     const int c = idx / dv, d = idx % dv;
-    dvo[((s + j0 + c) * H + h) * dv + d] = from_f<T>(dVs[c * ldv + d]);
+    dvo[((s + j0 + c) * H + h) * dv + d] = from_float<T>(dVs[c * ldv + d]);
   }
 }
 
 template <typename T>
-__global__ void hstu_bwd_dq_kernel(HstuCudaParams p, int tile) {
+__global__ void hstu_bwd_dq_kernel(HstuBwdParams p, int tile) {
   extern __shared__ float sm[];
   const int64_t H = p.num_heads, b = blockIdx.y / H, h = blockIdx.y % H;
   int64_t s, n;
-  DevMask mk;
+  HstuMask mk;
   if (!hstu_seq(p, b, s, n, mk)) return;
   const int64_t i0 = static_cast<int64_t>(blockIdx.x) * tile;
   if (i0 >= n) return;
@@ -284,14 +266,14 @@ __global__ void hstu_bwd_dq_kernel(HstuCudaParams p, int tile) {
       const int r = idx / dq, d = idx % dq;
       float acc = 0.f;
       for (int c = 0; c < C; ++c) acc += Ss[r * (tile + 1) + c] * Ks[c * ldq + d];
-      dQs[r * ldq + d] += p.alpha * acc;
+      dQs[r * ldq + d] += static_cast<float>(p.alpha) * acc;
     }
   }
   __syncthreads();
   T* dqo = static_cast<T*>(p.dq);
   for (int idx = threadIdx.x; idx < R * dq; idx += blockDim.x) {
     const int r = idx / dq, d = idx % dq;
-    dqo[((s + i0 + r) * H + h) * dq + d] = from_f<T>(dQs[r * ldq + d]);
+    dqo[((s + i0 + r) * H + h) * dq + d] = from_float<T>(dQs[r * ldq + d]);
   }
 }
 

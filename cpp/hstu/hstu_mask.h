@@ -1,0 +1,54 @@
+// SPDX-License-Identifier: Apache-2.0
+// The HSTU mask rule (the reference kernels' rule; docs in cpp/hstu/hstu_attention.h), written once for the CPU
+// kernels and the CUDA kernels. With c = contextual_len, n_t = num_targets[b], W = max_attn_len and n rows:
+//   m = (c > 0 ? n - c + 1 : n) - n_t;  p(i) = min(c > 0 ? max(i - c + 1, 0) : i, m)
+//   valid(i, j) = i == j || (p(i) - p(j) > 0 && (W == 0 || p(i) - p(j) <= W)) || (c > 0 && p(i) == 0 && p(j) < m)
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "common/host_device.h"
+
+namespace recops::hstu {
+
+struct HstuMask {
+  int64_t c, m, window;
+
+  RECOPS_HOST_DEVICE static HstuMask make(int64_t contextual_len, int64_t max_attn_len, int64_t n,
+                                          int64_t num_targets) {
+    return HstuMask{contextual_len, (contextual_len > 0 ? n - contextual_len + 1 : n) - num_targets,
+                    max_attn_len};
+  }
+  RECOPS_HOST_DEVICE int64_t p(int64_t i) const {
+    const int64_t x = c > 0 ? (i - c + 1 > 0 ? i - c + 1 : 0) : i;
+    return x < m ? x : m;
+  }
+  RECOPS_HOST_DEVICE bool valid(int64_t i, int64_t j) const {
+    if (i == j) return true;
+    const int64_t pi = p(i), d = pi - p(j);
+    if (d > 0 && (window == 0 || d <= window)) return true;
+    return c > 0 && pi == 0 && p(j) < m;
+  }
+  // Conservative: false only if no pair of rows [i0, i1] x cols [j0, j1] is valid (p is non-decreasing).
+  RECOPS_HOST_DEVICE bool any(int64_t i0, int64_t i1, int64_t j0, int64_t j1) const {
+    if (i0 <= j1 && j0 <= i1) return true;
+    const int64_t dmin = p(i0) - p(j1), dmax = p(i1) - p(j0);
+    if (dmax > 0 && (window == 0 || dmin <= window)) return true;
+    return c > 0 && p(i0) == 0 && p(j0) < m;
+  }
+  // Sufficient: every pair is valid through the causal/window rule.
+  RECOPS_HOST_DEVICE bool all(int64_t i0, int64_t i1, int64_t j0, int64_t j1) const {
+    const int64_t dmin = p(i0) - p(j1), dmax = p(i1) - p(j0);
+    return dmin > 0 && (window == 0 || dmax <= window);
+  }
+};
+
+// The time bucket of |t'_i - t_j| = x: clamp(floor(ln(max(x, 1)) / base), 0, num_buckets - 1), ln in double.
+// The CPU kernels find the same bucket from precomputed integer thresholds and use this where those end.
+RECOPS_HOST_DEVICE int64_t time_bucket_formula(double x, double base, int64_t num_buckets) {
+  const double k = floor(log(x < 1.0 ? 1.0 : x) / base);
+  return k < 0.0 ? 0 : (k > static_cast<double>(num_buckets - 1) ? num_buckets - 1 : static_cast<int64_t>(k));
+}
+
+}  // namespace recops::hstu

@@ -1,0 +1,55 @@
+// SPDX-License-Identifier: Apache-2.0
+// The parameters of one HSTU attention call, shared by the CPU core (hstu_attention.h), the CUDA launchers
+// (cuda/hstu/hstu_cuda.h) and the binding, so that an option is spelled once. Torch-free and CUDA-free.
+//
+// Pointers are untyped (the flash-attention `flash.h` way): q/k/v/out/row_scale/pos_bias/time_bias and the
+// q/k/v/out gradients hold the call's dtype (float32/float64 on the CPU; float32/float16/bfloat16 on CUDA);
+// the bias gradients are that dtype on the CPU and float32 accumulators (zeroed by the caller) on CUDA.
+// Shapes (L rows, H heads, B sequences, N = max_seq_len) and semantics: cpp/hstu/hstu_attention.h.
+#pragma once
+
+#include <cstdint>
+
+namespace recops::hstu {
+
+struct HstuFwdParams {
+  // q, k [L, H, dqk], v [L, H, dv]: strides in elements, the last dimension contiguous
+  const void* q = nullptr;
+  int64_t q_row = 0, q_head = 0;
+  const void* k = nullptr;
+  int64_t k_row = 0, k_head = 0;
+  const void* v = nullptr;
+  int64_t v_row = 0, v_head = 0;
+  const int64_t* offsets = nullptr;      // [B + 1]
+  int64_t num_seqs = 0, total_len = 0, num_heads = 0, dqk = 0, dv = 0, max_seq_len = 0;
+  double alpha = 1.0;
+  double scale = 1.0;                    // used when row_scale is null
+  const void* row_scale = nullptr;       // [L] or null
+  const int64_t* num_targets = nullptr;  // [B] or null
+  int64_t contextual_len = 0;
+  int64_t max_attn_len = 0;
+  const void* pos_bias = nullptr;        // [2N - 1] or null
+  const int64_t* timestamps = nullptr;   // [L], required with time_bias
+  const void* time_bias = nullptr;       // [num_buckets] or null
+  int64_t num_buckets = 0;
+  double time_bucket_base = 0.301;
+  void* out = nullptr;                   // contiguous [L, H, dv]
+  int32_t* error_flag = nullptr;         // CUDA: error bits (cuda/common/cuda_check.cuh); unused on the CPU
+};
+
+struct HstuBwdParams : HstuFwdParams {
+  const void* grad_out = nullptr;  // contiguous [L, H, dv]
+  void* dq = nullptr;              // contiguous [L, H, dqk]
+  void* dk = nullptr;              // contiguous [L, H, dqk]
+  void* dv_out = nullptr;          // contiguous [L, H, dv]
+  void* d_pos_bias = nullptr;      // [2N - 1], null when pos_bias is absent
+  void* d_time_bias = nullptr;     // [num_buckets], null when time_bias is absent
+};
+
+// Typed views of the untyped pointers, for kernels compiled per dtype.
+template <typename T>
+inline const T* typed(const void* p) { return static_cast<const T*>(p); }
+template <typename T>
+inline T* typed(void* p) { return static_cast<T*>(p); }
+
+}  // namespace recops::hstu
