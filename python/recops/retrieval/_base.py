@@ -12,17 +12,20 @@ METRICS = ("ip", "cosine")
 
 
 class RWLock:
-    """Many concurrent readers (searches) or one writer (add / remove / save)."""
+    """Many concurrent readers (searches, save) or one writer (add / remove). Writers have preference: while a
+    writer waits, new readers wait behind it, so a steady stream of searches cannot starve an add. Not reentrant
+    (a thread holding it must not take it again)."""
 
     def __init__(self):
         self._cond = threading.Condition()
         self._readers = 0
         self._writer = False
+        self._writers_waiting = 0
 
     @contextlib.contextmanager
     def read(self):
         with self._cond:
-            while self._writer:
+            while self._writer or self._writers_waiting:
                 self._cond.wait()
             self._readers += 1
         try:
@@ -36,8 +39,14 @@ class RWLock:
     @contextlib.contextmanager
     def write(self):
         with self._cond:
-            while self._writer or self._readers:
-                self._cond.wait()
+            self._writers_waiting += 1
+            try:
+                while self._writer or self._readers:
+                    self._cond.wait()
+            finally:
+                self._writers_waiting -= 1
+                if not self._writers_waiting:
+                    self._cond.notify_all()  # readers held back only by this writer (it may have been interrupted)
             self._writer = True
         try:
             yield

@@ -21,8 +21,9 @@ class Index:
     """Top-k inner-product (or cosine) search over vectors with caller-chosen int64 ids.
 
     Subclasses implement _add(vectors, ids), _remove(rows), _search(queries, k, ex_ids, ex_offsets, params),
-    _state() -> (params, arrays) and _from_state(header, arrays). Searches from many threads run concurrently
-    (the compiled search releases the GIL); add / remove / save wait for running searches and block new ones.
+    _state() -> (params, arrays) and the classmethod _from_state(*, dim, params, arrays). Searches (and saves)
+    from many threads run concurrently (the compiled search releases the GIL); add / remove wait for running
+    searches, and new searches wait behind a waiting add / remove (writers first: searches cannot starve them).
     """
 
     kind = "base"
@@ -104,7 +105,7 @@ def load(path: str) -> Index:
         raise ValueError(f"recops.retrieval.load: {path}: unknown index kind {header['kind']!r}")
     try:
         dim, count, params = int(header["dim"]), int(header["count"]), dict(header["params"])
-        index = cls._from_state(dim, params, arrays)
+        index = cls._from_state(dim=dim, params=params, arrays=arrays)
         index._check_ids(arrays, count)
     except (KeyError, TypeError) as e:
         raise ValueError(f"recops.retrieval.load: {path}: inconsistent index ({e!r})") from None

@@ -53,8 +53,8 @@ class ExactIndex(Index):
         return {}, {"vectors": self._vectors}
 
     @classmethod
-    def _from_state(cls, dim, params, arrays):
-        index = cls(dim, params["metric"])
+    def _from_state(cls, *, dim, params, arrays):
+        index = cls(dim, metric=params["metric"])
         v = arrays["vectors"]
         if v.dtype != np.float32 or v.ndim != 2 or v.shape[1] != dim:
             raise ValueError(f"recops.retrieval.load: vectors must be float32 [n, {dim}], got {v.dtype} {v.shape}")

@@ -98,9 +98,9 @@ class HNSWIndex(Index):
                     seed=self.seed), {"graph": graph}
 
     @classmethod
-    def _from_state(cls, dim, params, arrays):
-        index = cls(dim, params["metric"], params["M"], params["ef_construction"], params["ef_search"],
-                    params["seed"])
+    def _from_state(cls, *, dim, params, arrays):
+        index = cls(dim, metric=params["metric"], M=params["M"], ef_construction=params["ef_construction"],
+                    ef_search=params["ef_search"], seed=params["seed"])
         graph = arrays.get("graph")
         if graph is None or graph.dtype != np.uint8 or graph.ndim != 1:
             raise ValueError("recops.retrieval.load: an HNSW index needs its graph bytes")

@@ -13,6 +13,8 @@ from ._base import normalize
 from ._index import Index, register
 
 _STORAGE = {"fp32": 0, "fp16": 1, "int8": 2}
+# constructor arguments saved in the file header (with the base class's metric), passed back by name on load
+_SAVED_ARGS = ("nlist", "storage", "rerank", "nprobe", "kmeans_iters", "seed", "norm_buckets")
 
 
 @register("ivf")
@@ -155,9 +157,8 @@ class IVFIndex(Index):
         return scores, ids
 
     def _state(self):
-        params = dict(nlist=self.nlist, storage=self.storage, rerank=self.rerank, nprobe=self.nprobe,
-                      kmeans_iters=self.kmeans_iters, seed=self.seed, norm_buckets=self.norm_buckets,
-                      trained=self.is_trained)
+        params = {name: getattr(self, name) for name in _SAVED_ARGS}
+        params["trained"] = self.is_trained
         arrays = dict(vectors=self._vectors, lists=self._lists, vmin=self._vmin, vscale=self._vscale,
                       norm_edges=self._norm_edges)
         if self.is_trained:
@@ -165,9 +166,8 @@ class IVFIndex(Index):
         return params, arrays
 
     @classmethod
-    def _from_state(cls, dim, params, arrays):
-        index = cls(dim, params["metric"], params["nlist"], params["storage"], params["rerank"], params["nprobe"],
-                    params["kmeans_iters"], params["seed"], params["norm_buckets"])
+    def _from_state(cls, *, dim, params, arrays):
+        index = cls(dim, metric=params["metric"], **{name: params[name] for name in _SAVED_ARGS})
 
         def arr(name, dtype, shape):
             a = arrays.get(name)
