@@ -10,8 +10,9 @@ import torch.nn.functional as F
 
 from ..data.criteo import CTRBatch, CTRData
 from ..metrics import log_loss, roc_auc
-from ._checkpoint import load_model, save_model
-from .dlrm import DLRM, DLRMConfig, LogisticCTR
+from ..models.dlrm import DLRM, LogisticCTR
+from . import checkpoint
+from .loop import EpochStats, run_epochs
 
 CTR_MODELS = {"dlrm": DLRM, "logistic": LogisticCTR}
 
@@ -58,46 +59,37 @@ def fit_ctr(model, data: CTRData, epochs: int = 1, batch_size: int = 2048, dense
     Distributed (world > 1, `wrapped` = recops.distributed.wrap(model)): rank r trains on batch r of every group
     of `world` consecutive batches (batch_size per process), every rank evaluates the whole test stream (the
     sharded tables need every rank in each forward), and the time budget is agreed on collectively."""
-    from tqdm.auto import tqdm
-
-    from ..distributed.launch import agree, rank_share
+    from ..distributed.launch import rank_share
 
     net = wrapped if wrapped is not None else model
-    progress = progress and rank == 0
     opt = torch.optim.Adam(model.dense_parameters(), lr=dense_lr)
-    history, seen, train_s = [], 0, 0.0
-    t_start = time.perf_counter()
-    for epoch in range(epochs):
-        bar = tqdm(total=data.num_train, disable=not progress, unit="sample", desc=f"epoch {epoch + 1}",
-                   leave=False)
-        loss_sum = steps = 0
-        t0 = time.perf_counter()
-        stop = False
-        for batch in rank_share(data.train_batches(batch_size), rank, world):
-            loss_sum += train_step(net, opt, batch)
-            steps += 1
-            seen += len(batch) * world
-            bar.update(len(batch) * world)
-            if time_budget_s is not None and agree(time.perf_counter() - t_start > time_budget_s, world):
-                stop = True
-                break
-        bar.close()
-        train_s += time.perf_counter() - t0
+
+    def step(batch: CTRBatch):
+        return train_step(net, opt, batch), len(batch) * world
+
+    def end_epoch(stats: EpochStats) -> dict:
         metrics = evaluate_ctr(net, data.test_batches(8192))
-        metrics["train_loss"] = loss_sum / max(steps, 1)
-        history.append({"epoch": epoch + 1, **metrics})
-        log(f"epoch {epoch + 1}: train loss {metrics['train_loss']:.4f}, test AUC {metrics['AUC']:.4f}, "
-            f"logloss {metrics['logloss']:.4f}")
-        if stop:
-            break
-    return CTRFitResult(history[-1] if history else {}, history, time.perf_counter() - t_start,
-                        seen / max(train_s, 1e-9))
+        metrics["train_loss"] = stats.mean_loss
+        return {"epoch": stats.epoch, **metrics}
+
+    def report(entry: dict, improved: bool) -> str:
+        return (f"epoch {entry['epoch']}: train loss {entry['train_loss']:.4f}, test AUC {entry['AUC']:.4f}, "
+                f"logloss {entry['logloss']:.4f}")
+
+    res = run_epochs(step, lambda epoch: rank_share(data.train_batches(batch_size), rank, world), epochs,
+                     end_epoch=end_epoch, report=report, time_budget_s=time_budget_s, budget_every_step=True,
+                     world=world, progress=progress and rank == 0, unit="sample",
+                     total=lambda epoch: data.num_train, log=log)
+    return CTRFitResult(res.history[-1] if res.history else {}, res.history, time.perf_counter() - res.started,
+                        res.samples_per_second)
 
 
 def save_ctr_checkpoint(path: str, model, kind: str, metrics: dict) -> None:
     """model.pt (state_dict incl. fused-optimizer state) + config.json + metrics.json."""
-    save_model(path, model, "ctr", kind, metrics)
+    checkpoint.save(path, model, "ctr", kind, model.config, metrics=metrics)
 
 
 def load_ctr_checkpoint(path: str):
-    return load_model(path, CTR_MODELS, DLRMConfig)
+    """(model, config.json as a dict: family, model kind, config) of a CTR checkpoint."""
+    ck = checkpoint.load(path, family="ctr")
+    return ck.model, ck.spec

@@ -10,8 +10,9 @@ import torch
 
 from ..data.multibehavior import FeedbackData
 from ..metrics import grouped_auc, roc_auc
-from ._checkpoint import load_model, save_model
-from .two_tower import TWO_TOWER_MODELS, TwoTowerConfig
+from ..models.two_tower import TWO_TOWER_MODELS, TwoTowerConfig
+from . import checkpoint
+from .loop import EpochStats, run_epochs
 
 
 def _per_user(data: FeedbackData, values: torch.Tensor):
@@ -179,35 +180,30 @@ def fit_two_tower(model, train: FeedbackData, test: FeedbackData, epochs: int = 
                   log: Callable[[str], None] = print, eval_every: int = 0) -> TwoTowerFitResult:
     """Adam on the tower MLPs and heads, the fused optimizer on the id embeddings; evaluation at the end (and
     every eval_every epochs when > 0)."""
-    from tqdm.auto import tqdm
-
     opt = torch.optim.Adam(model.dense_parameters(), lr=dense_lr)
     g = torch.Generator().manual_seed(seed)
-    history, seen, train_s = [], 0, 0.0
-    t_start = time.perf_counter()
-    for epoch in range(epochs):
+
+    def batches(epoch: int):
         order = torch.randperm(len(train), generator=g)
-        t0 = time.perf_counter()
-        loss_sum = steps = 0
-        bar = tqdm(total=len(train), disable=not progress, unit="pair", desc=f"epoch {epoch + 1}", leave=False)
-        for b in range(0, len(train), batch_size):
-            sel = order[b:b + batch_size]
-            loss_sum += train_step(model, opt, train.users[sel], train.items[sel], train.levels[sel],
-                                   model.config.num_items, in_batch_negatives, uniform_negatives, g)
-            steps += 1
-            seen += sel.shape[0]
-            bar.update(sel.shape[0])
-        bar.close()
-        train_s += time.perf_counter() - t0
-        entry = {"epoch": epoch + 1, "train_loss": loss_sum / max(steps, 1)}
-        if eval_every and (epoch + 1) % eval_every == 0:
+        return (order[b:b + batch_size] for b in range(0, len(train), batch_size))
+
+    def step(sel: torch.Tensor):
+        loss = train_step(model, opt, train.users[sel], train.items[sel], train.levels[sel], model.config.num_items,
+                          in_batch_negatives, uniform_negatives, g)
+        return loss, sel.shape[0]
+
+    def end_epoch(stats: EpochStats) -> dict:
+        entry = {"epoch": stats.epoch, "train_loss": stats.mean_loss}
+        if eval_every and stats.epoch % eval_every == 0:
             entry.update(evaluate_two_tower(model, train, test, ks))
-        history.append(entry)
-        log(f"epoch {epoch + 1}: train loss {entry['train_loss']:.4f}")
-        if time_budget_s is not None and time.perf_counter() - t_start > time_budget_s:
-            break
+        return entry
+
+    res = run_epochs(step, batches, epochs, end_epoch=end_epoch,
+                     report=lambda entry, improved: f"epoch {entry['epoch']}: train loss {entry['train_loss']:.4f}",
+                     time_budget_s=time_budget_s, progress=progress, unit="pair", total=lambda epoch: len(train),
+                     log=log)
     result = evaluate_two_tower(model, train, test, ks)
-    return TwoTowerFitResult(result, history, time.perf_counter() - t_start, seen / max(train_s, 1e-9))
+    return TwoTowerFitResult(result, res.history, time.perf_counter() - res.started, res.samples_per_second)
 
 
 def build_two_tower(kind: str, train: FeedbackData, in_batch_negatives: int = 4, uniform_negatives: int = 4,
@@ -221,8 +217,11 @@ def build_two_tower(kind: str, train: FeedbackData, in_batch_negatives: int = 4,
 
 
 def save_two_tower_checkpoint(path: str, model, kind: str, metrics: dict) -> None:
-    save_model(path, model, "two_tower", kind, metrics)
+    """model.pt (state_dict incl. fused-optimizer state) + config.json + metrics.json."""
+    checkpoint.save(path, model, "two_tower", kind, model.config, metrics=metrics)
 
 
 def load_two_tower_checkpoint(path: str):
-    return load_model(path, TWO_TOWER_MODELS, TwoTowerConfig)
+    """(model, config.json as a dict: family, model kind, config) of a two-tower checkpoint."""
+    ck = checkpoint.load(path, family="two_tower")
+    return ck.model, ck.spec
