@@ -1,28 +1,52 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The `recops` command line: train / eval / demo / bench."""
+"""The `recops` command line: train / eval / demo / bench.
+
+`recops train --model NAME` is built from MODELS, a registry of ModelSpec (name -> family): each Family brings
+its argument group, its defaults, its train function and the eval function `recops eval` runs on its checkpoints
+(the checkpoint records its family). `recops train --model NAME --help` lists the flags of NAME's family only.
+Flags are never abbreviated, and a usage error is one line on stderr."""
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import os
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
-SEQ_MODELS = ("hstu", "hstu-large", "sasrec")
-CTR_MODELS = ("dlrm", "logistic")
-TWO_TOWER_MODELS = ("gnolr", "bce-two-tower")
+
+class _Parser(argparse.ArgumentParser):
+    """argparse without abbreviated flags (a prefix of a flag is an unknown flag, so a new flag never changes what
+    an old command line means); a usage error prints one line and exits with status 2."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _load_data(data: str, fmt: Optional[str], seed: int):
-    from .data.sequences import load_sequences, synthetic_sequences
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Help with each flag's default, where it has one."""
 
-    if data == "synthetic":
-        return synthetic_sequences(seed=seed)
-    if fmt is None:
-        raise SystemExit("recops: --format is required with a data file (ml-1m, ml-100k, ml-csv, recbole, sasrec)")
-    return load_sequences(data, fmt)
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
+@contextlib.contextmanager
+def _user_input():
+    """Turn a missing or malformed data / checkpoint file into a one-line error (exit status 1)."""
+    try:
+        yield
+    except (OSError, ValueError) as e:
+        msg = str(e)
+        raise SystemExit(msg if msg.startswith("recops") else f"recops: {msg}") from None
 
 
 def _table(results: Dict[str, Dict[str, float]]) -> str:
@@ -35,16 +59,43 @@ def _table(results: Dict[str, Dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def _write_metrics(out: Optional[str], payload: dict) -> None:
+    if out:
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, "metrics.json"), "w") as f:
+            json.dump(payload, f, indent=2)
+        print(f"\nwrote {os.path.join(out, 'metrics.json')}")
+
+
+def _ranks():
+    """(rank, world, print on rank 0 only)."""
+    from .distributed.launch import init_from_env
+
+    rank, world = init_from_env()
+    return rank, world, (print if rank == 0 else (lambda *a, **k: None))
+
+
+# ---- sequential: hstu, hstu-large, sasrec ----------------------------------------------------------------------
+
+def _load_data(data: str, fmt: Optional[str], seed: int):
+    from .data.sequences import load_sequences, synthetic_sequences
+
+    if data == "synthetic":
+        return synthetic_sequences(seed=seed)
+    if fmt is None:
+        raise SystemExit("recops: --format is required with a data file (ml-1m, ml-100k, ml-csv, recbole, sasrec)")
+    with _user_input():
+        return load_sequences(data, fmt)
+
+
 def _train_one(model_name: str, split, args, log) -> dict:
     from .models.sequential import SeqConfig, build_model
-    from .models.train_sequential import fit, save_checkpoint
+    from .train.sequential import fit, save_checkpoint
 
     torch.manual_seed(args.seed)
     cfg = SeqConfig.preset(model_name, max_len=args.max_len, batch_size=args.batch_size, dim=args.dim,
                            num_negatives=args.negatives)
-    from .distributed.launch import init_from_env
-
-    rank, world = init_from_env()
+    rank, world, _ = _ranks()
     model = build_model(split.data.num_items, cfg)
     wrapped = None
     if world > 1:  # same seed on every rank: identical initial weights; DDP averages the gradients
@@ -65,12 +116,11 @@ def _train_one(model_name: str, split, args, log) -> dict:
 
 
 def cmd_train(args, models: List[str]) -> int:
+    """Train the sequential `models` on one leave-one-out split, next to the popularity baseline."""
     from .data.sequences import leave_one_out
-    from .distributed.launch import init_from_env
-    from .models.train_sequential import popularity_metrics
+    from .train.sequential import popularity_metrics
 
-    rank, world = init_from_env()
-    say = print if rank == 0 else (lambda *a, **k: None)
+    rank, world, say = _ranks()
     t0 = time.perf_counter()
     data = _load_data(args.data, args.format, args.seed)
     split = leave_one_out(data, args.max_len)
@@ -92,13 +142,24 @@ def cmd_train(args, models: List[str]) -> int:
     return 0
 
 
-def _write_metrics(out: Optional[str], payload: dict) -> None:
-    if out:
-        os.makedirs(out, exist_ok=True)
-        with open(os.path.join(out, "metrics.json"), "w") as f:
-            json.dump(payload, f, indent=2)
-        print(f"\nwrote {os.path.join(out, 'metrics.json')}")
+def _eval_sequential(ck, spec: dict) -> Dict[str, float]:
+    from .data.sequences import leave_one_out
+    from .train.sequential import evaluate
 
+    data = _load_data(spec["path"], spec["format"], spec["seed"])
+    split = leave_one_out(data, spec["max_len"])
+    if data.num_items != ck.model.num_items:
+        raise SystemExit(f"recops eval: the data has {data.num_items} items, the checkpoint {ck.model.num_items}")
+    return evaluate(ck.model, split.test_input, split.test_target)
+
+
+def _sequential_arguments(g) -> List[argparse.Action]:
+    return [g.add_argument("--max-len", type=int, default=200, help="most recent items kept per user"),
+            g.add_argument("--negatives", type=int, default=128, help="uniform negatives per step (sampled softmax)"),
+            g.add_argument("--patience", type=int, default=15, help="epochs without a better validation NDCG@10")]
+
+
+# ---- CTR ranking: dlrm, logistic --------------------------------------------------------------------------------
 
 def _ctr_data(args):
     from .data.criteo import ctr_data
@@ -106,31 +167,29 @@ def _ctr_data(args):
     if args.data != "synthetic" and args.format not in (None, "criteo"):
         raise SystemExit(f"recops: --model {args.model} reads --format criteo, got {args.format!r}")
     sizes = args.table_size if args.table_size else (2000 if args.data == "synthetic" else 1_000_000)
-    return ctr_data(args.data, sizes, seed=args.seed, max_rows=args.max_rows)
+    with _user_input():
+        return ctr_data(args.data, sizes, seed=args.seed, max_rows=args.max_rows)
 
 
 def cmd_train_ctr(args) -> int:
     """DLRM (or the logistic baseline) on Criteo-format data; with DLRM the logistic baseline runs too."""
     from .models.dlrm import DLRMConfig
-    from .models.train_ctr import CTR_MODELS as BUILD, fit_ctr, save_ctr_checkpoint
+    from .nn.embedding import FusedOptimizer
+    from .train.ctr import CTR_MODELS, fit_ctr
 
-    from .distributed.launch import init_from_env
-
-    rank, world = init_from_env()
-    say = print if rank == 0 else (lambda *a, **k: None)
+    rank, world, say = _ranks()
     t0 = time.perf_counter()
     data = _ctr_data(args)
     say(f"data: {data.num_train} train / {data.num_test} test samples, tables {data.table_sizes[:3]}... "
         f"({time.perf_counter() - t0:.1f}s)" + (f"; oracle AUC {data.oracle_auc:.4f}" if data.oracle_auc else "")
         + (f"; {world} processes, batch {args.batch_size} each" if world > 1 else ""), flush=True)
-    d = args.embedding_dim
+    d = args.dim
     results, runs = {}, {}
     for name in ([args.model, "logistic"] if args.model == "dlrm" and not args.no_baseline else [args.model]):
         torch.manual_seed(args.seed)
-        from .nn.embedding import FusedOptimizer
         cfg = DLRMConfig(data.table_sizes, embedding_dim=d, bottom_mlp=(256, 128, d), top_mlp=(256, 128),
                          embedding_optimizer=FusedOptimizer("rowwise_adagrad", lr=args.lr))
-        model = BUILD[name](cfg)
+        model = CTR_MODELS[name](cfg)
         wrapped = None
         if world > 1:
             from .distributed import wrap
@@ -161,7 +220,7 @@ def cmd_train_ctr(args) -> int:
 def _save_ctr(path, model, name, metrics, cfg, rank, world) -> None:
     """One plain checkpoint (what `recops eval` reads); with several processes the row shards are written by
     every rank with recops.distributed.save and rank 0 gathers them into an unsharded model first."""
-    from .models.train_ctr import CTR_MODELS as BUILD, save_ctr_checkpoint
+    from .train.ctr import CTR_MODELS, save_ctr_checkpoint
 
     if world == 1:
         save_ctr_checkpoint(path, model, name, metrics)
@@ -171,28 +230,51 @@ def _save_ctr(path, model, name, metrics, cfg, rank, world) -> None:
     shards = os.path.join(path, "shards")
     rd.save(model, shards)
     if rank == 0:
-        plain = BUILD[name](cfg)
+        plain = CTR_MODELS[name](cfg)
         rd.load(plain, shards)
         save_ctr_checkpoint(path, plain, name, metrics)
+
+
+def _eval_ctr(ck, spec: dict) -> Dict[str, float]:
+    from .data.criteo import ctr_data
+    from .train.ctr import evaluate_ctr
+
+    with _user_input():
+        data = ctr_data(spec["path"], spec["table_sizes"], seed=spec["seed"], max_rows=spec["max_rows"])
+    return evaluate_ctr(ck.model, data.test_batches(8192))
+
+
+def _ctr_arguments(g) -> List[argparse.Action]:
+    return [g.add_argument("--table-size", type=int, default=None,
+                           help="rows per hashed table (None: 2000 with synthetic data, else 1000000)"),
+            g.add_argument("--max-rows", type=int, default=None, help="read at most this many lines of the file"),
+            g.add_argument("--lr", type=float, default=0.05, help="fused rowwise-Adagrad learning rate (embeddings)"),
+            g.add_argument("--dense-lr", type=float, default=1e-3, help="Adam learning rate of the MLPs"),
+            g.add_argument("--no-baseline", action="store_true", help="dlrm: skip the logistic baseline")]
+
+
+# ---- two-tower retrieval: gnolr, bce-two-tower ------------------------------------------------------------------
+
+_TWO_TOWER_KINDS = {"gnolr": "gnolr", "bce-two-tower": "bce"}
 
 
 def cmd_train_two_tower(args) -> int:
     """GNOLR two-tower (and, unless --no-baseline, the per-feedback BCE two-tower) on multi-level feedback."""
     from .data.multibehavior import load_feedback, split_feedback
-    from .models.train_two_tower import build_two_tower, fit_two_tower, save_two_tower_checkpoint
+    from .train.two_tower import build_two_tower, fit_two_tower, save_two_tower_checkpoint
 
     if args.data != "synthetic" and args.format not in (None, "multibehavior"):
         raise SystemExit(f"recops: --model {args.model} reads --format multibehavior, got {args.format!r}")
-    data = load_feedback(args.data, args.format, args.seed)
+    with _user_input():
+        data = load_feedback(args.data, args.format, args.seed)
     train, test = split_feedback(data, 0.2, args.seed)
     print(f"data: {data.num_users} users, {data.num_items} items, {len(data)} pairs, levels {data.behaviours} "
           f"with rates {[round(r, 3) for r in data.level_rates()]}", flush=True)
-    kinds = {"gnolr": "gnolr", "bce-two-tower": "bce"}
     names = [args.model] + (["bce-two-tower"] if args.model == "gnolr" and not args.no_baseline else [])
     results, runs = {}, {}
     for name in names:
         torch.manual_seed(args.seed)
-        model = build_two_tower(kinds[name], train, embedding_dim=args.embedding_dim)
+        model = build_two_tower(_TWO_TOWER_KINDS[name], train, embedding_dim=args.dim)
         budget = args.time_budget * 60 if args.time_budget else None
         res = fit_two_tower(model, train, test, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                             time_budget_s=budget, progress=not args.no_progress,
@@ -202,123 +284,184 @@ def cmd_train_two_tower(args) -> int:
                    "data": {"path": args.data, "format": "multibehavior", "seed": args.seed}}
         results[name], runs[name] = res.test, metrics
         if args.out:
-            save_two_tower_checkpoint(os.path.join(args.out, name), model, kinds[name], metrics)
+            save_two_tower_checkpoint(os.path.join(args.out, name), model, _TWO_TOWER_KINDS[name], metrics)
     print("\ntest metrics (per level; retrieval excludes training items):")
     print(_table(results))
     _write_metrics(args.out, {"test": results, "runs": runs})
     return 0
 
 
+def _eval_two_tower(ck, spec: dict) -> Dict[str, float]:
+    from .data.multibehavior import load_feedback, split_feedback
+    from .train.two_tower import evaluate_two_tower
+
+    with _user_input():
+        data = load_feedback(spec["path"], spec["format"], spec["seed"])
+    train, test = split_feedback(data, 0.2, spec["seed"])
+    return evaluate_two_tower(ck.model, train, test)
+
+
+def _two_tower_arguments(g) -> List[argparse.Action]:
+    return [g.add_argument("--no-baseline", action="store_true", help="gnolr: skip the per-feedback BCE baseline")]
+
+
+# ---- the registry -----------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """What the models of one family share on the command line. `name` is the family a checkpoint records."""
+
+    name: str
+    title: str
+    formats: str                                        # --format's help
+    defaults: Dict[str, Any]                            # epochs, batch_size, dim
+    add_arguments: Callable[[Any], List[argparse.Action]]  # adds the family's own flags to its argument group
+    train: Callable[[argparse.Namespace], int]          # `recops train --model NAME` (args.model = NAME)
+    evaluate: Callable[[Any, dict], Dict[str, float]]   # (loaded Checkpoint, metrics.json's data spec) -> metrics
+    nproc: bool                                         # trains in several processes (--nproc)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    family: Family
+    help: str
+
+
+SEQUENTIAL = Family(
+    "sequential", "sequential (leave-one-out, full ranking)", "ml-1m | ml-100k | ml-csv | recbole | sasrec",
+    {"epochs": 150, "batch_size": 128, "dim": 50}, _sequential_arguments, lambda args: cmd_train(args, [args.model]),
+    _eval_sequential, nproc=True)
+CTR = Family(
+    "ctr", "CTR ranking", "criteo", {"epochs": 3, "batch_size": 2048, "dim": 64}, _ctr_arguments, cmd_train_ctr,
+    _eval_ctr, nproc=True)
+TWO_TOWER = Family(
+    "two_tower", "multi-feedback two-tower retrieval", "multibehavior", {"epochs": 8, "batch_size": 1024, "dim": 64},
+    _two_tower_arguments, cmd_train_two_tower, _eval_two_tower, nproc=False)
+FAMILIES: Dict[str, Family] = {f.name: f for f in (SEQUENTIAL, CTR, TWO_TOWER)}
+
+MODELS: Dict[str, ModelSpec] = {m.name: m for m in (
+    ModelSpec("hstu", SEQUENTIAL, "HSTU, 2 layers x 1 head (the paper's ML-1M settings)"),
+    ModelSpec("hstu-large", SEQUENTIAL, "HSTU, 8 layers x 2 heads"),
+    ModelSpec("sasrec", SEQUENTIAL, "SASRec, 2 layers x 1 head"),
+    ModelSpec("dlrm", CTR, "DLRM (and the logistic baseline unless --no-baseline)"),
+    ModelSpec("logistic", CTR, "first-order logistic CTR baseline"),
+    ModelSpec("gnolr", TWO_TOWER, "GNOLR two-tower (and the per-feedback BCE baseline unless --no-baseline)"),
+    ModelSpec("bce-two-tower", TWO_TOWER, "per-feedback BCE two-tower"),
+)}
+DEFAULT_MODEL = "hstu"
+
+
+def _train_arguments(p: argparse.ArgumentParser, family: Family, nproc: bool = True) -> List[argparse.Action]:
+    """The flags of `family`'s training runs, in argument groups; returns their actions."""
+    d = family.defaults
+    data, run = p.add_argument_group("data"), p.add_argument_group("training")
+    model = p.add_argument_group(f"{family.title} model")
+    actions = [
+        data.add_argument("--data", default="synthetic", help="'synthetic' or a local file"),
+        data.add_argument("--format", default=None, help=f"format of a data file: {family.formats}"),
+        data.add_argument("--seed", type=int, default=0, help="seed of the data, the weights and the batches"),
+        run.add_argument("--epochs", type=int, default=d["epochs"], help="training epochs"),
+        run.add_argument("--batch-size", type=int, default=d["batch_size"], help="per process"),
+        run.add_argument("--time-budget", type=float, default=None, help="minutes per model"),
+        run.add_argument("--out", default=None, help="folder for checkpoints and metrics.json"),
+        run.add_argument("--no-progress", action="store_true", help="no progress bars"),
+        model.add_argument("--dim", "--embedding-dim", dest="dim", type=int, default=d["dim"],
+                           help="embedding width (the two spellings are one flag)"),
+    ]
+    if family.nproc and nproc:
+        actions.append(run.add_argument(
+            "--nproc", type=int, default=1, help="train in N processes on this host (re-runs itself under "
+                                                 "torchrun, like `torchrun --nproc-per-node N -m recops train ...`)"))
+    return actions + family.add_arguments(model)
+
+
+def build_parser(model: Optional[str] = None) -> argparse.ArgumentParser:
+    """The `recops` parser; its `train` command takes the flags of `model`'s family (hstu's when None or not a
+    model name: parsing --model then reports the bad name)."""
+    spec = MODELS.get(model or DEFAULT_MODEL, MODELS[DEFAULT_MODEL])
+    fmt = _Help
+    parser = _Parser(prog="recops", description="recops: fast recommendation kernels and models")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("train", formatter_class=fmt,
+                       help="train a model: sequential (hstu, sasrec: leave-one-out, full ranking), CTR (dlrm) or "
+                            "multi-feedback two-tower retrieval (gnolr)",
+                       description=f"Train {spec.name}: {spec.help}. These are the flags of the {spec.family.title} "
+                                   f"family; `recops train --model NAME --help` lists those of NAME's.")
+    p.add_argument("--model", default=DEFAULT_MODEL, choices=list(MODELS), metavar="NAME",
+                   help="one of " + ", ".join(f"{n} ({m.family.name})" for n, m in MODELS.items()))
+    _train_arguments(p, spec.family)
+    p = sub.add_parser("eval", help="evaluate a checkpoint written by train --out (the run or model folder)")
+    p.add_argument("--checkpoint", required=True)
+    p = sub.add_parser("demo", formatter_class=fmt, help="train HSTU and SASRec on the synthetic data and compare "
+                                                         "them")
+    _train_arguments(p, SEQUENTIAL, nproc=False)
+    p.set_defaults(time_budget=1.0, epochs=30)
+    p = sub.add_parser("bench", help="the benchmark runner (python -m recops.bench); flags go to it")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    return parser
+
+
+def _chosen_model(argv: List[str]) -> Optional[str]:
+    """The --model of a `train` command line, read ahead of the full parse (which needs the family's flags)."""
+    if not argv or argv[0] != "train":
+        return None
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+    pre.add_argument("--model")
+    try:
+        return pre.parse_known_args(argv[1:])[0].model
+    except argparse.ArgumentError:
+        return None  # the full parse reports it
+
+
+def train_argv(args: argparse.Namespace) -> List[str]:
+    """A `train` command line that parses back to `args`, without --nproc: what each torchrun process runs."""
+    argv = ["train", f"--model={args.model}"]
+    for action in _train_arguments(_Parser(add_help=False), MODELS[args.model].family):
+        if action.dest == "nproc":
+            continue
+        value = getattr(args, action.dest)
+        if action.nargs == 0:  # a switch
+            if value:
+                argv.append(action.option_strings[0])
+        elif value is not None:
+            argv.append(f"{action.option_strings[0]}={value}")
+    return argv
+
+
 def cmd_eval(args) -> int:
-    from .data.sequences import leave_one_out
-    from .models.train_sequential import evaluate, load_checkpoint
+    """Evaluate a checkpoint with its family's eval function on the data its metrics.json names."""
+    from .train import checkpoint
 
-    path = args.checkpoint
-    if not os.path.isfile(os.path.join(path, "config.json")):  # a run folder: one checkpoint per model
-        subs = sorted(d for d in os.listdir(path) if os.path.isfile(os.path.join(path, d, "config.json")))
-        if len(subs) != 1:
-            raise SystemExit(f"recops eval: {path} holds checkpoints {subs}; pass one of them")
-        path = os.path.join(path, subs[0])
-    with open(os.path.join(path, "config.json")) as f:
-        family = json.load(f).get("family", "sequential")
-    with open(os.path.join(path, "metrics.json")) as f:
-        spec = json.load(f)["data"]
-    if family == "ctr":
-        from .data.criteo import ctr_data
-        from .models.train_ctr import evaluate_ctr, load_ctr_checkpoint
-
-        model, info = load_ctr_checkpoint(path)
-        data = ctr_data(spec["path"], spec["table_sizes"], seed=spec["seed"], max_rows=spec["max_rows"])
-        print(_table({info["model"]: evaluate_ctr(model, data.test_batches(8192))}))
-        return 0
-    if family == "two_tower":
-        from .data.multibehavior import load_feedback, split_feedback
-        from .models.train_two_tower import evaluate_two_tower, load_two_tower_checkpoint
-
-        model, info = load_two_tower_checkpoint(path)
-        train, test = split_feedback(load_feedback(spec["path"], spec["format"], spec["seed"]), 0.2, spec["seed"])
-        print(_table({info["model"]: evaluate_two_tower(model, train, test)}))
-        return 0
-    model, cfg, _, _, _ = load_checkpoint(path)
-    data = _load_data(spec["path"], spec["format"], spec["seed"])
-    split = leave_one_out(data, spec["max_len"])
-    if data.num_items != model.num_items:
-        raise SystemExit(f"recops eval: the data has {data.num_items} items, the checkpoint {model.num_items}")
-    res = evaluate(model, split.test_input, split.test_target)
-    print(_table({cfg.model: res}))
+    with _user_input():
+        path = checkpoint.find(args.checkpoint)
+        ck = checkpoint.load(path)
+        if ck.metrics is None or "data" not in ck.metrics:
+            raise ValueError(f"{path} has no metrics.json with the data spec to evaluate on")
+    print(_table({ck.kind: FAMILIES[ck.family].evaluate(ck, ck.metrics["data"])}))
     return 0
 
 
-def _add_train_args(p):
-    p.add_argument("--data", default="synthetic", help="'synthetic' (default) or a local file")
-    p.add_argument("--format", default=None,
-                   help="sequential models: ml-1m | ml-100k | ml-csv | recbole | sasrec; dlrm: criteo; "
-                        "gnolr: multibehavior")
-    p.add_argument("--epochs", type=int, default=None, help="default: 150 sequential, 3 dlrm, 8 gnolr")
-    p.add_argument("--time-budget", type=float, default=None, help="minutes per model")
-    p.add_argument("--patience", type=int, default=15, help="epochs without a better validation NDCG@10")
-    p.add_argument("--max-len", type=int, default=200)
-    p.add_argument("--dim", type=int, default=50)
-    p.add_argument("--batch-size", type=int, default=None, help="default: 128 sequential, 2048 dlrm, 1024 gnolr")
-    p.add_argument("--negatives", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="folder for checkpoints and metrics.json")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--table-size", type=int, default=None, help="dlrm: rows per hashed table")
-    p.add_argument("--embedding-dim", type=int, default=64, help="dlrm / gnolr: embedding width")
-    p.add_argument("--max-rows", type=int, default=None, help="dlrm: read at most this many lines of the file")
-    p.add_argument("--lr", type=float, default=0.05, help="dlrm: fused rowwise-Adagrad learning rate (embeddings)")
-    p.add_argument("--dense-lr", type=float, default=1e-3, help="dlrm: Adam learning rate of the MLPs")
-    p.add_argument("--nproc", type=int, default=1,
-                   help="dlrm / logistic / hstu / sasrec: train in N processes on this host (re-runs itself under "
-                        "torchrun; same as `torchrun --nproc-per-node N -m recops train ...`)")
-    p.add_argument("--no-baseline", action="store_true",
-                   help="dlrm / gnolr: skip the logistic / per-feedback BCE baseline")
-
-
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="recops", description="recops: fast recommendation kernels and models")
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("train", help="train a model: sequential (hstu, sasrec: leave-one-out, full ranking), "
-                                      "CTR (dlrm) or multi-feedback two-tower retrieval (gnolr)")
-    p.add_argument("--model", default="hstu", choices=SEQ_MODELS + CTR_MODELS + TWO_TOWER_MODELS)
-    _add_train_args(p)
-    p = sub.add_parser("eval", help="evaluate a checkpoint written by train --out (the run or model folder)")
-    p.add_argument("--checkpoint", required=True)
-    p = sub.add_parser("demo", help="train HSTU and SASRec on the synthetic data and compare them")
-    _add_train_args(p)
-    p.set_defaults(time_budget=1.0, epochs=30)
-    p = sub.add_parser("bench", help="the benchmark runner (python -m recops.bench)")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    args = parser.parse_args(argv)
-    if getattr(args, "nproc", 1) > 1:
-        from .distributed.launch import launched_by_torchrun, relaunch
-
-        if args.cmd != "train" or args.model in TWO_TOWER_MODELS:
-            raise SystemExit("recops: --nproc is for `train --model dlrm|logistic|hstu|hstu-large|sasrec`")
-        if not launched_by_torchrun():
-            raw = list(sys.argv[1:] if argv is None else argv)
-            i = next(j for j, a in enumerate(raw) if a == "--nproc" or a.startswith("--nproc="))
-            rest = raw[:i] + raw[i + (1 if "=" in raw[i] else 2):]
-            return relaunch(args.nproc, rest)
-    if args.cmd in ("train", "demo"):
-        model = getattr(args, "model", "hstu")
-        family = "ctr" if model in CTR_MODELS else "tt" if model in TWO_TOWER_MODELS else "seq"
-        defaults = {"seq": (150, 128), "ctr": (3, 2048), "tt": (8, 1024)}[family]
-        args.epochs = defaults[0] if args.epochs is None else args.epochs
-        args.batch_size = defaults[1] if args.batch_size is None else args.batch_size
-    if args.cmd == "train":
-        if args.model in CTR_MODELS:
-            return cmd_train_ctr(args)
-        if args.model in TWO_TOWER_MODELS:
-            return cmd_train_two_tower(args)
-        return cmd_train(args, [args.model])
-    if args.cmd == "demo":
-        return cmd_train(args, ["hstu", "sasrec"])
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # everything after `bench` is the runner's (argparse.REMAINDER drops leading flags)
+        from .bench.__main__ import main as bench_main
+        return bench_main(argv[1:])
+    parser = build_parser(_chosen_model(argv))
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # flags of another family (or misspelt): say where this command's flags are listed
+        where = f"recops {args.cmd}" + (f" --model {args.model}" if args.cmd == "train" else "")
+        parser.exit(2, f"{where}: error: unrecognized arguments: {' '.join(extra)} (see {where} --help)\n")
     if args.cmd == "eval":
         return cmd_eval(args)
-    from .bench.__main__ import main as bench_main
-    return bench_main(args.rest)
+    if args.cmd == "demo":
+        return cmd_train(args, ["hstu", "sasrec"])
+    if getattr(args, "nproc", 1) > 1:
+        from .distributed import launch
+
+        if not launch.launched_by_torchrun():
+            return launch.relaunch(args.nproc, train_argv(args))
+    return MODELS[args.model].family.train(args)
 
 
 if __name__ == "__main__":
