@@ -20,7 +20,8 @@ def device(request):
 @pytest.fixture
 def time_case(benchmark, device):
     """time_case(case, impl, rounds, warmup_rounds): pytest-benchmark timing of one implementation of a
-    recops.bench Case (CUDA-synchronised), grouped by op, shape and device, with GB/s when the case counts bytes."""
+    recops.bench Case (CUDA-synchronised), grouped by op, shape and device, with GB/s when the case counts bytes
+    and GFLOP/s when it counts FLOPs."""
 
     def run_case(case, impl, rounds, warmup_rounds):
         fn = case.impls[impl]
@@ -32,8 +33,11 @@ def time_case(benchmark, device):
             sync()
 
         benchmark.pedantic(run, rounds=rounds, warmup_rounds=warmup_rounds)
-        if case.bytes_moved:
-            benchmark.extra_info["bytes"] = case.bytes_moved
-            benchmark.extra_info["GB/s"] = case.bytes_moved / benchmark.stats.stats.median / 1e9
+        median = benchmark.stats.stats.median if benchmark.stats else None  # no timing under --benchmark-disable
+        for key, rate, amount in (("bytes", "GB/s", case.bytes_moved), ("flops", "GFLOP/s", case.flops)):
+            if amount:
+                benchmark.extra_info[key] = amount
+                if median:
+                    benchmark.extra_info[rate] = amount / median / 1e9
 
     return run_case
