@@ -2,6 +2,8 @@
 // The recops._C extension: the only translation units that see nanobind are in cpp/bindings/.
 #include <nanobind/nanobind.h>
 
+#include "common/cpu_isa.h"
+
 namespace nb = nanobind;
 
 namespace recops::bindings {
@@ -28,6 +30,9 @@ NB_MODULE(_C, m) {
     return false;
 #endif
   }, "True if the CPU kernels were built with OpenMP.");
+  m.def("cpu_isa", &recops::selected_isa_name,
+        "The CPU code path of every family: avx512, avx2 or generic (RECOPS_CPU_ISA can force it down; families "
+        "without AVX-512 kernels run their AVX2 ones on avx512).");
   recops::bindings::bind_jagged(m);
   recops::bindings::bind_hstu(m);
   recops::bindings::bind_losses(m);

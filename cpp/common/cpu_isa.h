@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// Run-time choice of the CPU instruction set for families with per-ISA kernels (one translation unit per
-// ISA, compiled under `#pragma GCC target`). The environment variable RECOPS_CPU_ISA=generic|avx2 forces a
-// narrower ISA than the CPU offers (a testing aid); it never selects one the CPU lacks.
+// Run-time choice of the CPU instruction set, the one dispatch of every family with per-ISA kernels (one
+// translation unit per ISA, compiled under `#pragma GCC target`, guarded for x86, after all of its includes).
+// The environment variable RECOPS_CPU_ISA=generic|avx2 forces a narrower ISA than the CPU offers (a testing
+// aid, read once per process); it never selects one the CPU lacks. Off x86 the choice is always generic.
 #pragma once
 
 #include <cstdlib>
@@ -18,7 +19,9 @@ inline Isa detect_isa() {
       __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq")) {
     return Isa::kAvx512;
   }
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
+    return Isa::kAvx2;
+  }
 #endif
   return Isa::kGeneric;
 }
@@ -45,6 +48,12 @@ Fn isa_pick(Fn generic, Fn avx2, Fn avx512) {
     case Isa::kAvx2: return avx2;
     default: return generic;
   }
+}
+
+// For families with no AVX-512 kernels: the AVX2 entry serves AVX-512 CPUs too.
+template <typename Fn>
+Fn isa_pick(Fn generic, Fn avx2) {
+  return isa_pick(generic, avx2, avx2);
 }
 
 // The selected ISA's name: "avx512", "avx2" or "generic".

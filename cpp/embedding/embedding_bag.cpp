@@ -10,6 +10,7 @@
 
 #include "common/check.h"
 #include "common/checked_math.h"
+#include "common/cpu_isa.h"
 #include "common/parallel.h"
 #include "embedding/embedding_bag.h"
 #include "embedding/embedding_kernels.h"
@@ -17,18 +18,6 @@
 
 namespace recops::embedding {
 namespace {
-
-bool use_avx2() {
-#if defined(__x86_64__) || defined(__i386__)
-  static const bool ok = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-  }();
-  return ok;
-#else
-  return false;
-#endif
-}
 
 // Checks meta against the buffers and returns the largest dim. state_rows/state_elems: sizes of the per-row /
 // per-element optimizer state the update needs (-1: none).
@@ -307,7 +296,7 @@ void embedding_bags_forward(const char* op, const weight_t* weights, int64_t wei
   p.out = static_cast<typename Batch<weight_t, index_t>::out_t*>(out);
   std::atomic<bool> bad{false};
   p.bad_index = &bad;
-  if (use_avx2()) avx2::forward_kernel(p, num_threads); else generic::forward_kernel(p, num_threads);
+  isa_pick(&generic::forward_kernel<weight_t, index_t>, &avx2::forward_kernel<weight_t, index_t>)(p, num_threads);
   if (bad.load()) raise_bad_index(op, meta, num_features, indices, offsets, batch, names);
 }
 
@@ -442,7 +431,7 @@ void embedding_bags_backward(const char* op, weight_t* weights, int64_t weights_
   p.state0 = state0;
   p.state1 = state1;
   p.grad_psw = static_cast<typename Batch<weight_t, index_t>::acc_t*>(grad_per_sample_weights);
-  if (use_avx2()) avx2::backward_kernel(p, num_threads); else generic::backward_kernel(p, num_threads);
+  isa_pick(&generic::backward_kernel<weight_t, index_t>, &avx2::backward_kernel<weight_t, index_t>)(p, num_threads);
   if (n > kKeepIndices || num_ids > kKeepIndices) {
     for (auto* b : {&keys_buf, &tmp_buf}) b->release();
     for (auto* b : {&goff_buf, &seg_buf, &seg_tmp_buf}) b->release();

@@ -3,10 +3,18 @@
 // (embedding_kernels_impl.h compiled once per instruction set). Inputs reaching these are already validated.
 #pragma once
 
+// Every standard header the kernels use is included here, and the ISA files include this before their
+// `#pragma GCC target`: a std:: template first instantiated after the pragma would be a weak copy with AVX code
+// that the linker may also pick for the portable path (.ci/check_isa_objects.py fails CI on that).
+#include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
+#include <vector>
 
+#include "common/parallel.h"
 #include "embedding/embedding_bag.h"
 
 namespace recops::embedding {

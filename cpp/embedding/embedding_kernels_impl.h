@@ -4,21 +4,19 @@
 // vectorises for the target; 16-bit storage converts to float in registers (F16C with the avx2 target).
 // Thread mapping: forward = contiguous chunks of bags; backward = contiguous chunks of unique rows (segments
 // of the row-sorted positions), so no two threads ever write the same row or state and no locks are needed.
-#include <algorithm>
-#include <cmath>
-#include <cstdint>
-#include <cstring>
-#include <limits>
-#include <vector>
-
-#include "common/parallel.h"
+// Every header it needs comes from embedding_kernels.h, which the ISA file includes before its target pragma.
 #include "embedding/embedding_kernels.h"
+
+// _Float16 in C++: GCC >= 12 on x86 (aarch64 GCC 12 has it only in C); elsewhere the bit-level fallback.
+#if defined(__FLT16_MAX__) && (defined(__x86_64__) || defined(__i386__))
+#define RECOPS_EMB_HAS_FLOAT16 1
+#endif
 
 namespace recops::embedding::RECOPS_EMB_ISA {
 namespace {
 
 inline float half_to_float(uint16_t b) {
-#ifdef __FLT16_MAX__
+#ifdef RECOPS_EMB_HAS_FLOAT16
   _Float16 h;
   std::memcpy(&h, &b, 2);
   return static_cast<float>(h);
@@ -41,7 +39,7 @@ inline float half_to_float(uint16_t b) {
 }
 
 inline uint16_t float_to_half(float f) {
-#ifdef __FLT16_MAX__
+#ifdef RECOPS_EMB_HAS_FLOAT16
   const _Float16 h = static_cast<_Float16>(f);
   uint16_t b;
   std::memcpy(&b, &h, 2);

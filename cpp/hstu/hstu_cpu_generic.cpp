@@ -7,10 +7,7 @@
 #include "common/parallel.h"
 #include "hstu/hstu_plan.h"
 
-#pragma GCC push_options
-
 #define RECOPS_HSTU_ISA generic
 #define RECOPS_HSTU_VBYTES 16
 #define RECOPS_HSTU_NV 2
 #include "hstu/hstu_kernels_impl.h"
-#pragma GCC pop_options

@@ -49,10 +49,10 @@ inline void softplus_sigmoid(acc_t z, acc_t e, acc_t l, bool negate, acc_t& soft
 
 // The pre-pass: e[i] = exp(-|z[i]|), l[i] = log1p(e[i]); float32 runs the vectorised per-ISA kernels.
 inline void exp_log1p(const float* z, int64_t n, float* e, float* l) {
-  if (selected_isa() != Isa::kGeneric) avx2::exp_log1p(z, n, e, l); else generic::exp_log1p(z, n, e, l);
+  isa_pick(&generic::exp_log1p, &avx2::exp_log1p)(z, n, e, l);
 }
 inline void log1mexp_batch(const float* d, int64_t n, float* l1m, float* inv) {
-  if (selected_isa() != Isa::kGeneric) avx2::log1mexp(d, n, l1m, inv); else generic::log1mexp(d, n, l1m, inv);
+  isa_pick(&generic::log1mexp, &avx2::log1mexp)(d, n, l1m, inv);
 }
 inline void log1mexp_batch(const double* d, int64_t n, double* l1m, double* inv) {
   for (int64_t i = 0; i < n; ++i) log1mexp_inv_expm1(d[i], l1m[i], inv[i]);
@@ -220,7 +220,7 @@ void fused_blocks(const float* cos, const float* scores, int64_t num_samples, in
   const int64_t nblocks = (num_samples + kLossBlock - 1) / kLossBlock;
   const int64_t stride = 1 + 2 * num_levels;
   std::vector<double> partials(static_cast<size_t>(nblocks * stride), 0.0);
-  const bool avx2 = selected_isa() != Isa::kGeneric;
+  const auto gnolr_block = isa_pick(&generic::gnolr_block, &avx2::gnolr_block);
   parallel_for(0, nblocks, 1, num_threads, [&](int64_t k0, int64_t k1) {
     std::vector<float> scratch(static_cast<size_t>((4 + 3 * num_levels) * kLossBlock));
     for (int64_t blk = k0; blk < k1; ++blk) {
@@ -244,7 +244,7 @@ void fused_blocks(const float* cos, const float* scores, int64_t num_samples, in
       b.grad_cos = with_grad ? grad_cos + begin * (scores ? 1 : num_levels) : nullptr;
       b.scratch = scratch.data();
       b.part = partials.data() + blk * stride;
-      if (avx2) avx2::gnolr_block(b); else generic::gnolr_block(b);
+      gnolr_block(b);
     }
   });
   finish_partials(partials, nblocks, stride, reduction, num_samples, with_grad, loss, grad_params);

@@ -2,7 +2,10 @@
 // Vectorised transcendental pre-pass of the ordinal losses (float32), one build per instruction set.
 #pragma once
 
+// The standard headers of ordinal_math_impl.h, included before the ISA files' target pragma.
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
 
 namespace recops::losses {
 

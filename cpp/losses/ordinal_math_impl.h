@@ -2,11 +2,7 @@
 // float32 math of the ordinal losses, compiled once per instruction set: the including .cpp defines
 // RECOPS_LOSS_ISA (the namespace) and sets `#pragma GCC target`. Everything runs on 8-lane vectors: the
 // transcendental pre-pass of the scalar path (exp_log1p, log1mexp) and the fused GNOLR / proportional-odds block.
-#include <algorithm>
-#include <cstdint>
-#include <cstring>
-
-#include "losses/ordinal_math.h"
+#include "losses/ordinal_math.h"  // and through it every standard header used here
 
 namespace recops::losses::RECOPS_LOSS_ISA {
 namespace {

@@ -103,11 +103,7 @@ void ivf_search(const IvfView& index, const float* queries, int64_t num_queries,
   std::vector<int64_t> is(checked_mul(iper, threads, op));
   p.fscratch = fs.data();
   p.iscratch = is.data();
-  switch (selected_isa()) {
-    case Isa::kAvx512: avx512::run_ivf_search(p, threads); break;
-    case Isa::kAvx2: avx2::run_ivf_search(p, threads); break;
-    default: generic::run_ivf_search(p, threads); break;
-  }
+  isa_pick(&generic::run_ivf_search, &avx2::run_ivf_search, &avx512::run_ivf_search)(p, threads);
 }
 
 void kmeans(const float* data, int64_t num_rows, int64_t dim, int64_t num_lists, int64_t iters, uint64_t seed,

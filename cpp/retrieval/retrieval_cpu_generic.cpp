@@ -8,9 +8,6 @@
 #include "common/parallel.h"
 #include "retrieval/retrieval_plan.h"
 
-#pragma GCC push_options
-
 #define RECOPS_TOPK_ISA generic
 #define RECOPS_TOPK_VBYTES 16
 #include "retrieval/retrieval_kernels_impl.h"
-#pragma GCC pop_options

@@ -35,11 +35,7 @@ const int64_t* sorted_exclusions(const int64_t* ids, const int64_t* offsets, int
 }
 
 void run(const TopkPlan& plan, int threads) {
-  switch (selected_isa()) {
-    case Isa::kAvx512: avx512::run_topk(plan, threads); break;
-    case Isa::kAvx2: avx2::run_topk(plan, threads); break;
-    default: generic::run_topk(plan, threads); break;
-  }
+  isa_pick(&generic::run_topk, &avx2::run_topk, &avx512::run_topk)(plan, threads);
 }
 
 }  // namespace

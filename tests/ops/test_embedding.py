@@ -183,3 +183,55 @@ def test_compile_forward():
     idx, off = _bags([3, 0, 4], 20, "cpu")
     fn = torch.compile(lambda w, i, o: recops.ops.embedding_bag(w, i, o, "mean") * 2, fullgraph=True)
     torch.testing.assert_close(fn(w, idx, off), 2 * _torch(w, idx, off, "mean", None))
+
+
+# ---- the portable path (forced with RECOPS_CPU_ISA=generic) -------------------------------------------------
+
+_ISA_SCRIPT = r"""
+import sys, torch, recops
+import torch.nn.functional as F
+torch.manual_seed(0)
+outs = [recops._C.cpu_isa()]
+for dtype in (torch.float32, torch.float16, torch.bfloat16):
+    for mode in ("sum", "mean", "max"):
+        w = torch.randn(300, 37).to(dtype).requires_grad_()
+        lengths = torch.tensor([3, 0, 17, 1, 60, 5])
+        off = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])
+        idx = torch.randint(0, 300, (int(off[-1]),))
+        psw = torch.rand(idx.shape[0]).to(dtype) if mode == "sum" else None
+        out = recops.ops.embedding_bag(w, idx, off, mode=mode, per_sample_weights=psw)
+        g = torch.randn(out.shape).to(dtype)
+        (gw,) = torch.autograd.grad(out, (w,), g)
+        outs += [out.detach().float(), gw.float()]
+tables = [recops.nn.EmbeddingBagConfig("t0", 500, 24, ["f0"]), recops.nn.EmbeddingBagConfig("t1", 80, 9, ["f1"])]
+ebc = recops.nn.EmbeddingBagCollection(tables, optimizer=recops.nn.FusedOptimizer("rowwise_adagrad", lr=0.1))
+torch.manual_seed(1)
+for step in range(3):
+    batch = {"f0": (torch.randint(0, 500, (40,)), torch.arange(0, 41, 5)),
+             "f1": (torch.randint(0, 80, (16,)), torch.arange(0, 17, 2))}
+    out = ebc(batch)
+    sum((o * (i + 1)).sum() for i, o in enumerate(out.values())).backward()
+outs += [ebc.table("t0").detach().clone(), ebc.table("t1").detach().clone()]
+torch.save(outs, sys.argv[1])
+"""
+
+
+@pytest.mark.parametrize("isa", ["generic"])
+def test_isa_forced_generic_path_agrees(isa, tmp_path):
+    """RECOPS_CPU_ISA=generic reaches the embedding kernels (it used to run AVX2 regardless) and its forward,
+    backward and fused-update numbers agree with the default path's."""
+    import os
+    import subprocess
+    import sys
+
+    outs = []
+    for env_isa in (isa, ""):
+        path = tmp_path / f"emb_{env_isa or 'best'}.pt"
+        subprocess.run([sys.executable, "-c", _ISA_SCRIPT, str(path)], check=True,
+                       env=dict(os.environ, RECOPS_CPU_ISA=env_isa))
+        outs.append(torch.load(path))
+    forced, best = outs
+    assert forced[0] == "generic"
+    assert len(forced) == len(best) == 1 + 18 + 2
+    for a, b in zip(forced[1:], best[1:]):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
