@@ -46,7 +46,7 @@ class LoopResult:
     best_epoch: Optional[int]         # with a monitor: the epoch of the best value (None without one)
     best_entry: Optional[dict]        # its history entry
     best_state: Optional[Dict[str, Any]]  # a deep copy of the model's state_dict at that epoch
-    started: float                    # time.perf_counter() when the loop began
+    started: float                    # the clock (time.perf_counter()) when the loop began
     train_seconds: float              # time inside the training passes (no evaluation)
     samples: int                      # samples trained on (as the steps counted them)
 
@@ -92,7 +92,7 @@ def run_epochs(step: Step, batches: Callable[[int], Iterable[Any]], epochs: int,
                budget_message: Optional[Callable[[int], str]] = None, world: Optional[int] = None,
                progress: bool = True, desc: str = "epoch", unit: str = "it",
                total: Optional[Callable[[int], Optional[int]]] = None,
-               log: Callable[[str], None] = print) -> LoopResult:
+               log: Callable[[str], None] = print, clock: Callable[[], float] = time.perf_counter) -> LoopResult:
     """Train for up to `epochs` epochs (numbered from 1) and return the history.
 
     After each epoch: the entry from `end_epoch` (default {"epoch", "train_loss"}) joins the history, the monitored
@@ -103,7 +103,8 @@ def run_epochs(step: Step, batches: Callable[[int], Iterable[Any]], epochs: int,
     early but is still evaluated and recorded. With `restore_best` the model gets its best weights back at the end.
 
     `model` is needed for the best-state copy (with a monitor). The progress bar counts samples (`total(epoch)`
-    of them when given) and shows the last loss and the rate; callers pass progress=False on ranks other than 0."""
+    of them when given) and shows the last loss and the rate; callers pass progress=False on ranks other than 0.
+    `clock` (seconds) times the budget and the training passes."""
     from tqdm.auto import tqdm
 
     better = _monitor_fn(monitor)
@@ -114,13 +115,13 @@ def run_epochs(step: Step, batches: Callable[[int], Iterable[Any]], epochs: int,
     best: Optional[Tuple[int, float, dict, Dict[str, Any]]] = None
     samples, train_s = 0, 0.0
     reason, epoch = "epochs", 0
-    started = time.perf_counter()
+    started = clock()
 
     def over_budget() -> bool:
-        return time_budget_s is not None and agreed_elapsed(time.perf_counter() - started, world) > time_budget_s
+        return time_budget_s is not None and agreed_elapsed(clock() - started, world) > time_budget_s
 
     for epoch in range(1, epochs + 1):
-        t0 = time.perf_counter()
+        t0 = clock()
         bar = tqdm(total=total(epoch) if total else None, unit=unit, desc=f"{desc} {epoch}", disable=not progress,
                    leave=False)
         losses: List[float] = []
@@ -132,13 +133,13 @@ def run_epochs(step: Step, batches: Callable[[int], Iterable[Any]], epochs: int,
             epoch_samples += n
             bar.update(n)
             if progress:
-                rate = (samples + epoch_samples) / max(train_s + time.perf_counter() - t0, 1e-9)
+                rate = (samples + epoch_samples) / max(train_s + clock() - t0, 1e-9)
                 bar.set_postfix({"loss": f"{loss:.3f}", f"{unit}/s": f"{rate:.0f}"}, refresh=False)
             if budget_every_step and over_budget():
                 stop = True
                 break
         bar.close()
-        seconds = time.perf_counter() - t0
+        seconds = clock() - t0
         train_s += seconds
         samples += epoch_samples
         stats = EpochStats(epoch, losses, loss_sum, epoch_samples, seconds)
