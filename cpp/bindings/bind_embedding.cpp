@@ -14,6 +14,7 @@
 #endif
 
 #include "bindings/checks.h"
+#include "common/checked_math.h"
 #include "embedding/embedding_bag.h"
 #ifdef RECOPS_WITH_CUDA
 #include "embedding/embedding_cuda.h"
@@ -118,10 +119,11 @@ void with_types(Storage s, bool idx64, Fn&& fn) {
   }
 }
 
-// Copies the optimizer hyper-parameters into the core's or the CUDA launcher's parameter struct.
-template <typename Params>
-void fill_update(Params& u, double lr, double eps, double beta1, double beta2, double step_size, bool sr,
-                 uint64_t seed) {
+// The fused update's parameters (the same struct for the CPU core and the CUDA launcher).
+emb::UpdateParams update_params(int optimizer, double lr, double eps, double beta1, double beta2, double step_size,
+                                bool sr, uint64_t seed) {
+  emb::UpdateParams u;
+  u.kind = static_cast<emb::Update>(optimizer);
   u.lr = static_cast<float>(lr);
   u.eps = static_cast<float>(eps);
   u.beta1 = static_cast<float>(beta1);
@@ -129,6 +131,7 @@ void fill_update(Params& u, double lr, double eps, double beta1, double beta2, d
   u.step_size = static_cast<float>(step_size);
   u.stochastic_rounding = sr;
   u.seed = seed;
+  return u;
 }
 
 #ifdef RECOPS_WITH_CUDA
@@ -188,6 +191,32 @@ void embedding_bags_forward(Array weights, Array meta, Array indices, Array offs
   });
 }
 
+void check_embedding_bags(Array meta, Array indices, Array offsets, int64_t batch,
+                          std::optional<std::vector<std::string>> feature_names, const std::string& op_name) {
+  const char* op = op_name.c_str();
+  const int64_t* m = host_vec<int64_t>(op, "meta", meta);
+  const int64_t num_features = static_cast<int64_t>(meta.shape(0)) / emb::kMetaCols;
+  if (static_cast<int64_t>(meta.shape(0)) != num_features * emb::kMetaCols) {
+    value_error(op, ": meta must have num_features * ", std::to_string(emb::kMetaCols), " elements");
+  }
+  std::vector<const char*> names;
+  if (feature_names) {
+    if (static_cast<int64_t>(feature_names->size()) != num_features) {
+      value_error(op, ": feature_names must have one name per feature");
+    }
+    for (const auto& n : *feature_names) names.push_back(n.c_str());
+  }
+  const int64_t want = checked_mul(num_features, batch, op) + 1;
+  auto run = [&](auto tag) {
+    using index_t = decltype(tag);
+    const index_t* idx = host_vec<index_t>(op, "indices", indices);
+    const index_t* off = host_vec<index_t>(op, "offsets", offsets, want);
+    emb::check_embedding_bags_data(op, m, num_features, idx, static_cast<int64_t>(indices.shape(0)), off, batch,
+                                   feature_names ? names.data() : nullptr);
+  };
+  if (offsets.dtype() == nb::dtype<int64_t>()) run(int64_t{}); else run(int32_t{});
+}
+
 void embedding_bags_backward(Array weights, Array meta, Array indices, Array offsets, int64_t batch,
                              std::optional<Array> per_sample_weights, std::optional<Array> argmax, Array grad_out,
                              int64_t total_dim, int optimizer, double lr, double eps, double beta1, double beta2,
@@ -219,6 +248,7 @@ void embedding_bags_backward(Array weights, Array meta, Array indices, Array off
     check_acc_array(op, "grad_per_sample_weights", *grad_per_sample_weights, weights, c.storage, c.num_indices);
   }
   if (optimizer < 0 || optimizer > 4) value_error(op, ": optimizer code must be in [0, 4], got ", std::to_string(optimizer));
+  const emb::UpdateParams u = update_params(optimizer, lr, eps, beta1, beta2, step_size, stochastic_rounding, seed);
   const void* psw = per_sample_weights ? per_sample_weights->data() : nullptr;
   const int64_t* am = argmax ? static_cast<const int64_t*>(argmax->data()) : nullptr;
   void* gw = grad_weights ? grad_weights->data() : nullptr;
@@ -226,9 +256,6 @@ void embedding_bags_backward(Array weights, Array meta, Array indices, Array off
   if (is_cuda(weights)) {
 #ifdef RECOPS_WITH_CUDA
     int32_t* flag = error_flag_ptr(op, error_flag ? &*error_flag : nullptr, weights);
-    cuda::EmbeddingUpdate u;
-    u.kind = optimizer;
-    fill_update(u, lr, eps, beta1, beta2, step_size, stochastic_rounding, seed);
     nb::gil_scoped_release release;
     cuda::launch_embedding_bags_backward(cuda_storage(c.storage), weights.data(),
                                          static_cast<const int64_t*>(meta.data()), c.num_features, max_dim,
@@ -242,9 +269,6 @@ void embedding_bags_backward(Array weights, Array meta, Array indices, Array off
   (void)max_rows;
   (void)stream;
   (void)error_flag;
-  emb::UpdateParams u;
-  u.kind = static_cast<emb::Update>(optimizer);
-  fill_update(u, lr, eps, beta1, beta2, step_size, stochastic_rounding, seed);
   nb::gil_scoped_release release;
   with_types(c.storage, c.idx64, [&](auto wtag, auto itag) {
     using weight_t = decltype(wtag);
@@ -281,6 +305,9 @@ void bind_embedding(nb::module_& m) {
   using namespace nb::literals;
   m.def("advise_huge_pages", &advise_huge_pages, "buffer"_a.noconvert(),
         "madvise(MADV_HUGEPAGE) on the 2 MiB-aligned interior of a CPU buffer; returns the bytes advised.");
+  m.def("check_embedding_bags", &check_embedding_bags, "meta"_a.noconvert(), "indices"_a.noconvert(),
+        "offsets"_a.noconvert(), "batch"_a, "feature_names"_a.none(), "op"_a,
+        "Raise the CPU core's ValueError for bad offsets or an index out of range (host arrays; meta flattened).");
   m.def("embedding_bags_forward", &embedding_bags_forward, "weights"_a.noconvert(), "meta"_a.noconvert(),
         "indices"_a.noconvert(), "offsets"_a.noconvert(), "batch"_a, "per_sample_weights"_a.noconvert() = nb::none(),
         "out"_a.noconvert(), "total_dim"_a, "argmax"_a.noconvert() = nb::none(), "max_dim"_a = 0,

@@ -175,15 +175,12 @@ void hstu_attention_bwd(Array grad_out, Array q, Array k, Array v, Array offsets
            RECOPS_CUDA_FN(cuda::launch_hstu_attention_bwd), stream);
 }
 
-void hstu_check(Array offsets, int64_t total_len, int64_t max_seq_len, Opt num_targets, const char* op) {
-  if (is_cuda(offsets) || offsets.dtype() != nb::dtype<int64_t>() || offsets.ndim() != 1 || offsets.shape(0) < 1) {
-    type_error(op, ": hstu_check needs int64 cpu offsets");
-  }
-  check_contiguous(op, "offsets", offsets);
+void check_hstu(Array offsets, int64_t total_len, int64_t max_seq_len, Opt num_targets, const char* op) {
+  const int64_t* off = host_vec<int64_t>(op, "offsets", offsets);
+  if (offsets.shape(0) < 1) value_error(op, ": offsets must have at least 1 element, got 0");
   const int64_t num_seqs = static_cast<int64_t>(offsets.shape(0)) - 1;
-  const int64_t* nt = static_cast<const int64_t*>(vec_ptr(op, "num_targets", num_targets, offsets,
-                                                          nb::dtype<int64_t>(), num_seqs));
-  hstu::check_hstu_lengths(op, static_cast<const int64_t*>(offsets.data()), num_seqs, total_len, max_seq_len, nt);
+  const int64_t* nt = num_targets ? host_vec<int64_t>(op, "num_targets", *num_targets, num_seqs) : nullptr;
+  hstu::check_hstu_lengths(op, off, num_seqs, total_len, max_seq_len, nt);
 }
 
 }  // namespace
@@ -204,7 +201,7 @@ void bind_hstu(nb::module_& m) {
         "dv"_a.noconvert(), "d_pos_bias"_a.noconvert().none(), "d_time_bias"_a.noconvert().none(),
         "num_threads"_a = 1, "stream"_a = 0, "error_flag"_a.noconvert() = nb::none(),
         "HSTU attention backward into dq, dk, dv and the bias gradients.");
-  m.def("hstu_check", &hstu_check, "offsets"_a.noconvert(), "total_len"_a, "max_seq_len"_a,
+  m.def("check_hstu", &check_hstu, "offsets"_a.noconvert(), "total_len"_a, "max_seq_len"_a,
         "num_targets"_a.noconvert().none(), "op"_a,
         "Raise the kernels' ValueError for bad offsets, lengths or num_targets (host arrays).");
   m.def("hstu_cpu_isa", &hstu::hstu_cpu_isa, "CPU code path of the HSTU kernels: avx512, avx2 or generic.");

@@ -102,13 +102,16 @@ void padded_to_jagged(Array padded, Array offsets, bool allow_truncated, Array o
   });
 }
 
-void check_offsets(Array offsets, int64_t total_len, const char* op) {
+void check_jagged(Array offsets, int64_t total_len, int64_t max_len, const char* op) {
   check_supported_device(op, "offsets", offsets);
-  if (is_cuda(offsets)) type_error(op, ": check_offsets needs offsets on cpu, got ", device_name(offsets));
+  if (is_cuda(offsets)) type_error(op, ": check_jagged needs offsets on cpu, got ", device_name(offsets));
   const bool i64 = check_offsets_array(op, "offsets", offsets, "offsets", offsets);
   const int64_t num_seqs = static_cast<int64_t>(offsets.shape(0)) - 1;
-  if (i64) jagged::check_offsets(op, static_cast<const int64_t*>(offsets.data()), num_seqs, total_len);
-  else jagged::check_offsets(op, static_cast<const int32_t*>(offsets.data()), num_seqs, total_len);
+  auto run = [&](const auto* off) {
+    if (max_len < 0) jagged::check_offsets(op, off, num_seqs, total_len);
+    else jagged::check_lengths(op, off, num_seqs, total_len, max_len);
+  };
+  if (i64) run(static_cast<const int64_t*>(offsets.data())); else run(static_cast<const int32_t*>(offsets.data()));
 }
 
 }  // namespace
@@ -123,8 +126,9 @@ void bind_jagged(nb::module_& m) {
         "allow_truncated"_a, "out"_a.noconvert(), "num_threads"_a = 1, "stream"_a = 0,
         "error_flag"_a.noconvert() = nb::none(),
         "Fill out [L, D] from padded [B, N, D] and offsets [B+1]; rows past N are zero if allow_truncated.");
-  m.def("check_offsets", &check_offsets, "offsets"_a.noconvert(), "total_len"_a, "op"_a,
-        "Raise ValueError naming `op` unless CPU offsets start at 0, never decrease and end at total_len.");
+  m.def("check_jagged", &check_jagged, "offsets"_a.noconvert(), "total_len"_a, "max_len"_a, "op"_a,
+        "Raise the CPU core's ValueError naming `op` unless host offsets start at 0, never decrease and end at "
+        "total_len (and, with max_len >= 0, every length is <= max_len).");
 }
 
 }  // namespace recops::bindings

@@ -207,6 +207,19 @@ void gnolr_loss(Array cos, Array gamma, Array thresholds, Array levels, std::opt
   if (f64) run(double{}); else run(float{});
 }
 
+// thresholds: float32 or float64 host copy, or None (GNOLR: no order to check).
+void check_ordinal(Array labels, int64_t hi, std::optional<Array> thresholds, const char* arg, const char* op) {
+  const int64_t* lab = host_vec<int64_t>(op, arg, labels);
+  const int64_t n = static_cast<int64_t>(labels.shape(0));
+  if (thresholds && thresholds->dtype() == nb::dtype<double>()) {
+    const double* th = host_vec<double>(op, "thresholds", *thresholds);
+    losses::check_ordinal_data(op, arg, lab, n, hi, th, static_cast<int64_t>(thresholds->shape(0)));
+  } else {
+    const float* th = thresholds ? host_vec<float>(op, "thresholds", *thresholds) : nullptr;
+    losses::check_ordinal_data(op, arg, lab, n, hi, th, thresholds ? static_cast<int64_t>(thresholds->shape(0)) : 0);
+  }
+}
+
 }  // namespace
 
 void bind_losses(nb::module_& m) {
@@ -224,6 +237,8 @@ void bind_losses(nb::module_& m) {
         "num_threads"_a = 1, "stream"_a = 0, "workspace"_a.noconvert() = nb::none(),
         "error_flag"_a.noconvert() = nb::none(),
         "GNOLR loss into loss [B] or [1]; with grad_cos/grad_gamma/grad_thresholds also its gradient.");
+  m.def("check_ordinal", &check_ordinal, "labels"_a.noconvert(), "hi"_a, "thresholds"_a.noconvert().none(), "arg"_a,
+        "op"_a, "Raise the CPU core's ValueError for thresholds out of order or labels outside [0, hi] (host arrays).");
 #ifdef RECOPS_WITH_CUDA
   m.def("loss_workspace_numel", &cuda::loss_workspace_numel, "num_samples"_a, "num_partials"_a,
         "float32 elements of the CUDA loss workspace for B samples and P partial sums per block.");

@@ -180,6 +180,16 @@ void ivf_search(Array queries, Array centroids, Array list_scale, Array list_off
                         static_cast<float*>(out_scores.data()), static_cast<int64_t*>(out_ids.data()), num_threads);
 }
 
+void check_topk(std::optional<Array> exclude_offsets, std::optional<Array> exclude_ids, int64_t num_queries,
+                int64_t num_items) {
+  constexpr const char* op = "topk_inner_product";
+  const int64_t* off = exclude_offsets ? host_vec<int64_t>(op, "exclude_offsets", *exclude_offsets, num_queries + 1)
+                                       : nullptr;
+  const int64_t* ids = exclude_ids ? host_vec<int64_t>(op, "exclude_ids", *exclude_ids) : nullptr;
+  retrieval::check_topk_exclusions(off, num_queries, ids, exclude_ids ? static_cast<int64_t>(exclude_ids->shape(0)) : 0,
+                                   num_items);
+}
+
 }  // namespace
 
 void bind_retrieval(nb::module_& m) {
@@ -190,6 +200,8 @@ void bind_retrieval(nb::module_& m) {
         "num_threads"_a = 1, "stream"_a = 0, "workspace_scores"_a.noconvert() = nb::none(),
         "workspace_ids"_a.noconvert() = nb::none(), "error_flag"_a.noconvert() = nb::none(),
         "Exact top-k by inner product (+ item_bias) with per-query exclusions into out_scores/out_ids [Q, k].");
+  m.def("check_topk", &check_topk, "exclude_offsets"_a.noconvert().none(), "exclude_ids"_a.noconvert().none(),
+        "num_queries"_a, "num_items"_a, "Raise the CPU core's ValueError for bad exclusions (host int64 arrays).");
   m.def("kmeans", &kmeans, "data"_a.noconvert(), "nlist"_a, "iters"_a, "seed"_a, "spherical"_a,
         "centroids"_a.noconvert(), "num_threads"_a = 1,
         "Lloyd k-means of data [n, D] float32 into centroids [nlist, D] (spherical: unit-norm, by inner product).");

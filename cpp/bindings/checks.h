@@ -126,6 +126,19 @@ inline int64_t movable_elem_size(const char* op, const char* arg, const Array& a
   return size;
 }
 
+// A 1-D contiguous host array of T for the check_<family> validators (len < 0: any length). These rerun
+// the CPU core's data checks on host copies when a CUDA kernel has flagged bad input.
+template <typename T>
+const T* host_vec(const char* op, const char* arg, const Array& a, int64_t len = -1) {
+  if (is_cuda(a) || a.dtype() != nb::dtype<T>() || a.ndim() != 1) {
+    type_error(op, ": ", arg, " must be a 1-D cpu ", dtype_name(nb::dtype<T>()), " array, got ", dtype_name(a.dtype()),
+               " on ", device_name(a));
+  }
+  if (len >= 0) check_dim(op, arg, a, 0, len);
+  check_contiguous(op, arg, a);
+  return static_cast<const T*>(a.data());
+}
+
 #ifdef RECOPS_WITH_CUDA
 // The int32 [1] device error flag that CUDA kernels OR their ErrorBits into.
 inline int32_t* error_flag_ptr(const char* op, const Array* flag, const Array& ref) {

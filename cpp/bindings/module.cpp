@@ -2,7 +2,11 @@
 // The recops._C extension: the only translation units that see nanobind are in cpp/bindings/.
 #include <nanobind/nanobind.h>
 
+#include <nanobind/stl/string.h>
+
 #include "common/cpu_isa.h"
+#include "common/error_bits.h"
+#include "embedding/embedding_params.h"
 
 namespace nb = nanobind;
 
@@ -33,6 +37,33 @@ NB_MODULE(_C, m) {
   m.def("cpu_isa", &recops::selected_isa_name,
         "The CPU code path of every family: avx512, avx2 or generic (RECOPS_CPU_ISA can force it down; families "
         "without AVX-512 kernels run their AVX2 ones on avx512).");
+  // Codes shared with the core, by name (Python reads these, never positions or literals).
+  namespace emb = recops::embedding;
+  nb::dict err, meta, opt, pool;
+  err["bad_offsets"] = int{recops::kErrBadOffsets};
+  err["too_long"] = int{recops::kErrTooLong};
+  err["bad_index"] = int{recops::kErrBadIndex};
+  err["bad_order"] = int{recops::kErrBadOrder};
+  meta["weight_offset"] = int{emb::kWeightOffset};
+  meta["row_offset"] = int{emb::kRowOffset};
+  meta["num_rows"] = int{emb::kNumRows};
+  meta["dim"] = int{emb::kDim};
+  meta["row_stride"] = int{emb::kRowStride};
+  meta["pooling"] = int{emb::kPooling};
+  meta["out_column"] = int{emb::kOutColumn};
+  opt["dense"] = static_cast<int>(emb::Update::kDenseGrad);
+  opt["sgd"] = static_cast<int>(emb::Update::kSgd);
+  opt["adagrad"] = static_cast<int>(emb::Update::kAdagrad);
+  opt["rowwise_adagrad"] = static_cast<int>(emb::Update::kRowwiseAdagrad);
+  opt["adam"] = static_cast<int>(emb::Update::kAdam);
+  pool["sum"] = static_cast<int>(emb::Pooling::kSum);
+  pool["mean"] = static_cast<int>(emb::Pooling::kMean);
+  pool["max"] = static_cast<int>(emb::Pooling::kMax);
+  m.attr("ERROR_BITS") = err;
+  m.attr("EMBEDDING_META_COLUMNS") = meta;
+  m.attr("EMBEDDING_META_NUM_COLUMNS") = int{emb::kMetaCols};
+  m.attr("EMBEDDING_OPTIMIZERS") = opt;
+  m.attr("EMBEDDING_POOLING") = pool;
   recops::bindings::bind_jagged(m);
   recops::bindings::bind_hstu(m);
   recops::bindings::bind_losses(m);

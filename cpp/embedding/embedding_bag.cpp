@@ -67,10 +67,10 @@ void check_offsets(const char* op, int64_t num_features, int64_t num_indices, co
   jagged::check_offsets<index_t>(op, offsets, checked_mul(num_features, batch, op), num_indices);
 }
 
-// After a kernel flagged an out-of-range index: the first one, feature by feature, as a ValueError.
+// Throws naming the first out-of-range index, feature by feature (offsets already checked).
 template <typename index_t>
-[[noreturn]] void raise_bad_index(const char* op, const int64_t* meta, int64_t num_features, const index_t* indices,
-                                  const index_t* offsets, int64_t batch, const char* const* names) {
+void check_indices(const char* op, const int64_t* meta, int64_t num_features, const index_t* indices,
+                   const index_t* offsets, int64_t batch, const char* const* names) {
   for (int64_t f = 0; f < num_features; ++f) {
     const int64_t begin = offsets[f * batch], end = offsets[(f + 1) * batch];
     const int64_t rows = meta[f * kMetaCols + kNumRows];
@@ -84,6 +84,13 @@ template <typename index_t>
                    num_features > 1 ? std::to_string(f) : std::string(), " must be in [0, ", rows, "), got ", v);
     }
   }
+}
+
+// After a kernel flagged an out-of-range index: the first one as a ValueError.
+template <typename index_t>
+[[noreturn]] void raise_bad_index(const char* op, const int64_t* meta, int64_t num_features, const index_t* indices,
+                                  const index_t* offsets, int64_t batch, const char* const* names) {
+  check_indices(op, meta, num_features, indices, offsets, batch, names);
   RECOPS_CHECK(false, op, ": an index is out of range");  // unreachable: the kernel saw one
 }
 
@@ -282,6 +289,18 @@ Batch<weight_t, index_t> make_batch(weight_t* weights, const int64_t* meta, int6
 }
 
 }  // namespace
+
+template <typename index_t>
+void check_embedding_bags_data(const char* op, const int64_t* meta, int64_t num_features, const index_t* indices,
+                               int64_t num_indices, const index_t* offsets, int64_t batch, const char* const* names) {
+  check_offsets(op, num_features, num_indices, offsets, batch);
+  check_indices(op, meta, num_features, indices, offsets, batch, names);
+}
+
+template void check_embedding_bags_data<int32_t>(const char*, const int64_t*, int64_t, const int32_t*, int64_t,
+                                                 const int32_t*, int64_t, const char* const*);
+template void check_embedding_bags_data<int64_t>(const char*, const int64_t*, int64_t, const int64_t*, int64_t,
+                                                 const int64_t*, int64_t, const char* const*);
 
 template <typename weight_t, typename index_t>
 void embedding_bags_forward(const char* op, const weight_t* weights, int64_t weights_numel, const int64_t* meta,

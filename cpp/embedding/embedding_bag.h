@@ -32,35 +32,22 @@
 
 #include <cstdint>
 
+#include "embedding/embedding_params.h"
+
 namespace recops::embedding {
-
-enum MetaCol : int { kWeightOffset = 0, kRowOffset, kNumRows, kDim, kRowStride, kPooling, kOutColumn, kMetaCols };
-
-enum class Pooling : int64_t { kSum = 0, kMean = 1, kMax = 2 };
 
 // Storage tags for 16-bit floats (the raw bits).
 struct Half { uint16_t bits; };
 struct BFloat16 { uint16_t bits; };
 
-// What the backward does with each unique row's summed gradient g [D] (all state arrays are float32):
-//   kDenseGrad       grad_weights[row] = g (grad_weights has the layout of weights; untouched rows are left
-//                    as they are, the caller zeroes them)
-//   kSgd             w -= lr * g
-//   kAdagrad         s += g*g;  w -= lr * g / (sqrt(s) + eps)                 (torch.optim.Adagrad, sparse)
-//   kRowwiseAdagrad  s_row += mean(g*g);  w -= lr * g / (sqrt(s_row) + eps)  (FBGEMM EXACT_ROWWISE_ADAGRAD)
-//   kAdam            m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g*g;  w -= step_size * m / (sqrt(v) + eps)
-//                    (torch.optim.SparseAdam: lazy, only touched rows; step_size = lr sqrt(1-b2^t) / (1-b1^t)
-//                    is computed by the caller)
-// State layout: kAdagrad s and kAdam m (state0), v (state1) have the element layout of weights; kRowwiseAdagrad
-// s has one float per global row (meta kRowOffset + row).
-enum class Update : int { kDenseGrad = 0, kSgd = 1, kAdagrad = 2, kRowwiseAdagrad = 3, kAdam = 4 };
 
-struct UpdateParams {
-  Update kind = Update::kDenseGrad;
-  float lr = 0.f, eps = 0.f, beta1 = 0.f, beta2 = 0.f, step_size = 0.f;
-  bool stochastic_rounding = false;  // bf16 storage only: round the updated weight stochastically
-  uint64_t seed = 0;                 // stochastic rounding stream (hash of seed, row and column)
-};
+// The data checks of the lookups on host arrays: offsets [num_features * batch + 1] start at 0, never decrease
+// and end at num_indices; every index of feature f in [0, meta[f, kNumRows]). Throws naming the first bad one
+// (with feature_names when non-null), as the forward does; run when a CUDA kernel flags bad input.
+template <typename index_t>
+void check_embedding_bags_data(const char* op, const int64_t* meta, int64_t num_features, const index_t* indices,
+                               int64_t num_indices, const index_t* offsets, int64_t batch,
+                               const char* const* feature_names);
 
 // Pooled lookups. weights [weights_numel], meta [num_features, kMetaCols], indices [L], offsets
 // [num_features * batch + 1], per_sample_weights [L] acc_t or null (sum pooling only; ValueError for a mean or

@@ -22,6 +22,11 @@ namespace recops::jagged {
 template <typename index_t>
 void check_offsets(const char* op, const index_t* offsets, int64_t num_seqs, int64_t total_len);
 
+// check_offsets, then every length <= max_len ("sequence lengths must be <= padded.shape[1]=..."): the data
+// checks of padded_to_jagged, also run on host copies when a CUDA kernel flags bad input.
+template <typename index_t>
+void check_lengths(const char* op, const index_t* offsets, int64_t num_seqs, int64_t total_len, int64_t max_len);
+
 // out[b, t, :] = values[offsets[b] + t, :] for t < min(len_b, max_len); out[b, t, :] = padding otherwise.
 // Sequences longer than max_len are truncated (their rows from max_len on are not copied).
 // values [total_len, dim], offsets [num_seqs + 1], out [num_seqs, max_len, dim]. Requires max_len >= 0.

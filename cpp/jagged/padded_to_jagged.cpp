@@ -16,14 +16,8 @@ void padded_to_jagged(const elem_t* padded, int64_t num_seqs, int64_t max_len, i
   constexpr const char* kOp = "padded_to_jagged";
   RECOPS_CHECK(max_len >= 0, kOp, ": padded.shape[1] must be >= 0, got ", max_len);
   RECOPS_CHECK(dim >= 0, kOp, ": padded row size must be >= 0, got ", dim);
-  check_offsets(kOp, offsets, num_seqs, total_len);
-  if (!allow_truncated) {
-    for (int64_t b = 0; b < num_seqs; ++b) {
-      const int64_t len = offsets[b + 1] - offsets[b];
-      RECOPS_CHECK(len <= max_len, kOp, ": sequence lengths must be <= padded.shape[1]=", max_len,
-                   ", got length ", len, " for sequence ", b);
-    }
-  }
+  if (allow_truncated) check_offsets(kOp, offsets, num_seqs, total_len);
+  else check_lengths(kOp, offsets, num_seqs, total_len, max_len);
   const int64_t row_elems = checked_mul(max_len, dim, kOp);
   checked_mul(total_len, dim, kOp);
   if (num_seqs == 0 || dim == 0) return;

@@ -253,6 +253,21 @@ void fused_blocks(const float* cos, const float* scores, int64_t num_samples, in
 }  // namespace
 
 template <typename scalar_t>
+void check_ordinal_data(const char* op, const char* arg, const int64_t* labels, int64_t num_samples, int64_t hi,
+                        const scalar_t* thresholds, int64_t num_thresholds, int num_threads) {
+  for (int64_t t = 0; thresholds != nullptr && t + 1 < num_thresholds; ++t) {
+    RECOPS_CHECK(thresholds[t] < thresholds[t + 1], op, ": thresholds must be strictly increasing, got thresholds[",
+                 t, "]=", thresholds[t], " >= thresholds[", t + 1, "]=", thresholds[t + 1]);
+  }
+  check_labels(op, arg, labels, num_samples, hi, num_threads);
+}
+
+template void check_ordinal_data<float>(const char*, const char*, const int64_t*, int64_t, int64_t, const float*,
+                                        int64_t, int);
+template void check_ordinal_data<double>(const char*, const char*, const int64_t*, int64_t, int64_t, const double*,
+                                         int64_t, int);
+
+template <typename scalar_t>
 void ordinal_logistic_loss(const scalar_t* scores, int64_t num_samples, const scalar_t* thresholds,
                            int64_t num_thresholds, const int64_t* labels, const scalar_t* weights,
                            Reduction reduction, double min_gap, const scalar_t* grad_loss,
@@ -261,11 +276,7 @@ void ordinal_logistic_loss(const scalar_t* scores, int64_t num_samples, const sc
   constexpr const char* kOp = "ordinal_logistic_loss";
   check_common(kOp, num_samples, min_gap, reduction, grad_loss_stride);
   RECOPS_CHECK(num_thresholds >= 0, kOp, ": thresholds size must be >= 0, got ", num_thresholds);
-  for (int64_t t = 0; t + 1 < num_thresholds; ++t) {
-    RECOPS_CHECK(thresholds[t] < thresholds[t + 1], kOp, ": thresholds must be strictly increasing, got thresholds[",
-                 t, "]=", thresholds[t], " >= thresholds[", t + 1, "]=", thresholds[t + 1]);
-  }
-  check_labels(kOp, "labels", labels, num_samples, num_thresholds, num_threads);
+  check_ordinal_data(kOp, "labels", labels, num_samples, num_thresholds, thresholds, num_thresholds, num_threads);
   if constexpr (std::is_same_v<scalar_t, float>) {
     if (num_thresholds >= 1 && num_thresholds <= kGnolrMaxFused) {
       std::vector<float> both(with_grad ? 2 * num_thresholds : 0);
@@ -312,7 +323,7 @@ void gnolr_loss(const scalar_t* cos, int64_t num_samples, int64_t num_levels, co
   check_common(kOp, num_samples, min_gap, reduction, grad_loss_stride);
   RECOPS_CHECK(num_levels >= 0, kOp, ": number of levels T must be >= 0, got ", num_levels);
   checked_mul(num_samples, num_levels, kOp);
-  check_labels(kOp, "levels", levels, num_samples, num_levels, num_threads);
+  check_ordinal_data<scalar_t>(kOp, "levels", levels, num_samples, num_levels, nullptr, 0, num_threads);
   using acc_t = scalar_t;
   const int64_t t_all = num_levels;
   // Levels above k + 1 never enter the loss: z is built only up to min(k + 1, T).

@@ -40,6 +40,13 @@ enum class Reduction : int { kNone = 0, kSum = 1, kMean = 2 };
 // Samples per deterministic reduction block.
 constexpr int64_t kLossBlock = 2048;
 
+// The data checks of both losses: thresholds [num_thresholds] strictly increasing (when non-null), then
+// labels [num_samples] in [0, hi] (`arg` names them: "labels" or "levels"); throws naming the first bad one.
+// Also run on host copies when a CUDA kernel flags bad input, so both devices raise the same message.
+template <typename scalar_t>
+void check_ordinal_data(const char* op, const char* arg, const int64_t* labels, int64_t num_samples, int64_t hi,
+                        const scalar_t* thresholds, int64_t num_thresholds, int num_threads = 1);
+
 // Proportional-odds loss: K = num_thresholds + 1 classes, z_t = scores[b] - thresholds[t-1], and
 // loss_b = -log P(labels[b]). scores [B], thresholds [K-1] (strictly increasing), labels [B] int64 in [0, K),
 // weights [B] or null, grad_loss [B] / [1] / null (see above). Outputs: loss [B] or [1]; with with_grad,

@@ -40,6 +40,20 @@ void run(const TopkPlan& plan, int threads) {
 
 }  // namespace
 
+void check_topk_exclusions(const int64_t* exclude_offsets, int64_t num_queries, const int64_t* exclude_ids,
+                           int64_t num_excludes, int64_t num_items) {
+  if (exclude_offsets == nullptr) {
+    RECOPS_CHECK(num_excludes == 0, kOp, ": exclude_ids must be empty without exclude_offsets, got ",
+                 num_excludes, " ids");
+    return;
+  }
+  jagged::check_offsets<int64_t>("topk_inner_product: exclude_offsets", exclude_offsets, num_queries, num_excludes);
+  for (int64_t i = 0; i < num_excludes; ++i) {
+    RECOPS_CHECK(exclude_ids[i] >= 0 && exclude_ids[i] < num_items, kOp, ": exclude_ids[", i, "] must be in [0, ",
+                 num_items, "), got ", exclude_ids[i]);
+  }
+}
+
 void topk_inner_product(const float* queries, int64_t num_queries, int64_t dim, const float* items,
                         int64_t num_items, const float* item_bias, const int64_t* exclude_ids,
                         const int64_t* exclude_offsets, int64_t num_excludes, int64_t k, float* out_scores,
@@ -51,16 +65,7 @@ void topk_inner_product(const float* queries, int64_t num_queries, int64_t dim, 
   const int64_t out_numel = checked_mul(num_queries, k, kOp);
   checked_mul(num_items, dim, kOp);
   checked_mul(num_queries, dim, kOp);
-  if (exclude_offsets != nullptr) {
-    jagged::check_offsets<int64_t>("topk_inner_product: exclude_offsets", exclude_offsets, num_queries, num_excludes);
-    for (int64_t i = 0; i < num_excludes; ++i) {
-      RECOPS_CHECK(exclude_ids[i] >= 0 && exclude_ids[i] < num_items, kOp, ": exclude_ids[", i,
-                   "] must be in [0, ", num_items, "), got ", exclude_ids[i]);
-    }
-  } else {
-    RECOPS_CHECK(num_excludes == 0, kOp, ": exclude_ids must be empty without exclude_offsets, got ",
-                 num_excludes, " ids");
-  }
+  check_topk_exclusions(exclude_offsets, num_queries, exclude_ids, num_excludes, num_items);
   if (num_queries == 0) return;
 
   TopkPlan p;

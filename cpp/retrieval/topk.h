@@ -28,6 +28,12 @@
 
 namespace recops::retrieval {
 
+// The exclusion checks of topk_inner_product: exclude_offsets [Q + 1] (null: no exclusions, then
+// num_excludes must be 0) start at 0, never decrease and end at num_excludes; exclude_ids in [0, num_items).
+// Also run on host copies when the CUDA kernel flags bad exclusions, so both devices raise the same message.
+void check_topk_exclusions(const int64_t* exclude_offsets, int64_t num_queries, const int64_t* exclude_ids,
+                           int64_t num_excludes, int64_t num_items);
+
 void topk_inner_product(const float* queries, int64_t num_queries, int64_t dim, const float* items,
                         int64_t num_items, const float* item_bias, const int64_t* exclude_ids,
                         const int64_t* exclude_offsets, int64_t num_excludes, int64_t k, float* out_scores,

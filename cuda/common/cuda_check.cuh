@@ -18,16 +18,11 @@
     }                                                                                           \
   } while (0)
 
+#include "common/error_bits.h"
+
 namespace recops::cuda {
 
-// Device error flags written by kernels that meet bad data (they never read out of bounds; they skip the
-// element and set a bit). The Python wrapper reads the flag once per call when checks are enabled.
-enum ErrorBits : int32_t {
-  kErrBadOffsets = 1,   // offsets do not start at 0, decrease, or do not end at L
-  kErrTooLong = 2,      // a sequence is longer than the padded length where truncation is not allowed
-  kErrBadIndex = 4,     // an index is out of range
-  kErrBadOrder = 8,     // values that must be strictly increasing are not (ordinal thresholds)
-};
+// The error bits (kErrBadOffsets, ...) live in cpp/common/error_bits.h (namespace recops).
 
 // Blocks for a grid-stride loop over n items: enough to fill the GPU, never more than the work needs.
 inline unsigned int grid_for(int64_t n, int threads) {

@@ -7,6 +7,7 @@
 #include "common/cuda_check.cuh"
 #include "embedding/embedding_cuda.h"
 #include "embedding/embedding_kernels.cuh"
+#include "jagged/jagged_kernels.cuh"
 
 namespace recops::cuda {
 namespace {
@@ -44,9 +45,15 @@ struct Scratch {
 
 void launch_embedding_bags_forward(int storage, const void* weights, const int64_t* meta, int64_t num_features,
                                    int64_t max_dim, const void* indices, bool indices_int64, const void* offsets,
-                                   int64_t batch, int64_t /*num_indices*/, const float* per_sample_weights, void* out,
+                                   int64_t batch, int64_t num_indices, const float* per_sample_weights, void* out,
                                    int64_t total_dim, int64_t* argmax, int32_t* error_flag, cudaStream_t stream) {
   const int64_t num_bags = num_features * batch;
+  with_storage(storage, indices_int64, [&](auto stag, auto itag) {
+    using index_t = decltype(itag);
+    check_offsets_kernel<index_t><<<grid_for(num_bags + 1, kThreads), kThreads, 0, stream>>>(
+        static_cast<const index_t*>(offsets), num_bags, num_indices, error_flag);
+    RECOPS_CUDA_CHECK(cudaGetLastError());
+  });
   if (num_bags == 0 || total_dim == 0) return;
   with_storage(storage, indices_int64, [&](auto stag, auto itag) {
     using storage_t = decltype(stag);
@@ -59,10 +66,10 @@ void launch_embedding_bags_forward(int storage, const void* weights, const int64
     auto* o = static_cast<out_t*>(out);
     if (max_dim <= 128) {  // warp per bag, 8 bags per block
       embedding_bags_forward_kernel<storage_t, index_t, 32><<<grid_for(num_bags, kThreads / 32), kThreads, 0, stream>>>(
-          w, meta, num_features, idx, off, batch, per_sample_weights, o, total_dim, argmax, error_flag);
+          w, meta, num_features, idx, off, batch, num_indices, per_sample_weights, o, total_dim, argmax, error_flag);
     } else {  // block per bag
       embedding_bags_forward_kernel<storage_t, index_t, kThreads><<<grid_for(num_bags, 1), kThreads, 0, stream>>>(
-          w, meta, num_features, idx, off, batch, per_sample_weights, o, total_dim, argmax, error_flag);
+          w, meta, num_features, idx, off, batch, num_indices, per_sample_weights, o, total_dim, argmax, error_flag);
     }
     RECOPS_CUDA_CHECK(cudaGetLastError());
   });
@@ -102,8 +109,11 @@ void launch_embedding_bags_backward(int storage, void* weights, const int64_t* m
       auto* pos_out = pos_in + n;
       void* sort_tmp = reinterpret_cast<char*>(pos_out + n) + 16;
       const int64_t num_bags = num_features * batch;
+      // Positions that bad offsets leave in no bag keep kBadKey (skipped by the update) and bag -1.
+      RECOPS_CUDA_CHECK(cudaMemsetAsync(keys_in, 0xff, keys_bytes, stream));
+      RECOPS_CUDA_CHECK(cudaMemsetAsync(bag_of, 0xff, bag_bytes, stream));
       embedding_sort_keys_kernel<index_t><<<grid_for(num_bags, kThreads), kThreads, 0, stream>>>(
-          meta, num_features, idx, off, batch, keys_in, pos_in, bag_of, error_flag);
+          meta, num_features, idx, off, batch, num_indices, keys_in, pos_in, bag_of, error_flag);
       RECOPS_CUDA_CHECK(cudaGetLastError());
       RECOPS_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(sort_tmp, sort_bytes, keys_in, keys_out, pos_in, pos_out,
                                                         num_indices, 0, 64, stream));

@@ -6,8 +6,10 @@
 //
 // Validation on the device: every index is bounds-checked; a bad one contributes zero and ORs kErrBadIndex
 // into *error_flag (caller-zeroed int32); the caller reads the flag after the forward and raises before any
-// backward runs, so a rejected batch never updates the weights. Offsets are trusted to be valid (the Python
-// wrapper checks them on the host copy it already has, or they come from recops' own containers).
+// backward runs, so a rejected batch never updates the weights. Offsets are checked on the device too: the
+// forward runs the jagged offsets check (start 0, non-decreasing, end L: kErrBadOffsets), and every kernel
+// treats a bag whose range leaves [0, L) or decreases as empty, so bad offsets never cause an out-of-bounds
+// access (the caller turns the flag into the CPU path's ValueError).
 // The backward sorts (row, position) pairs with cub radix sort into scratch from cudaMallocAsync on `stream`.
 #pragma once
 
@@ -15,16 +17,13 @@
 
 #include <cstdint>
 
+#include "embedding/embedding_params.h"
+
 namespace recops::cuda {
 
 enum EmbeddingStorage : int { kF32 = 0, kF16 = 1, kBF16 = 2, kInt8Rowwise = 3 };
 
-struct EmbeddingUpdate {
-  int kind = 0;  // 0 dense grad, 1 sgd, 2 adagrad, 3 rowwise adagrad, 4 adam (as embedding::Update)
-  float lr = 0.f, eps = 0.f, beta1 = 0.f, beta2 = 0.f, step_size = 0.f;
-  bool stochastic_rounding = false;
-  uint64_t seed = 0;
-};
+using EmbeddingUpdate = embedding::UpdateParams;  // cpp/embedding/embedding_params.h
 
 // out [batch, total_dim] in the storage type (float32 for int8), argmax [batch, total_dim] int64 or null.
 // per_sample_weights [L] float32 or null. max_dim = the largest feature dim (chooses warp- or block-per-bag).

@@ -19,8 +19,15 @@
 
 namespace recops::cuda {
 
-constexpr int kMetaCols = 7;
-enum : int { kWeightOffset = 0, kRowOffset, kNumRows, kDim, kRowStride, kPooling, kOutColumn };
+using embedding::kDim;
+using embedding::kMetaCols;
+using embedding::kNumRows;
+using embedding::kOutColumn;
+using embedding::kPooling;
+using embedding::kRowOffset;
+using embedding::kRowStride;
+using embedding::kWeightOffset;
+using embedding::Update;
 constexpr uint64_t kBadKey = ~uint64_t{0};
 
 struct Int8Row {};  // tag: uint8 rows with float32 scale and bias after the codes
@@ -58,12 +65,25 @@ __device__ __forceinline__ float load_elem(const typename EmbTraits<storage_t>::
   }
 }
 
+// The positions [start, end) of bag j, or false (and kErrBadOffsets set) when offsets put it outside
+// [0, num_indices) or end before start: such a bag is treated as empty, so nothing out of bounds is read.
+template <typename index_t>
+__device__ __forceinline__ bool bag_range(const index_t* offsets, int64_t j, int64_t num_indices, int32_t* flag,
+                                          int64_t& start, int64_t& end) {
+  start = static_cast<int64_t>(offsets[j]);
+  end = static_cast<int64_t>(offsets[j + 1]);
+  if (start >= 0 && start <= end && end <= num_indices) return true;
+  atomicOr(flag, kErrBadOffsets);
+  start = end = 0;
+  return false;
+}
+
 template <typename storage_t, typename index_t, int kLanes>
 __global__ void embedding_bags_forward_kernel(const typename EmbTraits<storage_t>::elem_t* __restrict__ weights,
                                               const int64_t* __restrict__ meta, int64_t num_features,
                                               const index_t* __restrict__ indices,
                                               const index_t* __restrict__ offsets, int64_t batch,
-                                              const float* __restrict__ psw,
+                                              int64_t num_indices, const float* __restrict__ psw,
                                               typename EmbTraits<storage_t>::out_t* __restrict__ out,
                                               int64_t total_dim, int64_t* __restrict__ argmax, int32_t* flag) {
   using out_t = typename EmbTraits<storage_t>::out_t;
@@ -75,7 +95,8 @@ __global__ void embedding_bags_forward_kernel(const typename EmbTraits<storage_t
     const int64_t* m = meta + f * kMetaCols;
     const int64_t dim = m[kDim], stride = m[kRowStride], rows = m[kNumRows], pooling = m[kPooling];
     const auto* table = weights + m[kWeightOffset];
-    const int64_t start = offsets[j], end = offsets[j + 1];
+    int64_t start, end;
+    bag_range(offsets, j, num_indices, flag, start, end);
     const int64_t col = b * total_dim + m[kOutColumn];
     for (int64_t d = lane; d < dim; d += kLanes) {
       float acc = pooling == 2 ? -INFINITY : 0.f;
@@ -104,17 +125,20 @@ __global__ void embedding_bags_forward_kernel(const typename EmbTraits<storage_t
   }
 }
 
-// (global row, position) of every index and the bag of every position; bad indices get kBadKey.
+// (global row, position) of every index and the bag of every position; bad indices get kBadKey. Positions
+// of no valid bag (bad offsets) keep what the launcher preset: key kBadKey, bag -1.
 template <typename index_t>
 __global__ void embedding_sort_keys_kernel(const int64_t* __restrict__ meta, int64_t num_features,
                                            const index_t* __restrict__ indices, const index_t* __restrict__ offsets,
-                                           int64_t batch, uint64_t* keys, uint32_t* pos, int64_t* bag_of,
-                                           int32_t* flag) {
+                                           int64_t batch, int64_t num_indices, uint64_t* keys, uint32_t* pos,
+                                           int64_t* bag_of, int32_t* flag) {
   const int64_t num_bags = num_features * batch;
   for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < num_bags;
        j += int64_t(gridDim.x) * blockDim.x) {
     const int64_t* m = meta + (j / batch) * kMetaCols;
-    for (int64_t i = offsets[j]; i < offsets[j + 1]; ++i) {
+    int64_t start, end;
+    bag_range(offsets, j, num_indices, flag, start, end);
+    for (int64_t i = start; i < end; ++i) {
       const int64_t idx = static_cast<int64_t>(indices[i]);
       const bool ok = idx >= 0 && idx < m[kNumRows];
       if (!ok) atomicOr(flag, kErrBadIndex);
@@ -135,6 +159,10 @@ __global__ void embedding_psw_grad_kernel(const storage_t* __restrict__ weights,
   for (int64_t i = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 32; i < num_indices;
        i += int64_t(gridDim.x) * blockDim.x / 32) {
     const int64_t j = bag_of[i], b = j % batch;
+    if (j < 0) {  // in no valid bag (bad offsets, reported by the key kernel)
+      if (lane == 0) grad_psw[i] = 0.f;
+      continue;
+    }
     const int64_t* m = meta + (j / batch) * kMetaCols;
     const int64_t idx = static_cast<int64_t>(indices[i]);
     float dot = 0.f;
@@ -192,7 +220,7 @@ __global__ void embedding_segment_update_kernel(storage_t* weights, const int64_
     const int64_t elem = m0[kWeightOffset] + (static_cast<int64_t>(key) - m0[kRowOffset]) * m0[kRowStride];
     storage_t* row = weights + elem;
     float mult = up.lr;
-    if (up.kind == 3) {  // rowwise adagrad: the whole row's mean square first
+    if (up.kind == Update::kRowwiseAdagrad) {  // the whole row's mean square first
       float sq = 0.f;
       for (int64_t d = lane; d < dim; d += 32) {
         const float g = segment_grad(first, last, pos, bag_of, meta, offsets, batch, psw, argmax, grad_out,
@@ -212,9 +240,9 @@ __global__ void embedding_segment_update_kernel(storage_t* weights, const int64_
       const float w = to_float(row[d]);
       float nw = w;
       switch (up.kind) {
-        case 0: grad_weights[elem + d] = from_float<storage_t>(g); continue;
-        case 1: case 3: nw = w - mult * g; break;
-        case 2: {
+        case Update::kDenseGrad: grad_weights[elem + d] = from_float<storage_t>(g); continue;
+        case Update::kSgd: case Update::kRowwiseAdagrad: nw = w - mult * g; break;
+        case Update::kAdagrad: {
           const float s = state0[elem + d] + g * g;
           state0[elem + d] = s;
           nw = w - up.lr * g / (sqrtf(s) + up.eps);

@@ -65,14 +65,18 @@ def eager(*tensors) -> bool:
 
 
 class Launch:
-    """Context for one kernel call on `t`'s device.
+    """Context for one kernel call on `t`'s device, and the one device-error path of every op.
 
     Inside, `stream` is torch's current CUDA stream (as an int) and `flag` a zeroed int32 [1] device tensor the
     kernels OR error bits into; on CPU both are 0/None. After the block, `error_bits()` returns the flag's value
-    (0 when nothing went wrong, when checks are off, or during CUDA-graph capture).
+    (0 when nothing went wrong, when checks are off, or during CUDA-graph capture) and `raise_errors()` turns a
+    set flag into the CPU path's ValueError: it calls `recheck`, which reruns the family's C++ validator
+    (`_C.check_<family>`) on host copies of the inputs, so both devices raise the same message by construction.
     """
 
-    def __init__(self, t: torch.Tensor):
+    def __init__(self, t: torch.Tensor, op: str = "recops", recheck=None):
+        self.op = op
+        self.recheck = recheck
         self.cuda = t.is_cuda
         self.stream = 0
         self.flag = None
@@ -93,13 +97,23 @@ class Launch:
         return self._guard.__exit__(*exc) if self.cuda else None
 
     def error_bits(self) -> int:
-        if self.flag is None or not _CHECKS or torch.cuda.is_current_stream_capturing():
+        if self.flag is None or not _CHECKS or (self.cuda and torch.cuda.is_current_stream_capturing()):
             return 0
         return int(self.flag.item())
 
+    def raise_errors(self) -> None:
+        """After the block: ValueError if the device flagged bad input (no-op on CPU, whose core raised already)."""
+        bits = self.error_bits()
+        if not bits:
+            return
+        if self.recheck is not None:
+            self.recheck()  # raises the CPU core's ValueError for the same input
+        names = [name for name, bit in _C.ERROR_BITS.items() if bits & bit]
+        raise ValueError(f"{self.op}: the device reported invalid input ({', '.join(names) or bits})")
 
-# Error bits set by CUDA kernels (cuda/common/cuda_check.cuh).
-ERR_BAD_OFFSETS = 1
-ERR_TOO_LONG = 2
-ERR_BAD_INDEX = 4
-ERR_BAD_ORDER = 8
+
+# Error bits set by CUDA kernels (cpp/common/error_bits.h, exported by _C).
+ERR_BAD_OFFSETS = _C.ERROR_BITS["bad_offsets"]
+ERR_TOO_LONG = _C.ERROR_BITS["too_long"]
+ERR_BAD_INDEX = _C.ERROR_BITS["bad_index"]
+ERR_BAD_ORDER = _C.ERROR_BITS["bad_order"]

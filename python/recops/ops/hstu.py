@@ -23,10 +23,10 @@ def _cpu_args(q, k, v, offsets, row_scale, num_targets, pos_bias, timestamps, ti
             _opt(timestamps), _opt(time_bias)]
 
 
-def _raise_device_error(op, bits, offsets, total_len, max_seq_len, num_targets):
-    """Turn a CUDA error flag into the CPU path's ValueError (the checks rerun on host copies)."""
-    _C.hstu_check(offsets.cpu(), total_len, max_seq_len, None if num_targets is None else num_targets.cpu(), op)
-    raise ValueError(f"{op}: the device reported invalid input (error bits {bits})")
+def _launch(op, q, offsets, max_seq_len, num_targets) -> Launch:
+    """The launch context; a CUDA error flag reruns the core's checks on host copies (_C.check_hstu)."""
+    return Launch(q, op, lambda: _C.check_hstu(offsets.cpu(), q.shape[0], max_seq_len,
+                                               None if num_targets is None else num_targets.cpu(), op))
 
 
 @torch.library.custom_op("recops::hstu_attention", mutates_args=())
@@ -37,13 +37,11 @@ def _hstu_attention(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, max_seq_le
     out = torch.empty((q.shape[0], q.shape[1], v.shape[2]), dtype=q.dtype, device=q.device)
     qd, kd, vd, od, rs, nt, pb, ts, tb = _cpu_args(q, k, v, offsets, row_scale, num_targets, pos_bias, timestamps,
                                                    time_bias)
-    with Launch(q) as launch:
+    with _launch("hstu_attention", q, offsets, max_seq_len, num_targets) as launch:
         _C.hstu_attention_fwd(qd, kd, vd, od, max_seq_len, alpha, scale, rs, nt, contextual_len, max_attn_len, pb,
                               ts, tb, time_bucket_base, out, num_threads=num_threads(), stream=launch.stream,
                               error_flag=launch.flag)
-    bits = launch.error_bits()
-    if bits:
-        _raise_device_error("hstu_attention", bits, offsets, q.shape[0], max_seq_len, num_targets)
+    launch.raise_errors()
     return out
 
 
@@ -70,14 +68,12 @@ def _hstu_attention_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, 
     dtime = alloc(time_bias.shape if time_bias is not None else (0,), dtype=bias_dtype, device=q.device)
     qd, kd, vd, od, rs, nt, pb, ts, tb = _cpu_args(q, k, v, offsets, row_scale, num_targets, pos_bias, timestamps,
                                                    time_bias)
-    with Launch(q) as launch:
+    with _launch("hstu_attention_backward", q, offsets, max_seq_len, num_targets) as launch:
         _C.hstu_attention_bwd(grad_out.detach().contiguous(), qd, kd, vd, od, max_seq_len, alpha, scale, rs, nt,
                               contextual_len, max_attn_len, pb, ts, tb, time_bucket_base, dq, dk, dv,
                               dpos if pos_bias is not None else None, dtime if time_bias is not None else None,
                               num_threads=num_threads(), stream=launch.stream, error_flag=launch.flag)
-    bits = launch.error_bits()
-    if bits:
-        _raise_device_error("hstu_attention_backward", bits, offsets, q.shape[0], max_seq_len, num_targets)
+    launch.raise_errors()
     return dq, dk, dv, dpos.to(q.dtype), dtime.to(q.dtype)
 
 

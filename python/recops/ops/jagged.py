@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from .._runtime import core as _C
-from .._runtime import ERR_TOO_LONG, Launch, num_threads
+from .._runtime import Launch, num_threads
 
 _MOVABLE_SIZES = (1, 2, 4, 8)
 
@@ -48,18 +48,9 @@ def _padding_bits(dtype: torch.dtype, value: float) -> int:
     return int.from_bytes(t.view(torch.uint8).numpy().tobytes(), "little")
 
 
-def _raise_device_error(op: str, bits: int, offsets: Tensor, total_len: int, max_len: int) -> None:
-    """Turn a CUDA error flag into the same ValueError the CPU path raises (checked again on the host)."""
-    host = offsets.cpu()
-    _C.check_offsets(host, total_len, op)
-    if bits & ERR_TOO_LONG:
-        lengths = host[1:] - host[:-1]
-        b = int(torch.nonzero(lengths > max_len)[0, 0])
-        raise ValueError(
-            f"{op}: sequence lengths must be <= padded.shape[1]={max_len}, got length {int(lengths[b])} "
-            f"for sequence {b}"
-        )
-    raise ValueError(f"{op}: the device reported invalid input (error bits {bits})")
+def _recheck(op: str, offsets: Tensor, total_len: int, max_len: int):
+    """The CPU core's data checks on a host copy (max_len < 0: offsets only), for Launch.raise_errors."""
+    return lambda: _C.check_jagged(offsets.cpu(), total_len, max_len, op)
 
 
 def _padded_to_jagged_impl(op: str, padded: Tensor, offsets: Tensor, total_len: int, truncate: bool) -> Tensor:
@@ -70,7 +61,7 @@ def _padded_to_jagged_impl(op: str, padded: Tensor, offsets: Tensor, total_len: 
     batch, max_len = padded.shape[0], padded.shape[1]
     dim = math.prod(padded.shape[2:])
     out = padded.new_empty((total_len, *padded.shape[2:]))
-    with Launch(padded) as launch:
+    with Launch(padded, op, _recheck(op, offsets, total_len, -1 if truncate else max_len)) as launch:
         _C.padded_to_jagged(
             padded.detach().contiguous().view(batch, max_len, dim),
             offsets.detach().contiguous(),
@@ -80,9 +71,7 @@ def _padded_to_jagged_impl(op: str, padded: Tensor, offsets: Tensor, total_len: 
             stream=launch.stream,
             error_flag=launch.flag,
         )
-    bits = launch.error_bits()
-    if bits:
-        _raise_device_error(op, bits, offsets, total_len, max_len)
+    launch.raise_errors()
     return out
 
 
@@ -115,7 +104,7 @@ def jagged_to_padded(values: Tensor, offsets: Tensor, max_len: int, padding_valu
     dim = math.prod(values.shape[1:])
     out = values.new_empty((batch, max_len, *values.shape[1:]))
     bits_value = _padding_bits(values.dtype, float(padding_value))
-    with Launch(values) as launch:
+    with Launch(values, op, _recheck(op, offsets, total_len, -1)) as launch:
         _C.jagged_to_padded(
             values.detach().contiguous().view(total_len, dim),
             offsets.detach().contiguous(),
@@ -126,9 +115,7 @@ def jagged_to_padded(values: Tensor, offsets: Tensor, max_len: int, padding_valu
             stream=launch.stream,
             error_flag=launch.flag,
         )
-    bits = launch.error_bits()
-    if bits:
-        _raise_device_error(op, bits, offsets, total_len, max_len)
+    launch.raise_errors()
     return out
 
 

@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .._runtime import core as _C
-from .._runtime import ERR_BAD_INDEX, ERR_BAD_ORDER, Launch, eager, num_threads
+from .._runtime import Launch, eager, num_threads
 
 _REDUCTIONS = {"none": 0, "sum": 1, "mean": 2}
 _CPU_DTYPES = (torch.float32, torch.float64)
@@ -94,32 +94,20 @@ def _loss_out(ref: Tensor, reduction: int) -> Tensor:
     return ref.new_empty(ref.shape[0]) if reduction == 0 else ref.new_empty(())
 
 
-def _raise_device_error(op: str, bits: int, name: str, labels: Tensor, hi: int,
-                        thresholds: Optional[Tensor] = None) -> None:
-    """Turn a CUDA error flag into the ValueError the CPU core raises (found again on the host)."""
-    if bits & ERR_BAD_ORDER and thresholds is not None:
-        th = thresholds.float().cpu()
-        t = int(torch.nonzero(th[:-1] >= th[1:])[0, 0]) if th.numel() > 1 else 0
-        raise ValueError(f"{op}: thresholds must be strictly increasing, got thresholds[{t}]={float(th[t])} >= "
-                         f"thresholds[{t + 1}]={float(th[t + 1])}")
-    if bits & ERR_BAD_INDEX:
-        host = labels.cpu()
-        b = int(torch.nonzero((host < 0) | (host > hi))[0, 0])
-        raise ValueError(f"{op}: {name}[{b}] must be in [0, {hi + 1}), got {int(host[b])}")
-    raise ValueError(f"{op}: the device reported invalid input (error bits {bits})")
-
-
 def _run(op: str, kernel, ref: Tensor, num_partials: int, args: tuple, kwargs: dict, labels: Tensor, hi: int,
          ordered: Optional[Tensor] = None) -> None:
     """Call `kernel` (a _C loss entry point) with the launch context of ref's device."""
-    with Launch(ref) as launch:
+    def recheck():  # the core's data checks on host copies (only after a CUDA kernel flagged bad input)
+        th = None if ordered is None else ordered.detach().cpu()
+        th = th if th is None or th.dtype == torch.float64 else th.float()
+        _C.check_ordinal(labels.cpu(), hi, th, "labels" if ordered is not None else "levels", op)
+
+    with Launch(ref, op, recheck) as launch:
         if launch.cuda:
             kwargs["workspace"] = torch.empty(_C.loss_workspace_numel(ref.shape[0], num_partials),
                                               dtype=torch.float32, device=ref.device)
         kernel(*args, **kwargs, num_threads=num_threads(), stream=launch.stream, error_flag=launch.flag)
-    bits = launch.error_bits()
-    if bits:
-        _raise_device_error(op, bits, "labels" if ordered is not None else "levels", labels, hi, ordered)
+    launch.raise_errors()
 
 
 def _d(t: Optional[Tensor]) -> Optional[Tensor]:

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from .._runtime import core as _C
-from .._runtime import ERR_BAD_INDEX, ERR_BAD_OFFSETS, Launch, num_threads
+from .._runtime import Launch, num_threads
 
 _OP = "topk_inner_product"
 
@@ -70,7 +70,11 @@ def topk_inner_product(queries: Tensor, items: Tensor, k: int, exclude_offsets: 
     ex_ids, ex_off = _i64(exclude_ids), _i64(exclude_offsets)
     args = (queries.detach().contiguous(), items.detach().contiguous(),
             None if item_bias is None else item_bias.detach().contiguous(), ex_ids, ex_off, k, scores, ids)
-    with Launch(queries) as launch:
+    def recheck():  # the core's exclusion checks on host copies
+        _C.check_topk(None if ex_off is None else ex_off.cpu(), None if ex_ids is None else ex_ids.cpu(),
+                      queries.shape[0], items.shape[0])
+
+    with Launch(queries, _OP, recheck) as launch:
         kwargs = {}
         if launch.cuda:
             ws = _C.topk_workspace_numel(queries.shape[0], k)
@@ -78,22 +82,8 @@ def topk_inner_product(queries: Tensor, items: Tensor, k: int, exclude_offsets: 
                           workspace_ids=torch.empty(ws, dtype=torch.int64, device=queries.device))
         _C.topk_inner_product(*args, num_threads=num_threads(), stream=launch.stream, error_flag=launch.flag,
                               **kwargs)
-    bits = launch.error_bits()
-    if bits:
-        _raise_device_error(bits, ex_off, ex_ids, items.shape[0])
+    launch.raise_errors()
     return scores, ids
-
-
-def _raise_device_error(bits: int, offsets: Tensor, ids: Tensor, num_items: int) -> None:
-    """Turn the CUDA error flag into the ValueError the CPU core raises (found again on the host)."""
-    if bits & ERR_BAD_OFFSETS:
-        raise ValueError(f"{_OP}: exclude_offsets must start at 0, be non-decreasing and end at "
-                         f"len(exclude_ids)={ids.numel()}, got {offsets.cpu().tolist()[:16]}")
-    if bits & ERR_BAD_INDEX:
-        host = ids.cpu()
-        i = int(torch.nonzero((host < 0) | (host >= num_items))[0, 0])
-        raise ValueError(f"{_OP}: exclude_ids[{i}] must be in [0, {num_items}), got {int(host[i])}")
-    raise ValueError(f"{_OP}: the device reported invalid input (error bits {bits})")
 
 
 @topk_inner_product.register_fake
