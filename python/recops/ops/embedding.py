@@ -129,8 +129,7 @@ def embedding_bags_backward(grad_out: Tensor, weights: Tensor, meta: Tensor, ind
                                        grad_out=grad_out.contiguous(), total_dim=total_dim, optimizer=0,
                                        grad_weights=gw if weights_grad else torch.zeros_like(weights),
                                        grad_per_sample_weights=gp if psw_grad else None, max_dim=max_dim,
-                                       max_rows=_max_rows(meta), num_threads=num_threads(), stream=launch.stream,
-                                       error_flag=launch.flag)
+                                       num_threads=num_threads(), stream=launch.stream, error_flag=launch.flag)
     elif psw_grad:
         gp.zero_()
     return gw, gp
@@ -142,11 +141,6 @@ def _(grad_out, weights, meta, indices, offsets, per_sample_weights, argmax, bat
     gw = torch.empty_like(weights) if weights_grad else weights.new_empty(0)
     gp = weights.new_empty(indices.shape[0] if psw_grad else 0, dtype=acc_dtype(weights.dtype))
     return gw, gp
-
-
-def _max_rows(meta: Tensor) -> int:
-    # cuda: the sort uses all bits of the key (see the launcher); the CPU core sizes its sort from meta itself.
-    return 1 << 40 if meta.is_cuda else 0
 
 
 def _setup(ctx, inputs, output):
@@ -198,8 +192,8 @@ def embedding_bags_fused_update_impl(grad_out: Tensor, weights: Tensor, meta: Te
                                    beta2=beta2, step_size=step_size, stochastic_rounding=stochastic_rounding,
                                    seed=seed, state0=state0 if state0.numel() else None,
                                    state1=state1 if state1.numel() else None, max_dim=max_dim,
-                                   max_rows=_max_rows(meta), num_threads=num_threads(), op="EmbeddingBagCollection",
-                                   stream=launch.stream, error_flag=launch.flag)
+                                   num_threads=num_threads(), op="EmbeddingBagCollection", stream=launch.stream,
+                                   error_flag=launch.flag)
 
 
 @embedding_bags_fused_update.register_fake
