@@ -16,7 +16,11 @@
 
 namespace recops::hstu::RECOPS_HSTU_ISA {
 
-#include "common/cephes_logf_poly.inc"
+#if defined(__x86_64__) || defined(__i386__)
+#define RECOPS_SIMD_RCP_BYTES RECOPS_HSTU_VBYTES
+#endif
+#include "common/simd_math.inc"
+#undef RECOPS_SIMD_RCP_BYTES
 
 constexpr int kMR = 4;  // micro-kernel rows; every packed M dimension is a multiple of it
 
@@ -87,73 +91,22 @@ void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, 
   }
 }
 
-// exp(x) for float vectors: Cephes-style range reduction and degree-6 polynomial (~2 ulp on [-87, 88]).
-inline V<float> vexp(V<float> x) {
-  const V<float> lo = V<float>{} - 87.0f, hi = V<float>{} + 88.0f;
-  x = x < lo ? lo : x;
-  x = x > hi ? hi : x;
-  const V<float> fx = x * 1.44269504088896341f;
-  const V<float> half = V<float>{} + 0.5f;
-  const VI32 n = __builtin_convertvector(fx + (fx >= 0 ? half : -half), VI32);
-  const V<float> nf = __builtin_convertvector(n, V<float>);
-  const V<float> r = x - nf * 0.693359375f + nf * 2.12194440e-4f;
-  V<float> p = V<float>{} + 1.9875691500E-4f;
-  p = p * r + 1.3981999507E-3f;
-  p = p * r + 8.3334519073E-3f;
-  p = p * r + 4.1665795894E-2f;
-  p = p * r + 1.6666665459E-1f;
-  p = p * r + 5.0000001201E-1f;
-  const V<float> y = p * r * r + r + 1.0f;
-  V<float> scale;
-  const VI32 bits = (n + 127) << 23;
-  __builtin_memcpy(&scale, &bits, sizeof(scale));
-  return y * scale;
-}
+inline V<float> vexp(V<float> x) { return simd_exp(x); }
 
 inline V<double> vexp(V<double> x) {  // float64 is the gradcheck path: exact libm exp
   for (int i = 0; i < Vec<double>::kW; ++i) x[i] = ::exp(x[i]);
   return x;
 }
 
-// 1 / d for float vectors: the hardware estimate (12 or 14 bits) and one Newton step (~23 bits, well inside
-// the kernels' float tolerance); a vector division would cost as much as the tile's GEMM work per element.
-inline V<float> vrecip(V<float> d) {
-#if defined(__x86_64__) || defined(__i386__)
-#if RECOPS_HSTU_VBYTES == 64
-  const V<float> r = __builtin_ia32_rcp14ps512_mask(d, V<float>{}, static_cast<unsigned short>(0xffff));
-#elif RECOPS_HSTU_VBYTES == 32
-  const V<float> r = __builtin_ia32_rcpps256(d);
-#else
-  const V<float> r = __builtin_ia32_rcpps(d);
-#endif
-  return r * (2.0f - d * r);
-#else
-  return 1.0f / d;
-#endif
-}
+// 1 / d for float vectors: the hardware estimate and one Newton step (simd_math.inc); a vector division would
+// cost as much as the tile's GEMM work per element.
+inline V<float> vrecip(V<float> d) { return simd_recip(d); }
 
 inline V<double> vrecip(V<double> d) { return 1.0 / d; }  // float64: the gradcheck path, exact
 
 template <typename T>
 inline V<T> vsigmoid(V<T> s) {
   return vrecip(T(1) + vexp(-s));
-}
-
-// ln(x) for float vectors of finite x >= 1: exponent plus the Cephes polynomial of the mantissa folded into
-// [sqrt(1/2), sqrt(2)) (|error| < 1e-6 absolute over the float range).
-inline V<float> vlog(V<float> x) {
-  VI32 bits;
-  __builtin_memcpy(&bits, &x, sizeof(bits));
-  VI32 e = (bits >> 23) - 127;
-  const VI32 mbits = (bits & 0x7fffff) | 0x3f800000;
-  V<float> m;
-  __builtin_memcpy(&m, &mbits, sizeof(m));
-  const VI32 big = m > 1.41421356f;  // -1 where the mantissa folds down
-  e -= big;
-  m = big ? m * 0.5f : m;
-  const V<float> f = m - 1.0f, z = f * f;
-  const V<float> ef = __builtin_convertvector(e, V<float>);
-  return (f + (cephes_logf_poly(f, z) - 0.5f * z)) + ef * 0.69314718056f;
 }
 
 inline HstuMask seq_mask(const HstuFwdParams& a, int64_t b, int64_t n) {
@@ -255,7 +208,7 @@ inline void time_bias_row(double tq, const int64_t* __restrict ts, int64_t C, co
           x[l] = static_cast<float>(d < 1.0 ? 1.0 : d);
         }
       }
-      const V<float> y = vlog(x) * inv_base;
+      const V<float> y = simd_log(x) * inv_base;
       VI32 k = __builtin_convertvector(y, VI32);
       const V<float> frac = y - __builtin_convertvector(k, V<float>);
       const VI32 near = ((frac < margin) | (frac > 1.0f - margin)) & (x > 1.0f);

@@ -7,7 +7,7 @@
 namespace recops::losses::RECOPS_LOSS_ISA {
 namespace {
 
-#include "common/cephes_logf_poly.inc"
+#include "common/simd_math.inc"
 
 // Sum of x[0, n) in double, four lanes at a time (a fixed order: deterministic for any thread count).
 inline double sum_double(const float* x, int64_t n) {
@@ -28,58 +28,9 @@ typedef int32_t v8i __attribute__((vector_size(32)));
 inline v8f splat(float x) { return v8f{} + x; }
 inline v8f sel(v8i m, v8f a, v8f b) { return m ? a : b; }
 
-// exp(x) for x <= 0 (Cephes expf: x = n ln2 + r, |r| <= ln2 / 2, degree-6 polynomial, about 1 ulp). Below -87
-// the result (< 1.7e-38) is flushed to 0; NaN stays NaN.
-inline v8f vexp_nonpos(v8f x) {
-  const v8f xc = sel(x >= -87.0f, x, splat(-87.0f));  // NaN -> -87
-  const float magic = 12582912.0f;
-  const v8f n = (xc * 1.44269504088896341f + magic) - magic;
-  const v8f r = (xc - n * 0.693359375f) + n * 2.12194440e-4f;
-  v8f p = splat(1.9875691500e-4f);
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const v8i bits = (__builtin_convertvector(n, v8i) + 127) << 23;
-  v8f scale;
-  std::memcpy(&scale, &bits, 32);
-  const v8f y = p * scale;
-  return sel(x >= -87.0f, y, sel(x != x, x, v8f{}));
-}
-
-// Cephes logf kernel: log(2^e (1 + x)) for x in [sqrt(1/2) - 1, sqrt(2) - 1), degree-9 polynomial, about 1 ulp.
-inline v8f vlog_kernel(v8f x, v8f e) {
-  const v8f z = x * x;
-  v8f y = cephes_logf_poly(x, z);
-  y += e * -2.12194440e-4f;
-  y += -0.5f * z;
-  return x + y + e * 0.693359375f;
-}
-
-// log(u) for u in [1, 2].
-inline v8f vlog_1_2(v8f u) {
-  const v8i big = u > 1.41421356237f;
-  return vlog_kernel(sel(big, u * 0.5f, u) - 1.0f, sel(big, splat(1.0f), v8f{}));
-}
-
-// log(x) for x in (0, 1] (subnormals included: they are scaled by 2^60 first).
-inline v8f vlog_0_1(v8f x) {
-  const v8i tiny = x < 1e-30f;
-  const v8f xs = sel(tiny, x * 1.152921504606847e18f, x);
-  v8i bits;
-  std::memcpy(&bits, &xs, 32);
-  v8f e = __builtin_convertvector(((bits >> 23) & 0xff) - 126, v8f);
-  bits = (bits & 0x807fffff) | 0x3f000000;
-  v8f m;
-  std::memcpy(&m, &bits, 32);
-  const v8i low = m < 0.70710678118f;
-  const v8f f = sel(low, m + m - 1.0f, m - 1.0f);
-  e = sel(low, e - 1.0f, e);
-  const v8f r = vlog_kernel(f, e) - sel(tiny, splat(41.58883083359672f), v8f{});
-  return sel(x != x, x, r);
-}
+inline v8f vexp_nonpos(v8f x) { return simd_exp(x); }  // exp(x) for x <= 0 (simd_math.inc)
+inline v8f vlog_1_2(v8f u) { return simd_log_1_2(u); }   // log(u) for u in [1, 2]
+inline v8f vlog_0_1(v8f x) { return simd_log(x); }        // log(x) for x in (0, 1], subnormals included
 
 // expm1(x) for x in [-ln 2, 0]: Taylor series to x^10 (truncation below 1e-8 relative there).
 inline v8f vexpm1_small(v8f x) {

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -481,11 +482,111 @@ void test_topk_bad_inputs() {
 
 }  // namespace
 
+// ---- SIMD math (cpp/common/simd_math.inc) against libm ---------------------------------------------------
+
+namespace simd_test {
+#include "common/simd_math.inc"
+}  // namespace simd_test
+
+typedef float simd_v8f __attribute__((vector_size(32)));
+
+// Distance in units in the last place between two finite floats of the same sign class (ordered bit patterns).
+int64_t ulp_distance(float a, float b) {
+  auto key = [](float f) {
+    int32_t i;
+    std::memcpy(&i, &f, 4);
+    return i < 0 ? static_cast<int64_t>(INT32_MIN) - i : static_cast<int64_t>(i);
+  };
+  const int64_t d = key(a) - key(b);
+  return d < 0 ? -d : d;
+}
+
+// Max ulp of fn against ref (double libm, rounded to float) over float bit patterns [lo_bits, hi_bits] by `step`.
+template <typename Fn, typename Ref>
+int64_t max_ulp(uint32_t lo_bits, uint32_t hi_bits, uint32_t step, Fn fn, Ref ref, float* worst) {
+  int64_t worst_ulp = 0;
+  simd_v8f x{};
+  uint32_t lane_bits[8];
+  int lane = 0;
+  auto flush = [&](int n) {
+    const simd_v8f y = fn(x);
+    for (int l = 0; l < n; ++l) {
+      float xf;
+      std::memcpy(&xf, &lane_bits[l], 4);
+      const float want = static_cast<float>(ref(static_cast<double>(xf)));
+      const int64_t u = ulp_distance(y[l], want);
+      if (u > worst_ulp) {
+        worst_ulp = u;
+        *worst = xf;
+      }
+    }
+  };
+  for (uint64_t b = lo_bits; b <= hi_bits; b += step) {
+    lane_bits[lane] = static_cast<uint32_t>(b);
+    std::memcpy(&x[lane], &lane_bits[lane], 4);
+    if (++lane == 8) {
+      flush(8);
+      lane = 0;
+    }
+  }
+  if (lane) flush(lane);
+  return worst_ulp;
+}
+
+uint32_t bits_of(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+
+void test_simd_math() {
+  using namespace simd_test;
+  float worst = 0;
+  auto vexp = [](simd_v8f v) { return simd_exp(v); };
+  auto vlog = [](simd_v8f v) { return simd_log(v); };
+  auto vlog12 = [](simd_v8f v) { return simd_log_1_2(v); };
+  auto dexp = [](double v) { return std::exp(v); };
+  auto dlog = [](double v) { return std::log(v); };
+  // exp on [-87, 0] and [0, 88] (bit patterns of each sign are ordered by magnitude)
+  const int64_t exp_neg = max_ulp(bits_of(0.0f) | 0x80000000u, bits_of(-87.0f), 61, vexp, dexp, &worst);
+  const int64_t exp_pos = max_ulp(bits_of(0.0f), bits_of(88.0f), 61, vexp, dexp, &worst);
+  // log over every positive normal and subnormal float (sampled), and [1, 2] for the cheap path
+  const int64_t log_sub = max_ulp(1, 0x007fffffu, 7, vlog, dlog, &worst);
+  const int64_t log_all = max_ulp(0x00800000u, 0x7f7fffffu, 127, vlog, dlog, &worst);
+  const int64_t log_12 = max_ulp(bits_of(1.0f), bits_of(2.0f), 3, vlog12, dlog, &worst);
+  std::printf("simd_math max ulp: exp [-87,0] %lld, exp [0,88] %lld, log subnormal %lld, log normal %lld, "
+              "log [1,2] %lld\n", static_cast<long long>(exp_neg), static_cast<long long>(exp_pos),
+              static_cast<long long>(log_sub), static_cast<long long>(log_all), static_cast<long long>(log_12));
+  EXPECT(exp_neg <= 1);
+  EXPECT(exp_pos <= 1);
+  EXPECT(log_sub <= 1);
+  EXPECT(log_all <= 1);
+  EXPECT(log_12 <= 1);
+  // specials: NaN stays NaN, the documented clamps, exp below -87 flushes to 0
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  const simd_v8f sx = {nan, -inf, inf, -100.0f, 100.0f, -87.5f, 88.0f, 0.0f};
+  const simd_v8f e = simd_exp(sx);
+  EXPECT(std::isnan(e[0]));
+  EXPECT(e[1] == 0.0f && e[3] == 0.0f && e[5] == 0.0f);
+  EXPECT(e[2] == e[6] && e[4] == e[6] && std::isfinite(e[6]) && ulp_distance(e[6], std::exp(88.0f)) <= 2);
+  EXPECT(e[7] == 1.0f);
+  const simd_v8f lx = {nan, 1.0f, std::numeric_limits<float>::denorm_min(), std::numeric_limits<float>::min(),
+                       std::numeric_limits<float>::max(), 0.5f, 2.0f, 1e-30f};
+  const simd_v8f l = simd_log(lx);
+  EXPECT(std::isnan(l[0]));
+  EXPECT(l[1] == 0.0f);
+  for (int i = 2; i < 8; ++i) EXPECT(ulp_distance(l[i], static_cast<float>(std::log(static_cast<double>(lx[i])))) <= 2);
+  const simd_v8f rx = {1.0f, 3.0f, -7.0f, 1e-30f, 1e30f, 0.1f, 2.0f, 1.5f};
+  const simd_v8f r = simd_recip(rx);
+  for (int i = 0; i < 8; ++i) EXPECT(r[i] == 1.0f / rx[i]);  // no estimate macro: exact division
+}
+
 int main() {
   for (int threads : {1, 2, 4}) {
     test_round_trips<int32_t>(threads);
     test_round_trips<int64_t>(threads);
   }
+  test_simd_math();
   test_bad_inputs();
   test_empty();
   for (int threads : {1, 3}) test_losses(threads);
