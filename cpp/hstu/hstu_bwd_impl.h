@@ -1,0 +1,238 @@
+// SPDX-License-Identifier: Apache-2.0
+// Part of hstu_kernels_impl.h, included by it INSIDE the per-ISA namespace (no include guard, no includes):
+// the backward tasks (one sequence, all heads) and their driver.
+
+// ---------------------------------------------------------------------------------------------------------
+// backward
+
+template <typename T>
+struct BwdLayout {
+  int64_t DQ, DV, DQP, DVP, BKP, NQ, NB;
+  struct Bufs {
+    T *dQacc, *Kt, *Kp, *Vt, *dKacc, *dVacc, *Qp, *dOp, *S, *P, *dP, *bias, *mask, *dSsum, *dT4;
+    int32_t* buckets;
+  };
+  Bufs carve(Arena& ar, int64_t H) const {
+    Bufs x;
+    x.dQacc = ar.take<T>(H * NQ * DQP);
+    x.Kt = ar.take<T>(H * DQ * BKP);
+    x.Kp = ar.take<T>(H * BKP * DQP);
+    x.Vt = ar.take<T>(H * DV * BKP);
+    x.dKacc = ar.take<T>(H * BKP * DQP);
+    x.dVacc = ar.take<T>(H * BKP * DVP);
+    x.Qp = ar.take<T>(H * NQ * DQP);
+    x.dOp = ar.take<T>(H * NQ * DVP);
+    x.S = ar.take<T>(kBlockQ * BKP);
+    x.P = ar.take<T>(kBlockQ * BKP);
+    x.dP = ar.take<T>(kBlockQ * BKP);
+    x.bias = ar.take<T>(kBlockQ * BKP);
+    x.mask = ar.take<T>(kBlockQ * BKP);
+    x.dSsum = ar.take<T>(kBlockQ * BKP);
+    x.buckets = ar.take<int32_t>(kBlockQ * BKP);
+    x.dT4 = ar.take<T>(4 * NB);
+    return x;
+  }
+};
+
+// One backward task's sequence: where it lies, its mask and the task's scratch (carved once per task).
+template <typename T>
+struct BwdSeq {
+  const HstuBwdParams& a;
+  const HstuPlan& plan;
+  const BwdLayout<T>& lay;
+  typename BwdLayout<T>::Bufs x;
+  int64_t b, s, n, H, nblk_q;
+  HstuMask mk;
+  T alpha;
+  bool has_bias;
+  T* dpos;   // this sequence's d pos_bias partial [2N - 1] or null
+  T* dtime;  // this sequence's d time_bias partial [num_buckets] or null
+};
+
+// alpha * q and dout of the whole sequence, packed once per head (rows up to a multiple of kMR zeroed).
+template <typename T>
+void bwd_pack_rows(const BwdSeq<T>& q) {
+  const auto& a = q.a;
+  const int64_t DQ = q.lay.DQ, DV = q.lay.DV, DQP = q.lay.DQP, DVP = q.lay.DVP, NQ = q.lay.NQ;
+  const int64_t nr = round_up(q.n, kMR);
+  for (int64_t h = 0; h < q.H; ++h) {
+    for (int64_t r = 0; r < nr; ++r) {
+      const bool in = r < q.n;
+      const T* qsrc = in ? typed<T>(a.q) + (q.s + r) * a.q_row + h * a.q_head : nullptr;
+      const T* gsrc = in ? typed<T>(a.grad_out) + ((q.s + r) * q.H + h) * DV : nullptr;
+      T* qd = q.x.Qp + (h * NQ + r) * DQP;
+      T* gd = q.x.dOp + (h * NQ + r) * DVP;
+      for (int64_t d = 0; d < DQP; ++d) qd[d] = (in && d < DQ) ? q.alpha * qsrc[d] : T(0);
+      for (int64_t d = 0; d < DVP; ++d) gd[d] = (in && d < DV) ? gsrc[d] : T(0);
+    }
+  }
+}
+
+// Key block [j0, j0 + C) of every head packed (K, K^T, V^T) and its dK/dV accumulators zeroed.
+template <typename T>
+void bwd_pack_keys(const BwdSeq<T>& q, int64_t j0, int64_t C) {
+  const auto& a = q.a;
+  const int64_t DQ = q.lay.DQ, DV = q.lay.DV, DQP = q.lay.DQP, DVP = q.lay.DVP, BKP = q.lay.BKP;
+  for (int64_t h = 0; h < q.H; ++h) {
+    T* kp = q.x.Kp + h * BKP * DQP;
+    const T* k0 = typed<T>(a.k) + (q.s + j0) * a.k_row + h * a.k_head;
+    const T* v0 = typed<T>(a.v) + (q.s + j0) * a.v_row + h * a.v_head;
+    for (int64_t c = 0; c < BKP; ++c) {
+      for (int64_t d = 0; d < DQP; ++d) kp[c * DQP + d] = (c < C && d < DQ) ? k0[c * a.k_row + d] : T(0);
+    }
+    pack_transposed(k0, a.k_row, C, DQ, BKP, q.x.Kt + h * DQ * BKP);
+    pack_transposed(v0, a.v_row, C, DV, BKP, q.x.Vt + h * DV * BKP);
+  }
+  for (int64_t i = 0; i < q.H * BKP * DQP; ++i) q.x.dKacc[i] = T(0);
+  for (int64_t i = 0; i < q.H * BKP * DVP; ++i) q.x.dVacc[i] = T(0);
+}
+
+// P = SiLU(S) * scale * mask and S <- SiLU'(S) * scale * mask for the tile's R rows (padding rows get 0).
+template <typename T>
+void bwd_scores(const BwdSeq<T>& q, int64_t i0, int64_t R, int64_t RP, bool all_valid) {
+  constexpr int W = Vec<T>::kW;
+  const int64_t BKP = q.lay.BKP;
+  const auto& x = q.x;
+  for (int64_t r = 0; r < RP; ++r) {
+    const T sc =
+        r < R ? (q.a.row_scale ? typed<T>(q.a.row_scale)[q.s + i0 + r] : static_cast<T>(q.a.scale)) : T(0);
+    for (int64_t c = 0; c < BKP; c += W) {
+      V<T> sv = vload(x.S + r * BKP + c) + vload(x.bias + r * BKP + c);
+      const V<T> sig = vsigmoid<T>(sv);
+      V<T> m = V<T>{} + sc;
+      if (!all_valid) m *= vload(x.mask + r * BKP + c);
+      vstore(x.P + r * BKP + c, sv * sig * m);
+      vstore(x.S + r * BKP + c, sig * (T(1) + sv * (T(1) - sig)) * m);  // SiLU'(s) * scale * mask
+    }
+  }
+}
+
+// One (query block, key block) tile, all heads: dV += P^T dO, dS = (dO V^T) * S', dK += dS^T Q, dQ += dS K;
+// the bias gradients' dS sum over heads is kept in dSsum.
+template <typename T>
+void bwd_tile(const BwdSeq<T>& q, int64_t i0, int64_t R, int64_t RP, int64_t C, bool all_valid) {
+  constexpr int W = Vec<T>::kW;
+  const int64_t DQ = q.lay.DQ, DV = q.lay.DV, DQP = q.lay.DQP, DVP = q.lay.DVP, BKP = q.lay.BKP, NQ = q.lay.NQ;
+  const auto& x = q.x;
+  if (q.has_bias) {
+    for (int64_t i = 0; i < RP * BKP; ++i) x.dSsum[i] = T(0);
+  }
+  for (int64_t h = 0; h < q.H; ++h) {
+    const T* Qp = x.Qp + (h * NQ + i0) * DQP;
+    const T* dOp = x.dOp + (h * NQ + i0) * DVP;
+    gemm<T, false>(RP, BKP, DQ, Qp, DQP, x.Kt + h * DQ * BKP, BKP, x.S, BKP);
+    bwd_scores(q, i0, R, RP, all_valid);
+    gemm<T, true, true>(BKP, DVP, R, x.P, BKP, dOp, DVP, x.dVacc + h * BKP * DVP, DVP);
+    gemm<T, false>(RP, BKP, DV, dOp, DVP, x.Vt + h * DV * BKP, BKP, x.dP, BKP);
+    for (int64_t r = 0; r < RP; ++r) {
+      for (int64_t c = 0; c < BKP; c += W) {
+        const V<T> ds = vload(x.dP + r * BKP + c) * vload(x.S + r * BKP + c);
+        vstore(x.dP + r * BKP + c, ds);
+        if (q.has_bias) vstore(x.dSsum + r * BKP + c, vload(x.dSsum + r * BKP + c) + ds);
+      }
+    }
+    gemm<T, true, true>(BKP, DQP, R, x.dP, BKP, Qp, DQP, x.dKacc + h * BKP * DQP, DQP);
+    gemm<T, true>(RP, DQP, C, x.dP, BKP, x.Kp + h * BKP * DQP, DQP, x.dQacc + (h * q.nblk_q * kBlockQ + i0) * DQP,
+                  DQP);
+  }
+}
+
+// The tile's dS sum into the sequence's pos_bias partial and the four interleaved time_bias partials.
+template <typename T>
+void bwd_bias_grads(const BwdSeq<T>& q, int64_t i0, int64_t R, int64_t j0, int64_t C) {
+  const int64_t N = q.a.max_seq_len, BKP = q.lay.BKP, nb = q.a.num_buckets;
+  for (int64_t r = 0; r < R; ++r) {
+    const T* g = q.x.dSsum + r * BKP;
+    if (q.dpos) {
+      T* prow = q.dpos + (N - 1) + j0 - (i0 + r);  // contiguous along the row, like the forward slice
+      for (int64_t c = 0; c < C; ++c) prow[c] += g[c];
+    }
+    if (q.dtime) {
+      const int32_t* kr = q.x.buckets + r * BKP;
+      for (int64_t c = 0; c < C; ++c) q.x.dT4[(c & 3) * nb + kr[c]] += g[c];
+    }
+  }
+}
+
+// dk/dv rows of key block [j0, j0 + C) from the accumulators.
+template <typename T>
+void bwd_store_keys(const BwdSeq<T>& q, int64_t j0, int64_t C) {
+  const int64_t DQ = q.lay.DQ, DV = q.lay.DV, DQP = q.lay.DQP, DVP = q.lay.DVP, BKP = q.lay.BKP;
+  for (int64_t c = 0; c < C; ++c) {
+    for (int64_t h = 0; h < q.H; ++h) {
+      const T* dks = q.x.dKacc + h * BKP * DQP + c * DQP;
+      const T* dvs = q.x.dVacc + h * BKP * DVP + c * DVP;
+      T* dkd = typed<T>(q.a.dk) + ((q.s + j0 + c) * q.H + h) * DQ;
+      T* dvd = typed<T>(q.a.dv_out) + ((q.s + j0 + c) * q.H + h) * DV;
+      for (int64_t d = 0; d < DQ; ++d) dkd[d] = dks[d];
+      for (int64_t d = 0; d < DV; ++d) dvd[d] = dvs[d];
+    }
+  }
+}
+
+// dq rows of the sequence (alpha * the accumulator) and the time partials folded into the sequence's.
+template <typename T>
+void bwd_store_rows(const BwdSeq<T>& q) {
+  const int64_t DQ = q.lay.DQ, DQP = q.lay.DQP, nb = q.a.num_buckets;
+  for (int64_t r = 0; r < q.n; ++r) {
+    for (int64_t h = 0; h < q.H; ++h) {
+      const T* src = q.x.dQacc + (h * q.nblk_q * kBlockQ + r) * DQP;
+      T* dst = typed<T>(q.a.dq) + ((q.s + r) * q.H + h) * DQ;
+      for (int64_t d = 0; d < DQ; ++d) dst[d] = q.alpha * src[d];
+    }
+  }
+  if (q.dtime) {
+    const T* t4 = q.x.dT4;
+    for (int64_t k = 0; k < nb; ++k) q.dtime[k] += (t4[k] + t4[nb + k]) + (t4[2 * nb + k] + t4[3 * nb + k]);
+  }
+}
+
+// Sequence b, all heads: key blocks outer, query blocks inner.
+template <typename T>
+void bwd_task(const HstuBwdParams& a, const HstuPlan& plan, const BwdLayout<T>& lay, int64_t b, char* mem) {
+  const int64_t s = a.offsets[b], n = a.offsets[b + 1] - s;
+  if (n == 0) return;
+  Arena ar{mem, 0};
+  const int64_t N = a.max_seq_len, nb = a.num_buckets;
+  const BwdSeq<T> q{a, plan, lay, lay.carve(ar, a.num_heads), b, s, n, a.num_heads, (n + kBlockQ - 1) / kBlockQ,
+                    seq_mask(a, b, n), static_cast<T>(a.alpha), a.pos_bias || a.time_bias,
+                    a.d_pos_bias ? static_cast<T*>(plan.pos_partials) + b * (2 * N - 1) : nullptr,
+                    a.d_time_bias ? static_cast<T*>(plan.time_partials) + b * nb : nullptr};
+  for (int64_t i = 0; i < q.H * q.nblk_q * kBlockQ * lay.DQP; ++i) q.x.dQacc[i] = T(0);
+  bwd_pack_rows(q);
+  // d time_bias in four interleaved partials: neighbouring keys mostly share a bucket, and one accumulator
+  // would chain every add through the previous one's store.
+  if (q.dtime) {
+    for (int64_t i = 0; i < 4 * nb; ++i) q.x.dT4[i] = T(0);
+  }
+  const int64_t nblk_k = (n + kBlockK - 1) / kBlockK;
+  for (int64_t kb = 0; kb < nblk_k; ++kb) {
+    const int64_t j0 = kb * kBlockK, C = imin(kBlockK, n - j0);
+    bwd_pack_keys(q, j0, C);
+    for (int64_t qb = 0; qb < q.nblk_q; ++qb) {
+      const int64_t i0 = qb * kBlockQ, R = imin(kBlockQ, n - i0), RP = round_up(R, kMR);
+      if (!q.mk.any(i0, i0 + R - 1, j0, j0 + C - 1)) continue;
+      const bool all_valid = q.mk.all(i0, i0 + R - 1, j0, j0 + C - 1);
+      fill_tiles(a, plan, q.mk, s, n, i0, R, RP, j0, C, lay.BKP, all_valid, q.x.bias, q.x.mask, q.x.buckets);
+      bwd_tile(q, i0, R, RP, C, all_valid);
+      if (q.has_bias) bwd_bias_grads(q, i0, R, j0, C);
+    }
+    bwd_store_keys(q, j0, C);
+  }
+  bwd_store_rows(q);
+}
+
+template <typename T>
+void run_bwd(const HstuBwdParams& a, const HstuPlan& plan, int threads) {
+  constexpr int W = Vec<T>::kW;
+  BwdLayout<T> lay{a.dqk, a.dv, round_up(a.dqk, W), round_up(a.dv, W), round_up(kBlockK, W),
+                   round_up(a.max_seq_len, kBlockQ), a.time_bias ? a.num_buckets : 0};
+  Arena probe;
+  lay.carve(probe, a.num_heads);
+  const int nt = static_cast<int>(imax(1, imin(imin(threads, 256), plan.num_seq_tasks)));
+  Scratch scratch(nt, probe.used);
+  if (!scratch.ok()) throw_alloc_failure("hstu_attention_backward");
+  parallel_tasks(plan.num_seq_tasks, nt, [&](int64_t t, int tid) {
+    bwd_task(a, plan, lay, plan.seq_order[t], scratch.blocks[tid]);
+  });
+}

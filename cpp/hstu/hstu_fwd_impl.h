@@ -1,0 +1,127 @@
+// SPDX-License-Identifier: Apache-2.0
+// Part of hstu_kernels_impl.h, included by it INSIDE the per-ISA namespace (no include guard, no includes):
+// the forward tasks (one sequence, a run of 64-row query blocks, all heads) and their driver.
+
+// ---------------------------------------------------------------------------------------------------------
+// forward
+
+template <typename T>
+struct FwdLayout {
+  int64_t DQ, DQP, DVP, BKP;
+  template <typename Fn>
+  void carve(Arena& ar, int64_t H, Fn&& fn) const {
+    fn(ar.take<T>(H * kBlockQ * DQ), ar.take<T>(H * kBlockQ * DVP), ar.take<T>(kBlockQ * BKP),
+       ar.take<T>(kBlockQ * BKP), ar.take<T>(kBlockQ * BKP), ar.take<int32_t>(kBlockQ * BKP));
+  }
+};
+
+// One key block of one head, packed for the forward GEMMs: K^T [DQ x BKP] then V [BKP x DVP], zero-padded.
+template <typename T>
+int64_t packed_kv_size(const FwdLayout<T>& lay) {
+  return lay.DQ * lay.BKP + lay.BKP * lay.DVP;
+}
+
+template <typename T>
+void pack_kv_block(const HstuFwdParams& a, const FwdLayout<T>& lay, int64_t b, int64_t kb, T* dst) {
+  const int64_t s = a.offsets[b], n = a.offsets[b + 1] - s;
+  const int64_t j0 = kb * kBlockK, C = imin(kBlockK, n - j0);
+  const int64_t DQ = lay.DQ, BKP = lay.BKP, DVP = lay.DVP;
+  for (int64_t h = 0; h < a.num_heads; ++h) {
+    T* Kt = dst + h * packed_kv_size(lay);
+    T* Vp = Kt + DQ * BKP;
+    pack_transposed(typed<T>(a.k) + (s + j0) * a.k_row + h * a.k_head, a.k_row, C, DQ, BKP, Kt);
+    for (int64_t c = 0; c < BKP; ++c) {
+      const T* vs = c < C ? typed<T>(a.v) + (s + j0 + c) * a.v_row + h * a.v_head : nullptr;
+      for (int64_t d = 0; d < DVP; ++d) Vp[c * DVP + d] = (c < C && d < a.dv) ? vs[d] : T(0);
+    }
+  }
+}
+
+// Query blocks [qb0, qb1) of sequence b, all heads. K/V key blocks are packed into the thread's `kv` buffer
+// on first use (blocks are visited in increasing order).
+template <typename T>
+void fwd_task(const HstuFwdParams& a, const HstuPlan& plan, const FwdLayout<T>& lay, int64_t b, int64_t qb0,
+              int64_t qb1, char* mem, T* kv) {
+  constexpr int W = Vec<T>::kW;
+  const int64_t H = a.num_heads, DQ = lay.DQ, DV = a.dv, DVP = lay.DVP, BKP = lay.BKP;
+  Arena ar{mem, 0};
+  T *Qp, *Oacc, *S, *bias, *mask;
+  int32_t* buckets;
+  lay.carve(ar, H, [&](T* q_, T* o_, T* s_, T* b_, T* m_, int32_t* k_) {
+    Qp = q_; Oacc = o_; S = s_; bias = b_; mask = m_; buckets = k_;
+  });
+  const int64_t s = a.offsets[b], n = a.offsets[b + 1] - s;
+  const HstuMask mk = seq_mask(a, b, n);
+  const T alpha = static_cast<T>(a.alpha);
+  const bool has_bias = a.pos_bias || a.time_bias;
+  const int64_t block_elems = H * packed_kv_size(lay);
+  int64_t packed_upto = 0;
+
+  for (int64_t qb = qb0; qb < qb1; ++qb) {
+    const int64_t i0 = qb * kBlockQ, R = imin(kBlockQ, n - i0), RP = round_up(R, kMR);
+    for (int64_t h = 0; h < H; ++h) {
+      T* qh = Qp + h * kBlockQ * DQ;
+      for (int64_t r = 0; r < RP; ++r) {
+        const T* src = r < R ? typed<T>(a.q) + (s + i0 + r) * a.q_row + h * a.q_head : nullptr;
+        for (int64_t d = 0; d < DQ; ++d) qh[r * DQ + d] = r < R ? alpha * src[d] : T(0);
+      }
+      T* oh = Oacc + h * kBlockQ * DVP;
+      for (int64_t x = 0; x < RP * DVP; ++x) oh[x] = T(0);
+    }
+
+    const int64_t nkb = (n + kBlockK - 1) / kBlockK;
+    for (int64_t kb = 0; kb < nkb; ++kb) {
+      const int64_t j0 = kb * kBlockK, C = imin(kBlockK, n - j0);
+      if (!mk.any(i0, i0 + R - 1, j0, j0 + C - 1)) continue;
+      for (; packed_upto <= kb; ++packed_upto) pack_kv_block(a, lay, b, packed_upto, kv + packed_upto * block_elems);
+      const bool all_valid = mk.all(i0, i0 + R - 1, j0, j0 + C - 1);
+      if (has_bias || !all_valid) {
+        fill_tiles(a, plan, mk, s, n, i0, R, RP, j0, C, BKP, all_valid, bias, mask, buckets);
+      }
+      for (int64_t h = 0; h < H; ++h) {
+        const T* Kt = kv + kb * block_elems + h * packed_kv_size(lay);
+        const T* Vp = Kt + DQ * BKP;
+        gemm<T, false>(RP, BKP, DQ, Qp + h * kBlockQ * DQ, DQ, Kt, BKP, S, BKP);
+        for (int64_t r = 0; r < RP; ++r) {
+          T* srow = S + r * BKP;
+          for (int64_t c = 0; c < BKP; c += W) {
+            V<T> x = vload(srow + c);
+            if (has_bias) x += vload(bias + r * BKP + c);
+            V<T> p = x * vsigmoid<T>(x);
+            if (!all_valid) p *= vload(mask + r * BKP + c);
+            vstore(srow + c, p);
+          }
+        }
+        gemm<T, true>(RP, DVP, C, S, BKP, Vp, DVP, Oacc + h * kBlockQ * DVP, DVP);
+      }
+    }
+
+    for (int64_t r = 0; r < R; ++r) {
+      const T sc = a.row_scale ? typed<T>(a.row_scale)[s + i0 + r] : static_cast<T>(a.scale);
+      for (int64_t h = 0; h < H; ++h) {
+        const T* src = Oacc + h * kBlockQ * DVP + r * DVP;
+        T* dst = typed<T>(a.out) + ((s + i0 + r) * H + h) * DV;
+        for (int64_t d = 0; d < DV; ++d) dst[d] = sc * src[d];
+      }
+    }
+  }
+}
+
+template <typename T>
+void run_fwd(const HstuFwdParams& a, const HstuPlan& plan, int threads) {
+  constexpr int W = Vec<T>::kW;
+  FwdLayout<T> lay{a.dqk, round_up(a.dqk, W), round_up(a.dv, W), round_up(kBlockK, W)};
+  Arena probe;
+  lay.carve(probe, a.num_heads, [](T*, T*, T*, T*, T*, int32_t*) {});
+  const int64_t kv_elems = (plan.max_len + kBlockK - 1) / kBlockK * a.num_heads * packed_kv_size(lay);
+  const int64_t kv_offset = probe.used;  // bytes
+  probe.take<T>(kv_elems);
+  const int nt = static_cast<int>(imax(1, imin(imin(threads, 256), plan.num_tasks)));
+  Scratch scratch(nt, probe.used);
+  if (!scratch.ok()) throw_alloc_failure("hstu_attention");
+  parallel_tasks(plan.num_tasks, nt, [&](int64_t t, int tid) {
+    char* mem = scratch.blocks[tid];
+    fwd_task(a, plan, lay, plan.task_seq[t], plan.task_qbegin[t], plan.task_qend[t], mem,
+             reinterpret_cast<T*>(mem + kv_offset));
+  });
+}

@@ -1,0 +1,177 @@
+// SPDX-License-Identifier: Apache-2.0
+// Part of hstu_kernels_impl.h, included by it INSIDE the per-ISA namespace (no include guard, no includes):
+// vectors, the register-blocked GEMM micro-kernel, SiLU pieces, in-register transposes and packing, scratch.
+
+constexpr int kMR = 4;  // micro-kernel rows; every packed M dimension is a multiple of it
+
+template <typename T>
+struct Vec {
+  typedef T type __attribute__((vector_size(RECOPS_HSTU_VBYTES)));
+  static constexpr int kW = RECOPS_HSTU_VBYTES / sizeof(T);
+};
+template <typename T>
+using V = typename Vec<T>::type;
+typedef int32_t VI32 __attribute__((vector_size(RECOPS_HSTU_VBYTES)));
+
+inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+inline int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
+inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+template <typename T>
+inline V<T> vload(const T* p) {
+  V<T> v;
+  __builtin_memcpy(&v, p, sizeof(v));
+  return v;
+}
+template <typename T>
+inline void vstore(T* p, V<T> v) {
+  __builtin_memcpy(p, &v, sizeof(v));
+}
+
+// C[M x N] (+)= op(A)[M x K] B[K x N] for a kMR x NV-vector block of C; op(A) = A [M x K] (lda = row
+// stride) or, with kTransA, the transpose of A [K x M] (so P^T dO needs no explicit transpose: A is only
+// ever read one broadcast scalar at a time).
+template <typename T, int NV, bool kAccumulate, bool kTransA = false>
+inline void micro(int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C, int64_t ldc) {
+  constexpr int W = Vec<T>::kW;
+  V<T> acc[kMR][NV];
+  for (int r = 0; r < kMR; ++r) {
+    for (int v = 0; v < NV; ++v) acc[r][v] = kAccumulate ? vload(C + r * ldc + v * W) : V<T>{};
+  }
+  for (int64_t k = 0; k < K; ++k) {
+    V<T> b[NV];
+    for (int v = 0; v < NV; ++v) b[v] = vload(B + k * ldb + v * W);
+    for (int r = 0; r < kMR; ++r) {
+      const T a = kTransA ? A[k * lda + r] : A[r * lda + k];
+      for (int v = 0; v < NV; ++v) acc[r][v] += a * b[v];
+    }
+  }
+  for (int r = 0; r < kMR; ++r) {
+    for (int v = 0; v < NV; ++v) vstore(C + r * ldc + v * W, acc[r][v]);
+  }
+}
+
+// C[M x N] (+)= op(A)[M x K] B[K x N]; M a multiple of kMR, N a multiple of the vector width.
+template <typename T, bool kAccumulate, bool kTransA = false>
+void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C,
+          int64_t ldc) {
+  constexpr int W = Vec<T>::kW;
+  constexpr int NV = RECOPS_HSTU_NV;
+  const int64_t a_step = kTransA ? 1 : lda;  // A offset between row blocks of op(A)
+  int64_t n = 0;
+  for (; n + NV * W <= N; n += NV * W) {
+    for (int64_t m = 0; m < M; m += kMR) {
+      micro<T, NV, kAccumulate, kTransA>(K, A + m * a_step, lda, B + n, ldb, C + m * ldc + n, ldc);
+    }
+  }
+  for (; n < N; n += W) {
+    for (int64_t m = 0; m < M; m += kMR) {
+      micro<T, 1, kAccumulate, kTransA>(K, A + m * a_step, lda, B + n, ldb, C + m * ldc + n, ldc);
+    }
+  }
+}
+
+inline V<float> vexp(V<float> x) { return simd_exp(x); }
+
+inline V<double> vexp(V<double> x) {  // float64 is the gradcheck path: exact libm exp
+  for (int i = 0; i < Vec<double>::kW; ++i) x[i] = ::exp(x[i]);
+  return x;
+}
+
+// 1 / d for float vectors: the hardware estimate and one Newton step (simd_math.inc); a vector division would
+// cost as much as the tile's GEMM work per element.
+inline V<float> vrecip(V<float> d) { return simd_recip(d); }
+
+inline V<double> vrecip(V<double> d) { return 1.0 / d; }  // float64: the gradcheck path, exact
+
+template <typename T>
+inline V<T> vsigmoid(V<T> s) {
+  return vrecip(T(1) + vexp(-s));
+}
+
+
+// In-register transpose of a W x W block (r[i] = row i in, column i out): log2(W) rounds of interleaving row i
+// with row i + W/2 (low halves into 2i, high halves into 2i + 1).
+inline void transpose_block(V<float>* r) {
+  constexpr int W = Vec<float>::kW;
+  for (int round = 1; round < W; round *= 2) {
+    V<float> t[W];
+    for (int i = 0; i < W / 2; ++i) {
+#if RECOPS_HSTU_VBYTES == 64
+      t[2 * i] = __builtin_shufflevector(r[i], r[i + W / 2], 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+      t[2 * i + 1] =
+          __builtin_shufflevector(r[i], r[i + W / 2], 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+#elif RECOPS_HSTU_VBYTES == 32
+      t[2 * i] = __builtin_shufflevector(r[i], r[i + W / 2], 0, 8, 1, 9, 2, 10, 3, 11);
+      t[2 * i + 1] = __builtin_shufflevector(r[i], r[i + W / 2], 4, 12, 5, 13, 6, 14, 7, 15);
+#else
+      t[2 * i] = __builtin_shufflevector(r[i], r[i + W / 2], 0, 4, 1, 5);
+      t[2 * i + 1] = __builtin_shufflevector(r[i], r[i + W / 2], 2, 6, 3, 7);
+#endif
+    }
+    for (int i = 0; i < W; ++i) r[i] = t[i];
+  }
+}
+
+inline void transpose_block(V<double>* r) {  // float64 (gradcheck path): plain element swaps
+  constexpr int W = Vec<double>::kW;
+  for (int i = 0; i < W; ++i) {
+    for (int j = i + 1; j < W; ++j) {
+      const double x = r[i][j];
+      r[i][j] = r[j][i];
+      r[j][i] = x;
+    }
+  }
+}
+
+// dst[d * BKP + c] = row_c[d] for c < BKP and d < D, where row_c = base + c * row_stride for c < C and rows past C
+// are zero: W x W blocks through registers, then the columns past the last whole block one by one.
+template <typename T>
+void pack_transposed(const T* base, int64_t row_stride, int64_t C, int64_t D, int64_t BKP, T* dst) {
+  constexpr int W = Vec<T>::kW;
+  int64_t d0 = 0;
+  for (; d0 + W <= D; d0 += W) {
+    for (int64_t c0 = 0; c0 < BKP; c0 += W) {
+      V<T> r[W];
+      for (int i = 0; i < W; ++i) r[i] = c0 + i < C ? vload(base + (c0 + i) * row_stride + d0) : V<T>{};
+      transpose_block(r);
+      for (int i = 0; i < W; ++i) vstore(dst + (d0 + i) * BKP + c0, r[i]);
+    }
+  }
+  for (; d0 < D; ++d0) {
+    for (int64_t c = 0; c < BKP; ++c) dst[d0 * BKP + c] = c < C ? base[c * row_stride + d0] : T(0);
+  }
+}
+
+// Bump allocator over one aligned block of per-thread scratch.
+struct Arena {
+  char* base = nullptr;
+  int64_t used = 0;
+  template <typename U>
+  U* take(int64_t count) {  // with a null base it only measures
+    U* p = base ? reinterpret_cast<U*>(base + used) : nullptr;
+    used += round_up(count * static_cast<int64_t>(sizeof(U)), 64);
+    return p;
+  }
+};
+
+struct Scratch {
+  char* blocks[256] = {};
+  int n = 0;
+  Scratch(int threads, int64_t bytes) : n(threads) {
+    for (int t = 0; t < n; ++t) {
+      void* p = nullptr;
+      if (posix_memalign(&p, 64, static_cast<size_t>(bytes)) != 0) p = nullptr;
+      blocks[t] = static_cast<char*>(p);
+    }
+  }
+  ~Scratch() {
+    for (int t = 0; t < n; ++t) free(blocks[t]);
+  }
+  bool ok() const {
+    for (int t = 0; t < n; ++t) {
+      if (!blocks[t]) return false;
+    }
+    return true;
+  }
+};
