@@ -223,7 +223,7 @@ void embedding_bags_backward(Array weights, Array meta, Array indices, Array off
                              double step_size, bool stochastic_rounding, uint64_t seed,
                              std::optional<Array> grad_weights, std::optional<Array> state0,
                              std::optional<Array> state1, std::optional<Array> grad_per_sample_weights,
-                             int64_t max_dim, int64_t max_rows, int num_threads, const std::string& op_name,
+                             int64_t max_dim, int num_threads, const std::string& op_name,
                              uintptr_t stream, std::optional<Array> error_flag) {
   const char* op = op_name.c_str();
   const Common c = check_common(op, weights, meta, indices, offsets, batch);
@@ -259,14 +259,13 @@ void embedding_bags_backward(Array weights, Array meta, Array indices, Array off
     nb::gil_scoped_release release;
     cuda::launch_embedding_bags_backward(cuda_storage(c.storage), weights.data(),
                                          static_cast<const int64_t*>(meta.data()), c.num_features, max_dim,
-                                         max_rows, indices.data(), c.idx64, offsets.data(), batch, c.num_indices,
+                                         indices.data(), c.idx64, offsets.data(), batch, c.num_indices,
                                          static_cast<const float*>(psw), am, grad_out.data(), total_dim, u, gw,
                                          s[0], s[1], static_cast<float*>(gpsw), flag, as_stream(stream));
 #endif
     return;
   }
   (void)max_dim;
-  (void)max_rows;
   (void)stream;
   (void)error_flag;
   nb::gil_scoped_release release;
@@ -321,7 +320,7 @@ void bind_embedding(nb::module_& m) {
         "beta2"_a = 0.0, "step_size"_a = 0.0, "stochastic_rounding"_a = false, "seed"_a = 0,
         "grad_weights"_a.noconvert() = nb::none(), "state0"_a.noconvert() = nb::none(),
         "state1"_a.noconvert() = nb::none(), "grad_per_sample_weights"_a.noconvert() = nb::none(),
-        "max_dim"_a = 0, "max_rows"_a = 0, "num_threads"_a = 1, "op"_a = "embedding_bag", "stream"_a = 0,
+        "max_dim"_a = 0, "num_threads"_a = 1, "op"_a = "embedding_bag", "stream"_a = 0,
         "error_flag"_a.noconvert() = nb::none(),
         "Backward of embedding_bags_forward fused with an optimizer update (0 = dense gradient).");
 }

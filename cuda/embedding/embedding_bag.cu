@@ -76,14 +76,14 @@ void launch_embedding_bags_forward(int storage, const void* weights, const int64
 }
 
 void launch_embedding_bags_backward(int storage, void* weights, const int64_t* meta, int64_t num_features,
-                                    int64_t /*max_dim*/, int64_t max_rows, const void* indices, bool indices_int64,
+                                    int64_t /*max_dim*/, const void* indices, bool indices_int64,
                                     const void* offsets, int64_t batch, int64_t num_indices,
                                     const float* per_sample_weights, const int64_t* argmax, const void* grad_out,
                                     int64_t total_dim, const EmbeddingUpdate& update, void* grad_weights,
                                     float* state0, float* state1, float* grad_per_sample_weights,
                                     int32_t* error_flag, cudaStream_t stream) {
   if (num_indices == 0 || storage == kInt8Rowwise) return;
-  (void)max_rows;  // bad indices sort last under kBadKey, so the sort uses all 64 key bits
+  // bad indices sort last under kBadKey, so the sort uses all 64 key bits
   with_storage(storage, indices_int64, [&](auto stag, auto itag) {
     using storage_t = decltype(stag);
     using index_t = decltype(itag);

@@ -34,9 +34,9 @@ void launch_embedding_bags_forward(int storage, const void* weights, const int64
 
 // Backward fused with `update` (see embedding::Update); grad_out [batch, total_dim] in the storage type,
 // grad_weights (dense grad) with the layout of weights, state0/state1 float32, grad_per_sample_weights [L] float32
-// or null. max_rows: one more than the largest global row (limits the radix-sort bits).
+// or null.
 void launch_embedding_bags_backward(int storage, void* weights, const int64_t* meta, int64_t num_features,
-                                    int64_t max_dim, int64_t max_rows, const void* indices, bool indices_int64,
+                                    int64_t max_dim, const void* indices, bool indices_int64,
                                     const void* offsets, int64_t batch, int64_t num_indices,
                                     const float* per_sample_weights, const int64_t* argmax, const void* grad_out,
                                     int64_t total_dim, const EmbeddingUpdate& update, void* grad_weights,
