@@ -308,13 +308,14 @@ void bind_embedding(nb::module_& m) {
         "offsets"_a.noconvert(), "batch"_a, "feature_names"_a.none(), "op"_a,
         "Raise the CPU core's ValueError for bad offsets or an index out of range (host arrays; meta flattened).");
   m.def("embedding_bags_forward", &embedding_bags_forward, "weights"_a.noconvert(), "meta"_a.noconvert(),
-        "indices"_a.noconvert(), "offsets"_a.noconvert(), "batch"_a, "per_sample_weights"_a.noconvert() = nb::none(),
+        "indices"_a.noconvert(), "offsets"_a.noconvert(), "batch"_a, nb::kw_only(),
+        "per_sample_weights"_a.noconvert() = nb::none(),
         "out"_a.noconvert(), "total_dim"_a, "argmax"_a.noconvert() = nb::none(), "max_dim"_a = 0,
         "num_threads"_a = 1, "feature_names"_a = nb::none(), "op"_a = "embedding_bag", "stream"_a = 0,
         "error_flag"_a.noconvert() = nb::none(),
         "Pooled lookups of F features over flat tables into out [B, total_dim] (cpp/embedding/embedding_bag.h).");
   m.def("embedding_bags_backward", &embedding_bags_backward, "weights"_a.noconvert(), "meta"_a.noconvert(),
-        "indices"_a.noconvert(), "offsets"_a.noconvert(), "batch"_a,
+        "indices"_a.noconvert(), "offsets"_a.noconvert(), "batch"_a, nb::kw_only(),
         "per_sample_weights"_a.noconvert() = nb::none(), "argmax"_a.noconvert() = nb::none(),
         "grad_out"_a.noconvert(), "total_dim"_a, "optimizer"_a, "lr"_a = 0.0, "eps"_a = 0.0, "beta1"_a = 0.0,
         "beta2"_a = 0.0, "step_size"_a = 0.0, "stochastic_rounding"_a = false, "seed"_a = 0,

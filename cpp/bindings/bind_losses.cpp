@@ -225,13 +225,14 @@ void check_ordinal(Array labels, int64_t hi, std::optional<Array> thresholds, co
 void bind_losses(nb::module_& m) {
   using namespace nb::literals;
   m.def("ordinal_logistic_loss", &ordinal_logistic_loss, "scores"_a.noconvert(), "thresholds"_a.noconvert(),
-        "labels"_a.noconvert(), "weights"_a.noconvert() = nb::none(), "reduction"_a, "min_gap"_a,
+        "labels"_a.noconvert(), "weights"_a.noconvert() = nb::none(), nb::kw_only(), "reduction"_a, "min_gap"_a,
         "grad_loss"_a.noconvert() = nb::none(), "loss"_a.noconvert(), "grad_scores"_a.noconvert() = nb::none(),
         "grad_thresholds"_a.noconvert() = nb::none(), "num_threads"_a = 1, "stream"_a = 0,
         "workspace"_a.noconvert() = nb::none(), "error_flag"_a.noconvert() = nb::none(),
         "Proportional-odds loss into loss [B] or [1]; with grad_scores/grad_thresholds also its gradient.");
   m.def("gnolr_loss", &gnolr_loss, "cos"_a.noconvert(), "gamma"_a.noconvert(), "thresholds"_a.noconvert(),
-        "levels"_a.noconvert(), "weights"_a.noconvert() = nb::none(), "reduction"_a, "min_gap"_a, "nested"_a,
+        "levels"_a.noconvert(), "weights"_a.noconvert() = nb::none(), nb::kw_only(), "reduction"_a, "min_gap"_a,
+        "nested"_a,
         "grad_loss"_a.noconvert() = nb::none(), "loss"_a.noconvert(), "grad_cos"_a.noconvert() = nb::none(),
         "grad_gamma"_a.noconvert() = nb::none(), "grad_thresholds"_a.noconvert() = nb::none(),
         "num_threads"_a = 1, "stream"_a = 0, "workspace"_a.noconvert() = nb::none(),

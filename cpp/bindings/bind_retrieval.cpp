@@ -195,8 +195,8 @@ void check_topk(std::optional<Array> exclude_offsets, std::optional<Array> exclu
 void bind_retrieval(nb::module_& m) {
   using namespace nb::literals;
   m.def("topk_inner_product", &topk_inner_product, "queries"_a.noconvert(), "items"_a.noconvert(),
-        "item_bias"_a.noconvert() = nb::none(), "exclude_ids"_a.noconvert() = nb::none(),
-        "exclude_offsets"_a.noconvert() = nb::none(), "k"_a, "out_scores"_a.noconvert(), "out_ids"_a.noconvert(),
+        "item_bias"_a.noconvert().none(), "exclude_ids"_a.noconvert().none(),
+        "exclude_offsets"_a.noconvert().none(), "k"_a, "out_scores"_a.noconvert(), "out_ids"_a.noconvert(),
         "num_threads"_a = 1, "stream"_a = 0, "workspace_scores"_a.noconvert() = nb::none(),
         "workspace_ids"_a.noconvert() = nb::none(), "error_flag"_a.noconvert() = nb::none(),
         "Exact top-k by inner product (+ item_bias) with per-query exclusions into out_scores/out_ids [Q, k].");
@@ -206,9 +206,9 @@ void bind_retrieval(nb::module_& m) {
         "centroids"_a.noconvert(), "num_threads"_a = 1,
         "Lloyd k-means of data [n, D] float32 into centroids [nlist, D] (spherical: unit-norm, by inner product).");
   m.def("ivf_search", &ivf_search, "queries"_a.noconvert(), "centroids"_a.noconvert(), "list_scale"_a.noconvert(),
-        "list_offsets"_a.noconvert(), "storage"_a, "codes"_a.noconvert(), "vmin"_a.noconvert() = nb::none(),
-        "vscale"_a.noconvert() = nb::none(), "vectors"_a.noconvert(), "ids"_a.noconvert(), "nprobe"_a, "k"_a,
-        "num_candidates"_a, "exclude_ids"_a.noconvert() = nb::none(), "exclude_offsets"_a.noconvert() = nb::none(),
+        "list_offsets"_a.noconvert(), "storage"_a, "codes"_a.noconvert(), "vmin"_a.noconvert().none(),
+        "vscale"_a.noconvert().none(), "vectors"_a.noconvert(), "ids"_a.noconvert(), "nprobe"_a, "k"_a,
+        "num_candidates"_a, "exclude_ids"_a.noconvert().none(), "exclude_offsets"_a.noconvert().none(),
         "out_scores"_a.noconvert(), "out_ids"_a.noconvert(), "num_threads"_a = 1,
         "IVF approximate top-k by inner product (see cpp/retrieval/ivf_index.h) into out_scores/out_ids [Q, k].");
 #ifdef RECOPS_WITH_CUDA
