@@ -133,6 +133,55 @@ def test_gradcheck(mode):
     assert torch.autograd.gradcheck(fn, (w, psw) if psw is not None else (w,))
 
 
+def _fused_case(kind, mode, weighted):
+    """One table [10, 4] read by 3 bags, its optimizer state and the fused ops' arguments after `anchor`."""
+    from recops.ops.embedding import OPTIMIZERS, single_table_meta
+    w = torch.randn(10, 4)
+    idx, off = _bags([2, 0, 3], 10, "cpu")
+    psw = torch.rand(5) if weighted else None
+    size0 = {"sgd": 0, "adagrad": 40, "rowwise_adagrad": 10, "adam": 40}[kind]
+    s0, s1 = torch.rand(size0), torch.rand(40 if kind == "adam" else 0)
+    return (w, single_table_meta(w, mode), idx, off, psw, 3, 4, 4, mode == 2, "", s0, s1, OPTIMIZERS[kind], 0.1,
+            1e-8, 0.9, 0.999, 3, False, 7)
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adagrad", "rowwise_adagrad", "adam"])
+@pytest.mark.parametrize("mode,weighted", [(0, False), (0, True), (1, False), (2, False)])
+def test_fused_lookup_backward_is_the_fused_update(kind, mode, weighted):
+    """embedding_bags_fused (eager, no dispatch) and the recops::embedding_bags_fused_lookup op: forward =
+    embedding_bags; backward = embedding_bags_fused_update at fused_step_params' step size and seed, no .grad."""
+    from recops.ops.embedding import fused_step_params
+    case = _fused_case(kind, mode, weighted)
+    (w, meta, idx, off, psw, batch, total, max_dim, need_argmax, names, s0, s1, code, lr, eps, b1, b2, step, sr,
+     seed) = case
+    want_out, argmax = recops.ops.embedding_bags(w, meta, idx, off, psw, batch, total, max_dim, need_argmax, names)
+    g = torch.randn_like(want_out)
+    want = [w.clone(), s0.clone(), s1.clone()]
+    step_size, step_seed = fused_step_params(code, lr, b1, b2, step, seed)
+    recops.ops.embedding_bags_fused_update(g, want[0], meta, idx, off, psw, argmax, batch, total, max_dim, code, lr,
+                                           eps, b1, b2, step_size, sr, step_seed, want[1], want[2])
+    assert not torch.equal(want[0], w)
+    for lookup in (recops.ops.embedding_bags_fused, lambda *a: recops.ops.embedding_bags_fused_lookup(*a)[0]):
+        anchor = torch.empty(0, requires_grad=True)
+        w1, s01, s11 = w.clone(), s0.clone(), s1.clone()
+        out = lookup(anchor, w1, meta, idx, off, psw, batch, total, max_dim, need_argmax, names, s01, s11,
+                     *case[12:])
+        torch.testing.assert_close(out, want_out, atol=0, rtol=0)
+        assert torch.equal(w1, w)  # the forward changes nothing
+        out.backward(g)
+        for got, exp in zip((w1, s01, s11), want):
+            torch.testing.assert_close(got, exp, atol=0, rtol=0)
+        assert anchor.grad is None and w1.grad is None
+
+
+def test_fused_lookup_rejects_unknown_optimizer():
+    case = list(_fused_case("sgd", 0, False))
+    case[12] = 0  # "dense" is no fused optimizer
+    for lookup in (recops.ops.embedding_bags_fused, recops.ops.embedding_bags_fused_lookup):
+        with pytest.raises(ValueError, match="optimizer must be in \\[1, 4\\], got 0"):
+            lookup(torch.empty(0, requires_grad=True), *case)
+
+
 # ---- opcheck ------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("mode", [0, 2])
@@ -143,6 +192,20 @@ def test_opcheck(mode):
     psw = torch.randn(5, requires_grad=True) if mode == 0 else None
     torch.library.opcheck(torch.ops.recops.embedding_bags.default,
                           (w, single_table_meta(w, mode), idx, off, psw, 3, 4, 4, mode == 2, ""))
+
+
+@pytest.mark.parametrize("kind", ["sgd", "rowwise_adagrad", "adam"])
+@pytest.mark.parametrize("mode,weighted", [(0, True), (2, False)])
+def test_opcheck_fused(kind, mode, weighted):
+    """The fused training lookup (its registered backward mutates weights and state) and the update op."""
+    case = _fused_case(kind, mode, weighted)
+    torch.library.opcheck(torch.ops.recops.embedding_bags_fused_lookup.default,
+                          (torch.empty(0, requires_grad=True),) + case)
+    w, meta, idx, off, psw, batch, total, max_dim, need_argmax, names, s0, s1 = case[:12]
+    _, argmax = recops.ops.embedding_bags(w, meta, idx, off, psw, batch, total, max_dim, need_argmax, names)
+    torch.library.opcheck(torch.ops.recops.embedding_bags_fused_update.default,
+                          (torch.randn(batch, total), w, meta, idx, off, psw, argmax, batch, total, max_dim,
+                           case[12], 0.1, 1e-8, 0.9, 0.999, 0.05, False, 7, s0, s1))
 
 
 # ---- errors --------------------------------------------------------------------------------------------------

@@ -1,7 +1,14 @@
 # SPDX-License-Identifier: Apache-2.0
 """recops operators (torch.library custom ops named recops::<op>)."""
 
-from .embedding import embedding_bag, embedding_bags, embedding_bags_backward, embedding_bags_fused_update
+from .embedding import (
+    embedding_bag,
+    embedding_bags,
+    embedding_bags_backward,
+    embedding_bags_fused,
+    embedding_bags_fused_lookup,
+    embedding_bags_fused_update,
+)
 from .hstu import hstu_attention
 from .jagged import (
     jagged_to_padded,
@@ -23,6 +30,8 @@ __all__ = [
     "embedding_bag",
     "embedding_bags",
     "embedding_bags_backward",
+    "embedding_bags_fused",
+    "embedding_bags_fused_lookup",
     "embedding_bags_fused_update",
     "hstu_attention",
     "feedback_to_levels",

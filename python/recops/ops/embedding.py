@@ -6,18 +6,22 @@ int64 describes the table each of the F features reads (element offset, global r
 stride, pooling, output column). Input is key-major jagged: bag f * B + b owns indices[offsets[f*B+b],
 offsets[f*B+b+1]). One call serves every feature of every table.
 
+Training with a fused optimizer: embedding_bags_fused_lookup is embedding_bags whose backward is
+embedding_bags_fused_update (weights and optimizer state change in place; no gradient is formed).
+
 Storage: float32, float64 (cpu), float16, bfloat16 (accumulated in float32) and uint8 int8-rowwise rows
 (D codes + float32 scale and bias, inference only, float32 output). Per-sample weights and their gradient are
 float32 (float64 for float64 storage).
 """
 
+import math
 from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from .._runtime import core as _C
-from .._runtime import ERR_BAD_INDEX, Launch, num_threads
+from .._runtime import ERR_BAD_INDEX, Launch, eager, num_threads
 
 POOLING = {"sum": 0, "mean": 1, "max": 2}
 OPTIMIZERS = {"dense": 0, "sgd": 1, "adagrad": 2, "rowwise_adagrad": 3, "adam": 4}
@@ -177,14 +181,18 @@ def embedding_bags_fused_update(grad_out: Tensor, weights: Tensor, meta: Tensor,
                                      stochastic_rounding, seed, state0, state1)
 
 
+def _check_optimizer(op: str, optimizer: int) -> None:
+    if optimizer < 1 or optimizer > 4:
+        raise ValueError(f"{op}: optimizer must be in [1, 4], got {optimizer}")
+
+
 def embedding_bags_fused_update_impl(grad_out: Tensor, weights: Tensor, meta: Tensor, indices: Tensor,
                                      offsets: Tensor, per_sample_weights: Optional[Tensor], argmax: Tensor,
                                      batch: int, total_dim: int, max_dim: int, optimizer: int, lr: float,
                                      eps: float, beta1: float, beta2: float, step_size: float,
                                      stochastic_rounding: bool, seed: int, state0: Tensor, state1: Tensor) -> None:
     """The body of the embedding_bags_fused_update op (direct eager calls)."""
-    if optimizer < 1 or optimizer > 4:
-        raise ValueError(f"embedding_bags_fused_update: optimizer must be in [1, 4], got {optimizer}")
+    _check_optimizer("embedding_bags_fused_update", optimizer)
     with Launch(weights) as launch:
         _C.embedding_bags_backward(weights, meta, indices, offsets, batch, per_sample_weights=per_sample_weights,
                                    argmax=argmax if argmax.numel() else None, grad_out=grad_out.contiguous(),
@@ -200,6 +208,94 @@ def embedding_bags_fused_update_impl(grad_out: Tensor, weights: Tensor, meta: Te
 def _(grad_out, weights, meta, indices, offsets, per_sample_weights, argmax, batch, total_dim, max_dim, optimizer,
       lr, eps, beta1, beta2, step_size, stochastic_rounding, seed, state0, state1):
     return None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# training lookup: forward = embedding_bags, backward = embedding_bags_fused_update
+
+
+def fused_step_params(optimizer: int, lr: float, beta1: float, beta2: float, step: int, seed: int) -> Tuple[float, int]:
+    """(step_size, seed) of embedding_bags_fused_update at 1-based `step`: Adam's bias-corrected step size
+    lr * sqrt(1 - beta2^step) / (1 - beta1^step) (0 for the other optimizers) and the stochastic-rounding seed of
+    that step, drawn from the run's `seed`."""
+    step_size = 0.0
+    if optimizer == OPTIMIZERS["adam"]:
+        step_size = lr * math.sqrt(1 - beta2 ** step) / (1 - beta1 ** step)
+    return step_size, (seed * 1_000_003 + step) & ((1 << 63) - 1)
+
+
+@torch.library.custom_op("recops::embedding_bags_fused_lookup", mutates_args=())
+def embedding_bags_fused_lookup(anchor: Tensor, weights: Tensor, meta: Tensor, indices: Tensor, offsets: Tensor,
+                                per_sample_weights: Optional[Tensor], batch: int, total_dim: int, max_dim: int,
+                                need_argmax: bool, feature_names: str, state0: Tensor, state1: Tensor,
+                                optimizer: int, lr: float, eps: float, beta1: float, beta2: float, step: int,
+                                stochastic_rounding: bool, seed: int) -> Tuple[Tensor, Tensor]:
+    """Training lookup with the optimizer fused into its backward (FBGEMM TBE style).
+
+    Forward: embedding_bags (out [B, total_dim], argmax when need_argmax, i.e. when a feature max-pools). Its
+    registered backward runs embedding_bags_fused_update with optimizer (OPTIMIZERS code >= 1), lr, eps, beta1,
+    beta2 and the step_size / seed that fused_step_params gives for the 1-based `step`: weights, state0 and state1
+    change in place and no gradient is returned for any input (weights get no .grad). `anchor` is an empty
+    tensor with requires_grad=True so that autograd records the op although no real input requires grad.
+    Use embedding_bags_fused, which skips the dispatch for eager calls."""
+    _check_optimizer("EmbeddingBagCollection", optimizer)
+    return embedding_bags_impl(weights, meta, indices, offsets, per_sample_weights, batch, total_dim, max_dim,
+                               need_argmax, feature_names)
+
+
+@embedding_bags_fused_lookup.register_fake
+def _(anchor, weights, meta, indices, offsets, per_sample_weights, batch, total_dim, max_dim, need_argmax,
+      feature_names, state0, state1, optimizer, lr, eps, beta1, beta2, step, stochastic_rounding, seed):
+    return _alloc_forward(weights, batch, total_dim, need_argmax)
+
+
+def _fused_setup(ctx, inputs, output):
+    (_, weights, meta, indices, offsets, psw, batch, total_dim, max_dim, _, _, state0, state1, optimizer, lr, eps,
+     beta1, beta2, step, stochastic_rounding, seed) = inputs
+    ctx.update = (batch, total_dim, max_dim, optimizer, lr, eps, beta1, beta2, step, stochastic_rounding, seed)
+    ctx.save_for_backward(weights, meta, indices, offsets, psw, output[1], state0, state1)
+
+
+def _fused_backward(ctx, grad_out, *_):
+    weights, meta, indices, offsets, psw, argmax, state0, state1 = ctx.saved_tensors
+    batch, total_dim, max_dim, optimizer, lr, eps, beta1, beta2, step, stochastic_rounding, seed = ctx.update
+    step_size, step_seed = fused_step_params(optimizer, lr, beta1, beta2, step, seed)
+    direct = eager(grad_out, weights, indices, offsets, psw, state0, state1)
+    update = embedding_bags_fused_update_impl if direct else embedding_bags_fused_update
+    update(grad_out, weights, meta, indices, offsets, psw, argmax, batch, total_dim, max_dim, optimizer, lr, eps,
+           beta1, beta2, step_size, stochastic_rounding, step_seed, state0, state1)
+    return (None,) * 21
+
+
+embedding_bags_fused_lookup.register_autograd(_fused_backward, setup_context=_fused_setup)
+
+
+class _FusedLookup(torch.autograd.Function):
+    """embedding_bags_fused_lookup without the torch.library dispatch: the op body and the same backward."""
+
+    @staticmethod
+    def forward(ctx, *inputs):
+        _check_optimizer("EmbeddingBagCollection", inputs[13])
+        output = embedding_bags_impl(*inputs[1:11])
+        _fused_setup(ctx, inputs, output)
+        return output[0]
+
+    backward = staticmethod(_fused_backward)
+
+
+def embedding_bags_fused(anchor: Tensor, weights: Tensor, meta: Tensor, indices: Tensor, offsets: Tensor,
+                         per_sample_weights: Optional[Tensor], batch: int, total_dim: int, max_dim: int,
+                         need_argmax: bool, feature_names: str, state0: Tensor, state1: Tensor, optimizer: int,
+                         lr: float, eps: float, beta1: float, beta2: float, step: int, stochastic_rounding: bool,
+                         seed: int) -> Tensor:
+    """out [B, total_dim] of embedding_bags_fused_lookup (same arguments), whose backward updates weights and
+    optimizer state in place. Outside torch.compile on plain tensors the op body and its backward run without
+    the torch.library dispatch; otherwise (compile, export, tensor subclasses) the op itself."""
+    args = (anchor, weights, meta, indices, offsets, per_sample_weights, batch, total_dim, max_dim, need_argmax,
+            feature_names, state0, state1, optimizer, lr, eps, beta1, beta2, step, stochastic_rounding, seed)
+    if eager(weights, indices, offsets, per_sample_weights, state0, state1):
+        return _FusedLookup.apply(*args)
+    return embedding_bags_fused_lookup(*args)[0]
 
 
 # ---------------------------------------------------------------------------------------------------------
