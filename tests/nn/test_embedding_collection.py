@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """EmbeddingBagCollection and KeyedJagged: forward vs per-table nn.EmbeddingBag, fused training vs torch's sparse
-gradient + optimizer, state_dict, low-precision storage, int8 quantisation, error paths."""
+gradient + optimizer, state_dict and the step counter, low-precision storage, int8 quantisation, error paths,
+torch.compile of the fused training step."""
 
 import copy
 import math
@@ -357,7 +358,7 @@ def test_state_dict_round_trip():
 
 def test_step_counter_follows_writes_to_the_buffer():
     """Adam's bias correction reads the step: after reset_parameters() (step 0) and after a direct write to the
-    buffer, training must match a module that took the same path from scratch."""
+    counter, training must match a module that took the same path from scratch."""
     tables = _tables()
     gen = torch.Generator().manual_seed(11)
     batches = [_batch(tables, gen) for _ in range(2)]
@@ -366,17 +367,87 @@ def test_step_counter_follows_writes_to_the_buffer():
     a = EmbeddingBagCollection(tables, optimizer=FusedOptimizer("adam", lr=0.05))
     _train_fused(a, batches, grads)
     a.reset_parameters()
-    with torch.no_grad():
-        a.step.fill_(5)
+    a.step = 5
     b = EmbeddingBagCollection(tables, optimizer=FusedOptimizer("adam", lr=0.05))
     with torch.no_grad():
         b.weights_float32.copy_(a.weights_float32)
-        b.step.fill_(5)
+    b.step = 5
     _train_fused(a, batches[:1], grads[:1])
     _train_fused(b, batches[:1], grads[:1])
     assert int(a.step) == int(b.step) == 6
     for k, v in a.state_dict().items():
         assert torch.equal(v, b.state_dict()[k]), k
+
+
+def test_step_is_an_int_saved_as_the_step_buffer():
+    """The counter is a Python int; state_dict() keeps the 0-d int64 "step" entry of the former buffer (same key,
+    same place), so checkpoints of either version load; strict loading wants it, modules without a fused
+    optimizer have none."""
+    tables = _tables()
+    gen = torch.Generator().manual_seed(12)
+    a = EmbeddingBagCollection(tables, optimizer=FusedOptimizer("adagrad", lr=0.05))
+    _train_fused(a, [_batch(tables, gen) for _ in range(2)], [{f: torch.randn(B, t.embedding_dim, generator=gen)
+                                                               for f, t in _table_of(tables).items()}] * 2)
+    assert type(a.step) is int and a.step == 2
+    sd = a.state_dict()
+    assert list(sd) == ["weights_float32", "state0_float32", "state1_float32", "step"]
+    assert sd["step"].dtype == torch.int64 and sd["step"].shape == () and int(sd["step"]) == 2
+    d = _batch(tables, gen)
+    with torch.no_grad():  # no-grad and eval-mode forwards take no step
+        a(d)
+    a.eval()(d)["a"].sum()
+    assert a.train().step == 2
+    b = EmbeddingBagCollection(tables, optimizer=FusedOptimizer("adagrad", lr=0.05))
+    b.load_state_dict({**sd, "step": torch.tensor(7)})
+    assert b.step == 7 and torch.equal(b.weights_float32, a.weights_float32)
+    with pytest.raises(RuntimeError, match="Missing key.*\"step\""):
+        b.load_state_dict({k: v for k, v in sd.items() if k != "step"})
+    b.load_state_dict({k: v for k, v in sd.items() if k != "step"}, strict=False)
+    assert b.step == 7
+    with pytest.raises(RuntimeError, match="size mismatch for step"):
+        b.load_state_dict({**sd, "step": torch.zeros(2)})
+    nested = torch.nn.ModuleDict({"emb": b})
+    assert int(nested.state_dict()["emb.step"]) == 7
+    nested.load_state_dict({f"emb.{k}": v for k, v in sd.items()})
+    assert b.step == 2
+    plain = EmbeddingBagCollection(tables)
+    assert "step" not in plain.state_dict()
+    with pytest.raises(RuntimeError, match="Unexpected key.*\"step\""):
+        plain.load_state_dict({"weights_float32": plain.weights_float32.detach(), "step": torch.tensor(1)})
+
+
+def test_layout_table_views_and_output_groups():
+    tables = _tables() + [EmbeddingBagConfig("h", 9, 4, dtype=torch.bfloat16)]
+    ebc = EmbeddingBagCollection(tables, optimizer=FusedOptimizer("adam", lr=0.05))
+    groups = ebc.groups
+    assert [g.dtype for g in groups] == [torch.float32, torch.bfloat16]
+    assert [g.feature_names for g in groups] == [["a", "b", "t1"], ["h"]]
+    assert [(f, t.name, col) for f, t, col in groups[0].features] == [("a", "t0", 0), ("b", "t0", 8), ("t1", "t1", 16)]
+    assert [(g.dtype, g.total_dim) for g in EmbeddingBagCollection.layout(tables)] == [(torch.float32, 20),
+                                                                                      (torch.bfloat16, 4)]
+    assert ebc.feature_names == ["a", "b", "t1", "h"]
+    gen = torch.Generator().manual_seed(13)
+    d = _batch(tables, gen)
+    _train_fused(ebc, [d], [{f: torch.randn(B, t.embedding_dim, generator=gen) for f, t in _table_of(tables).items()}])
+    views = ebc.table_views("t1")
+    assert sorted(views) == ["state0", "state1", "weight"] and not views["weight"].requires_grad
+    assert torch.equal(views["weight"], ebc.table("t1"))
+    assert torch.equal(views["state0"], ebc.state0_float32[320:].view(25, 4))
+    views["state1"][3] = 1.0  # views write through
+    assert torch.equal(ebc.state1_float32[320 + 12:320 + 16], torch.ones(4))
+    rowwise = EmbeddingBagCollection(tables, optimizer=FusedOptimizer("rowwise_adagrad"))
+    assert rowwise.table_views("t1")["state0"].shape == (25,)
+    assert sorted(EmbeddingBagCollection(tables).table_views("h")) == ["weight"]
+    with pytest.raises(KeyError, match="no table 'zz'"):
+        ebc.table_views("zz")
+    with torch.no_grad():
+        out = ebc(d)
+    assert [o.shape for o in out.groups] == [(B, 20), (B, 4)]
+    assert out.by_dtype()[torch.bfloat16] is out.groups[1] and out.by_dtype()[torch.float32] is out.groups[0]
+    weights = ebc.weights_float32.clone()
+    ebc.reset_optimizer_state()
+    assert ebc.step == 0 and torch.equal(ebc.weights_float32, weights)
+    assert all(torch.count_nonzero(b) == 0 for k, b in ebc.named_buffers() if k.startswith("state"))
 
 
 @pytest.mark.parametrize("pooling", [("sum", "mean"), ("max", "sum")])
@@ -447,6 +518,29 @@ def test_input_errors_leave_weights_unchanged():
     _assert_unchanged(ebc, snap)
 
 
+def test_feature_checks_and_conversion():
+    """The checks forward runs, callable on their own (recops.distributed checks the whole tables' features)."""
+    tables = _tables()
+    d = _batch(tables, torch.Generator().manual_seed(14))
+    kjt = EmbeddingBagCollection.to_keyed_jagged(d)
+    assert isinstance(kjt, recops.KeyedJagged) and kjt.keys == ["a", "b", "t1"]
+    assert EmbeddingBagCollection.to_keyed_jagged(kjt) is kjt
+    with pytest.raises(TypeError, match="^EmbeddingBagCollection: features must be a KeyedJagged or a dict"):
+        EmbeddingBagCollection.to_keyed_jagged([1])
+    with pytest.raises(TypeError, match="^features must be a KeyedJagged or a dict"):
+        EmbeddingBagCollection.to_keyed_jagged([1], op=None)
+    EmbeddingBagCollection.check_features(kjt, tables)
+    EmbeddingBagCollection.check_features(recops.KeyedJagged.from_dict({k: d[k] for k in ("t1", "b", "a")}), tables)
+    with pytest.raises(ValueError, match="^X: .*unknown \\['zzz'\\] \\(not features of any table\\)$"):
+        EmbeddingBagCollection.check_features(recops.KeyedJagged.from_dict({**d, "zzz": d["a"]}), tables, op="X")
+    with pytest.raises(ValueError, match="missing \\['t1'\\]"):
+        EmbeddingBagCollection.check_features(recops.KeyedJagged.from_dict({"a": d["a"], "b": d["b"]}), tables)
+    weighted = recops.KeyedJagged.from_dict({k: v + (torch.ones(v[0].shape[0]),) for k, v in d.items()})
+    with pytest.raises(ValueError, match="^per-id weights need sum pooling, tables \\['t1'\\] are not"):
+        EmbeddingBagCollection.check_features(weighted, tables, op=None)
+    EmbeddingBagCollection.check_features(weighted, _tables(pooling=("sum", "sum")))
+
+
 def test_config_errors():
     with pytest.raises(ValueError, match="pooling"):
         EmbeddingBagConfig("x", 10, 4, pooling="median")
@@ -457,7 +551,7 @@ def test_config_errors():
     with pytest.raises(ValueError, match="distinct"):
         EmbeddingBagCollection([EmbeddingBagConfig("x", 10, 4), EmbeddingBagConfig("x", 5, 4)])
     ebc = EmbeddingBagCollection([EmbeddingBagConfig("x", 10, 4)], optimizer=FusedOptimizer("sgd")).quantize_()
-    with pytest.raises(RuntimeError, match="inference-only"):
+    with pytest.raises(ValueError, match="inference-only"):
         ebc({"x": (torch.tensor([1]), torch.tensor([0, 1]))})
     assert math.isfinite(float(ebc.eval()({"x": (torch.tensor([1]), torch.tensor([0, 1]))})["x"].sum()))
 
@@ -474,3 +568,34 @@ def test_large_tables_advised_huge_pages():
     states = [b for k, b in ebc.named_buffers() if k.startswith("state")]
     assert states and all(torch.count_nonzero(b) == 0 for b in states)
     assert ebc.table("t").abs().max() <= 1 / math.sqrt(100_000)
+
+
+# ---- torch.compile ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_compile_fused_training_step_matches_eager(device, dtype):
+    """torch.compile(fullgraph=True) traces the fused training step (recops::embedding_bags_fused_lookup, whose
+    backward is the mutating recops::embedding_bags_fused_update): outputs, weights, optimizer state and step
+    equal eager's, with max and mean pooling, Adam's step-dependent bias correction and (bf16) stochastic
+    rounding seeded by the step. One storage dtype: KeyedJagged.select of a subset of the keys, which a
+    collection of several dtypes needs, reads offsets on the host."""
+    tables = _tables(dtype, pooling=("max", "mean"))
+    torch.manual_seed(0)
+    ref = EmbeddingBagCollection(tables, optimizer=FusedOptimizer("adam", lr=0.05, stochastic_rounding=True, seed=3),
+                                 device=device)
+    ebc = copy.deepcopy(ref)
+    initial = ref.table("t0").clone(), ref.table("t1").clone()
+    compiled = torch.compile(ebc, fullgraph=True)
+    gen = torch.Generator().manual_seed(15)
+    tol = dict(atol=0, rtol=0) if device.type == "cpu" else {}
+    for _ in range(2):
+        kjt = recops.KeyedJagged.from_dict(_batch(tables, gen, device=device))
+        g = torch.randn(B, 20, generator=gen).to(device, dtype)
+        want, got = ref(kjt).concat(), compiled(kjt).concat()
+        torch.testing.assert_close(got, want, **tol)
+        (want * g).sum().backward()
+        (got * g).sum().backward()
+    assert ebc.step == ref.step == 2
+    for k, v in ref.state_dict().items():
+        torch.testing.assert_close(ebc.state_dict()[k], v, **tol, msg=k)
+    assert not torch.equal(ebc.table("t0"), initial[0]) and not torch.equal(ebc.table("t1"), initial[1])

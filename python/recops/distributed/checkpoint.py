@@ -10,7 +10,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..nn.embedding import EmbeddingBagCollection
-from .sharded_embedding import ShardedEmbeddingBagCollection, table_views
+from .sharded_embedding import ShardedEmbeddingBagCollection
 
 MANIFEST = "manifest.json"
 FORMAT = "recops.distributed.checkpoint/1"
@@ -51,9 +51,9 @@ def _holding(m: nn.Module, name: str, rank: int, world: int):
     if isinstance(m, ShardedEmbeddingBagCollection):
         b = m.bounds[name]
         shards = [[r, b[r], b[r + 1]] for r in range(world) if b[r + 1] > b[r]]
-        return shards, m._local_views(name)
+        return shards, m.table_views(name)
     rows = next(t.num_embeddings for t in m.tables if t.name == name)
-    return [[0, 0, rows]], table_views(m, name) if rank == 0 else None  # a replicated module: rank 0 saves it
+    return [[0, 0, rows]], m.table_views(name) if rank == 0 else None  # a replicated module: rank 0 saves it
 
 
 def _rank_file(rank: int) -> str:
@@ -156,9 +156,9 @@ def load(module: nn.Module, path: str) -> None:
             for t in m.tables:
                 if isinstance(m, ShardedEmbeddingBagCollection):
                     lo, hi = m.shard_rows(t.name)
-                    dst = m._local_views(t.name)
+                    dst = m.table_views(t.name)
                 else:
-                    lo, hi, dst = 0, t.num_embeddings, table_views(m, t.name)
+                    lo, hi, dst = 0, t.num_embeddings, m.table_views(t.name)
                 if dst is None or hi <= lo:
                     continue
                 for r, a, b in entry["tables"][t.name]["shards"]:
@@ -170,7 +170,7 @@ def load(module: nn.Module, path: str) -> None:
                         if k == "weight" or with_state:
                             d[x - lo:y - lo].copy_(src[k][x - a:y - a])
             if with_state:
-                m.step.fill_(entry["step"])
+                m.step = entry["step"]
     dense = shard_file(0)["dense"]
     result = model.load_state_dict(dense, strict=False)
     missing = [k for k in result.missing_keys if not _under(k, mods)]

@@ -15,9 +15,12 @@ from .sharded_embedding import ShardedEmbeddingBagCollection
 
 
 @torch.no_grad()
-def _broadcast_state(module: nn.Module, group) -> None:
-    for t in module.state_dict().values():
+def _broadcast_state(ebc: EmbeddingBagCollection, group) -> None:
+    state = ebc.state_dict()
+    for t in state.values():
         dist.broadcast(_wire(t), src=global_rank(group, 0), group=group)
+    if ebc.optimizer is not None:  # the step counter is a number; its state_dict entry is a copy
+        ebc.step = state["step"]
 
 
 def wrap(model: nn.Module, process_group=None, sharding: str = "row", grad_reduction: str = "mean",

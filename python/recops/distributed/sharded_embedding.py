@@ -12,31 +12,10 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from ..data.keyed_jagged import KeyedJagged
-from ..nn.embedding import EmbeddingBagCollection, EmbeddingBagConfig, EmbeddingBagOutput, FusedOptimizer, _Group
+from ..nn.embedding import EmbeddingBagCollection, EmbeddingBagConfig, EmbeddingBagOutput, FusedOptimizer
 from ._comm import OP, AllToAll, CommStats, agree_on_errors, all_to_all, broadcast_rows, gather_rows, global_rank
 
 _INIT_CHUNK = 1 << 14  # rows per initialisation block: the init of a row does not depend on the world size
-
-
-def table_views(ebc: EmbeddingBagCollection, name: str) -> Dict[str, Tensor]:
-    """Per-row views of one table of a (local) EmbeddingBagCollection: "weight" [V, D] and, with a fused
-    optimizer, "state0" ([V, D], or [V] for rowwise_adagrad) and "state1" [V, D] (adam)."""
-    gi = ebc._table_group[name]
-    g = ebc._groups[gi]
-    t = next(t for t in g.tables if t.name == name)
-    v, d = t.num_embeddings, t.embedding_dim
-    e, r = g.table_elem[name], g.table_row[name]
-    views = {"weight": ebc._weights(gi).detach()[e:e + v * d].view(v, d)}
-    kind = ebc.optimizer.kind if ebc.optimizer is not None else None
-    s0 = getattr(ebc, f"state0_{g.suffix}", None)
-    s1 = getattr(ebc, f"state1_{g.suffix}", None)
-    if kind in ("adagrad", "adam"):
-        views["state0"] = s0[e:e + v * d].view(v, d)
-    if kind == "rowwise_adagrad":
-        views["state0"] = s0[r:r + v]
-    if kind == "adam":
-        views["state1"] = s1[e:e + v * d].view(v, d)
-    return views
 
 
 def even_bounds(num_rows: int, world: int) -> List[int]:
@@ -158,8 +137,7 @@ class ShardedEmbeddingBagCollection(nn.Module):
                          if sharding == "row" or self._owners[t.name] == r] for r in range(w)]
         with torch.random.fork_rng(devices=[]):  # the local module's throw-away init must not move the RNG
             self.local = EmbeddingBagCollection(self._local_tables(), optimizer=copy.copy(optimizer), device=device)
-        self._layout = [_Group(dt, [t for t in tables if t.dtype == dt])
-                        for dt in dict.fromkeys(t.dtype for t in tables)]
+        self._layout = EmbeddingBagCollection.layout(tables)
         self._register_routing(device)
         self._anchor = torch.empty(0, requires_grad=True)
         self.reset_parameters()
@@ -219,22 +197,29 @@ class ShardedEmbeddingBagCollection(nn.Module):
     def table(self, name: str) -> Tensor:
         """Writable [end - start, D] view of this rank's rows of table `name` (see shard_rows; [0, D] when it
         holds none). unshard() gathers whole tables."""
-        views = self._local_views(name)
+        views = self.table_views(name)
         if views is None:
             t = next(t for t in self.tables if t.name == name)
             return torch.empty(0, t.embedding_dim, dtype=t.dtype, device=self.device)
         return views["weight"]
 
-    def _local_views(self, name: str) -> Optional[Dict[str, Tensor]]:
+    def table_views(self, name: str) -> Optional[Dict[str, Tensor]]:
+        """Views of this rank's rows of table `name` (row r of a view is global row start + r, see shard_rows):
+        "weight" and the fused-optimizer state, as EmbeddingBagCollection.table_views; None where table sharding
+        gave the table to another rank."""
         self.shard_rows(name)  # KeyError for an unknown table
         if self.sharding == "table" and self._owners[name] != self.rank:
             return None
-        return table_views(self.local, name)
+        return self.local.table_views(name)
 
     @property
-    def step(self) -> Tensor:
-        """Fused-optimizer step counter (identical on every rank)."""
+    def step(self) -> int:
+        """Fused-optimizer step counter (identical on every rank; EmbeddingBagCollection.step)."""
         return self.local.step
+
+    @step.setter
+    def step(self, value) -> None:
+        self.local.step = value
 
     def extra_repr(self) -> str:
         opt = f", optimizer={self.optimizer.kind}" if self.optimizer else ""
@@ -264,9 +249,7 @@ class ShardedEmbeddingBagCollection(nn.Module):
                 block = torch.empty(c1 - c0, t.embedding_dim).uniform_(-bound, bound, generator=gen)
                 a, b = max(lo, c0), min(hi, c1)
                 dst[a - lo:b - lo].copy_(block[a - c0:b - c0])
-        for name, buf in self.local.named_buffers():
-            if name.startswith("state") or name == "step":
-                buf.zero_()
+        self.local.reset_optimizer_state()
 
     def _check_same_tables(self, other_tables, what: str) -> None:
         mine = [(t.name, t.num_embeddings, t.embedding_dim) for t in self.tables]
@@ -285,16 +268,16 @@ class ShardedEmbeddingBagCollection(nn.Module):
         if None not in kinds and kinds[0] != kinds[1]:
             raise ValueError(f"{OP}.copy_from: ebc's optimizer {kinds[0]!r} differs from this module's {kinds[1]!r}")
         for t in self.tables:
-            dst = self._local_views(t.name)
+            dst = self.table_views(t.name)
             if dst is None:
                 continue
             lo, hi = self.shard_rows(t.name)
-            src = table_views(ebc, t.name)
+            src = ebc.table_views(t.name)
             for k, d in dst.items():
                 if k in src:
                     d.copy_(src[k][lo:hi])
         if kinds[0] == kinds[1] and kinds[0] is not None:
-            self.local.step.copy_(ebc.step)
+            self.local.step = ebc.step
         return self
 
     @torch.no_grad()
@@ -304,7 +287,7 @@ class ShardedEmbeddingBagCollection(nn.Module):
         with torch.random.fork_rng(devices=[]):
             full = EmbeddingBagCollection(self.tables, optimizer=copy.copy(self.optimizer), device=self.device)
         for t in self.tables:
-            src, dst = self._local_views(t.name), table_views(full, t.name)
+            src, dst = self.table_views(t.name), full.table_views(t.name)
             for k, d in dst.items():
                 if self.sharding == "row":
                     b = self.bounds[t.name]
@@ -313,30 +296,17 @@ class ShardedEmbeddingBagCollection(nn.Module):
                     d.copy_(broadcast_rows(src[k] if src is not None else d, d.shape, self._owners[t.name],
                                            self.group))
         if self.optimizer is not None:
-            full.step.copy_(self.local.step)
+            full.step = self.local.step
         return full.train(self.training)
 
     # ---- forward -----------------------------------------------------------------------------------------------
 
     def _to_kjt(self, features) -> KeyedJagged:
-        if isinstance(features, KeyedJagged):
-            kjt = features
-        elif isinstance(features, dict):
-            kjt = KeyedJagged.from_dict(features)
-        else:
-            raise TypeError(f"features must be a KeyedJagged or a dict, got {type(features)}")
-        names = [f for f, _ in self._features]
-        unknown = [k for k in kjt.keys if k not in names]
-        missing = [f for f in names if f not in kjt.keys]
-        if unknown or missing:
-            raise ValueError(f"features must be exactly the tables' features {names}, got unknown {unknown} and "
-                             f"missing {missing}")
+        # no message prefix: agree_on_errors names the module and the rank
+        kjt = EmbeddingBagCollection.to_keyed_jagged(features, op=None)
+        EmbeddingBagCollection.check_features(kjt, self.tables, op=None)
         if kjt.values.device != self.device:
             raise TypeError(f"features must be on {self.device}, got {kjt.values.device}")
-        if kjt.weights is not None:
-            bad = [t.name for t in self.tables if t.pooling != "sum"]
-            if bad:
-                raise ValueError(f"per-id weights need sum pooling, tables {bad} are not")
         return kjt
 
     def _route(self, kjt: KeyedJagged) -> _Route:
@@ -395,8 +365,7 @@ class ShardedEmbeddingBagCollection(nn.Module):
     def forward(self, features) -> EmbeddingBagOutput:
         route = self._agree(features)
         local_out = self.local(self._exchange_ids(route))
-        by_dtype = {g.dtype: out for g, out in zip(self.local._groups, local_out._groups)}
-        return self._gather_pooled(by_dtype, route)
+        return self._gather_pooled(local_out.by_dtype(), route)
 
     def _agree(self, features) -> _Route:
         """Route this rank's input and exchange the headers; raises on every rank when any rank's input is bad."""
@@ -464,7 +433,7 @@ class ShardedEmbeddingBagCollection(nn.Module):
             outs.append(out)
             for f, t, col in g.features:
                 items[f] = out[:, col:col + t.embedding_dim]
-        return EmbeddingBagOutput(items, outs)
+        return EmbeddingBagOutput(items, outs, [g.dtype for g in self._layout])
 
     def _reduce_partials(self, gi: int, parts: Tensor, lengths: Tensor, counts: Tensor, batch: int) -> Tensor:
         """parts [W, B, D] partial pools of this rank's bags -> [B, D] (sum / mean / max rules)."""
