@@ -231,8 +231,10 @@ def test_bad_arguments():
         recops.ops.embedding_bag(w, idx, off, "median")
     with pytest.raises(TypeError, match="weight must be"):
         recops.ops.embedding_bag(w.int(), idx, off)
-    with pytest.raises(TypeError, match="indices must have the dtype of offsets"):
-        recops.ops.embedding_bag(w, idx.int(), off)
+    # int32 indices with int64 offsets are accepted now (as by F.embedding_bag); other index dtypes are not
+    torch.testing.assert_close(recops.ops.embedding_bag(w, idx.int(), off), recops.ops.embedding_bag(w, idx, off))
+    with pytest.raises(TypeError, match="int32 or int64"):
+        recops.ops.embedding_bag(w, idx.to(torch.int16), off)
     with pytest.raises(ValueError, match="per_sample_weights are only supported"):
         recops.ops.embedding_bag(w, idx, off, "max", torch.ones(2))
     with pytest.raises(ValueError, match="per_sample_weights must have the shape"):
@@ -298,3 +300,25 @@ def test_isa_forced_generic_path_agrees(isa, tmp_path):
     assert len(forced) == len(best) == 1 + 18 + 2
     for a, b in zip(forced[1:], best[1:]):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
+
+
+# ---- int32 indices with int64 offsets and the reverse (as F.embedding_bag takes them) ----------------------
+
+@pytest.mark.parametrize("index_dtype,offset_dtype", [(torch.int32, torch.int64), (torch.int64, torch.int32)])
+@pytest.mark.parametrize("mode", MODES)
+def test_mixed_index_and_offset_dtypes(index_dtype, offset_dtype, mode):
+    torch.manual_seed(0)
+    w = torch.randn(40, 6, dtype=torch.float64, requires_grad=True)
+    idx, off = _bags([3, 0, 5, 1], 40, "cpu")
+    idx, off = idx.to(index_dtype), off.to(offset_dtype)
+    out = recops.ops.embedding_bag(w, idx, off, mode=mode)
+    want = F.embedding_bag(idx, w, off, mode=mode, include_last_offset=True)
+    torch.testing.assert_close(out, want)
+    g = torch.randn_like(out)
+    torch.testing.assert_close(torch.autograd.grad(out, w, g)[0], torch.autograd.grad(want, w, g)[0])
+    bad = off.clone()
+    bad[-1] = 2**32 + int(off[-1]) if offset_dtype == torch.int64 else int(off[-1]) + 1  # must never wrap
+    with pytest.raises(ValueError, match="offsets"):
+        recops.ops.embedding_bag(w, idx, bad, mode=mode)
+    with pytest.raises(TypeError, match="int32 or int64"):
+        recops.ops.embedding_bag(w, idx, off.to(torch.int16), mode=mode)

@@ -14,7 +14,7 @@ from .._runtime import core as _C
 from .._runtime import eager
 from ..data.keyed_jagged import KeyedJagged
 from ..ops import embedding as ops
-from ..ops.embedding import META_COLS, OPTIMIZERS, POOLING
+from ..ops.embedding import META_COLS, OPTIMIZERS, POOLING, meta_row
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _DEFAULT_EPS = {"sgd": 0.0, "adagrad": 1e-10, "rowwise_adagrad": 1e-8, "adam": 1e-8}
@@ -144,7 +144,8 @@ class TableGroup:
             d = t.embedding_dim
             stride = d + 8 if self.int8 else d
             elem = int8_elem[t.name] if self.int8 else self.table_elem[t.name]
-            rows.append([elem, self.table_row[t.name], t.num_embeddings, d, stride, POOLING[t.pooling], col])
+            rows.append(meta_row(weight_offset=elem, row_offset=self.table_row[t.name], num_rows=t.num_embeddings,
+                                 dim=d, row_stride=stride, pooling=POOLING[t.pooling], out_column=col))
         return torch.tensor(rows, dtype=torch.int64, device=device).reshape(-1, META_COLS)
 
     @property

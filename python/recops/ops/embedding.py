@@ -21,11 +21,25 @@ import torch
 from torch import Tensor
 
 from .._runtime import core as _C
-from .._runtime import ERR_BAD_INDEX, Launch, eager, num_threads
+from .. import _C as _ext
+from .._runtime import Launch, eager, num_threads
 
-POOLING = {"sum": 0, "mean": 1, "max": 2}
-OPTIMIZERS = {"dense": 0, "sgd": 1, "adagrad": 2, "rowwise_adagrad": 3, "adam": 4}
-META_COLS = 7
+# The core's codes, by name (cpp/embedding/embedding_params.h, exported by the extension).
+POOLING = dict(_ext.EMBEDDING_POOLING)
+OPTIMIZERS = dict(_ext.EMBEDDING_OPTIMIZERS)
+META_COLUMNS = dict(_ext.EMBEDDING_META_COLUMNS)
+META_COLS = int(_ext.EMBEDDING_META_NUM_COLUMNS)
+
+
+def meta_row(**columns: int) -> list:
+    """One row of meta [F, META_COLS] from its columns by name (weight_offset, row_offset, num_rows, dim,
+    row_stride, pooling, out_column)."""
+    if set(columns) != set(META_COLUMNS):
+        raise ValueError(f"meta_row: needs exactly the columns {sorted(META_COLUMNS)}, got {sorted(columns)}")
+    row = [0] * META_COLS
+    for name, value in columns.items():
+        row[META_COLUMNS[name]] = int(value)
+    return row
 _FLOAT_STORAGE = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
@@ -44,23 +58,11 @@ def _check_weights(op: str, weights: Tensor) -> None:
                         f"got {weights.dtype}")
 
 
-def raise_bad_index(op: str, meta: Tensor, indices: Tensor, offsets: Tensor, batch: int,
-                    names: Optional[list] = None) -> None:
-    """Find the first out-of-range index on the host (after a CUDA kernel flagged one) and raise the ValueError
-    the CPU core raises."""
-    meta, indices, offsets = meta.cpu(), indices.cpu().long(), offsets.cpu().long()
-    for f in range(meta.shape[0]):
-        begin, end = int(offsets[f * batch]), int(offsets[(f + 1) * batch])
-        rows = int(meta[f, 2])
-        seg = indices[begin:end]
-        bad = torch.nonzero((seg < 0) | (seg >= rows))
-        if bad.numel():
-            i = int(bad[0, 0])
-            where = f"feature '{names[f]}' " if names else (f"of feature {f} " if meta.shape[0] > 1 else "")
-            if names:
-                raise ValueError(f"{op}: {where}indices[{i}] must be in [0, {rows}), got {int(seg[i])}")
-            raise ValueError(f"{op}: indices[{i}] {where}must be in [0, {rows}), got {int(seg[i])}")
-    raise ValueError(f"{op}: the device reported an out-of-range index")
+def _recheck(op: str, meta: Tensor, indices: Tensor, offsets: Tensor, batch: int, feature_names: str):
+    """The core's data checks on host copies (_C.check_embedding_bags), for Launch.raise_errors after a CUDA
+    kernel flagged bad offsets or an out-of-range index: the CPU path's ValueError, by construction."""
+    return lambda: _C.check_embedding_bags(meta.cpu().flatten(), indices.cpu(), offsets.cpu(), batch,
+                                           _names(feature_names), op)
 
 
 def _names(feature_names: str) -> Optional[list]:
@@ -94,15 +96,14 @@ def embedding_bags_impl(weights: Tensor, meta: Tensor, indices: Tensor, offsets:
     op = "EmbeddingBagCollection" if feature_names else "embedding_bag"
     _check_weights(op, weights)
     out, argmax = _alloc_forward(weights, batch, total_dim, need_argmax)
-    with Launch(weights) as launch:
+    with Launch(weights, op, _recheck(op, meta, indices, offsets, batch, feature_names)) as launch:
         _C.embedding_bags_forward(weights.detach(), meta, indices, offsets, batch,
                                   per_sample_weights=None if per_sample_weights is None else per_sample_weights.detach(),
                                   out=out, total_dim=total_dim, argmax=argmax if need_argmax else None,
                                   max_dim=max_dim, num_threads=num_threads(),
                                   feature_names=_names(feature_names), op=op, stream=launch.stream,
                                   error_flag=launch.flag)
-    if launch.error_bits() & ERR_BAD_INDEX:
-        raise_bad_index(op, meta, indices, offsets, batch, _names(feature_names))
+    launch.raise_errors()
     return out, argmax
 
 
@@ -305,7 +306,26 @@ def embedding_bags_fused(anchor: Tensor, weights: Tensor, meta: Tensor, indices:
 def single_table_meta(weight: Tensor, mode: int) -> Tensor:
     """meta [1, 7] of one [V, D] table read by one feature."""
     rows, dim = weight.shape
-    return torch.tensor([[0, 0, rows, dim, dim, mode, 0]], dtype=torch.int64, device=weight.device)
+    row = meta_row(weight_offset=0, row_offset=0, num_rows=rows, dim=dim, row_stride=dim, pooling=mode,
+                   out_column=0)
+    return torch.tensor([row], dtype=torch.int64, device=weight.device)
+
+
+def _common_index_dtype(op: str, indices: Tensor, offsets: Tensor) -> Tuple[Tensor, Tensor]:
+    """indices and offsets in one dtype, as F.embedding_bag accepts int32 with int64 either way round: int64
+    offsets of int32 indices become int32 when every value fits (checked on CPU; on CUDA, where that check
+    would sync, the indices become int64), int32 offsets of int64 indices become int64."""
+    if indices.dtype == offsets.dtype:
+        return indices, offsets
+    ok = (torch.int32, torch.int64)
+    if indices.dtype not in ok or offsets.dtype not in ok:
+        raise TypeError(f"{op}: indices and offsets must be int32 or int64, got {indices.dtype} and {offsets.dtype}")
+    if offsets.dtype == torch.int32:
+        return indices, offsets.to(torch.int64)
+    if offsets.device.type == "cpu" and indices.numel() < 2**31 and (
+            offsets.numel() == 0 or (int(offsets.min()) >= 0 and int(offsets.max()) < 2**31)):
+        return indices, offsets.to(torch.int32)
+    return indices.to(torch.int64), offsets
 
 
 def embedding_bag(weight: Tensor, indices: Tensor, offsets: Tensor, mode: str = "sum",
@@ -316,8 +336,8 @@ def embedding_bag(weight: Tensor, indices: Tensor, offsets: Tensor, mode: str = 
     Args:
         weight: [V, D] float32/float64/float16/bfloat16.
         indices: [L] int32 or int64 in [0, V) (ValueError naming the first bad position otherwise).
-        offsets: [B + 1] of the indices dtype: bag b is indices[offsets[b]:offsets[b+1]]; starts at 0, never
-            decreases, ends at L (ValueError otherwise).
+        offsets: [B + 1] int32 or int64 (either with either indices dtype, as in torch): bag b is
+            indices[offsets[b]:offsets[b+1]]; starts at 0, never decreases, ends at L (ValueError otherwise).
         mode: "sum", "mean" or "max"; empty bags give zeros.
         per_sample_weights: optional [L] weights of each index (sum mode only), weight's dtype.
 
@@ -341,6 +361,7 @@ def embedding_bag(weight: Tensor, indices: Tensor, offsets: Tensor, mode: str = 
             raise ValueError(f"{op}: per_sample_weights must have the shape of indices {tuple(indices.shape)}, "
                              f"got {tuple(per_sample_weights.shape)}")
         psw = per_sample_weights.to(acc_dtype(weight.dtype)).contiguous()
+    indices, offsets = _common_index_dtype(op, indices, offsets)
     batch = offsets.shape[0] - 1
     dim = weight.shape[1]
     need_argmax = mode == "max" and torch.is_grad_enabled() and weight.requires_grad
