@@ -13,93 +13,81 @@
 namespace recops::bindings {
 namespace {
 
-// Calls fn(elem_t{}, index_t{}) for the storage word of `elem_size` bytes and the offsets index type.
-template <typename Fn>
-void dispatch_words(int64_t elem_size, bool i64, Fn&& fn) {
-  auto with_index = [&](auto word) {
-    if (i64) fn(word, int64_t{}); else fn(word, int32_t{});
-  };
-  switch (elem_size) {
-    case 1: with_index(uint8_t{}); break;
-    case 2: with_index(uint16_t{}); break;
-    case 4: with_index(uint32_t{}); break;
-    default: with_index(uint64_t{}); break;
+// The shared fields: offsets (dtype, device), element size, sizes and (CUDA) the error flag.
+void fill_common(jagged::JaggedParams& p, const char* op, const char* arg, const Array& data, const Array& offsets,
+                 [[maybe_unused]] const std::optional<Array>& error_flag) {
+  check_supported_device(op, arg, data);
+  check_contiguous(op, arg, data);
+  p.offsets_int64 = check_offsets_array(op, "offsets", offsets, arg, data);
+  p.offsets = offsets.data();
+  p.num_seqs = static_cast<int64_t>(offsets.shape(0)) - 1;
+  p.elem_size = movable_elem_size(op, arg, data);
+#ifdef RECOPS_WITH_CUDA
+  if (is_cuda(data)) p.error_flag = error_flag_ptr(op, error_flag ? &*error_flag : nullptr, data);
+#endif
+}
+
+// Runs the call on data's device: the CPU core or the CUDA launcher.
+template <typename Params, typename Cpu, typename Gpu>
+void dispatch(const Array& data, const Params& p, Cpu cpu, [[maybe_unused]] Gpu gpu,
+              [[maybe_unused]] uintptr_t stream) {
+  nb::gil_scoped_release release;
+  if (is_cuda(data)) {
+#ifdef RECOPS_WITH_CUDA
+    gpu(p, as_stream(stream));
+#endif
+    return;
   }
+  cpu(p);
 }
 
 void jagged_to_padded(Array values, Array offsets, int64_t max_len, uint64_t padding_bits, Array out,
                       int num_threads, uintptr_t stream, std::optional<Array> error_flag) {
   constexpr const char* op = "jagged_to_padded";
-  check_supported_device(op, "values", values);
+  jagged::JaggedToPaddedParams p;
   check_ndim(op, "values", values, 2);
-  check_contiguous(op, "values", values);
-  const bool i64 = check_offsets_array(op, "offsets", offsets, "values", values);
-  const int64_t elem = movable_elem_size(op, "values", values);
+  fill_common(p, op, "values", values, offsets, error_flag);
   check_same_device(op, "out", out, "values", values);
   check_same_dtype(op, "out", out, "values", values);
   check_ndim(op, "out", out, 3);
   check_contiguous(op, "out", out);
   if (max_len < 0) value_error(op, ": max_len must be >= 0, got ", std::to_string(max_len));
-  const int64_t num_seqs = static_cast<int64_t>(offsets.shape(0)) - 1;
-  const int64_t total_len = values.shape(0), dim = values.shape(1);
-  check_dim(op, "out", out, 0, num_seqs);
+  p.total_len = values.shape(0);
+  p.dim = values.shape(1);
+  p.max_len = max_len;
+  check_dim(op, "out", out, 0, p.num_seqs);
   check_dim(op, "out", out, 1, max_len);
-  check_dim(op, "out", out, 2, dim);
-  if (is_cuda(values)) {
-#ifdef RECOPS_WITH_CUDA
-    int32_t* flag = error_flag_ptr(op, error_flag ? &*error_flag : nullptr, values);
-    nb::gil_scoped_release release;
-    cuda::launch_jagged_to_padded(values.data(), total_len, dim, elem, offsets.data(), i64, num_seqs, max_len,
-                                  padding_bits, out.data(), flag, as_stream(stream));
-#endif
-    return;
-  }
-  nb::gil_scoped_release release;
-  dispatch_words(elem, i64, [&](auto word, auto index) {
-    using elem_t = decltype(word);
-    using index_t = decltype(index);
-    jagged::jagged_to_padded<elem_t, index_t>(
-        static_cast<const elem_t*>(values.data()), total_len, dim, static_cast<const index_t*>(offsets.data()),
-        num_seqs, max_len, static_cast<elem_t>(padding_bits), static_cast<elem_t*>(out.data()), num_threads);
-  });
+  check_dim(op, "out", out, 2, p.dim);
+  p.values = values.data();
+  p.padding_bits = padding_bits;
+  p.out = out.data();
+  dispatch(values, p, [&](const auto& q) { jagged::jagged_to_padded(q, num_threads); },
+           RECOPS_CUDA_FN(cuda::launch_jagged_to_padded), stream);
 }
 
 void padded_to_jagged(Array padded, Array offsets, bool allow_truncated, Array out, int num_threads,
                       uintptr_t stream, std::optional<Array> error_flag) {
   const char* op = allow_truncated ? "jagged_to_padded_backward" : "padded_to_jagged";
-  check_supported_device(op, "padded", padded);
+  jagged::PaddedToJaggedParams p;
   check_ndim(op, "padded", padded, 3);
-  check_contiguous(op, "padded", padded);
-  const bool i64 = check_offsets_array(op, "offsets", offsets, "padded", padded);
-  const int64_t elem = movable_elem_size(op, "padded", padded);
+  fill_common(p, op, "padded", padded, offsets, error_flag);
   check_same_device(op, "out", out, "padded", padded);
   check_same_dtype(op, "out", out, "padded", padded);
   check_ndim(op, "out", out, 2);
   check_contiguous(op, "out", out);
-  const int64_t num_seqs = padded.shape(0), max_len = padded.shape(1), dim = padded.shape(2);
-  if (static_cast<int64_t>(offsets.shape(0)) != num_seqs + 1) {
-    value_error(op, ": offsets must have padded.shape[0] + 1 = ", std::to_string(num_seqs + 1),
+  if (p.num_seqs != static_cast<int64_t>(padded.shape(0))) {
+    value_error(op, ": offsets must have padded.shape[0] + 1 = ", std::to_string(padded.shape(0) + 1),
                 " elements, got ", std::to_string(offsets.shape(0)));
   }
-  check_dim(op, "out", out, 1, dim);
-  const int64_t total_len = out.shape(0);
-  if (is_cuda(padded)) {
-#ifdef RECOPS_WITH_CUDA
-    int32_t* flag = error_flag_ptr(op, error_flag ? &*error_flag : nullptr, padded);
-    nb::gil_scoped_release release;
-    cuda::launch_padded_to_jagged(padded.data(), num_seqs, max_len, dim, elem, offsets.data(), i64, total_len,
-                                  allow_truncated, out.data(), flag, as_stream(stream));
-#endif
-    return;
-  }
-  nb::gil_scoped_release release;
-  dispatch_words(elem, i64, [&](auto word, auto index) {
-    using elem_t = decltype(word);
-    using index_t = decltype(index);
-    jagged::padded_to_jagged<elem_t, index_t>(static_cast<const elem_t*>(padded.data()), num_seqs, max_len, dim,
-                                              static_cast<const index_t*>(offsets.data()), total_len,
-                                              allow_truncated, static_cast<elem_t*>(out.data()), num_threads);
-  });
+  p.max_len = padded.shape(1);
+  p.dim = padded.shape(2);
+  check_dim(op, "out", out, 1, p.dim);
+  p.total_len = out.shape(0);
+  p.padded = padded.data();
+  p.allow_truncated = allow_truncated;
+  p.out = out.data();
+  dispatch(padded, p, [&](const auto& q) { jagged::padded_to_jagged(q, num_threads); },
+           RECOPS_CUDA_FN(cuda::launch_padded_to_jagged), stream);
 }
 
 void check_jagged(Array offsets, int64_t total_len, int64_t max_len, const char* op) {

@@ -50,22 +50,17 @@ void check_labels_array(const char* op, const char* arg, const Array& a, const A
   check_contiguous(op, arg, a);
 }
 
-struct Common {
-  const void* weights = nullptr;
-  const void* grad_loss = nullptr;
-  int64_t grad_loss_stride = 0;
-  Reduction reduction = Reduction::kMean;
-};
-
-// weights [B], grad_loss [B] or one element, loss [B] (none) or one element, reduction code.
-Common check_common(const char* op, const Array& ref, const char* ref_arg, int64_t num_samples,
-                    const std::optional<Array>& weights, int reduction, const std::optional<Array>& grad_loss,
-                    const Array& loss) {
-  Common c;
+// The shared fields of the call's parameters: weights [B], grad_loss [B] or one element, loss [B] (none) or
+// one element, the reduction code, min_gap, and (CUDA) the error flag.
+void fill_common(losses::LossParams& c, const char* op, const Array& ref, const char* ref_arg, int64_t num_samples,
+                 const std::optional<Array>& weights, int reduction, double min_gap,
+                 const std::optional<Array>& grad_loss, Array& loss, [[maybe_unused]] const std::optional<Array>& flag) {
   if (reduction < 0 || reduction > 2) {
     value_error(op, ": reduction must be 0 (none), 1 (sum) or 2 (mean), got ", std::to_string(reduction));
   }
+  c.num_samples = num_samples;
   c.reduction = static_cast<Reduction>(reduction);
+  c.min_gap = min_gap;
   if (weights) {
     check_like(op, "weights", *weights, ref_arg, ref, 1);
     check_dim(op, "weights", *weights, 0, num_samples);
@@ -91,7 +86,10 @@ Common check_common(const char* op, const Array& ref, const char* ref_arg, int64
   if (static_cast<int64_t>(loss.size()) != want) {
     value_error(op, ": loss must have ", std::to_string(want), " elements, got ", std::to_string(loss.size()));
   }
-  return c;
+  c.loss = loss.data();
+#ifdef RECOPS_WITH_CUDA
+  if (is_cuda(ref)) c.error_flag = error_flag_ptr(op, flag ? &*flag : nullptr, ref);
+#endif
 }
 
 // Gradient outputs: all given (checked like `like`) or none. Returns their data pointers (null when absent).
@@ -112,6 +110,23 @@ float* workspace_ptr(const char* op, const std::optional<Array>& ws, const Array
 }
 #endif
 
+// Runs the call on ref's device: the CPU core (float32/float64) or the CUDA launcher (float32/bfloat16).
+template <typename Params, typename Cpu, typename Gpu>
+void dispatch([[maybe_unused]] const char* op, const Array& ref, Params& p, bool f64, [[maybe_unused]] bool bf16,
+              [[maybe_unused]] int64_t num_partials, [[maybe_unused]] const std::optional<Array>& workspace,
+              [[maybe_unused]] uintptr_t stream, Cpu cpu, [[maybe_unused]] Gpu gpu) {
+  if (is_cuda(ref)) {
+#ifdef RECOPS_WITH_CUDA
+    p.workspace = workspace_ptr(op, workspace, ref, cuda::loss_workspace_numel(p.num_samples, num_partials));
+    nb::gil_scoped_release release;
+    gpu(p, bf16, as_stream(stream));
+#endif
+    return;
+  }
+  nb::gil_scoped_release release;
+  if (f64) cpu(p, double{}); else cpu(p, float{});
+}
+
 void ordinal_logistic_loss(Array scores, Array thresholds, Array labels, std::optional<Array> weights,
                            int reduction, double min_gap, std::optional<Array> grad_loss, Array loss,
                            std::optional<Array> grad_scores, std::optional<Array> grad_thresholds, int num_threads,
@@ -123,38 +138,22 @@ void ordinal_logistic_loss(Array scores, Array thresholds, Array labels, std::op
   check_contiguous(op, "scores", scores);
   const int64_t num_samples = scores.shape(0);
   check_like(op, "thresholds", thresholds, "scores", scores, 1);
-  const int64_t nt = thresholds.shape(0);
   check_labels_array(op, "labels", labels, scores, num_samples);
-  const Common c = check_common(op, scores, "scores", num_samples, weights, reduction, grad_loss, loss);
+  losses::OrdinalParams p;
+  fill_common(p, op, scores, "scores", num_samples, weights, reduction, min_gap, grad_loss, loss, error_flag);
   if (grad_scores.has_value() != grad_thresholds.has_value()) {
     value_error(op, ": grad_scores and grad_thresholds must be given together");
   }
-  const bool with_grad = grad_scores.has_value();
-  void* gs = grad_ptr(op, "grad_scores", grad_scores, scores, "scores");
-  void* gt = grad_ptr(op, "grad_thresholds", grad_thresholds, thresholds, "thresholds");
-  const auto* lab = static_cast<const int64_t*>(labels.data());
-  if (is_cuda(scores)) {
-#ifdef RECOPS_WITH_CUDA
-    int32_t* flag = error_flag_ptr(op, error_flag ? &*error_flag : nullptr, scores);
-    float* ws = workspace_ptr(op, workspace, scores, cuda::loss_workspace_numel(num_samples, nt));
-    nb::gil_scoped_release release;
-    cuda::launch_ordinal_logistic_loss(scores.data(), num_samples, thresholds.data(), nt, lab, c.weights,
-                                       static_cast<int>(c.reduction), static_cast<float>(min_gap), c.grad_loss,
-                                       c.grad_loss_stride, with_grad, loss.data(), gs, gt, bf16, ws, flag,
-                                       as_stream(stream));
-#endif
-    return;
-  }
-  nb::gil_scoped_release release;
-  auto run = [&](auto tag) {
-    using scalar_t = decltype(tag);
-    losses::ordinal_logistic_loss<scalar_t>(
-        static_cast<const scalar_t*>(scores.data()), num_samples, static_cast<const scalar_t*>(thresholds.data()), nt,
-        lab, static_cast<const scalar_t*>(c.weights), c.reduction, min_gap,
-        static_cast<const scalar_t*>(c.grad_loss), c.grad_loss_stride, with_grad,
-        static_cast<scalar_t*>(loss.data()), static_cast<scalar_t*>(gs), static_cast<scalar_t*>(gt), num_threads);
-  };
-  if (f64) run(double{}); else run(float{});
+  p.labels = static_cast<const int64_t*>(labels.data());
+  p.scores = scores.data();
+  p.thresholds = thresholds.data();
+  p.num_thresholds = thresholds.shape(0);
+  p.with_grad = grad_scores.has_value();
+  p.grad_scores = grad_ptr(op, "grad_scores", grad_scores, scores, "scores");
+  p.grad_thresholds = grad_ptr(op, "grad_thresholds", grad_thresholds, thresholds, "thresholds");
+  dispatch(op, scores, p, f64, bf16, p.num_thresholds, workspace, stream,
+           [&](const auto& q, auto tag) { losses::ordinal_logistic_loss<decltype(tag)>(q, num_threads); },
+           RECOPS_CUDA_FN(cuda::launch_ordinal_logistic_loss));
 }
 
 void gnolr_loss(Array cos, Array gamma, Array thresholds, Array levels, std::optional<Array> weights, int reduction,
@@ -173,38 +172,24 @@ void gnolr_loss(Array cos, Array gamma, Array thresholds, Array levels, std::opt
   check_like(op, "thresholds", thresholds, "cos", cos, 1);
   check_dim(op, "thresholds", thresholds, 0, num_levels);
   check_labels_array(op, "levels", levels, cos, num_samples);
-  const Common c = check_common(op, cos, "cos", num_samples, weights, reduction, grad_loss, loss);
+  losses::GnolrParams p;
+  fill_common(p, op, cos, "cos", num_samples, weights, reduction, min_gap, grad_loss, loss, error_flag);
   if (grad_cos.has_value() != grad_gamma.has_value() || grad_cos.has_value() != grad_thresholds.has_value()) {
     value_error(op, ": grad_cos, grad_gamma and grad_thresholds must be given together");
   }
-  const bool with_grad = grad_cos.has_value();
-  void* gc = grad_ptr(op, "grad_cos", grad_cos, cos, "cos");
-  void* gg = grad_ptr(op, "grad_gamma", grad_gamma, gamma, "gamma");
-  void* gt = grad_ptr(op, "grad_thresholds", grad_thresholds, thresholds, "thresholds");
-  const auto* lev = static_cast<const int64_t*>(levels.data());
-  if (is_cuda(cos)) {
-#ifdef RECOPS_WITH_CUDA
-    int32_t* flag = error_flag_ptr(op, error_flag ? &*error_flag : nullptr, cos);
-    float* ws = workspace_ptr(op, workspace, cos, cuda::loss_workspace_numel(num_samples, 2 * num_levels));
-    nb::gil_scoped_release release;
-    cuda::launch_gnolr_loss(cos.data(), num_samples, num_levels, gamma.data(), thresholds.data(), lev, c.weights,
-                            static_cast<int>(c.reduction), static_cast<float>(min_gap), nested, c.grad_loss,
-                            c.grad_loss_stride, with_grad, loss.data(), gc, gg, gt, bf16, ws, flag,
-                            as_stream(stream));
-#endif
-    return;
-  }
-  nb::gil_scoped_release release;
-  auto run = [&](auto tag) {
-    using scalar_t = decltype(tag);
-    losses::gnolr_loss<scalar_t>(
-        static_cast<const scalar_t*>(cos.data()), num_samples, num_levels, static_cast<const scalar_t*>(gamma.data()),
-        static_cast<const scalar_t*>(thresholds.data()), lev, static_cast<const scalar_t*>(c.weights), c.reduction,
-        min_gap, nested, static_cast<const scalar_t*>(c.grad_loss), c.grad_loss_stride, with_grad,
-        static_cast<scalar_t*>(loss.data()), static_cast<scalar_t*>(gc), static_cast<scalar_t*>(gg),
-        static_cast<scalar_t*>(gt), num_threads);
-  };
-  if (f64) run(double{}); else run(float{});
+  p.labels = static_cast<const int64_t*>(levels.data());
+  p.cos = cos.data();
+  p.num_levels = num_levels;
+  p.gamma = gamma.data();
+  p.thresholds = thresholds.data();
+  p.nested = nested;
+  p.with_grad = grad_cos.has_value();
+  p.grad_cos = grad_ptr(op, "grad_cos", grad_cos, cos, "cos");
+  p.grad_gamma = grad_ptr(op, "grad_gamma", grad_gamma, gamma, "gamma");
+  p.grad_thresholds = grad_ptr(op, "grad_thresholds", grad_thresholds, thresholds, "thresholds");
+  dispatch(op, cos, p, f64, bf16, 2 * num_levels, workspace, stream,
+           [&](const auto& q, auto tag) { losses::gnolr_loss<decltype(tag)>(q, num_threads); },
+           RECOPS_CUDA_FN(cuda::launch_gnolr_loss));
 }
 
 // thresholds: float32 or float64 host copy, or None (GNOLR: no order to check).

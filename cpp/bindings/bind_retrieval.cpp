@@ -71,12 +71,22 @@ void topk_inner_product(Array queries, Array items, std::optional<Array> item_bi
     check_dim(op, "item_bias", *item_bias, 0, n);
   }
   const int64_t nex = check_outputs_and_exclusions(op, queries, k, exclude_ids, exclude_offsets, out_scores, out_ids);
-  const auto* bias = item_bias ? static_cast<const float*>(item_bias->data()) : nullptr;
-  const auto* ex = exclude_ids ? static_cast<const int64_t*>(exclude_ids->data()) : nullptr;
-  const auto* exo = exclude_offsets ? static_cast<const int64_t*>(exclude_offsets->data()) : nullptr;
+  retrieval::TopkParams p;
+  p.queries = static_cast<const float*>(queries.data());
+  p.num_queries = nq;
+  p.dim = dim;
+  p.items = static_cast<const float*>(items.data());
+  p.num_items = n;
+  p.item_bias = item_bias ? static_cast<const float*>(item_bias->data()) : nullptr;
+  p.exclude_ids = exclude_ids ? static_cast<const int64_t*>(exclude_ids->data()) : nullptr;
+  p.exclude_offsets = exclude_offsets ? static_cast<const int64_t*>(exclude_offsets->data()) : nullptr;
+  p.num_excludes = nex;
+  p.k = k;
+  p.out_scores = static_cast<float*>(out_scores.data());
+  p.out_ids = static_cast<int64_t*>(out_ids.data());
   if (is_cuda(queries)) {
 #ifdef RECOPS_WITH_CUDA
-    int32_t* flag = error_flag_ptr(op, error_flag ? &*error_flag : nullptr, queries);
+    p.error_flag = error_flag_ptr(op, error_flag ? &*error_flag : nullptr, queries);
     const int64_t ws = cuda::topk_workspace_numel(nq, k);
     if (!workspace_scores || !workspace_ids || workspace_scores->dtype() != nb::dtype<float>() ||
         workspace_ids->dtype() != nb::dtype<int64_t>() || static_cast<int64_t>(workspace_scores->size()) < ws ||
@@ -86,12 +96,10 @@ void topk_inner_product(Array queries, Array items, std::optional<Array> item_bi
     }
     check_same_device(op, "workspace_scores", *workspace_scores, "queries", queries);
     check_same_device(op, "workspace_ids", *workspace_ids, "queries", queries);
+    p.ws_scores = static_cast<float*>(workspace_scores->data());
+    p.ws_ids = static_cast<int64_t*>(workspace_ids->data());
     nb::gil_scoped_release release;
-    cuda::launch_topk_inner_product(static_cast<const float*>(queries.data()), nq, dim,
-                                    static_cast<const float*>(items.data()), n, bias, ex, exo, nex, k,
-                                    static_cast<float*>(out_scores.data()), static_cast<int64_t*>(out_ids.data()),
-                                    static_cast<float*>(workspace_scores->data()),
-                                    static_cast<int64_t*>(workspace_ids->data()), flag, as_stream(stream));
+    cuda::launch_topk_inner_product(p, as_stream(stream));
 #endif
     return;
   }
@@ -100,10 +108,7 @@ void topk_inner_product(Array queries, Array items, std::optional<Array> item_bi
   (void)workspace_ids;
   (void)error_flag;
   nb::gil_scoped_release release;
-  retrieval::topk_inner_product(static_cast<const float*>(queries.data()), nq, dim,
-                                static_cast<const float*>(items.data()), n, bias, ex, exo, nex, k,
-                                static_cast<float*>(out_scores.data()), static_cast<int64_t*>(out_ids.data()),
-                                num_threads);
+  retrieval::topk_inner_product(p, num_threads);
 }
 
 void cpu_only(const char* op, const Array& a) {

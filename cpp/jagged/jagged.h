@@ -15,6 +15,8 @@
 
 #include <cstdint>
 
+#include "jagged/jagged_params.h"
+
 namespace recops::jagged {
 
 // Throws unless offsets [num_seqs + 1] start at 0, never decrease, and end at total_len. `op` names the
@@ -42,5 +44,23 @@ template <typename elem_t, typename index_t>
 void padded_to_jagged(const elem_t* padded, int64_t num_seqs, int64_t max_len, int64_t dim,
                       const index_t* offsets, int64_t total_len, bool allow_truncated, elem_t* out,
                       int num_threads);
+
+// The entry points the binding calls: the typed functions above for the call's element size and offsets dtype.
+void jagged_to_padded(const JaggedToPaddedParams& p, int num_threads);
+void padded_to_jagged(const PaddedToJaggedParams& p, int num_threads);
+
+// Calls fn(elem_t{}, index_t{}) with the storage word of `elem_size` bytes (1, 2, 4, 8) and the offsets type.
+template <typename Fn>
+void with_words(int64_t elem_size, bool offsets_int64, Fn&& fn) {
+  auto with_index = [&](auto word) {
+    if (offsets_int64) fn(word, int64_t{}); else fn(word, int32_t{});
+  };
+  switch (elem_size) {
+    case 1: with_index(uint8_t{}); break;
+    case 2: with_index(uint16_t{}); break;
+    case 4: with_index(uint32_t{}); break;
+    default: with_index(uint64_t{}); break;
+  }
+}
 
 }  // namespace recops::jagged

@@ -46,4 +46,14 @@ RECOPS_INSTANTIATE(uint64_t, int32_t)
 RECOPS_INSTANTIATE(uint64_t, int64_t)
 #undef RECOPS_INSTANTIATE
 
+void jagged_to_padded(const JaggedToPaddedParams& p, int num_threads) {
+  with_words(p.elem_size, p.offsets_int64, [&](auto word, auto index) {
+    using elem_t = decltype(word);
+    using index_t = decltype(index);
+    jagged_to_padded<elem_t, index_t>(static_cast<const elem_t*>(p.values), p.total_len, p.dim,
+                                      static_cast<const index_t*>(p.offsets), p.num_seqs, p.max_len,
+                                      static_cast<elem_t>(p.padding_bits), static_cast<elem_t*>(p.out), num_threads);
+  });
+}
+
 }  // namespace recops::jagged

@@ -49,4 +49,15 @@ RECOPS_INSTANTIATE(uint64_t, int32_t)
 RECOPS_INSTANTIATE(uint64_t, int64_t)
 #undef RECOPS_INSTANTIATE
 
+void padded_to_jagged(const PaddedToJaggedParams& p, int num_threads) {
+  with_words(p.elem_size, p.offsets_int64, [&](auto word, auto index) {
+    using elem_t = decltype(word);
+    using index_t = decltype(index);
+    padded_to_jagged<elem_t, index_t>(static_cast<const elem_t*>(p.padded), p.num_seqs, p.max_len, p.dim,
+                                      static_cast<const index_t*>(p.offsets), p.total_len, p.allow_truncated,
+                                      static_cast<elem_t*>(p.out), num_threads);
+  });
+}
+
+
 }  // namespace recops::jagged

@@ -267,8 +267,10 @@ template void check_ordinal_data<float>(const char*, const char*, const int64_t*
 template void check_ordinal_data<double>(const char*, const char*, const int64_t*, int64_t, int64_t, const double*,
                                          int64_t, int);
 
+namespace {
+
 template <typename scalar_t>
-void ordinal_logistic_loss(const scalar_t* scores, int64_t num_samples, const scalar_t* thresholds,
+void ordinal_logistic_loss_typed(const scalar_t* scores, int64_t num_samples, const scalar_t* thresholds,
                            int64_t num_thresholds, const int64_t* labels, const scalar_t* weights,
                            Reduction reduction, double min_gap, const scalar_t* grad_loss,
                            int64_t grad_loss_stride, bool with_grad, scalar_t* loss, scalar_t* grad_scores,
@@ -314,7 +316,7 @@ void ordinal_logistic_loss(const scalar_t* scores, int64_t num_samples, const sc
 }
 
 template <typename scalar_t>
-void gnolr_loss(const scalar_t* cos, int64_t num_samples, int64_t num_levels, const scalar_t* gamma,
+void gnolr_loss_typed(const scalar_t* cos, int64_t num_samples, int64_t num_levels, const scalar_t* gamma,
                 const scalar_t* thresholds, const int64_t* levels, const scalar_t* weights, Reduction reduction,
                 double min_gap, bool nested, const scalar_t* grad_loss, int64_t grad_loss_stride,
                 bool with_grad, scalar_t* loss, scalar_t* grad_cos, scalar_t* grad_gamma, scalar_t* grad_thresholds,
@@ -371,11 +373,31 @@ void gnolr_loss(const scalar_t* cos, int64_t num_samples, int64_t num_levels, co
   }
 }
 
-#define RECOPS_INSTANTIATE(S)                                                                                \
-  template void ordinal_logistic_loss<S>(const S*, int64_t, const S*, int64_t, const int64_t*, const S*,       \
-                                         Reduction, double, const S*, int64_t, bool, S*, S*, S*, int);         \
-  template void gnolr_loss<S>(const S*, int64_t, int64_t, const S*, const S*, const int64_t*, const S*,        \
-                              Reduction, double, bool, const S*, int64_t, bool, S*, S*, S*, S*, int);
+}  // namespace
+
+template <typename scalar_t>
+void ordinal_logistic_loss(const OrdinalParams& p, int num_threads) {
+  using S = scalar_t;
+  ordinal_logistic_loss_typed<S>(static_cast<const S*>(p.scores), p.num_samples,
+                                 static_cast<const S*>(p.thresholds), p.num_thresholds, p.labels, static_cast<const S*>(p.weights), p.reduction,
+                                 p.min_gap, static_cast<const S*>(p.grad_loss), p.grad_loss_stride, p.with_grad,
+                                 static_cast<S*>(p.loss), static_cast<S*>(p.grad_scores),
+                                 static_cast<S*>(p.grad_thresholds), num_threads);
+}
+
+template <typename scalar_t>
+void gnolr_loss(const GnolrParams& p, int num_threads) {
+  using S = scalar_t;
+  gnolr_loss_typed<S>(static_cast<const S*>(p.cos), p.num_samples, p.num_levels, static_cast<const S*>(p.gamma),
+                      static_cast<const S*>(p.thresholds), p.labels, static_cast<const S*>(p.weights), p.reduction,
+                      p.min_gap, p.nested, static_cast<const S*>(p.grad_loss), p.grad_loss_stride, p.with_grad,
+                      static_cast<S*>(p.loss), static_cast<S*>(p.grad_cos), static_cast<S*>(p.grad_gamma),
+                      static_cast<S*>(p.grad_thresholds), num_threads);
+}
+
+#define RECOPS_INSTANTIATE(S)                                     \
+  template void ordinal_logistic_loss<S>(const OrdinalParams&, int); \
+  template void gnolr_loss<S>(const GnolrParams&, int);
 RECOPS_INSTANTIATE(float)
 RECOPS_INSTANTIATE(double)
 #undef RECOPS_INSTANTIATE

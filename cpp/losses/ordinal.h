@@ -33,9 +33,9 @@
 
 #include <cstdint>
 
-namespace recops::losses {
+#include "losses/losses_params.h"
 
-enum class Reduction : int { kNone = 0, kSum = 1, kMean = 2 };
+namespace recops::losses {
 
 // Samples per deterministic reduction block.
 constexpr int64_t kLossBlock = 2048;
@@ -50,13 +50,9 @@ void check_ordinal_data(const char* op, const char* arg, const int64_t* labels, 
 // Proportional-odds loss: K = num_thresholds + 1 classes, z_t = scores[b] - thresholds[t-1], and
 // loss_b = -log P(labels[b]). scores [B], thresholds [K-1] (strictly increasing), labels [B] int64 in [0, K),
 // weights [B] or null, grad_loss [B] / [1] / null (see above). Outputs: loss [B] or [1]; with with_grad,
-// grad_scores [B] and grad_thresholds [K-1].
+// grad_scores [B] and grad_thresholds [K-1]. scalar_t (float or double) is the dtype behind the pointers.
 template <typename scalar_t>
-void ordinal_logistic_loss(const scalar_t* scores, int64_t num_samples, const scalar_t* thresholds,
-                           int64_t num_thresholds, const int64_t* labels, const scalar_t* weights,
-                           Reduction reduction, double min_gap, const scalar_t* grad_loss,
-                           int64_t grad_loss_stride, bool with_grad, scalar_t* loss, scalar_t* grad_scores,
-                           scalar_t* grad_thresholds, int num_threads);
+void ordinal_logistic_loss(const OrdinalParams& p, int num_threads);
 
 // GNOLR (KDD 2025): cos [B, T] per-level similarities c_t, gamma [T], thresholds a [T], levels [B] int64 in
 // [0, T]; z_t = sum_{j<=t} gamma_j c_j - a_t. nested = true: the sum over sub-tasks s = 1..T of an OLR over
@@ -67,10 +63,6 @@ void ordinal_logistic_loss(const scalar_t* scores, int64_t num_samples, const sc
 // Thresholds need not be ordered (the min_gap clamp covers z_k <= z_{k+1}). Gradient outputs (with_grad):
 // grad_cos [B, T], grad_gamma [T], grad_thresholds [T].
 template <typename scalar_t>
-void gnolr_loss(const scalar_t* cos, int64_t num_samples, int64_t num_levels, const scalar_t* gamma,
-                const scalar_t* thresholds, const int64_t* levels, const scalar_t* weights, Reduction reduction,
-                double min_gap, bool nested, const scalar_t* grad_loss, int64_t grad_loss_stride,
-                bool with_grad, scalar_t* loss, scalar_t* grad_cos, scalar_t* grad_gamma, scalar_t* grad_thresholds,
-                int num_threads);
+void gnolr_loss(const GnolrParams& p, int num_threads);
 
 }  // namespace recops::losses

@@ -20,6 +20,15 @@ namespace recops::retrieval {
 
 namespace {
 
+// The fused top-k's parameters without exclusions (the coarse probe and the k-means assignment).
+TopkParams exact_topk(const float* queries, int64_t num_queries, int64_t dim, const float* items, int64_t num_items,
+                      const float* bias, int64_t k, float* scores, int64_t* ids) {
+  TopkParams t;
+  t.queries = queries; t.num_queries = num_queries; t.dim = dim; t.items = items; t.num_items = num_items;
+  t.item_bias = bias; t.k = k; t.out_scores = scores; t.out_ids = ids;
+  return t;
+}
+
 // Rows are summed in this many fixed contiguous slots, independent of the thread count, then the slots are
 // added in order: centroids are bitwise identical for any num_threads.
 constexpr int64_t kKmeansSlots = 8;
@@ -92,8 +101,9 @@ void ivf_search(const IvfView& index, const float* queries, int64_t num_queries,
   }
   std::vector<float> probe_scores(checked_mul(num_queries, p.nprobe, op));
   std::vector<int64_t> probe_lists(probe_scores.size());
-  topk_inner_product(queries, num_queries, v.dim, scaled.data(), v.num_lists, bias.data(), nullptr, nullptr, 0,
-                     p.nprobe, probe_scores.data(), probe_lists.data(), num_threads);
+  topk_inner_product(exact_topk(queries, num_queries, v.dim, scaled.data(), v.num_lists, bias.data(), p.nprobe,
+                                probe_scores.data(), probe_lists.data()),
+                     num_threads);
   for (size_t i = 0; i < probe_lists.size(); ++i) {
     if (probe_scores[i] == -std::numeric_limits<float>::infinity()) probe_lists[i] = -1;  // empty lists
   }
@@ -138,8 +148,9 @@ void kmeans(const float* data, int64_t num_rows, int64_t dim, int64_t num_lists,
       for (int64_t d = 0; d < dim; ++d) n2 += double(centroids[j * dim + d]) * centroids[j * dim + d];
       bias[j] = spherical ? 0.0f : static_cast<float>(-0.5 * n2);
     }
-    topk_inner_product(data, num_rows, dim, centroids, num_lists, bias.data(), nullptr, nullptr, 0, 1, best.data(),
-                       assign.data(), threads);
+    topk_inner_product(exact_topk(data, num_rows, dim, centroids, num_lists, bias.data(), 1, best.data(),
+                                  assign.data()),
+                       threads);
     std::fill(sums.begin(), sums.end(), 0.0);
     std::fill(counts.begin(), counts.end(), 0);
     parallel_tasks(kKmeansSlots, threads, [&](int64_t t, int) {

@@ -54,10 +54,13 @@ void check_topk_exclusions(const int64_t* exclude_offsets, int64_t num_queries, 
   }
 }
 
-void topk_inner_product(const float* queries, int64_t num_queries, int64_t dim, const float* items,
-                        int64_t num_items, const float* item_bias, const int64_t* exclude_ids,
-                        const int64_t* exclude_offsets, int64_t num_excludes, int64_t k, float* out_scores,
-                        int64_t* out_ids, int num_threads) {
+void topk_inner_product(const TopkParams& params, int num_threads) {
+  const float *queries = params.queries, *items = params.items, *item_bias = params.item_bias;
+  const int64_t num_queries = params.num_queries, dim = params.dim, num_items = params.num_items;
+  const int64_t *exclude_ids = params.exclude_ids, *exclude_offsets = params.exclude_offsets;
+  const int64_t num_excludes = params.num_excludes, k = params.k;
+  float* out_scores = params.out_scores;
+  int64_t* out_ids = params.out_ids;
   RECOPS_CHECK(num_queries >= 0 && dim >= 0 && num_items >= 0 && num_excludes >= 0, kOp,
                ": sizes must be non-negative, got Q=", num_queries, " D=", dim, " N=", num_items, " L=",
                num_excludes);

@@ -26,6 +26,8 @@
 
 #include <cstdint>
 
+#include "retrieval/retrieval_params.h"
+
 namespace recops::retrieval {
 
 // The exclusion checks of topk_inner_product: exclude_offsets [Q + 1] (null: no exclusions, then
@@ -34,9 +36,7 @@ namespace recops::retrieval {
 void check_topk_exclusions(const int64_t* exclude_offsets, int64_t num_queries, const int64_t* exclude_ids,
                            int64_t num_excludes, int64_t num_items);
 
-void topk_inner_product(const float* queries, int64_t num_queries, int64_t dim, const float* items,
-                        int64_t num_items, const float* item_bias, const int64_t* exclude_ids,
-                        const int64_t* exclude_offsets, int64_t num_excludes, int64_t k, float* out_scores,
-                        int64_t* out_ids, int num_threads);
+// The top-k of p (retrieval_params.h) on the CPU; the semantics above.
+void topk_inner_product(const TopkParams& p, int num_threads);
 
 }  // namespace recops::retrieval

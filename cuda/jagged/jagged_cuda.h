@@ -12,14 +12,12 @@
 
 #include <cstdint>
 
+#include "jagged/jagged_params.h"
+
 namespace recops::cuda {
 
-void launch_jagged_to_padded(const void* values, int64_t total_len, int64_t dim, int64_t elem_size,
-                             const void* offsets, bool offsets_int64, int64_t num_seqs, int64_t max_len,
-                             uint64_t padding_bits, void* out, int32_t* error_flag, cudaStream_t stream);
-
-void launch_padded_to_jagged(const void* padded, int64_t num_seqs, int64_t max_len, int64_t dim,
-                             int64_t elem_size, const void* offsets, bool offsets_int64, int64_t total_len,
-                             bool allow_truncated, void* out, int32_t* error_flag, cudaStream_t stream);
+// p: cpp/jagged/jagged_params.h (error_flag required).
+void launch_jagged_to_padded(const jagged::JaggedToPaddedParams& p, cudaStream_t stream);
+void launch_padded_to_jagged(const jagged::PaddedToJaggedParams& p, cudaStream_t stream);
 
 }  // namespace recops::cuda

@@ -55,11 +55,13 @@ void with_word(int64_t bytes, Fn&& fn) {
 }
 
 template <typename index_t>
-void jagged_to_padded_impl(const void* values, int64_t total_len, int64_t dim, int64_t elem_size,
-                           const void* offsets, int64_t num_seqs, int64_t max_len, uint64_t padding_bits,
-                           void* out, int32_t* flag, cudaStream_t s) {
+void jagged_to_padded_impl(const jagged::JaggedToPaddedParams& p, cudaStream_t s) {
+  const int64_t total_len = p.total_len, num_seqs = p.num_seqs, max_len = p.max_len, elem_size = p.elem_size;
+  const void *values = p.values, *offsets = p.offsets;
+  void* out = p.out;
+  int32_t* flag = p.error_flag;
   check_offsets<index_t>(offsets, num_seqs, total_len, flag, s);
-  const int64_t row_bytes = dim * elem_size;
+  const int64_t row_bytes = p.dim * elem_size;
   if (num_seqs == 0 || max_len == 0 || row_bytes == 0) return;
   const int64_t word = pick_word(row_bytes, elem_size, values, out);
   with_word(word, [&](auto tag) {
@@ -67,17 +69,19 @@ void jagged_to_padded_impl(const void* values, int64_t total_len, int64_t dim, i
     const int64_t words = row_bytes / word;
     jagged_to_padded_kernel<word_t, index_t><<<grid_for(num_seqs * max_len * words, kThreads), kThreads, 0, s>>>(
         static_cast<const word_t*>(values), total_len, words, static_cast<const index_t*>(offsets), num_seqs,
-        max_len, splat<word_t>(padding_bits, elem_size), static_cast<word_t*>(out), flag);
+        max_len, splat<word_t>(p.padding_bits, elem_size), static_cast<word_t*>(out), flag);
   });
   RECOPS_CUDA_CHECK(cudaGetLastError());
 }
 
 template <typename index_t>
-void padded_to_jagged_impl(const void* padded, int64_t num_seqs, int64_t max_len, int64_t dim,
-                           int64_t elem_size, const void* offsets, int64_t total_len, bool allow_truncated,
-                           void* out, int32_t* flag, cudaStream_t s) {
+void padded_to_jagged_impl(const jagged::PaddedToJaggedParams& p, cudaStream_t s) {
+  const int64_t total_len = p.total_len, num_seqs = p.num_seqs, max_len = p.max_len, elem_size = p.elem_size;
+  const void *padded = p.padded, *offsets = p.offsets;
+  void* out = p.out;
+  int32_t* flag = p.error_flag;
   check_offsets<index_t>(offsets, num_seqs, total_len, flag, s);
-  const int64_t row_bytes = dim * elem_size;
+  const int64_t row_bytes = p.dim * elem_size;
   if (total_len == 0 || row_bytes == 0) return;
   if (num_seqs == 0) {  // offsets are bad (L > 0 with no sequences): the check above flagged it.
     RECOPS_CUDA_CHECK(cudaMemsetAsync(out, 0, total_len * row_bytes, s));
@@ -89,25 +93,19 @@ void padded_to_jagged_impl(const void* padded, int64_t num_seqs, int64_t max_len
     const int64_t words = row_bytes / word;
     padded_to_jagged_kernel<word_t, index_t><<<grid_for(total_len * words, kThreads), kThreads, 0, s>>>(
         static_cast<const word_t*>(padded), num_seqs, max_len, words, static_cast<const index_t*>(offsets),
-        total_len, allow_truncated, static_cast<word_t*>(out), flag);
+        total_len, p.allow_truncated, static_cast<word_t*>(out), flag);
   });
   RECOPS_CUDA_CHECK(cudaGetLastError());
 }
 
 }  // namespace
 
-void launch_jagged_to_padded(const void* values, int64_t total_len, int64_t dim, int64_t elem_size,
-                             const void* offsets, bool offsets_int64, int64_t num_seqs, int64_t max_len,
-                             uint64_t padding_bits, void* out, int32_t* error_flag, cudaStream_t stream) {
-  auto fn = offsets_int64 ? jagged_to_padded_impl<int64_t> : jagged_to_padded_impl<int32_t>;
-  fn(values, total_len, dim, elem_size, offsets, num_seqs, max_len, padding_bits, out, error_flag, stream);
+void launch_jagged_to_padded(const jagged::JaggedToPaddedParams& p, cudaStream_t stream) {
+  (p.offsets_int64 ? jagged_to_padded_impl<int64_t> : jagged_to_padded_impl<int32_t>)(p, stream);
 }
 
-void launch_padded_to_jagged(const void* padded, int64_t num_seqs, int64_t max_len, int64_t dim,
-                             int64_t elem_size, const void* offsets, bool offsets_int64, int64_t total_len,
-                             bool allow_truncated, void* out, int32_t* error_flag, cudaStream_t stream) {
-  auto fn = offsets_int64 ? padded_to_jagged_impl<int64_t> : padded_to_jagged_impl<int32_t>;
-  fn(padded, num_seqs, max_len, dim, elem_size, offsets, total_len, allow_truncated, out, error_flag, stream);
+void launch_padded_to_jagged(const jagged::PaddedToJaggedParams& p, cudaStream_t stream) {
+  (p.offsets_int64 ? padded_to_jagged_impl<int64_t> : padded_to_jagged_impl<int32_t>)(p, stream);
 }
 
 }  // namespace recops::cuda

@@ -17,6 +17,8 @@
 
 #include <cstdint>
 
+#include "losses/losses_params.h"
+
 namespace recops::cuda {
 
 // Threads per block of the per-sample kernels (one sample per thread).
@@ -29,17 +31,8 @@ inline int64_t loss_workspace_numel(int64_t num_samples, int64_t num_partials) {
   return blocks * (1 + num_partials);
 }
 
-void launch_ordinal_logistic_loss(const void* scores, int64_t num_samples, const void* thresholds,
-                                  int64_t num_thresholds, const int64_t* labels, const void* weights,
-                                  int reduction, float min_gap, const void* grad_loss, int64_t grad_loss_stride,
-                                  bool with_grad, void* loss, void* grad_scores, void* grad_thresholds, bool bf16,
-                                  float* workspace, int32_t* error_flag, cudaStream_t stream);
-
-void launch_gnolr_loss(const void* cos, int64_t num_samples, int64_t num_levels, const void* gamma,
-                       const void* thresholds, const int64_t* levels, const void* weights, int reduction,
-                       float min_gap, bool nested, const void* grad_loss, int64_t grad_loss_stride, bool with_grad,
-                       void* loss,
-                       void* grad_cos, void* grad_gamma, void* grad_thresholds, bool bf16, float* workspace,
-                       int32_t* error_flag, cudaStream_t stream);
+// p: cpp/losses/losses_params.h (workspace and error_flag required); bf16: bfloat16 storage, else float32.
+void launch_ordinal_logistic_loss(const losses::OrdinalParams& p, bool bf16, cudaStream_t stream);
+void launch_gnolr_loss(const losses::GnolrParams& p, bool bf16, cudaStream_t stream);
 
 }  // namespace recops::cuda

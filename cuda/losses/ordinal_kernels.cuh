@@ -87,15 +87,9 @@ __device__ __forceinline__ float block_sum(float v, float* smem) {
   return v;
 }
 
-struct LossCommon {
-  int64_t num_samples;
-  int reduction;  // 0 none, 1 sum, 2 mean
-  float min_gap;
-  int64_t grad_loss_stride;
-  bool with_grad;
-  float* workspace;
-  int32_t* error_flag;
-};
+// The kernels read the shared fields of the call's parameters (cpp/losses/losses_params.h) by value.
+using LossCommon = losses::LossParams;
+using losses::Reduction;
 
 // Sample b's label into *k; false for a thread past the batch or (with kErrBadIndex) a label outside [0, hi].
 __device__ __forceinline__ bool load_label(const int64_t* __restrict__ labels, int64_t b, int hi,
@@ -116,13 +110,13 @@ __device__ __forceinline__ bool load_label(const int64_t* __restrict__ labels, i
 template <typename in_t>
 __device__ __forceinline__ float store_loss(float l, float w, bool valid, int64_t b, const in_t* grad_loss,
                                             in_t* loss, float* part, const LossCommon& c, float* smem) {
-  if (c.reduction == 0) {
+  if (c.reduction == Reduction::kNone) {
     if (valid) loss[b] = from_float<in_t>(l);
   } else {
     const float s = block_sum(l, smem);
     if (threadIdx.x == 0) part[0] = s;
   }
-  const float inv_b = c.reduction == 2 ? 1.f / float(c.num_samples) : 1.f;
+  const float inv_b = c.reduction == Reduction::kMean ? 1.f / float(c.num_samples) : 1.f;
   return valid ? w * inv_b * (grad_loss ? to_float(grad_loss[b * c.grad_loss_stride]) : 1.f) : 0.f;
 }
 
@@ -141,7 +135,7 @@ __global__ void ordinal_logistic_loss_kernel(const in_t* __restrict__ scores, co
   auto z = [&](int t) { return f - to_float(thresholds[t]); };
   SampleTerms terms{k, valid ? nt : 0, false, 1.f, 0.f, 0.f};
   const float w = valid && weights ? to_float(weights[b]) : 1.f;
-  const float l = valid ? w * terms.loss(z, c.min_gap) : 0.f;
+  const float l = valid ? w * terms.loss(z, static_cast<float>(c.min_gap)) : 0.f;
   const int64_t stride = 1 + nt;
   float* part = c.workspace + blockIdx.x * stride;
   const float m = store_loss(l, w, valid, b, grad_loss, loss, part, c, smem);
@@ -188,7 +182,7 @@ __global__ void gnolr_loss_kernel(const in_t* __restrict__ cos, int num_levels, 
   };
   SampleTerms terms{k, valid ? nt : 0, nested, 1.f, 0.f, 0.f};
   const float w = valid && weights ? to_float(weights[b]) : 1.f;
-  const float l = valid ? w * terms.loss(z, c.min_gap) : 0.f;
+  const float l = valid ? w * terms.loss(z, static_cast<float>(c.min_gap)) : 0.f;
   const int64_t stride = 1 + 2 * int64_t(nt);
   float* part = c.workspace + blockIdx.x * stride;
   const float m = store_loss(l, w, valid, b, grad_loss, loss, part, c, smem);
@@ -222,13 +216,13 @@ __global__ void loss_finalize_kernel(const float* __restrict__ workspace, int64_
     if (!(to_float(ordered[t]) < to_float(ordered[t + 1]))) atomicOr(c.error_flag, kErrBadOrder);
   }
   const int64_t stride = 1 + na + nb;
-  for (int64_t p = c.reduction == 0 ? 1 : 0; p < (c.with_grad ? stride : 1); ++p) {
+  for (int64_t p = c.reduction == Reduction::kNone ? 1 : 0; p < (c.with_grad ? stride : 1); ++p) {
     float acc = 0.f;
     for (int64_t i = threadIdx.x; i < num_blocks; i += blockDim.x) acc += workspace[i * stride + p];
     const float s = block_sum(acc, smem);
     if (threadIdx.x != 0) continue;
     if (p == 0) {
-      const bool mean = c.reduction == 2 && c.num_samples > 0;
+      const bool mean = c.reduction == Reduction::kMean && c.num_samples > 0;
       loss[0] = from_float<in_t>(mean ? s / float(c.num_samples) : s);
     } else if (p <= na) {
       grad_a[p - 1] = from_float<in_t>(s);

@@ -35,11 +35,6 @@ void with_dtype(bool bf16, Fn&& fn) {
   if (bf16) fn(__nv_bfloat16{}); else fn(float{});
 }
 
-LossCommon make_common(int64_t num_samples, int reduction, float min_gap, int64_t grad_loss_stride, bool with_grad,
-                       float* workspace, int32_t* error_flag) {
-  return LossCommon{num_samples, reduction, min_gap, grad_loss_stride, with_grad, workspace, error_flag};
-}
-
 // The launch skeleton shared by both losses: for each storage type, the per-sample kernel (launch(tag, blocks),
 // skipped for B = 0, when one zeroed block of partials stands in), then finalize(tag, blocks).
 template <typename LaunchFn, typename FinalizeFn>
@@ -60,50 +55,41 @@ void run_loss(bool bf16, int64_t num_samples, int64_t num_partials, float* works
 
 }  // namespace
 
-void launch_ordinal_logistic_loss(const void* scores, int64_t num_samples, const void* thresholds,
-                                  int64_t num_thresholds, const int64_t* labels, const void* weights,
-                                  int reduction, float min_gap, const void* grad_loss, int64_t grad_loss_stride,
-                                  bool with_grad, void* loss, void* grad_scores, void* grad_thresholds, bool bf16,
-                                  float* workspace, int32_t* error_flag, cudaStream_t stream) {
-  const LossCommon c = make_common(num_samples, reduction, min_gap, grad_loss_stride, with_grad, workspace,
-                                   error_flag);
-  run_loss(bf16, num_samples, num_thresholds, workspace, stream, [&](auto tag, int64_t blocks) {
+void launch_ordinal_logistic_loss(const losses::OrdinalParams& p, bool bf16, cudaStream_t stream) {
+  const LossCommon& c = p;
+  const int nt = static_cast<int>(p.num_thresholds);
+  run_loss(bf16, p.num_samples, p.num_thresholds, p.workspace, stream, [&](auto tag, int64_t blocks) {
     using in_t = decltype(tag);
-    with_levels(num_thresholds, [&](auto kt) {
+    with_levels(p.num_thresholds, [&](auto kt) {
       ordinal_logistic_loss_kernel<decltype(kt)::value, in_t><<<blocks, kLossThreads, 0, stream>>>(
-          static_cast<const in_t*>(scores), static_cast<const in_t*>(thresholds), static_cast<int>(num_thresholds),
-          labels, static_cast<const in_t*>(weights), static_cast<const in_t*>(grad_loss), static_cast<in_t*>(loss),
-          static_cast<in_t*>(grad_scores), c);
+          static_cast<const in_t*>(p.scores), static_cast<const in_t*>(p.thresholds), nt, p.labels,
+          static_cast<const in_t*>(p.weights), static_cast<const in_t*>(p.grad_loss), static_cast<in_t*>(p.loss),
+          static_cast<in_t*>(p.grad_scores), c);
     });
   }, [&](auto tag, int64_t blocks) {
     using in_t = decltype(tag);
     loss_finalize_kernel<in_t><<<1, kFinalizeThreads, 0, stream>>>(
-        workspace, blocks, c, static_cast<in_t*>(loss), static_cast<in_t*>(grad_thresholds),
-        static_cast<int>(num_thresholds), static_cast<in_t*>(nullptr), 0, static_cast<const in_t*>(thresholds),
-        static_cast<int>(num_thresholds));
+        p.workspace, blocks, c, static_cast<in_t*>(p.loss), static_cast<in_t*>(p.grad_thresholds), nt,
+        static_cast<in_t*>(nullptr), 0, static_cast<const in_t*>(p.thresholds), nt);
   });
 }
 
-void launch_gnolr_loss(const void* cos, int64_t num_samples, int64_t num_levels, const void* gamma,
-                       const void* thresholds, const int64_t* levels, const void* weights, int reduction,
-                       float min_gap, bool nested, const void* grad_loss, int64_t grad_loss_stride, bool with_grad,
-                       void* loss, void* grad_cos, void* grad_gamma, void* grad_thresholds, bool bf16,
-                       float* workspace, int32_t* error_flag, cudaStream_t stream) {
-  const LossCommon c = make_common(num_samples, reduction, min_gap, grad_loss_stride, with_grad, workspace,
-                                   error_flag);
-  run_loss(bf16, num_samples, 2 * num_levels, workspace, stream, [&](auto tag, int64_t blocks) {
+void launch_gnolr_loss(const losses::GnolrParams& p, bool bf16, cudaStream_t stream) {
+  const LossCommon& c = p;
+  const int nl = static_cast<int>(p.num_levels);
+  run_loss(bf16, p.num_samples, 2 * p.num_levels, p.workspace, stream, [&](auto tag, int64_t blocks) {
     using in_t = decltype(tag);
-    with_levels(num_levels, [&](auto kt) {
+    with_levels(p.num_levels, [&](auto kt) {
       gnolr_loss_kernel<decltype(kt)::value, in_t><<<blocks, kLossThreads, 0, stream>>>(
-          static_cast<const in_t*>(cos), static_cast<int>(num_levels), static_cast<const in_t*>(gamma),
-          static_cast<const in_t*>(thresholds), levels, static_cast<const in_t*>(weights), nested,
-          static_cast<const in_t*>(grad_loss), static_cast<in_t*>(loss), static_cast<in_t*>(grad_cos), c);
+          static_cast<const in_t*>(p.cos), nl, static_cast<const in_t*>(p.gamma),
+          static_cast<const in_t*>(p.thresholds), p.labels, static_cast<const in_t*>(p.weights), p.nested,
+          static_cast<const in_t*>(p.grad_loss), static_cast<in_t*>(p.loss), static_cast<in_t*>(p.grad_cos), c);
     });
   }, [&](auto tag, int64_t blocks) {
     using in_t = decltype(tag);
     loss_finalize_kernel<in_t><<<1, kFinalizeThreads, 0, stream>>>(
-        workspace, blocks, c, static_cast<in_t*>(loss), static_cast<in_t*>(grad_gamma), static_cast<int>(num_levels),
-        static_cast<in_t*>(grad_thresholds), static_cast<int>(num_levels), static_cast<const in_t*>(nullptr), 0);
+        p.workspace, blocks, c, static_cast<in_t*>(p.loss), static_cast<in_t*>(p.grad_gamma), nl,
+        static_cast<in_t*>(p.grad_thresholds), nl, static_cast<const in_t*>(nullptr), 0);
   });
 }
 

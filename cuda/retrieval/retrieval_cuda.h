@@ -11,15 +11,14 @@
 
 #include <cstdint>
 
+#include "retrieval/retrieval_params.h"
+
 namespace recops::cuda {
 
 // Per-warp candidate lists: workspace of topk_workspace_numel(Q, k) elements each of float and int64.
 int64_t topk_workspace_numel(int64_t num_queries, int64_t k);
 
-void launch_topk_inner_product(const float* queries, int64_t num_queries, int64_t dim, const float* items,
-                               int64_t num_items, const float* item_bias, const int64_t* exclude_ids,
-                               const int64_t* exclude_offsets, int64_t num_excludes, int64_t k, float* out_scores,
-                               int64_t* out_ids, float* ws_scores, int64_t* ws_ids, int32_t* error_flag,
-                               cudaStream_t stream);
+// p: cpp/retrieval/retrieval_params.h (workspaces and error_flag required).
+void launch_topk_inner_product(const retrieval::TopkParams& p, cudaStream_t stream);
 
 }  // namespace recops::cuda

@@ -7,11 +7,8 @@ namespace recops::cuda {
 
 int64_t topk_workspace_numel(int64_t num_queries, int64_t k) { return num_queries * kTopkWarps * k; }
 
-void launch_topk_inner_product(const float* queries, int64_t num_queries, int64_t dim, const float* items,
-                               int64_t num_items, const float* item_bias, const int64_t* exclude_ids,
-                               const int64_t* exclude_offsets, int64_t num_excludes, int64_t k, float* out_scores,
-                               int64_t* out_ids, float* ws_scores, int64_t* ws_ids, int32_t* error_flag,
-                               cudaStream_t stream) {
+void launch_topk_inner_product(const retrieval::TopkParams& p, cudaStream_t stream) {
+  const int64_t num_queries = p.num_queries, dim = p.dim;
   if (num_queries == 0) return;
   const unsigned grid = num_queries < 65535LL * 8 ? static_cast<unsigned>(num_queries) : 65535u * 8u;
   const size_t smem = static_cast<size_t>(dim) * sizeof(float);
@@ -20,8 +17,8 @@ void launch_topk_inner_product(const float* queries, int64_t num_queries, int64_
                                            static_cast<int>(smem)));
   }
   topk_inner_product_kernel<<<grid, kTopkWarps * 32, smem, stream>>>(
-      queries, num_queries, dim, items, num_items, item_bias, exclude_ids, exclude_offsets, num_excludes, k,
-      out_scores, out_ids, ws_scores, ws_ids, error_flag);
+      p.queries, num_queries, dim, p.items, p.num_items, p.item_bias, p.exclude_ids, p.exclude_offsets,
+      p.num_excludes, p.k, p.out_scores, p.out_ids, p.ws_scores, p.ws_ids, p.error_flag);
   RECOPS_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -46,6 +46,39 @@ void expect_value_error(const char* what, const std::string& needle, Fn&& fn) {
   }
 }
 
+// The losses' flat argument order of earlier tests, through the core's parameter structs (losses_params.h).
+template <typename S>
+void ordinal_loss_flat(const S* scores, int64_t n, const S* th, int64_t nt, const int64_t* labels, const S* w,
+                       recops::losses::Reduction red, double min_gap, const S* gl, int64_t gls, bool with_grad,
+                       S* loss, S* gs, S* gt, int threads) {
+  recops::losses::OrdinalParams p;
+  p.scores = scores; p.num_samples = n; p.thresholds = th; p.num_thresholds = nt; p.labels = labels;
+  p.weights = w; p.reduction = red; p.min_gap = min_gap; p.grad_loss = gl; p.grad_loss_stride = gls;
+  p.with_grad = with_grad; p.loss = loss; p.grad_scores = gs; p.grad_thresholds = gt;
+  recops::losses::ordinal_logistic_loss<S>(p, threads);
+}
+
+template <typename S>
+void gnolr_loss_flat(const S* cos, int64_t n, int64_t t, const S* gamma, const S* th, const int64_t* levels,
+                     const S* w, recops::losses::Reduction red, double min_gap, bool nested, const S* gl,
+                     int64_t gls, bool with_grad, S* loss, S* gc, S* gg, S* gt, int threads) {
+  recops::losses::GnolrParams p;
+  p.cos = cos; p.num_samples = n; p.num_levels = t; p.gamma = gamma; p.thresholds = th; p.labels = levels;
+  p.weights = w; p.reduction = red; p.min_gap = min_gap; p.nested = nested; p.grad_loss = gl;
+  p.grad_loss_stride = gls; p.with_grad = with_grad; p.loss = loss; p.grad_cos = gc; p.grad_gamma = gg;
+  p.grad_thresholds = gt;
+  recops::losses::gnolr_loss<S>(p, threads);
+}
+
+// The top-k's flat argument order of earlier tests, through the core's parameter struct (retrieval_params.h).
+void topk_flat(const float* q, int64_t nq, int64_t dim, const float* e, int64_t n, const float* bias,
+               const int64_t* ex, const int64_t* exo, int64_t nex, int64_t k, float* s, int64_t* ids, int threads) {
+  recops::retrieval::TopkParams p;
+  p.queries = q; p.num_queries = nq; p.dim = dim; p.items = e; p.num_items = n; p.item_bias = bias;
+  p.exclude_ids = ex; p.exclude_offsets = exo; p.num_excludes = nex; p.k = k; p.out_scores = s; p.out_ids = ids;
+  recops::retrieval::topk_inner_product(p, threads);
+}
+
 template <typename index_t>
 void test_round_trips(int threads) {
   using namespace recops::jagged;
@@ -173,7 +206,7 @@ void test_losses(int threads) {
       for (auto& v : c) v = unit(rng);
       for (auto& v : w) v = 0.5 + 0.5 * unit(rng);
       for (auto& k : levels) k = static_cast<int64_t>(rng() % (t_max + 1));
-      gnolr_loss<double>(c.data(), batch, t_max, gamma.data(), a.data(), levels.data(), w.data(), Reduction::kNone,
+      gnolr_loss_flat<double>(c.data(), batch, t_max, gamma.data(), a.data(), levels.data(), w.data(), Reduction::kNone,
                          1e-6, nested, nullptr, 0, false, loss.data(), nullptr, nullptr, nullptr, threads);
       double sum = 0;
       for (int64_t b = 0; b < batch; ++b) {
@@ -185,16 +218,16 @@ void test_losses(int threads) {
       // fused mean + gradient; d/d a_0 against a central difference of the mean loss
       double mean = 0;
       std::vector<double> gc(batch * t_max), gg(t_max), ga(t_max);
-      gnolr_loss<double>(c.data(), batch, t_max, gamma.data(), a.data(), levels.data(), w.data(), Reduction::kMean,
+      gnolr_loss_flat<double>(c.data(), batch, t_max, gamma.data(), a.data(), levels.data(), w.data(), Reduction::kMean,
                          1e-6, nested, nullptr, 0, true, &mean, gc.data(), gg.data(), ga.data(), threads);
       EXPECT(std::abs(mean - sum / batch) <= 1e-9 * (1.0 + std::abs(mean)));
       const double h = 1e-6;
       double up = 0, down = 0;
       a[0] += h;
-      gnolr_loss<double>(c.data(), batch, t_max, gamma.data(), a.data(), levels.data(), w.data(), Reduction::kMean,
+      gnolr_loss_flat<double>(c.data(), batch, t_max, gamma.data(), a.data(), levels.data(), w.data(), Reduction::kMean,
                          1e-6, nested, nullptr, 0, false, &up, nullptr, nullptr, nullptr, threads);
       a[0] -= 2 * h;
-      gnolr_loss<double>(c.data(), batch, t_max, gamma.data(), a.data(), levels.data(), w.data(), Reduction::kMean,
+      gnolr_loss_flat<double>(c.data(), batch, t_max, gamma.data(), a.data(), levels.data(), w.data(), Reduction::kMean,
                          1e-6, nested, nullptr, 0, false, &down, nullptr, nullptr, nullptr, threads);
       a[0] += h;
       EXPECT(std::abs(ga[0] - (up - down) / (2 * h)) <= 1e-5 * (1.0 + std::abs(ga[0])));
@@ -209,7 +242,7 @@ void test_losses(int threads) {
     scores[b] = static_cast<float>(3.0 * unit(rng));
     labels[b] = static_cast<int64_t>(rng() % 4);
   }
-  ordinal_logistic_loss<float>(scores.data(), 300, th, 3, labels.data(), nullptr, Reduction::kNone, 1e-6, nullptr,
+  ordinal_loss_flat<float>(scores.data(), 300, th, 3, labels.data(), nullptr, Reduction::kNone, 1e-6, nullptr,
                                0, true, out.data(), gs.data(), gt, threads);
   for (size_t b = 0; b < scores.size(); ++b) {
     const int64_t k = labels[b];
@@ -231,7 +264,7 @@ void test_losses_bad_inputs() {
   float loss[3];
   auto olr = [&](const float* th, const int64_t* lab, double gap) {
     return [=, &loss] {
-      ordinal_logistic_loss<float>(scores, 3, th, 2, lab, nullptr, Reduction::kNone, gap, nullptr, 0, false, loss,
+      ordinal_loss_flat<float>(scores, 3, th, 2, lab, nullptr, Reduction::kNone, gap, nullptr, 0, false, loss,
                                    nullptr, nullptr, 2);
     };
   };
@@ -243,13 +276,13 @@ void test_losses_bad_inputs() {
   const float cos[] = {0.f, 0.f, 0.f};
   const int64_t levels[] = {0, 2, 1};
   expect_value_error("level", "levels[1] must be in [0, 2), got 2", [&] {
-    gnolr_loss<float>(cos, 3, 1, ordered, ordered, levels, nullptr, Reduction::kSum, 1e-6, true, nullptr, 0, false,
+    gnolr_loss_flat<float>(cos, 3, 1, ordered, ordered, levels, nullptr, Reduction::kSum, 1e-6, true, nullptr, 0, false,
                       loss, nullptr, nullptr, nullptr, 1);
   });
   // B = 0 with null data: valid; the reduced loss is 0 and the parameter gradients are zero.
   double sum = 7, gg[2] = {7, 7}, ga[2] = {7, 7};
   const double g2[] = {1, 1}, a2[] = {1, 2};
-  gnolr_loss<double>(nullptr, 0, 2, g2, a2, nullptr, nullptr, Reduction::kMean, 1e-6, true, nullptr, 0, true, &sum,
+  gnolr_loss_flat<double>(nullptr, 0, 2, g2, a2, nullptr, nullptr, Reduction::kMean, 1e-6, true, nullptr, 0, true, &sum,
                      nullptr, gg, ga, 2);
   EXPECT(sum == 0 && gg[0] == 0 && gg[1] == 0 && ga[0] == 0 && ga[1] == 0);
 }
@@ -419,7 +452,7 @@ void test_topk(int threads) {
     }
     std::vector<float> s(nq * k), rs;
     std::vector<int64_t> ids(nq * k), rids;
-    topk_inner_product(q.data(), nq, dim, e.data(), n, nullptr, ex.data(), exo.data(),
+    topk_flat(q.data(), nq, dim, e.data(), n, nullptr, ex.data(), exo.data(),
                        static_cast<int64_t>(ex.size()), k, s.data(), ids.data(), threads);
     brute_topk(q, nq, dim, e, n, ex, exo, k, rs, rids);
     EXPECT(ids == rids);
@@ -434,18 +467,18 @@ void test_topk_bad_inputs() {
   int64_t ids[8];
   const int64_t good_off[] = {0, 1, 2}, bad_off[] = {0, 2, 1}, ex_huge[] = {0, int64_t{1} << 62}, ex_neg[] = {-1, 0};
   expect_value_error("k=0", "k must be >= 1, got 0",
-                     [&] { topk_inner_product(q, 2, 2, e, 4, nullptr, nullptr, nullptr, 0, 0, s, ids, 2); });
+                     [&] { topk_flat(q, 2, 2, e, 4, nullptr, nullptr, nullptr, 0, 0, s, ids, 2); });
   expect_value_error("huge id", "exclude_ids[1] must be in [0, 4), got 4611686018427387904", [&] {
-    topk_inner_product(q, 2, 2, e, 4, nullptr, ex_huge, good_off, 2, 2, s, ids, 2);
+    topk_flat(q, 2, 2, e, 4, nullptr, ex_huge, good_off, 2, 2, s, ids, 2);
   });
   expect_value_error("negative id", "exclude_ids[0] must be in [0, 4), got -1", [&] {
-    topk_inner_product(q, 2, 2, e, 4, nullptr, ex_neg, good_off, 2, 2, s, ids, 2);
+    topk_flat(q, 2, 2, e, 4, nullptr, ex_neg, good_off, 2, 2, s, ids, 2);
   });
   expect_value_error("offsets", "exclude_offsets", [&] {
-    topk_inner_product(q, 2, 2, e, 4, nullptr, ex_neg, bad_off, 2, 2, s, ids, 2);
+    topk_flat(q, 2, 2, e, 4, nullptr, ex_neg, bad_off, 2, 2, s, ids, 2);
   });
   expect_value_error("overflow", "overflows", [&] {
-    topk_inner_product(q, 2, 2, e, 4, nullptr, nullptr, nullptr, 0, int64_t{1} << 62, s, ids, 2);
+    topk_flat(q, 2, 2, e, 4, nullptr, nullptr, nullptr, 0, int64_t{1} << 62, s, ids, 2);
   });
   expect_value_error("kmeans", "nlist must be in [1, n=2]", [&] {
     float c[6];
