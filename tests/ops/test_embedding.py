@@ -322,3 +322,21 @@ def test_mixed_index_and_offset_dtypes(index_dtype, offset_dtype, mode):
         recops.ops.embedding_bag(w, idx, bad, mode=mode)
     with pytest.raises(TypeError, match="int32 or int64"):
         recops.ops.embedding_bag(w, idx, off.to(torch.int16), mode=mode)
+
+
+# ---- bad offsets on every device: checked on the device too, the CPU's message ------------------------------
+
+@pytest.mark.parametrize("bad", [[0, 5, 3, 6], [0, 2, 4, 9], [1, 2, 4, 6], [0, -3, 4, 6]])
+def test_bad_offsets_raise_the_cpu_message_on_every_device(device, bad):
+    """CUDA kernels used to trust offsets (an out-of-bounds read); now the launcher checks them on the device,
+    every kernel treats a bad bag as empty, and the flag becomes the CPU path's ValueError."""
+    w = torch.randn(20, 8, device=device, requires_grad=True)
+    idx = torch.randint(0, 20, (6,), device=device)
+    off = torch.tensor(bad, device=device)
+    with pytest.raises(ValueError) as cpu_err:
+        recops.ops.embedding_bag(w.detach().cpu(), idx.cpu(), off.cpu())
+    with pytest.raises(ValueError) as dev_err:
+        recops.ops.embedding_bag(w, idx, off)
+    assert str(dev_err.value) == str(cpu_err.value)
+    assert "offsets" in str(dev_err.value)
+    assert w.grad is None
