@@ -111,9 +111,3 @@ class Launch:
         names = [name for name, bit in _C.ERROR_BITS.items() if bits & bit]
         raise ValueError(f"{self.op}: the device reported invalid input ({', '.join(names) or bits})")
 
-
-# Error bits set by CUDA kernels (cpp/common/error_bits.h, exported by _C).
-ERR_BAD_OFFSETS = _C.ERROR_BITS["bad_offsets"]
-ERR_TOO_LONG = _C.ERROR_BITS["too_long"]
-ERR_BAD_INDEX = _C.ERROR_BITS["bad_index"]
-ERR_BAD_ORDER = _C.ERROR_BITS["bad_order"]
