@@ -97,7 +97,7 @@ Common check_common(const char* op, const Array& weights, const Array& meta, con
   check_contiguous(op, "indices", indices);
   c.num_indices = indices.shape(0);
   if (batch < 0) value_error(op, ": batch must be >= 0, got ", std::to_string(batch));
-  const int64_t want = c.num_features * batch + 1;
+  const int64_t want = checked_add(checked_mul(c.num_features, batch, op, "num_features * batch"), 1, op);
   if (static_cast<int64_t>(offsets.shape(0)) != want) {
     value_error(op, ": offsets must have num_features * B + 1 = ", std::to_string(want), " elements, got ",
                 std::to_string(offsets.shape(0)));
@@ -153,8 +153,8 @@ void embedding_bags_forward(Array weights, Array meta, Array indices, Array offs
   const char* op = op_name.c_str();
   const Common c = check_common(op, weights, meta, indices, offsets, batch);
   if (per_sample_weights) check_acc_array(op, "per_sample_weights", *per_sample_weights, weights, c.storage, c.num_indices);
-  check_out(op, "out", out, weights, c.storage, batch * total_dim);
-  if (argmax) check_int64(op, "argmax", *argmax, weights, batch * total_dim);
+  check_out(op, "out", out, weights, c.storage, checked_mul(batch, total_dim, op, "batch * total_dim"));
+  if (argmax) check_int64(op, "argmax", *argmax, weights, checked_mul(batch, total_dim, op, "batch * total_dim"));
   if (feature_names && static_cast<int64_t>(feature_names->size()) != c.num_features) {
     value_error(op, ": feature_names must have one name per feature");
   }
@@ -206,7 +206,7 @@ void check_embedding_bags(Array meta, Array indices, Array offsets, int64_t batc
     }
     for (const auto& n : *feature_names) names.push_back(n.c_str());
   }
-  const int64_t want = checked_mul(num_features, batch, op) + 1;
+  const int64_t want = checked_add(checked_mul(num_features, batch, op, "num_features * batch"), 1, op);
   auto run = [&](auto tag) {
     using index_t = decltype(tag);
     const index_t* idx = host_vec<index_t>(op, "indices", indices);
@@ -215,6 +215,18 @@ void check_embedding_bags(Array meta, Array indices, Array offsets, int64_t batc
                                    feature_names ? names.data() : nullptr);
   };
   if (offsets.dtype() == nb::dtype<int64_t>()) run(int64_t{}); else run(int32_t{});
+}
+
+bool check_embedding_meta(Array meta, int64_t weights_numel, bool int8_rows, int64_t total_dim, bool has_psw,
+                          int64_t state_rows, int64_t state_elems, const std::string& op_name) {
+  const char* op = op_name.c_str();
+  const int64_t* m = host_vec<int64_t>(op, "meta", meta);
+  const int64_t num_features = static_cast<int64_t>(meta.shape(0)) / emb::kMetaCols;
+  if (static_cast<int64_t>(meta.shape(0)) != num_features * emb::kMetaCols) {
+    value_error(op, ": meta must have num_features * ", std::to_string(emb::kMetaCols), " elements");
+  }
+  return emb::check_embedding_meta(op, weights_numel, int8_rows, m, num_features, total_dim, has_psw, state_rows,
+                                   state_elems);
 }
 
 void embedding_bags_backward(Array weights, Array meta, Array indices, Array offsets, int64_t batch,
@@ -229,8 +241,8 @@ void embedding_bags_backward(Array weights, Array meta, Array indices, Array off
   const Common c = check_common(op, weights, meta, indices, offsets, batch);
   if (c.storage == Storage::kInt8) value_error(op, ": int8 tables are inference-only, got a backward call");
   if (per_sample_weights) check_acc_array(op, "per_sample_weights", *per_sample_weights, weights, c.storage, c.num_indices);
-  if (argmax) check_int64(op, "argmax", *argmax, weights, batch * total_dim);
-  check_out(op, "grad_out", grad_out, weights, c.storage, batch * total_dim);
+  if (argmax) check_int64(op, "argmax", *argmax, weights, checked_mul(batch, total_dim, op, "batch * total_dim"));
+  check_out(op, "grad_out", grad_out, weights, c.storage, checked_mul(batch, total_dim, op, "batch * total_dim"));
   if (grad_weights) check_out(op, "grad_weights", *grad_weights, weights, c.storage, weights.size());
   float* s[2] = {nullptr, nullptr};
   int64_t sn[2] = {0, 0};
@@ -307,6 +319,10 @@ void bind_embedding(nb::module_& m) {
   m.def("check_embedding_bags", &check_embedding_bags, "meta"_a.noconvert(), "indices"_a.noconvert(),
         "offsets"_a.noconvert(), "batch"_a, "feature_names"_a.none(), "op"_a,
         "Raise the CPU core's ValueError for bad offsets or an index out of range (host arrays; meta flattened).");
+  m.def("check_embedding_meta", &check_embedding_meta, "meta"_a.noconvert(), "weights_numel"_a, "int8_rows"_a,
+        "total_dim"_a, "has_psw"_a, "state_rows"_a, "state_elems"_a, "op"_a,
+        "Raise the core's ValueError for a bad meta (host array, flattened); returns whether some output column is "
+        "written by no feature.");
   m.def("embedding_bags_forward", &embedding_bags_forward, "weights"_a.noconvert(), "meta"_a.noconvert(),
         "indices"_a.noconvert(), "offsets"_a.noconvert(), "batch"_a, nb::kw_only(),
         "per_sample_weights"_a.noconvert() = nb::none(),

@@ -19,42 +19,63 @@
 namespace recops::embedding {
 namespace {
 
-// Checks meta against the buffers and returns the largest dim. state_rows/state_elems: sizes of the per-row /
-// per-element optimizer state the update needs (-1: none).
+// What check_meta learns of a valid meta: the largest dim, and the column ranges [begin, end) of out that no
+// feature writes (the forward zeroes them, so out never holds uninitialised columns).
+struct MetaInfo {
+  int64_t max_dim = 0;
+  std::vector<std::pair<int64_t, int64_t>> gaps;
+};
+
+// Checks meta against the buffers, every sum and product through checked arithmetic (values near 2^63 must not
+// wrap past a bounds test). state_rows/state_elems: sizes of the per-row / per-element optimizer state the
+// update needs (-1: none).
 template <typename weight_t>
-int64_t check_meta(const char* op, int64_t weights_numel, const int64_t* meta, int64_t num_features,
-                   int64_t total_dim, bool has_psw, int64_t state_rows, int64_t state_elems) {
+MetaInfo check_meta(const char* op, int64_t weights_numel, const int64_t* meta, int64_t num_features,
+                    int64_t total_dim, bool has_psw, int64_t state_rows, int64_t state_elems) {
   RECOPS_CHECK(num_features >= 0, op, ": the number of features must be >= 0, got ", num_features);
   RECOPS_CHECK(total_dim >= 0, op, ": total_dim must be >= 0, got ", total_dim);
   constexpr bool int8 = std::is_same_v<weight_t, uint8_t>;
-  int64_t max_dim = 0;
+  MetaInfo info;
+  std::vector<std::pair<int64_t, int64_t>> cols;
+  cols.reserve(static_cast<size_t>(num_features));
   for (int64_t f = 0; f < num_features; ++f) {
     const int64_t* m = meta + f * kMetaCols;
     const int64_t rows = m[kNumRows], dim = m[kDim], stride = m[kRowStride];
-    RECOPS_CHECK(rows >= 0 && dim >= 0 && m[kWeightOffset] >= 0 && m[kRowOffset] >= 0, op, ": meta of feature ",
-                 f, " must be non-negative, got rows=", rows, " dim=", dim);
-    RECOPS_CHECK(stride == (int8 ? dim + 8 : dim), op, ": row stride of feature ", f, " must be ",
-                 int8 ? dim + 8 : dim, ", got ", stride);
+    RECOPS_CHECK(rows >= 0 && dim >= 0 && m[kWeightOffset] >= 0 && m[kRowOffset] >= 0 && m[kOutColumn] >= 0, op,
+                 ": meta of feature ", f, " must be non-negative, got weight_offset=", m[kWeightOffset],
+                 " row_offset=", m[kRowOffset], " rows=", rows, " dim=", dim, " out_column=", m[kOutColumn]);
+    const int64_t want_stride = int8 ? checked_add(dim, 8, op, "meta: dim + 8 (int8 row stride)") : dim;
+    RECOPS_CHECK(stride == want_stride, op, ": row stride of feature ", f, " must be ", want_stride, ", got ",
+                 stride);
     RECOPS_CHECK(m[kPooling] >= 0 && m[kPooling] <= 2, op, ": pooling of feature ", f,
                  " must be 0 (sum), 1 (mean) or 2 (max), got ", m[kPooling]);
     RECOPS_CHECK(!has_psw || m[kPooling] == 0, op,
                  ": per_sample_weights are only supported with sum pooling, got pooling ", m[kPooling],
                  " for feature ", f);
-    RECOPS_CHECK(m[kOutColumn] >= 0 && m[kOutColumn] + dim <= total_dim, op, ": output columns of feature ", f,
-                 " must lie in [0, ", total_dim, "), got [", m[kOutColumn], ", ", m[kOutColumn] + dim, ")");
-    const int64_t end = m[kWeightOffset] + checked_mul(rows, stride, op);
+    const int64_t col_end = checked_add(m[kOutColumn], dim, op, "meta: out_column + dim");
+    RECOPS_CHECK(col_end <= total_dim, op, ": output columns of feature ", f, " must lie in [0, ", total_dim,
+                 "), got [", m[kOutColumn], ", ", col_end, ")");
+    const int64_t end = checked_end(m[kWeightOffset], rows, stride, op, "meta: weight_offset + rows * row_stride");
     RECOPS_CHECK(end <= weights_numel, op, ": table of feature ", f, " ends at element ", end,
                  " beyond the weights buffer of ", weights_numel);
+    const int64_t row_end = checked_add(m[kRowOffset], rows, op, "meta: row_offset + rows");
     if (state_rows >= 0) {
-      RECOPS_CHECK(m[kRowOffset] + rows <= state_rows, op, ": optimizer state must have ", m[kRowOffset] + rows,
-                   " rows, got ", state_rows);
+      RECOPS_CHECK(row_end <= state_rows, op, ": optimizer state must have ", row_end, " rows, got ", state_rows);
     }
     if (state_elems >= 0) {
       RECOPS_CHECK(end <= state_elems, op, ": optimizer state must have ", end, " elements, got ", state_elems);
     }
-    max_dim = std::max(max_dim, dim);
+    info.max_dim = std::max(info.max_dim, dim);
+    if (dim > 0) cols.emplace_back(m[kOutColumn], col_end);
   }
-  return max_dim;
+  std::sort(cols.begin(), cols.end());
+  int64_t covered = 0;
+  for (const auto& [b, e] : cols) {
+    if (b > covered) info.gaps.emplace_back(covered, b);
+    covered = std::max(covered, e);
+  }
+  if (covered < total_dim) info.gaps.emplace_back(covered, total_dim);
+  return info;
 }
 
 // Offsets (start 0, non-decreasing, end at num_indices) and the sizes; the indices themselves are range-checked
@@ -290,6 +311,17 @@ Batch<weight_t, index_t> make_batch(weight_t* weights, const int64_t* meta, int6
 
 }  // namespace
 
+bool check_embedding_meta(const char* op, int64_t weights_numel, bool int8_rows, const int64_t* meta,
+                          int64_t num_features, int64_t total_dim, bool has_psw, int64_t state_rows,
+                          int64_t state_elems) {
+  const MetaInfo info =
+      int8_rows ? check_meta<uint8_t>(op, weights_numel, meta, num_features, total_dim, has_psw, state_rows,
+                                      state_elems)
+                : check_meta<float>(op, weights_numel, meta, num_features, total_dim, has_psw, state_rows,
+                                    state_elems);
+  return !info.gaps.empty();
+}
+
 template <typename index_t>
 void check_embedding_bags_data(const char* op, const int64_t* meta, int64_t num_features, const index_t* indices,
                                int64_t num_indices, const index_t* offsets, int64_t batch, const char* const* names) {
@@ -307,16 +339,28 @@ void embedding_bags_forward(const char* op, const weight_t* weights, int64_t wei
                             int64_t num_features, const index_t* indices, int64_t num_indices,
                             const index_t* offsets, int64_t batch, const void* per_sample_weights, void* out,
                             int64_t total_dim, int64_t* argmax, int num_threads, const char* const* names) {
-  const int64_t max_dim = check_meta<weight_t>(op, weights_numel, meta, num_features, total_dim,
-                                                per_sample_weights != nullptr, -1, -1);
+  const MetaInfo info = check_meta<weight_t>(op, weights_numel, meta, num_features, total_dim,
+                                             per_sample_weights != nullptr, -1, -1);
   check_offsets(op, num_features, num_indices, offsets, batch);
-  auto p = make_batch(const_cast<weight_t*>(weights), meta, num_features, indices, offsets, batch, total_dim, max_dim,
-                      per_sample_weights, argmax);
+  checked_mul(batch, total_dim, op, "batch * total_dim");
+  auto p = make_batch(const_cast<weight_t*>(weights), meta, num_features, indices, offsets, batch, total_dim,
+                      info.max_dim, per_sample_weights, argmax);
   p.out = static_cast<typename Batch<weight_t, index_t>::out_t*>(out);
   std::atomic<bool> bad{false};
   p.bad_index = &bad;
   isa_pick(&generic::forward_kernel<weight_t, index_t>, &avx2::forward_kernel<weight_t, index_t>)(p, num_threads);
   if (bad.load()) raise_bad_index(op, meta, num_features, indices, offsets, batch, names);
+  if (!info.gaps.empty()) {  // columns no feature writes: zeros (argmax -1), never uninitialised memory
+    using out_t = typename Batch<weight_t, index_t>::out_t;
+    parallel_for(0, batch, 1024, num_threads, [&](int64_t bb, int64_t be) {
+      for (int64_t b = bb; b < be; ++b) {
+        for (const auto& [c0, c1] : info.gaps) {
+          std::fill(p.out + b * total_dim + c0, p.out + b * total_dim + c1, out_t{});
+          if (argmax) std::fill(argmax + b * total_dim + c0, argmax + b * total_dim + c1, int64_t{-1});
+        }
+      }
+    });
+  }
 }
 
 template <typename weight_t, typename index_t>
@@ -338,10 +382,13 @@ void embedding_bags_backward(const char* op, weight_t* weights, int64_t weights_
   RECOPS_CHECK(kind != Update::kAdam || state1 != nullptr || num_indices == 0, op, ": adam needs two states");
   RECOPS_CHECK(kind != Update::kAdam || state0_numel == state1_numel, op,
                ": adam states must have equal sizes, got ", state0_numel, " and ", state1_numel);
-  const int64_t max_dim = check_meta<weight_t>(op, weights_numel, meta, num_features, total_dim,
-                                                per_sample_weights != nullptr, kind == Update::kRowwiseAdagrad ? state0_numel : -1,
-                                                kind == Update::kAdagrad || kind == Update::kAdam ? state0_numel : -1);
+  const int64_t max_dim =
+      check_meta<weight_t>(op, weights_numel, meta, num_features, total_dim, per_sample_weights != nullptr,
+                           kind == Update::kRowwiseAdagrad ? state0_numel : -1,
+                           kind == Update::kAdagrad || kind == Update::kAdam ? state0_numel : -1)
+          .max_dim;
   check_offsets(op, num_features, num_indices, offsets, batch);
+  checked_mul(batch, total_dim, op, "batch * total_dim");
   RECOPS_CHECK(num_indices < (int64_t{1} << 32), op, ": at most 2^32 - 1 indices per call, got ", num_indices);
   RECOPS_CHECK(batch < (int64_t{1} << 31) && num_features < (int64_t{1} << 31), op,
                ": batch and the number of features must be < 2^31, got ", batch, " and ", num_features);

@@ -41,6 +41,15 @@ struct Half { uint16_t bits; };
 struct BFloat16 { uint16_t bits; };
 
 
+// The checks of meta [num_features, kMetaCols] (host) that every call runs, for a CUDA caller to run on a host
+// copy before a launch: entries non-negative, row stride D (D + 8 for int8 rows), pooling code, output columns
+// inside [0, total_dim), tables inside the weights buffer and the optimizer state (state_rows / state_elems:
+// -1 when unused), every sum and product overflow-checked. Returns whether some column of out is written by no
+// feature (the CPU forward zeroes those columns; a CUDA caller allocates out zeroed then).
+bool check_embedding_meta(const char* op, int64_t weights_numel, bool int8_rows, const int64_t* meta,
+                          int64_t num_features, int64_t total_dim, bool has_psw, int64_t state_rows,
+                          int64_t state_elems);
+
 // The data checks of the lookups on host arrays: offsets [num_features * batch + 1] start at 0, never decrease
 // and end at num_indices; every index of feature f in [0, meta[f, kNumRows]). Throws naming the first bad one
 // (with feature_names when non-null), as the forward does; run when a CUDA kernel flags bad input.
@@ -51,7 +60,7 @@ void check_embedding_bags_data(const char* op, const int64_t* meta, int64_t num_
 
 // Pooled lookups. weights [weights_numel], meta [num_features, kMetaCols], indices [L], offsets
 // [num_features * batch + 1], per_sample_weights [L] acc_t or null (sum pooling only; ValueError for a mean or
-// max feature), out [batch, total_dim]; columns of out not covered by a feature are left untouched.
+// max feature), out [batch, total_dim]; columns of out not covered by a feature are zeroed (argmax -1).
 // argmax [batch, total_dim] int64 or null: for max features, the position i (into indices) that won each
 // element, -1 for an empty bag and for the columns of other features. Empty bags give zeros. feature_names [num_features] or null: names used in the
 // message for a bad index ("feature 'name' indices[i] ...").

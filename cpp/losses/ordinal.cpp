@@ -186,9 +186,12 @@ void run_blocks(const char* op, int64_t num_samples, int64_t num_levels, int64_t
       const int64_t begin = blk * kLossBlock, end = std::min(num_samples, (blk + 1) * kLossBlock);
       for (int64_t b = begin; b < end; ++b) z_fn(b, zb + (b - begin) * num_levels);
       exp_log1p(zb, (end - begin) * num_levels, eb, lb);
-      for (int64_t b = begin; b < end; ++b) {  // samples without the term get a harmless gap of 1
+      // Samples without the term get a harmless gap of 1. An infinite score makes z_{k-1} - z_k = inf - inf
+      // (NaN) where the true gap is finite: the clamped gap keeps the limit (loss +inf, finite gradient).
+      for (int64_t b = begin; b < end; ++b) {
         const int64_t k = levels[b], o = (b - begin) * num_levels;
-        gb[b - begin] = k >= 1 && k < num_levels ? std::max(zb[o + k - 1] - zb[o + k], gap) : acc_t(1);
+        const acc_t d = k >= 1 && k < num_levels ? zb[o + k - 1] - zb[o + k] : acc_t(1);
+        gb[b - begin] = std::isnan(d) ? gap : std::max(d, gap);
       }
       log1mexp_batch(gb, end - begin, l1mb, invb);
       double loss_sum = 0;

@@ -86,6 +86,11 @@ def check_embedding_bags(meta: NDArray, indices: NDArray, offsets: NDArray, batc
     Raise the CPU core's ValueError for bad offsets or an index out of range (host arrays; meta flattened).
     """
 
+def check_embedding_meta(meta: NDArray, weights_numel: int, int8_rows: bool, total_dim: int, has_psw: bool, state_rows: int, state_elems: int, op: str) -> bool:
+    """
+    Raise the core's ValueError for a bad meta (host array, flattened); returns whether some output column is written by no feature.
+    """
+
 def embedding_bags_forward(weights: NDArray, meta: NDArray, indices: NDArray, offsets: NDArray, batch: int, *, per_sample_weights: NDArray | None = None, out: NDArray, total_dim: int, argmax: NDArray | None = None, max_dim: int = 0, num_threads: int = 1, feature_names: Sequence[str] | None = None, op: str = 'embedding_bag', stream: int = 0, error_flag: NDArray | None = None) -> None:
     """
     Pooled lookups of F features over flat tables into out [B, total_dim] (cpp/embedding/embedding_bag.h).

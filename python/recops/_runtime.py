@@ -57,6 +57,22 @@ def num_threads() -> int:
     return torch.get_num_threads()
 
 
+def check_same_device(op: str, **tensors) -> None:
+    """The one device check of every op: TypeError unless all given tensors (None skipped) are on one device.
+
+    Runs in each op's body and in its fake kernel, so a tensor on the meta device mixed with real ones is
+    rejected (otherwise the dispatcher would pick the fake kernel and return uninitialised memory); tensors
+    all on the meta device still go through the fake kernel, for shape inference."""
+    ref_name, ref = None, None
+    for name, t in tensors.items():
+        if t is None:
+            continue
+        if ref is None:
+            ref_name, ref = name, t.device
+        elif t.device != ref:
+            raise TypeError(f"{op}: {name} must be on the same device as {ref_name} ({ref}), got {t.device}")
+
+
 def eager(*tensors) -> bool:
     """True outside torch.compile when every tensor is a plain Tensor (or None): the op may then call its
     implementation directly and skip the torch.library dispatch (~60 us a call on the 2-core VM); the custom op

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "common/checked_math.h"
 #include "embedding/embedding_bag.h"
 #include "jagged/jagged.h"
 #include "losses/ordinal.h"
@@ -377,6 +378,84 @@ void test_embedding(int threads) {
                                          0, nullptr, threads);
 }
 
+// Overflow: every meta entry near 2^63 (and batch * total_dim, num_features * batch) must raise before a kernel
+// reads or writes; before the checked arithmetic these wrapped, passed the bounds test and ran out of bounds.
+void test_embedding_overflow() {
+  using namespace recops::embedding;
+  constexpr int64_t kBig = std::numeric_limits<int64_t>::max();
+  std::vector<float> w(16, 1.f), out(8, 5.f), grad(8, 1.f), state(16, 0.f);
+  const int64_t idx[2] = {0, 1}, off[2] = {0, 2};
+  UpdateParams sgd;
+  sgd.kind = Update::kSgd;
+  sgd.lr = 0.1f;
+  struct Case { const char* what; std::array<int64_t, kMetaCols> meta; const char* needle; };
+  const Case cases[] = {
+      {"weight_offset", {kBig - 5, 0, 4, 4, 4, 0, 0}, "weight_offset + rows * row_stride overflows"},
+      {"rows*stride", {0, 0, int64_t{1} << 62, 4, 4, 0, 0}, "weight_offset + rows * row_stride overflows"},
+      {"out_column", {0, 0, 4, 4, 4, 0, kBig - 2}, "out_column + dim overflows"},
+      {"row_offset", {0, kBig - 1, 4, 4, 4, 0, 0}, "row_offset + rows overflows"},
+      {"negative", {0, 0, 4, -4, -4, 0, 0}, "must be non-negative"},
+  };
+  for (const Case& c : cases) {
+    expect_value_error(c.what, c.needle, [&] {
+      embedding_bags_forward<float, int64_t>("emb", w.data(), 16, c.meta.data(), 1, idx, 2, off, 1, nullptr,
+                                             out.data(), 4, nullptr, 1);
+    });
+    expect_value_error(c.what, c.needle, [&] {
+      embedding_bags_backward<float, int64_t>("emb", w.data(), 16, c.meta.data(), 1, idx, 2, off, 1, nullptr,
+                                              nullptr, grad.data(), 4, sgd, nullptr, nullptr, nullptr, 0, 0,
+                                              nullptr, 1);
+    });
+    expect_value_error(c.what, c.needle, [&] {
+      check_embedding_meta("emb", 16, false, c.meta.data(), 1, 4, false, -1, -1);
+    });
+  }
+  EXPECT(out == std::vector<float>(8, 5.f) && w == std::vector<float>(16, 1.f));
+  // int8 rows: dim + 8 must not wrap to the stride.
+  const int64_t qmeta[kMetaCols] = {0, 0, 1, kBig - 4, 4, 0, 0};  // dim + 8 would wrap
+  uint8_t q[16] = {};
+  expect_value_error("int8 stride", "dim + 8 (int8 row stride) overflows", [&] {
+    embedding_bags_forward<uint8_t, int64_t>("emb", q, 16, qmeta, 1, idx, 2, off, 1, nullptr, out.data(), 4,
+                                             nullptr, 1);
+  });
+  // Rowwise Adagrad state rows: row_offset + rows checked against the state.
+  const int64_t rmeta[kMetaCols] = {0, 2, 4, 4, 4, 0, 0};
+  UpdateParams rw;
+  rw.kind = Update::kRowwiseAdagrad;
+  expect_value_error("state rows", "optimizer state must have 6 rows, got 4", [&] {
+    embedding_bags_backward<float, int64_t>("emb", w.data(), 16, rmeta, 1, idx, 2, off, 1, nullptr, nullptr,
+                                            grad.data(), 4, rw, nullptr, state.data(), nullptr, 4, 0, nullptr, 1);
+  });
+  // batch * total_dim and num_features * batch.
+  const int64_t zero_off[1] = {0};
+  expect_value_error("batch*total_dim", "batch * total_dim overflows", [&] {
+    embedding_bags_forward<float, int64_t>("emb", w.data(), 16, nullptr, 0, idx, 0, zero_off, int64_t{1} << 40,
+                                           nullptr, out.data(), int64_t{1} << 40, nullptr, 1);
+  });
+  const int64_t meta4[2 * kMetaCols] = {0, 0, 4, 4, 4, 0, 0, 0, 0, 4, 4, 4, 0, 0};
+  expect_value_error("features*batch", "size product overflows", [&] {
+    embedding_bags_forward<float, int64_t>("emb", w.data(), 16, meta4, 2, idx, 2, off, int64_t{1} << 62, nullptr,
+                                           out.data(), 4, nullptr, 1);
+  });
+  // Columns no feature writes are zeroed, argmax -1 (was: left uninitialised).
+  const int64_t gmeta[kMetaCols] = {0, 0, 4, 2, 2, 2, 1};  // max pooling into columns [1, 3) of 4
+  std::vector<float> gout(4, 7.f);
+  std::vector<int64_t> am(4, 99);
+  EXPECT(check_embedding_meta("emb", 16, false, gmeta, 1, 4, false, -1, -1));
+  const int64_t fmeta[kMetaCols] = {0, 0, 4, 2, 2, 0, 0};
+  EXPECT(!check_embedding_meta("emb", 16, false, fmeta, 1, 2, false, -1, -1));
+  embedding_bags_forward<float, int64_t>("emb", w.data(), 16, gmeta, 1, idx, 2, off, 1, nullptr, gout.data(), 4,
+                                         am.data(), 1);
+  EXPECT(gout[0] == 0.f && gout[3] == 0.f && gout[1] == 1.f && gout[2] == 1.f);
+  EXPECT(am[0] == -1 && am[3] == -1 && am[1] >= 0 && am[2] >= 0);
+  // checked helpers themselves.
+  EXPECT(recops::checked_add(3, 4, "t") == 7 && recops::checked_end(1, 2, 3, "t") == 7);
+  expect_value_error("add", "t: size sum overflows int64", [&] { recops::checked_add(kBig, 1, "t"); });
+  expect_value_error("mul", "t: size product overflows int64", [&] { recops::checked_mul(kBig / 2, 3, "t"); });
+  expect_value_error("end", "t: range end overflows", [&] { recops::checked_end(1, kBig, 1, "t"); });
+  expect_value_error("neg", "must be non-negative", [&] { recops::checked_add(-1, 1, "t"); });
+}
+
 // The backward's wide-row sort (2^17 rows, 20k keys: partition + in-cache bucket sorts, runs found per bucket):
 // the dense gradient of sum pooling (keys per bag) and of per-sample weights (keys per position) against a naive
 // scatter. Gradients are small integers, so every sum is exact whatever the order.
@@ -626,6 +705,7 @@ int main() {
   test_losses_bad_inputs();
   for (int threads : {1, 3}) test_embedding(threads);
   for (int threads : {1, 3}) test_embedding_wide(threads);
+  test_embedding_overflow();
   for (int threads : {1, 2, 3}) test_topk(threads);
   test_topk_bad_inputs();
   if (g_failures) {

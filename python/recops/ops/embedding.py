@@ -22,7 +22,7 @@ from torch import Tensor
 
 from .._runtime import core as _C
 from .. import _C as _ext
-from .._runtime import Launch, eager, num_threads
+from .._runtime import Launch, check_same_device, eager, num_threads
 
 # The core's codes, by name (cpp/embedding/embedding_params.h, exported by the extension).
 POOLING = dict(_ext.EMBEDDING_POOLING)
@@ -65,6 +65,47 @@ def _recheck(op: str, meta: Tensor, indices: Tensor, offsets: Tensor, batch: int
                                            _names(feature_names), op)
 
 
+_META_CHECKED: dict = {}
+
+
+def _check_meta_on_host(op: str, weights: Tensor, meta: Tensor, total_dim: int, has_psw: bool,
+                        state_rows: int = -1, state_elems: int = -1) -> bool:
+    """CUDA calls: the core's meta checks (_C.check_embedding_meta: bounds of every table, output column and
+    optimizer state, overflow-checked) on a host copy, which the CPU core runs on every call. Cached per meta
+    buffer version and sizes, so a collection's meta is copied once, not every step. Returns whether some output
+    column is written by no feature (out is then allocated zeroed)."""
+    key = (meta.data_ptr(), meta._version, str(meta.device), weights.numel(), weights.dtype, total_dim, has_psw,
+           state_rows, state_elems)
+    gaps = _META_CHECKED.get(key)
+    if gaps is None:
+        check_same_device(op, weight=weights, meta=meta)
+        if meta.dtype != torch.int64 or meta.dim() != 2 or meta.shape[1] != META_COLS:
+            raise ValueError(f"{op}: meta must be int64 [F, {META_COLS}], got {meta.dtype} {list(meta.shape)}")
+        gaps = _C.check_embedding_meta(meta.cpu().flatten(), weights.numel(), weights.dtype == torch.uint8,
+                                       total_dim, has_psw, state_rows, state_elems, op)
+        if len(_META_CHECKED) > 1024:
+            _META_CHECKED.clear()
+        _META_CHECKED[key] = gaps
+    return gaps
+
+
+def _state_sizes(optimizer: int, state0: Optional[Tensor]) -> Tuple[int, int]:
+    """(state_rows, state_elems) the core checks meta against: rowwise Adagrad keeps one float per row, Adagrad
+    and Adam one per element."""
+    n = -1 if state0 is None else state0.numel()
+    if optimizer == OPTIMIZERS["rowwise_adagrad"]:
+        return n, -1
+    if optimizer in (OPTIMIZERS["adagrad"], OPTIMIZERS["adam"]):
+        return -1, n
+    return -1, -1
+
+
+def _check_devices(op: str, weights: Tensor, meta: Tensor, indices: Tensor, offsets: Tensor,
+                   per_sample_weights: Optional[Tensor]) -> None:
+    check_same_device(op, weight=weights, meta=meta, indices=indices, offsets=offsets,
+                      per_sample_weights=per_sample_weights)
+
+
 def _names(feature_names: str) -> Optional[list]:
     return feature_names.split("\n") if feature_names else None
 
@@ -95,7 +136,11 @@ def embedding_bags_impl(weights: Tensor, meta: Tensor, indices: Tensor, offsets:
     """The body of the embedding_bags op: no autograd, no dispatch (eager callers without autograd use it)."""
     op = "EmbeddingBagCollection" if feature_names else "embedding_bag"
     _check_weights(op, weights)
+    _check_devices(op, weights, meta, indices, offsets, per_sample_weights)
     out, argmax = _alloc_forward(weights, batch, total_dim, need_argmax)
+    if weights.is_cuda and _check_meta_on_host(op, weights, meta, total_dim, per_sample_weights is not None):
+        out.zero_()
+        argmax.fill_(-1)
     with Launch(weights, op, _recheck(op, meta, indices, offsets, batch, feature_names)) as launch:
         _C.embedding_bags_forward(weights.detach(), meta, indices, offsets, batch,
                                   per_sample_weights=None if per_sample_weights is None else per_sample_weights.detach(),
@@ -109,6 +154,8 @@ def embedding_bags_impl(weights: Tensor, meta: Tensor, indices: Tensor, offsets:
 
 @embedding_bags.register_fake
 def _(weights, meta, indices, offsets, per_sample_weights, batch, total_dim, max_dim, need_argmax, feature_names):
+    _check_devices("EmbeddingBagCollection" if feature_names else "embedding_bag", weights, meta, indices, offsets,
+                   per_sample_weights)
     return _alloc_forward(weights, batch, total_dim, need_argmax)
 
 
@@ -126,6 +173,8 @@ def embedding_bags_backward(grad_out: Tensor, weights: Tensor, meta: Tensor, ind
     gp = (torch.empty(indices.shape[0], dtype=acc_dtype(weights.dtype), device=weights.device) if psw_grad
           else weights.new_empty(0, dtype=acc_dtype(weights.dtype)))
     if indices.shape[0]:
+        if weights.is_cuda:
+            _check_meta_on_host("embedding_bag", weights, meta, total_dim, per_sample_weights is not None)
         with Launch(weights) as launch:
             _C.embedding_bags_backward(weights.detach(), meta, indices, offsets, batch,
                                        per_sample_weights=None if per_sample_weights is None
@@ -194,6 +243,9 @@ def embedding_bags_fused_update_impl(grad_out: Tensor, weights: Tensor, meta: Te
                                      stochastic_rounding: bool, seed: int, state0: Tensor, state1: Tensor) -> None:
     """The body of the embedding_bags_fused_update op (direct eager calls)."""
     _check_optimizer("embedding_bags_fused_update", optimizer)
+    if weights.is_cuda:
+        _check_meta_on_host("EmbeddingBagCollection", weights, meta, total_dim, per_sample_weights is not None,
+                            *_state_sizes(optimizer, state0))
     with Launch(weights) as launch:
         _C.embedding_bags_backward(weights, meta, indices, offsets, batch, per_sample_weights=per_sample_weights,
                                    argmax=argmax if argmax.numel() else None, grad_out=grad_out.contiguous(),
@@ -338,7 +390,9 @@ def embedding_bag(weight: Tensor, indices: Tensor, offsets: Tensor, mode: str = 
         indices: [L] int32 or int64 in [0, V) (ValueError naming the first bad position otherwise).
         offsets: [B + 1] int32 or int64 (either with either indices dtype, as in torch): bag b is
             indices[offsets[b]:offsets[b+1]]; starts at 0, never decreases, ends at L (ValueError otherwise).
-        mode: "sum", "mean" or "max"; empty bags give zeros.
+        mode: "sum", "mean" or "max"; empty bags give zeros. Max pooling propagates NaN like torch.amax: a NaN
+            in any row of a bag gives NaN in that column (gradient to the first NaN row), where
+            F.embedding_bag keeps a NaN only when it is the bag's first row (order-dependent).
         per_sample_weights: optional [L] weights of each index (sum mode only), weight's dtype.
 
     Returns:

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from .._runtime import core as _C
-from .._runtime import Launch, num_threads
+from .._runtime import Launch, check_same_device, num_threads
 from .jagged import _check_offsets_arg
 
 _OP = "hstu_attention"
@@ -108,13 +108,15 @@ def _backward(ctx, grad):
 _hstu_attention.register_autograd(_backward, setup_context=_setup)
 
 
+def _tensor(t):
+    return t if isinstance(t, Tensor) else None
+
+
 def _as_index(name: str, t: Tensor, length: int, device) -> Tensor:
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
         raise TypeError(f"{_OP}: {name} must be an integer tensor, got {t.dtype}")
     if t.dim() != 1 or t.shape[0] != length:
         raise ValueError(f"{_OP}: {name} must have shape [{length}], got {list(t.shape)}")
-    if t.device != device:
-        raise TypeError(f"{_OP}: {name} must be on q's device ({device}), got {t.device}")
     return t.to(torch.int64).contiguous()
 
 
@@ -124,8 +126,6 @@ def _as_param(name: str, t: Tensor, length: Optional[int], dtype, device) -> Ten
     if t.dim() != 1 or (length is not None and t.shape[0] != length) or t.shape[0] == 0:
         want = f"[{length}]" if length is not None else "[num_buckets] with num_buckets >= 1"
         raise ValueError(f"{_OP}: {name} must have shape {want}, got {list(t.shape)}")
-    if t.device != device:
-        raise TypeError(f"{_OP}: {name} must be on q's device ({device}), got {t.device}")
     return t.to(dtype)
 
 
@@ -174,8 +174,9 @@ def hstu_attention(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, max_seq_len
             raise ValueError(f"{_OP}: {name} must have 3 dimensions [L, H, D], got {getattr(t, 'shape', t)}")
         if not t.is_floating_point():
             raise TypeError(f"{_OP}: {name} must be a floating tensor, got {t.dtype}")
-        if t.device != q.device:
-            raise TypeError(f"{_OP}: {name} must be on q's device ({q.device}), got {t.device}")
+    check_same_device(_OP, q=q, k=k, v=v, offsets=offsets, num_targets=_tensor(num_targets),
+                      attn_scale=_tensor(attn_scale), pos_bias=_tensor(pos_bias), timestamps=_tensor(timestamps),
+                      time_bias=_tensor(time_bias))
     if k.dtype != q.dtype or v.dtype != q.dtype:
         raise TypeError(f"{_OP}: q, k and v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     if k.shape != q.shape:

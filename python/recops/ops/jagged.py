@@ -13,14 +13,13 @@ import torch
 from torch import Tensor
 
 from .._runtime import core as _C
-from .._runtime import Launch, num_threads
+from .._runtime import Launch, check_same_device, num_threads
 
 _MOVABLE_SIZES = (1, 2, 4, 8)
 
 
 def _check_offsets_arg(op: str, offsets: Tensor, data: Optional[Tensor] = None, name: str = "values") -> None:
-    if data is not None and offsets.device != data.device:
-        raise TypeError(f"{op}: offsets must be on the same device as {name} ({data.device}), got {offsets.device}")
+    check_same_device(op, **{name: data, "offsets": offsets})
     if offsets.dtype not in (torch.int32, torch.int64):
         raise TypeError(f"{op}: offsets must be int32 or int64, got {offsets.dtype}")
     if offsets.dim() != 1:

@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .._runtime import core as _C
-from .._runtime import Launch, eager, num_threads
+from .._runtime import Launch, check_same_device, eager, num_threads
 
 _REDUCTIONS = {"none": 0, "sum": 1, "mean": 2}
 _CPU_DTYPES = (torch.float32, torch.float64)
@@ -41,8 +41,7 @@ def _check_float(op: str, name: str, t: Tensor, ndim: int, ref: Optional[Tensor]
             names = " or ".join(str(d).replace("torch.", "") for d in allowed)
             raise TypeError(f"{op}: {name} must be {names} on {t.device.type}, got {t.dtype}")
     else:
-        if t.device != ref.device:
-            raise TypeError(f"{op}: {name} must be on the same device as {ref_name} ({ref.device}), got {t.device}")
+        check_same_device(op, **{ref_name: ref, name: t})
         if t.dtype != ref.dtype:
             raise TypeError(f"{op}: {name} must have the dtype of {ref_name} ({ref.dtype}), got {t.dtype}")
     if t.dim() != ndim:
@@ -55,8 +54,7 @@ def _check_size(op: str, name: str, t: Tensor, dim: int, size: int) -> None:
 
 
 def _check_labels(op: str, name: str, labels: Tensor, ref: Tensor, num_samples: int) -> None:
-    if labels.device != ref.device:
-        raise TypeError(f"{op}: {name} must be on the same device as the inputs ({ref.device}), got {labels.device}")
+    check_same_device(op, inputs=ref, **{name: labels})
     if labels.dtype != torch.int64:
         raise TypeError(f"{op}: {name} must be int64, got {labels.dtype}")
     if labels.dim() != 1:

@@ -11,13 +11,15 @@ import torch
 from torch import Tensor
 
 from .._runtime import core as _C
-from .._runtime import Launch, num_threads
+from .._runtime import Launch, check_same_device, num_threads
 
 _OP = "topk_inner_product"
 
 
 def _check(queries: Tensor, items: Tensor, k: int, exclude_offsets: Optional[Tensor], exclude_ids: Optional[Tensor],
            item_bias: Optional[Tensor]) -> None:
+    check_same_device(_OP, queries=queries, items=items, exclude_offsets=exclude_offsets, exclude_ids=exclude_ids,
+                      item_bias=item_bias)
     for name, t in (("queries", queries), ("items", items), ("item_bias", item_bias)):
         if t is not None and t.dtype != torch.float32:
             raise TypeError(f"{_OP}: {name} must be float32, got {t.dtype}")
