@@ -5,7 +5,9 @@
 #include <optional>
 
 #include "bindings/checks.h"
+#include "common/checked_math.h"
 #include "losses/ordinal.h"
+#include "losses/sampled_softmax.h"
 #ifdef RECOPS_WITH_CUDA
 #include "losses/losses_cuda.h"
 #endif
@@ -205,6 +207,113 @@ void check_ordinal(Array labels, int64_t hi, std::optional<Array> thresholds, co
   }
 }
 
+// The sampled-softmax call's parameters (cpu; float32 or float64, one dtype for every float array).
+losses::SampledSoftmaxParams sampled_softmax_params(const char* op, const Array& queries, const Array& items,
+                                                    const Array& positives, const std::optional<Array>& negatives,
+                                                    const std::optional<Array>& log_q, int64_t num_negatives,
+                                                    bool generate, uint64_t seed, double inv_temperature,
+                                                    bool in_batch, bool remove_accidental_hits, bool* f64) {
+  bool bf16 = false;
+  *f64 = check_loss_dtype(op, "queries", queries, &bf16);
+  if (is_cuda(queries)) type_error(op, ": the fused kernel runs on cpu; got queries on ", device_name(queries));
+  check_like(op, "queries", queries, "queries", queries, 2);
+  check_like(op, "items", items, "queries", queries, 2);
+  check_dim(op, "items", items, 1, static_cast<int64_t>(queries.shape(1)));
+  const int64_t rows = static_cast<int64_t>(queries.shape(0));
+  check_labels_array(op, "positives", positives, queries, rows);
+  losses::SampledSoftmaxParams p;
+  p.queries = queries.data();
+  p.items = items.data();
+  p.num_rows = rows;
+  p.dim = static_cast<int64_t>(queries.shape(1));
+  p.num_items = static_cast<int64_t>(items.shape(0));
+  p.positives = static_cast<const int64_t*>(positives.data());
+  p.num_negatives = num_negatives;
+  p.generate = generate;
+  p.seed = seed;
+  if (negatives) {
+    check_same_device(op, "negatives", *negatives, "queries", queries);
+    if (negatives->dtype() != nb::dtype<int64_t>()) {
+      type_error(op, ": negatives must be int64, got ", dtype_name(negatives->dtype()));
+    }
+    check_contiguous(op, "negatives", *negatives);
+    p.per_row = negatives->ndim() == 2;
+    if (p.per_row) {
+      check_dim(op, "negatives", *negatives, 0, rows);
+      check_dim(op, "negatives", *negatives, 1, num_negatives);
+    } else {
+      check_ndim(op, "negatives", *negatives, 1);
+      check_dim(op, "negatives", *negatives, 0, num_negatives);
+    }
+    p.negatives = static_cast<const int64_t*>(negatives->data());
+  }
+  if (log_q) {
+    check_like(op, "log_q", *log_q, "queries", queries, 1);
+    check_dim(op, "log_q", *log_q, 0, p.num_items);
+    p.log_q = log_q->data();
+  }
+  p.inv_temperature = inv_temperature;
+  p.in_batch = in_batch;
+  p.remove_accidental_hits = remove_accidental_hits;
+  return p;
+}
+
+void check_row_array(const char* op, const char* arg, const Array& a, const Array& queries, int64_t numel) {
+  check_like(op, arg, a, "queries", queries, a.ndim());
+  if (static_cast<int64_t>(a.size()) != numel) {
+    value_error(op, ": ", arg, " must have ", std::to_string(numel), " elements, got ", std::to_string(a.size()));
+  }
+}
+
+void sampled_softmax_forward(Array queries, Array items, Array positives, std::optional<Array> negatives,
+                             std::optional<Array> log_q, int64_t num_negatives, bool generate, uint64_t seed,
+                             double inv_temperature, bool in_batch, bool remove_accidental_hits, Array loss,
+                             Array lse, int num_threads) {
+  const char* op = "sampled_softmax_loss";
+  bool f64 = false;
+  auto p = sampled_softmax_params(op, queries, items, positives, negatives, log_q, num_negatives, generate, seed,
+                                  inv_temperature, in_batch, remove_accidental_hits, &f64);
+  check_row_array(op, "loss", loss, queries, p.num_rows);
+  check_row_array(op, "lse", lse, queries, p.num_rows);
+  p.loss = loss.data();
+  p.lse = lse.data();
+  nb::gil_scoped_release release;
+  if (f64) losses::sampled_softmax_forward<double>(p, num_threads);
+  else losses::sampled_softmax_forward<float>(p, num_threads);
+}
+
+void sampled_softmax_backward(Array grad_loss, Array queries, Array items, Array positives,
+                              std::optional<Array> negatives, std::optional<Array> log_q, Array lse,
+                              int64_t num_negatives, bool generate, uint64_t seed, double inv_temperature,
+                              bool in_batch, bool remove_accidental_hits, Array grad_queries, Array grad_items,
+                              int num_threads) {
+  const char* op = "sampled_softmax_loss";
+  bool f64 = false;
+  auto p = sampled_softmax_params(op, queries, items, positives, negatives, log_q, num_negatives, generate, seed,
+                                  inv_temperature, in_batch, remove_accidental_hits, &f64);
+  check_row_array(op, "grad_loss", grad_loss, queries, p.num_rows);
+  check_row_array(op, "lse", lse, queries, p.num_rows);
+  check_row_array(op, "grad_queries", grad_queries, queries, static_cast<int64_t>(queries.size()));
+  check_row_array(op, "grad_items", grad_items, queries, static_cast<int64_t>(items.size()));
+  p.grad_loss = grad_loss.data();
+  p.lse = lse.data();
+  p.grad_queries = grad_queries.data();
+  p.grad_items = grad_items.data();
+  nb::gil_scoped_release release;
+  if (f64) losses::sampled_softmax_backward<double>(p, num_threads);
+  else losses::sampled_softmax_backward<float>(p, num_threads);
+}
+
+void sampled_softmax_negatives(int64_t rows, int64_t m, int64_t num_items, uint64_t seed, Array out) {
+  const char* op = "sampled_softmax_negatives";
+  check_supported_device(op, "out", out);
+  if (is_cuda(out) || out.dtype() != nb::dtype<int64_t>()) type_error(op, ": out must be a cpu int64 array");
+  check_contiguous(op, "out", out);
+  if (rows < 0 || m < 0) value_error(op, ": sizes must be non-negative");
+  if (static_cast<int64_t>(out.size()) != checked_mul(rows, m, op)) value_error(op, ": out must have rows * m elements");
+  losses::sampled_softmax_negatives(rows, m, num_items, seed, static_cast<int64_t*>(out.data()));
+}
+
 }  // namespace
 
 void bind_losses(nb::module_& m) {
@@ -223,6 +332,19 @@ void bind_losses(nb::module_& m) {
         "num_threads"_a = 1, "stream"_a = 0, "workspace"_a.noconvert() = nb::none(),
         "error_flag"_a.noconvert() = nb::none(),
         "GNOLR loss into loss [B] or [1]; with grad_cos/grad_gamma/grad_thresholds also its gradient.");
+  m.def("sampled_softmax_forward", &sampled_softmax_forward, "queries"_a.noconvert(), "items"_a.noconvert(),
+        "positives"_a.noconvert(), "negatives"_a.noconvert().none(), "log_q"_a.noconvert().none(), nb::kw_only(),
+        "num_negatives"_a, "generate"_a, "seed"_a, "inv_temperature"_a, "in_batch"_a, "remove_accidental_hits"_a,
+        "loss"_a.noconvert(), "lse"_a.noconvert(), "num_threads"_a = 1,
+        "Per-row sampled-softmax loss [L] and log-sum-exp [L] (cpp/losses/sampled_softmax.h).");
+  m.def("sampled_softmax_backward", &sampled_softmax_backward, "grad_loss"_a.noconvert(), "queries"_a.noconvert(),
+        "items"_a.noconvert(), "positives"_a.noconvert(), "negatives"_a.noconvert().none(),
+        "log_q"_a.noconvert().none(), "lse"_a.noconvert(), nb::kw_only(), "num_negatives"_a, "generate"_a, "seed"_a,
+        "inv_temperature"_a, "in_batch"_a, "remove_accidental_hits"_a, "grad_queries"_a.noconvert(),
+        "grad_items"_a.noconvert(), "num_threads"_a = 1,
+        "Gradient of the per-row sampled-softmax loss w.r.t. queries [L, D] and items [V, D] (fully written).");
+  m.def("sampled_softmax_negatives", &sampled_softmax_negatives, "rows"_a, "m"_a, "num_items"_a, "seed"_a,
+        "out"_a.noconvert(), "The ids the kernel draws for rows [0, rows) with num_negatives = m: out [rows, m].");
   m.def("check_ordinal", &check_ordinal, "labels"_a.noconvert(), "hi"_a, "thresholds"_a.noconvert().none(), "arg"_a,
         "op"_a, "Raise the CPU core's ValueError for thresholds out of order or labels outside [0, hi] (host arrays).");
 #ifdef RECOPS_WITH_CUDA

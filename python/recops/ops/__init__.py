@@ -18,6 +18,7 @@ from .jagged import (
     padded_to_jagged,
 )
 from .retrieval import topk_inner_product
+from .sampled_softmax import sampled_softmax_loss
 from .ordinal import (
     feedback_to_levels,
     gnolr_loss,
@@ -44,5 +45,6 @@ __all__ = [
     "ordinal_logistic_loss",
     "ordinal_logistic_loss_backward",
     "padded_to_jagged",
+    "sampled_softmax_loss",
     "topk_inner_product",
 ]

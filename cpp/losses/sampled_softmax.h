@@ -1,0 +1,94 @@
+// SPDX-License-Identifier: Apache-2.0
+// Fused sampled softmax (cross-entropy of a positive among sampled candidates), CPU core.
+//
+// Row i of queries [L, D] scores candidates c_0 = positives[i] and c_1 .. c_{C-1}: M negatives (shared [M],
+// per-row [L, M], or drawn in the kernel by negative_id below), then, with in_batch, the positives of the other
+// rows in row order. logit_j = (q_i . e_{c_j}) * inv_temperature - log_q[c_j] (log_q optional, logQ correction
+// of every candidate, the positive included). With remove_accidental_hits a candidate j >= 1 whose id equals the
+// row's positive is masked (logit -inf). loss_i = logsumexp_j(logit_j) - logit_0; lse_i is kept for the backward,
+// which recomputes the logits (nothing of size L x C is stored).
+//
+// Backward: with g_i = grad_loss[i], p_j = exp(logit_j - lse_i), c_j = g_i * (p_j - [j == 0]) * inv_temperature:
+// grad_queries[i] = sum_j c_j e_{c_j}, grad_items[c_j] += c_j q_i. Rows are split into contiguous blocks, one per
+// task; each task adds its item gradient into its own [V, D] buffer (task 0 into grad_items), and the buffers are
+// added in task order, so results are deterministic for a thread count. Tasks are limited so the extra buffers
+// stay under kSampledSoftmaxScratchBytes (down to one task, serial, for very large tables).
+//
+// Validation (std::invalid_argument -> ValueError, before anything is written): sizes, every id in [0, V),
+// inv_temperature finite and > 0, log_q finite.
+#pragma once
+
+#include <cstdint>
+
+namespace recops::losses {
+
+constexpr int64_t kSampledSoftmaxScratchBytes = int64_t{256} << 20;
+
+struct SampledSoftmaxParams {
+  const void* queries = nullptr;  // [L, D] T
+  const void* items = nullptr;    // [V, D] T
+  int64_t num_rows = 0, dim = 0, num_items = 0;
+  const int64_t* positives = nullptr;  // [L]
+  const int64_t* negatives = nullptr;  // [M] (shared) or [L, M] (per_row), or null (generated or none)
+  int64_t num_negatives = 0;           // M
+  bool per_row = false;                // negatives are [L, M]
+  bool generate = false;               // negatives drawn by negative_id(seed, row, j, V) (per row)
+  uint64_t seed = 0;
+  bool in_batch = false;
+  bool remove_accidental_hits = true;
+  const void* log_q = nullptr;  // [V] T or null
+  double inv_temperature = 1.0;
+  void* loss = nullptr;              // [L] T, per row (forward)
+  void* lse = nullptr;               // [L] T (written by the forward, read by the backward)
+  const void* grad_loss = nullptr;   // [L] T (backward)
+  void* grad_queries = nullptr;      // [L, D] T (backward)
+  void* grad_items = nullptr;        // [V, D] T (backward; fully written)
+};
+
+// The j-th generated negative of row `row`: uniform in [0, num_items) from a counter-based hash of
+// (seed, row, j) (splitmix64 finaliser, then Lemire's multiply-shift). The same on every ISA and thread count.
+inline int64_t negative_id(uint64_t seed, int64_t row, int64_t j, int64_t num_items) {
+  uint64_t x = seed + 0x9E3779B97F4A7C15ull * (static_cast<uint64_t>(row) * 0x100000001B3ull +
+                                                static_cast<uint64_t>(j) + 1);
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  x ^= x >> 31;
+  return static_cast<int64_t>((static_cast<unsigned __int128>(x) * static_cast<uint64_t>(num_items)) >> 64);
+}
+
+// The ids negative_id gives for rows [0, rows) and j in [0, m): out [rows, m] (for references and tests).
+void sampled_softmax_negatives(int64_t rows, int64_t m, int64_t num_items, uint64_t seed, int64_t* out);
+
+// Throws for bad sizes, ids, temperature or log_q (run by both entry points).
+template <typename T>
+void check_sampled_softmax(const SampledSoftmaxParams& p);
+
+template <typename T>
+void sampled_softmax_forward(const SampledSoftmaxParams& p, int num_threads);
+
+template <typename T>
+void sampled_softmax_backward(const SampledSoftmaxParams& p, int num_threads);
+
+// Scratch of one call, allocated by the dispatcher: rows split into `tasks` blocks of rows_per_task rows; per
+// task ids [C] and logits [C] (T); partial [(tasks - 1) * V * D] (T) item-gradient buffers of the backward.
+struct SampledSoftmaxScratch {
+  int64_t tasks = 1, rows_per_task = 0;
+  int64_t* ids = nullptr;
+  void* logits = nullptr;
+  void* partial = nullptr;
+};
+
+// Per-ISA kernels (sampled_softmax_impl.h), chosen by isa_pick.
+#define RECOPS_SSM_DECLARE(isa)                                                                            \
+  namespace isa {                                                                                          \
+  template <typename T>                                                                                    \
+  void forward(const SampledSoftmaxParams& p, const SampledSoftmaxScratch& s, int num_threads);            \
+  template <typename T>                                                                                    \
+  void backward(const SampledSoftmaxParams& p, const SampledSoftmaxScratch& s, int num_threads);           \
+  }
+RECOPS_SSM_DECLARE(generic)
+RECOPS_SSM_DECLARE(avx2)
+RECOPS_SSM_DECLARE(avx512)
+#undef RECOPS_SSM_DECLARE
+
+}  // namespace recops::losses
