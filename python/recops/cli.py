@@ -4,30 +4,72 @@
 `recops train --model NAME` is built from MODELS, a registry of ModelSpec (name -> family): each Family brings
 its argument group, its defaults, its train function and the eval function `recops eval` runs on its checkpoints
 (the checkpoint records its family). `recops train --model NAME --help` lists the flags of NAME's family only.
-Flags are never abbreviated, and a usage error is one line on stderr."""
+Flags are never abbreviated.
+
+Errors: a user error (a bad flag value, a missing or malformed data file, an unusable --out, a broken checkpoint)
+is one line `recops: error: <what>` on stderr (`<file>:<line>: <what>` for a bad data line) and exit status 2, found
+before any training where it can be; every such error goes through UserError and main. Anything else is an
+internal error and keeps its traceback."""
 
 import argparse
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import sys
+import tempfile
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
+
+from .data import DataError
+
+
+class UserError(SystemExit):
+    """A mistake in the command line or its input: main prints `<prog>: error: <message>` (one line) on stderr,
+    and the process exits with status 2 (this is a SystemExit whose code is 2; str() is the message)."""
+
+    def __init__(self, message: str, prog: str = "recops"):
+        super().__init__(2)
+        self.message = "; ".join(part.strip() for part in str(message).splitlines() if part.strip())
+        self.prog = prog
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse without abbreviated flags (a prefix of a flag is an unknown flag, so a new flag never changes what
-    an old command line means); a usage error prints one line and exits with status 2."""
+    an old command line means); a usage error is a UserError (one line, exit status 2)."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
 
     def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        raise UserError(f"{message} (see {self.prog} --help)", self.prog)
+
+
+def _checked(cast: Callable[[str], Any], rule: str, ok: Callable[[Any], bool]) -> Callable[[str], Any]:
+    """An argparse type: `cast` (whose ValueError argparse reports as "invalid <cast> value"), then `ok`, else
+    "must be <rule>, got <text>"."""
+    def parse(text: str):
+        value = cast(text)
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text or repr(text)}")
+        return value
+
+    parse.__name__ = cast.__name__
+    return parse
+
+
+_COUNT = _checked(int, "an integer >= 1", lambda v: v >= 1)
+_NON_NEGATIVE = _checked(int, "an integer >= 0", lambda v: v >= 0)
+_SEED = _checked(int, "an integer in [0, 2^64)", lambda v: 0 <= v < 2 ** 64)
+_POSITIVE = _checked(float, "a finite number > 0", lambda v: math.isfinite(v) and v > 0)
+_PATH = _checked(str, "a non-empty path", bool)
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
@@ -40,13 +82,16 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
 
 
 @contextlib.contextmanager
-def _user_input():
-    """Turn a missing or malformed data / checkpoint file into a one-line error (exit status 1)."""
+def _user_input(*kinds: type):
+    """Inside, an exception of `kinds` (default ValueError, TypeError, OSError) comes from what the user gave (a
+    data or checkpoint file, --out): it becomes a UserError naming the file. Work that is not reading user input
+    stays outside, so its errors keep their traceback."""
     try:
         yield
-    except (OSError, ValueError) as e:
-        msg = str(e)
-        raise SystemExit(msg if msg.startswith("recops") else f"recops: {msg}") from None
+    except kinds or (ValueError, TypeError, OSError) as e:
+        if isinstance(e, OSError) and e.filename is not None:
+            raise UserError(f"{e.filename}: {e.strerror or e}") from None
+        raise UserError(str(e)) from None
 
 
 def _table(results: Dict[str, Dict[str, float]]) -> str:
@@ -61,10 +106,53 @@ def _table(results: Dict[str, Dict[str, float]]) -> str:
 
 def _write_metrics(out: Optional[str], payload: dict) -> None:
     if out:
-        os.makedirs(out, exist_ok=True)
-        with open(os.path.join(out, "metrics.json"), "w") as f:
-            json.dump(payload, f, indent=2)
+        with _user_input(OSError):
+            os.makedirs(out, exist_ok=True)
+            with open(os.path.join(out, "metrics.json"), "w") as f:
+                json.dump(payload, f, indent=2)
         print(f"\nwrote {os.path.join(out, 'metrics.json')}")
+
+
+def _check_out(out: str, runs: Sequence[str]) -> None:
+    """--out before any work (a late failure would lose the trained models): the folder and each run's folder
+    must be folders or not exist yet, the files the runs write must not be folders nor read-only, and the nearest
+    existing folder of each must take a new file (a probe, removed at once)."""
+    from .train import checkpoint
+
+    folders = [out] + [os.path.join(out, name) for name in runs]
+    files = [os.path.join(out, "metrics.json")] + [os.path.join(out, name, f) for name in runs
+                                                   for f in checkpoint.FILES]
+    for path in folders:
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise ValueError(f"--out: {path} must be a folder, got a file")
+    for path in files:
+        if os.path.isdir(path):
+            raise ValueError(f"--out: {path} must be a file, got a folder")
+        if os.path.exists(path) and not os.access(path, os.W_OK):
+            raise ValueError(f"--out: {path} must be writable, got a read-only file")
+    for path in dict.fromkeys(folders):
+        existing = os.path.abspath(path)
+        while not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing):
+            raise ValueError(f"--out: {existing} must be a folder, got a file")
+        try:
+            with tempfile.NamedTemporaryFile(dir=existing, prefix=".recops-probe-"):
+                pass
+        except OSError as e:
+            raise ValueError(f"--out: {existing} must be a writable folder, got {e.strerror or e}") from None
+
+
+def _check_train(args, family: "Family", runs: Sequence[str]) -> None:
+    """What argparse cannot check alone, before any work: the data file, its format and --out."""
+    from .data._text import require_file
+
+    if args.data != "synthetic":
+        if args.format is None and len(family.formats) > 1:
+            raise ValueError(f"--format is required with a data file ({', '.join(family.formats)})")
+        require_file(args.data)
+    if args.out is not None:
+        _check_out(args.out, runs)
 
 
 def _ranks():
@@ -77,15 +165,16 @@ def _ranks():
 
 # ---- sequential: hstu, hstu-large, sasrec ----------------------------------------------------------------------
 
-def _load_data(data: str, fmt: Optional[str], seed: int):
-    from .data.sequences import load_sequences, synthetic_sequences
+def _sequential_data(data: str, fmt: Optional[str], seed: int, max_len: int):
+    """(SequenceData, its leave-one-out split) of 'synthetic' or a file; a UserError when unreadable or when no
+    user can be evaluated."""
+    from .data.sequences import check_split, leave_one_out, load_sequences, synthetic_sequences
 
-    if data == "synthetic":
-        return synthetic_sequences(seed=seed)
-    if fmt is None:
-        raise SystemExit("recops: --format is required with a data file (ml-1m, ml-100k, ml-csv, recbole, sasrec)")
     with _user_input():
-        return load_sequences(data, fmt)
+        seqs = synthetic_sequences(seed=seed) if data == "synthetic" else load_sequences(data, fmt)
+        split = leave_one_out(seqs, max_len)
+        check_split(split, data)
+    return seqs, split
 
 
 def _train_one(model_name: str, split, args, log) -> dict:
@@ -111,19 +200,18 @@ def _train_one(model_name: str, split, args, log) -> dict:
                                                 "max_len": args.max_len}}
     metrics["processes"] = world
     if args.out and rank == 0:
-        save_checkpoint(os.path.join(args.out, model_name), model, opt, cfg, split.data, metrics)
+        with _user_input(OSError):
+            save_checkpoint(os.path.join(args.out, model_name), model, opt, cfg, split.data, metrics)
     return metrics
 
 
 def cmd_train(args, models: List[str]) -> int:
     """Train the sequential `models` on one leave-one-out split, next to the popularity baseline."""
-    from .data.sequences import leave_one_out
     from .train.sequential import popularity_metrics
 
     rank, world, say = _ranks()
     t0 = time.perf_counter()
-    data = _load_data(args.data, args.format, args.seed)
-    split = leave_one_out(data, args.max_len)
+    data, split = _sequential_data(args.data, args.format, args.seed, args.max_len)
     say(f"data: {data.num_users} users, {data.num_items} items, {data.items.numel()} interactions "
         f"({time.perf_counter() - t0:.1f}s)" + (f"; {world} processes, batch {args.batch_size} each"
                                                  if world > 1 else ""), flush=True)
@@ -143,32 +231,35 @@ def cmd_train(args, models: List[str]) -> int:
 
 
 def _eval_sequential(ck, spec: dict) -> Dict[str, float]:
-    from .data.sequences import leave_one_out
     from .train.sequential import evaluate
 
-    data = _load_data(spec["path"], spec["format"], spec["seed"])
-    split = leave_one_out(data, spec["max_len"])
-    if data.num_items != ck.model.num_items:
-        raise SystemExit(f"recops eval: the data has {data.num_items} items, the checkpoint {ck.model.num_items}")
+    data, split = _sequential_data(spec["path"], spec["format"], spec["seed"], spec["max_len"])
+    _same(spec["path"], "items", data.num_items, ck.model.num_items)
     return evaluate(ck.model, split.test_input, split.test_target)
 
 
+def _same(data: str, what: str, in_data, in_checkpoint) -> None:
+    """UserError unless the data `recops eval` re-reads still has the checkpoint's sizes."""
+    if in_data != in_checkpoint:
+        raise UserError(f"{data}: the data has {what} {in_data}, the checkpoint {in_checkpoint} (was the file "
+                        f"changed since training?)")
+
+
 def _sequential_arguments(g) -> List[argparse.Action]:
-    return [g.add_argument("--max-len", type=int, default=200, help="most recent items kept per user"),
-            g.add_argument("--negatives", type=int, default=128, help="uniform negatives per step (sampled softmax)"),
-            g.add_argument("--patience", type=int, default=15, help="epochs without a better validation NDCG@10")]
+    return [g.add_argument("--max-len", type=_COUNT, default=200, help="most recent items kept per user"),
+            g.add_argument("--negatives", type=_COUNT, default=128,
+                           help="uniform negatives per step (sampled softmax)"),
+            g.add_argument("--patience", type=_NON_NEGATIVE, default=15,
+                           help="epochs without a better validation NDCG@10 before stopping")]
 
 
 # ---- CTR ranking: dlrm, logistic --------------------------------------------------------------------------------
 
-def _ctr_data(args):
+def _ctr_data(data: str, sizes, seed: int, max_rows: Optional[int]):
     from .data.criteo import ctr_data
 
-    if args.data != "synthetic" and args.format not in (None, "criteo"):
-        raise SystemExit(f"recops: --model {args.model} reads --format criteo, got {args.format!r}")
-    sizes = args.table_size if args.table_size else (2000 if args.data == "synthetic" else 1_000_000)
     with _user_input():
-        return ctr_data(args.data, sizes, seed=args.seed, max_rows=args.max_rows)
+        return ctr_data(data, sizes, seed=seed, max_rows=max_rows)
 
 
 def cmd_train_ctr(args) -> int:
@@ -179,13 +270,14 @@ def cmd_train_ctr(args) -> int:
 
     rank, world, say = _ranks()
     t0 = time.perf_counter()
-    data = _ctr_data(args)
+    sizes = args.table_size if args.table_size is not None else (2000 if args.data == "synthetic" else 1_000_000)
+    data = _ctr_data(args.data, sizes, args.seed, args.max_rows)
     say(f"data: {data.num_train} train / {data.num_test} test samples, tables {data.table_sizes[:3]}... "
         f"({time.perf_counter() - t0:.1f}s)" + (f"; oracle AUC {data.oracle_auc:.4f}" if data.oracle_auc else "")
         + (f"; {world} processes, batch {args.batch_size} each" if world > 1 else ""), flush=True)
     d = args.dim
     results, runs = {}, {}
-    for name in ([args.model, "logistic"] if args.model == "dlrm" and not args.no_baseline else [args.model]):
+    for name in CTR.runs(args):
         torch.manual_seed(args.seed)
         cfg = DLRMConfig(data.table_sizes, embedding_dim=d, bottom_mlp=(256, 128, d), top_mlp=(256, 128),
                          embedding_optimizer=FusedOptimizer("rowwise_adagrad", lr=args.lr))
@@ -223,33 +315,36 @@ def _save_ctr(path, model, name, metrics, cfg, rank, world) -> None:
     from .train.ctr import CTR_MODELS, save_ctr_checkpoint
 
     if world == 1:
-        save_ctr_checkpoint(path, model, name, metrics)
+        with _user_input(OSError):
+            save_ctr_checkpoint(path, model, name, metrics)
         return
     from . import distributed as rd
 
     shards = os.path.join(path, "shards")
-    rd.save(model, shards)
+    with _user_input(OSError):
+        rd.save(model, shards)
     if rank == 0:
         plain = CTR_MODELS[name](cfg)
         rd.load(plain, shards)
-        save_ctr_checkpoint(path, plain, name, metrics)
+        with _user_input(OSError):
+            save_ctr_checkpoint(path, plain, name, metrics)
 
 
 def _eval_ctr(ck, spec: dict) -> Dict[str, float]:
-    from .data.criteo import ctr_data
     from .train.ctr import evaluate_ctr
 
-    with _user_input():
-        data = ctr_data(spec["path"], spec["table_sizes"], seed=spec["seed"], max_rows=spec["max_rows"])
+    data = _ctr_data(spec["path"], spec["table_sizes"], spec["seed"], spec["max_rows"])
+    _same(spec["path"], "table sizes", data.table_sizes, list(ck.config.table_sizes))
     return evaluate_ctr(ck.model, data.test_batches(8192))
 
 
 def _ctr_arguments(g) -> List[argparse.Action]:
-    return [g.add_argument("--table-size", type=int, default=None,
+    return [g.add_argument("--table-size", type=_COUNT, default=None,
                            help="rows per hashed table (None: 2000 with synthetic data, else 1000000)"),
-            g.add_argument("--max-rows", type=int, default=None, help="read at most this many lines of the file"),
-            g.add_argument("--lr", type=float, default=0.05, help="fused rowwise-Adagrad learning rate (embeddings)"),
-            g.add_argument("--dense-lr", type=float, default=1e-3, help="Adam learning rate of the MLPs"),
+            g.add_argument("--max-rows", type=_COUNT, default=None, help="read at most this many lines of the file"),
+            g.add_argument("--lr", type=_POSITIVE, default=0.05,
+                           help="fused rowwise-Adagrad learning rate (embeddings)"),
+            g.add_argument("--dense-lr", type=_POSITIVE, default=1e-3, help="Adam learning rate of the MLPs"),
             g.add_argument("--no-baseline", action="store_true", help="dlrm: skip the logistic baseline")]
 
 
@@ -258,21 +353,26 @@ def _ctr_arguments(g) -> List[argparse.Action]:
 _TWO_TOWER_KINDS = {"gnolr": "gnolr", "bce-two-tower": "bce"}
 
 
+def _feedback_data(data: str, fmt: Optional[str], seed: int):
+    """(FeedbackData, train, test) of 'synthetic' or a file; a UserError when unreadable or nothing is held out."""
+    from .data.multibehavior import check_split, load_feedback, split_feedback
+
+    with _user_input():
+        pairs = load_feedback(data, fmt, seed)
+        train, test = split_feedback(pairs, 0.2, seed)
+        check_split(train, test, data)
+    return pairs, train, test
+
+
 def cmd_train_two_tower(args) -> int:
     """GNOLR two-tower (and, unless --no-baseline, the per-feedback BCE two-tower) on multi-level feedback."""
-    from .data.multibehavior import load_feedback, split_feedback
     from .train.two_tower import build_two_tower, fit_two_tower, save_two_tower_checkpoint
 
-    if args.data != "synthetic" and args.format not in (None, "multibehavior"):
-        raise SystemExit(f"recops: --model {args.model} reads --format multibehavior, got {args.format!r}")
-    with _user_input():
-        data = load_feedback(args.data, args.format, args.seed)
-    train, test = split_feedback(data, 0.2, args.seed)
+    data, train, test = _feedback_data(args.data, args.format, args.seed)
     print(f"data: {data.num_users} users, {data.num_items} items, {len(data)} pairs, levels {data.behaviours} "
           f"with rates {[round(r, 3) for r in data.level_rates()]}", flush=True)
-    names = [args.model] + (["bce-two-tower"] if args.model == "gnolr" and not args.no_baseline else [])
     results, runs = {}, {}
-    for name in names:
+    for name in TWO_TOWER.runs(args):
         torch.manual_seed(args.seed)
         model = build_two_tower(_TWO_TOWER_KINDS[name], train, embedding_dim=args.dim)
         budget = args.time_budget * 60 if args.time_budget else None
@@ -284,7 +384,8 @@ def cmd_train_two_tower(args) -> int:
                    "data": {"path": args.data, "format": "multibehavior", "seed": args.seed}}
         results[name], runs[name] = res.test, metrics
         if args.out:
-            save_two_tower_checkpoint(os.path.join(args.out, name), model, _TWO_TOWER_KINDS[name], metrics)
+            with _user_input(OSError):
+                save_two_tower_checkpoint(os.path.join(args.out, name), model, _TWO_TOWER_KINDS[name], metrics)
     print("\ntest metrics (per level; retrieval excludes training items):")
     print(_table(results))
     _write_metrics(args.out, {"test": results, "runs": runs})
@@ -292,12 +393,11 @@ def cmd_train_two_tower(args) -> int:
 
 
 def _eval_two_tower(ck, spec: dict) -> Dict[str, float]:
-    from .data.multibehavior import load_feedback, split_feedback
     from .train.two_tower import evaluate_two_tower
 
-    with _user_input():
-        data = load_feedback(spec["path"], spec["format"], spec["seed"])
-    train, test = split_feedback(data, 0.2, spec["seed"])
+    data, train, test = _feedback_data(spec["path"], spec["format"], spec["seed"])
+    _same(spec["path"], "(users, items, levels)", (data.num_users, data.num_items, data.num_levels),
+          (ck.config.num_users, ck.config.num_items, ck.config.num_levels))
     return evaluate_two_tower(ck.model, train, test)
 
 
@@ -313,12 +413,14 @@ class Family:
 
     name: str
     title: str
-    formats: str                                        # --format's help
+    formats: Tuple[str, ...]                            # --format's choices
     defaults: Dict[str, Any]                            # epochs, batch_size, dim
     add_arguments: Callable[[Any], List[argparse.Action]]  # adds the family's own flags to its argument group
     train: Callable[[argparse.Namespace], int]          # `recops train --model NAME` (args.model = NAME)
     evaluate: Callable[[Any, dict], Dict[str, float]]   # (loaded Checkpoint, metrics.json's data spec) -> metrics
     nproc: bool                                         # trains in several processes (--nproc)
+    runs: Callable[[argparse.Namespace], List[str]]     # the models a train command runs (their --out folders)
+    spec_keys: Tuple[str, ...]                          # what `recops eval` reads from metrics.json's data spec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -328,16 +430,22 @@ class ModelSpec:
     help: str
 
 
+def _with_baseline(model: str, baseline: str) -> Callable[[argparse.Namespace], List[str]]:
+    return lambda args: [args.model] + ([baseline] if args.model == model and not args.no_baseline else [])
+
+
 SEQUENTIAL = Family(
-    "sequential", "sequential (leave-one-out, full ranking)", "ml-1m | ml-100k | ml-csv | recbole | sasrec",
+    "sequential", "sequential (leave-one-out, full ranking)", ("ml-1m", "ml-100k", "ml-csv", "recbole", "sasrec"),
     {"epochs": 150, "batch_size": 128, "dim": 50}, _sequential_arguments, lambda args: cmd_train(args, [args.model]),
-    _eval_sequential, nproc=True)
+    _eval_sequential, nproc=True, runs=lambda args: [args.model], spec_keys=("path", "format", "seed", "max_len"))
 CTR = Family(
-    "ctr", "CTR ranking", "criteo", {"epochs": 3, "batch_size": 2048, "dim": 64}, _ctr_arguments, cmd_train_ctr,
-    _eval_ctr, nproc=True)
+    "ctr", "CTR ranking", ("criteo",), {"epochs": 3, "batch_size": 2048, "dim": 64}, _ctr_arguments, cmd_train_ctr,
+    _eval_ctr, nproc=True, runs=_with_baseline("dlrm", "logistic"),
+    spec_keys=("path", "seed", "table_sizes", "max_rows"))
 TWO_TOWER = Family(
-    "two_tower", "multi-feedback two-tower retrieval", "multibehavior", {"epochs": 8, "batch_size": 1024, "dim": 64},
-    _two_tower_arguments, cmd_train_two_tower, _eval_two_tower, nproc=False)
+    "two_tower", "multi-feedback two-tower retrieval", ("multibehavior",),
+    {"epochs": 8, "batch_size": 1024, "dim": 64}, _two_tower_arguments, cmd_train_two_tower, _eval_two_tower,
+    nproc=False, runs=_with_baseline("gnolr", "bce-two-tower"), spec_keys=("path", "format", "seed"))
 FAMILIES: Dict[str, Family] = {f.name: f for f in (SEQUENTIAL, CTR, TWO_TOWER)}
 
 MODELS: Dict[str, ModelSpec] = {m.name: m for m in (
@@ -358,20 +466,22 @@ def _train_arguments(p: argparse.ArgumentParser, family: Family, nproc: bool = T
     data, run = p.add_argument_group("data"), p.add_argument_group("training")
     model = p.add_argument_group(f"{family.title} model")
     actions = [
-        data.add_argument("--data", default="synthetic", help="'synthetic' or a local file"),
-        data.add_argument("--format", default=None, help=f"format of a data file: {family.formats}"),
-        data.add_argument("--seed", type=int, default=0, help="seed of the data, the weights and the batches"),
-        run.add_argument("--epochs", type=int, default=d["epochs"], help="training epochs"),
-        run.add_argument("--batch-size", type=int, default=d["batch_size"], help="per process"),
-        run.add_argument("--time-budget", type=float, default=None, help="minutes per model"),
-        run.add_argument("--out", default=None, help="folder for checkpoints and metrics.json"),
+        data.add_argument("--data", type=_PATH, default="synthetic", help="'synthetic' or a local file"),
+        data.add_argument("--format", default=None, choices=family.formats, metavar="FORMAT",
+                          help=f"format of a data file: {' | '.join(family.formats)}"),
+        data.add_argument("--seed", type=_SEED, default=0, help="seed of the data, the weights and the batches"),
+        run.add_argument("--epochs", type=_COUNT, default=d["epochs"], help="training epochs"),
+        run.add_argument("--batch-size", type=_COUNT, default=d["batch_size"], help="per process"),
+        run.add_argument("--time-budget", type=_POSITIVE, default=None, help="minutes per model"),
+        run.add_argument("--out", type=_PATH, default=None,
+                         help="folder for checkpoints and metrics.json (checked before training)"),
         run.add_argument("--no-progress", action="store_true", help="no progress bars"),
-        model.add_argument("--dim", "--embedding-dim", dest="dim", type=int, default=d["dim"],
+        model.add_argument("--dim", "--embedding-dim", dest="dim", type=_COUNT, default=d["dim"],
                            help="embedding width (the two spellings are one flag)"),
     ]
     if family.nproc and nproc:
         actions.append(run.add_argument(
-            "--nproc", type=int, default=1, help="train in N processes on this host (re-runs itself under "
+            "--nproc", type=_COUNT, default=1, help="train in N processes on this host (re-runs itself under "
                                                  "torchrun, like `torchrun --nproc-per-node N -m recops train ...`)"))
     return actions + family.add_arguments(model)
 
@@ -392,7 +502,7 @@ def build_parser(model: Optional[str] = None) -> argparse.ArgumentParser:
                    help="one of " + ", ".join(f"{n} ({m.family.name})" for n, m in MODELS.items()))
     _train_arguments(p, spec.family)
     p = sub.add_parser("eval", help="evaluate a checkpoint written by train --out (the run or model folder)")
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", type=_PATH, required=True)
     p = sub.add_parser("demo", formatter_class=fmt, help="train HSTU and SASRec on the synthetic data and compare "
                                                          "them")
     _train_arguments(p, SEQUENTIAL, nproc=False)
@@ -429,21 +539,44 @@ def train_argv(args: argparse.Namespace) -> List[str]:
     return argv
 
 
+def _data_spec(ck) -> dict:
+    """metrics.json's data spec, with what the checkpoint's family needs to re-read its data."""
+    where = os.path.join(ck.path, "metrics.json")
+    spec = ck.metrics.get("data") if isinstance(ck.metrics, dict) else None
+    if not isinstance(spec, dict):
+        raise ValueError(f"{where}: must hold the data spec (\"data\": {{...}}) to evaluate on"
+                         + ("" if ck.metrics is not None else ", got no metrics.json"))
+    missing = [k for k in FAMILIES[ck.family].spec_keys if k not in spec]
+    if missing:
+        raise ValueError(f"{where}: the data spec must name {', '.join(missing)}, got {sorted(spec)}")
+    return spec
+
+
 def cmd_eval(args) -> int:
     """Evaluate a checkpoint with its family's eval function on the data its metrics.json names."""
     from .train import checkpoint
 
     with _user_input():
-        path = checkpoint.find(args.checkpoint)
-        ck = checkpoint.load(path)
-        if ck.metrics is None or "data" not in ck.metrics:
-            raise ValueError(f"{path} has no metrics.json with the data spec to evaluate on")
-    print(_table({ck.kind: FAMILIES[ck.family].evaluate(ck, ck.metrics["data"])}))
+        ck = checkpoint.load(checkpoint.find(args.checkpoint))
+        spec = _data_spec(ck)
+    print(_table({ck.kind: FAMILIES[ck.family].evaluate(ck, spec)}))
     return 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Run one `recops` command line. A user error prints `<prog>: error: <what>` (one line) on stderr and raises
+    UserError (SystemExit with status 2); a malformed data line is one wherever a reader meets it (DataError)."""
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    except DataError as e:
+        error = UserError(str(e))
+    except UserError as e:
+        error = e
+    print(f"{error.prog}: error: {error.message}", file=sys.stderr)
+    raise error
+
+
+def _main(argv: List[str]) -> int:
     if argv[:1] == ["bench"]:  # everything after `bench` is the runner's (argparse.REMAINDER drops leading flags)
         from .bench.__main__ import main as bench_main
         return bench_main(argv[1:])
@@ -451,17 +584,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra:  # flags of another family (or misspelt): say where this command's flags are listed
         where = f"recops {args.cmd}" + (f" --model {args.model}" if args.cmd == "train" else "")
-        parser.exit(2, f"{where}: error: unrecognized arguments: {' '.join(extra)} (see {where} --help)\n")
+        raise UserError(f"unrecognized arguments: {' '.join(extra)} (see {where} --help)", where)
     if args.cmd == "eval":
         return cmd_eval(args)
+    family = SEQUENTIAL if args.cmd == "demo" else MODELS[args.model].family
+    runs = ["hstu", "sasrec"] if args.cmd == "demo" else family.runs(args)
+    with _user_input():
+        _check_train(args, family, runs)
     if args.cmd == "demo":
-        return cmd_train(args, ["hstu", "sasrec"])
+        return cmd_train(args, runs)
     if getattr(args, "nproc", 1) > 1:
         from .distributed import launch
 
         if not launch.launched_by_torchrun():
             return launch.relaunch(args.nproc, train_argv(args))
-    return MODELS[args.model].family.train(args)
+    return family.train(args)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+from recops.data import DataError
 from recops.data.criteo import (NUM_DENSE, NUM_SPARSE, count_rows, ctr_data, load_criteo, read_criteo,
                                 sparse_to_kjt, synthetic_criteo, write_criteo)
 
@@ -63,12 +64,50 @@ def test_hashing_is_deterministic(small_file):
     ("1\tx\n", "I1 must be an integer"),
     ("1" + "\t1" * 13 + "\tzz\n", "C1 must be hexadecimal"),
     ("1" + "\t" * 45 + "\n", "at most 40"),
+    # dense values that overflowed (OverflowError in log1p) or were accepted beyond int64
+    ("1\t" + "9" * 400 + "\n", "I1 must fit in int64"),
+    ("1\t1\t99999999999999999999999\n", r"I2 must fit in int64 \[-2\^63, 2\^63\)"),
+    ("1\t1e400\n", "I1 must be an integer, got '1e400'"),
+    ("1\tinf\n", "I1 must be an integer, got 'inf'"),
 ])
 def test_reader_rejects_malformed_lines(tmp_path, line, message):
     path = tmp_path / "bad.tsv"
     path.write_text("0\t1\n" + line)
     with pytest.raises(ValueError, match=rf"bad.tsv:2: .*{message}"):
         load_criteo(str(path), table_sizes=10)
+
+
+def test_byte_order_mark_is_dropped(small_file, tmp_path):
+    """A UTF-8 BOM made the first label '\\ufeff1' and the file fail to load."""
+    path = tmp_path / "bom.tsv"
+    path.write_bytes(b"\xef\xbb\xbf" + open(small_file, "rb").read())
+    with_bom, plain = load_criteo(str(path), table_sizes=7), load_criteo(small_file, table_sizes=7)
+    for key in ("labels", "dense", "sparse"):
+        assert torch.equal(getattr(with_bom, key), getattr(plain, key)), key
+    assert count_rows(str(path)) == count_rows(small_file) == 4
+    (tmp_path / "only_bom.tsv").write_bytes(b"\xef\xbb\xbf\n0\t1\n")
+    assert count_rows(str(tmp_path / "only_bom.tsv")) == len(load_criteo(str(tmp_path / "only_bom.tsv"), 3)) == 1
+
+
+def test_bytes_that_are_not_utf8(tmp_path):
+    path = tmp_path / "bad.tsv"
+    path.write_bytes(b"0\t1\n1\t2\t\x80\n")
+    with pytest.raises(DataError, match=r"bad.tsv:2: text must be UTF-8, got byte 0x80 at column 5"):
+        load_criteo(str(path), table_sizes=10)
+
+
+@pytest.mark.parametrize("rows,message", [(0, "no rows found"), (1, "1 rows make 1 training and 0 test rows"),
+                                          (3, "3 rows make 3 training and 0 test rows")])
+def test_ctr_data_refuses_an_empty_part(tmp_path, rows, message):
+    """An empty file (or one too short for a test part) trained and reported NaN metrics with exit status 0."""
+    path = tmp_path / "day.tsv"
+    path.write_text("\n" + "1\t3\n" * rows)
+    with pytest.raises(DataError, match=rf"day.tsv: {message}"):
+        ctr_data(str(path), 10)
+    with pytest.raises(DataError, match="no such file"):
+        ctr_data(str(tmp_path / "missing.tsv"), 10)
+    path.write_text("1\t3\n" * 5)
+    assert (ctr_data(str(path), 10).num_train, ctr_data(str(path), 10).num_test) == (4, 1)
 
 
 def test_reader_rejects_bad_table_sizes(small_file):

@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
 import pytest
 
-from recops.data.multibehavior import (feedback_to_levels, read_multibehavior, split_feedback,
-                                       synthetic_feedback)
+from recops.data import DataError
+from recops.data.multibehavior import (check_split, feedback_to_levels, load_feedback, read_multibehavior,
+                                       split_feedback, synthetic_feedback)
 
 
 def test_feedback_to_levels():
@@ -38,12 +39,45 @@ def test_reader_one_file_per_behaviour(tmp_path):
     ("u1 i1\n", "expected 3 or 4 fields"),
     ("u1 i1 view 5 6\n", "expected 3 or 4 fields"),
     ("u1 i1 view soon\n", "timestamp must be a number"),
+    ("u1 i1 view 1e400\n", "timestamp must be finite, got '1e400'"),
+    ("u1 i1 view inf\n", "timestamp must be finite, got 'inf'"),
+    ("u1 i1 view 99999999999999999999999\n", "timestamp must fit in int64"),
 ])
 def test_reader_rejects_malformed_lines(tmp_path, text, message):
     path = tmp_path / "bad.txt"
     path.write_text("u0 i0 view\n" + text)
     with pytest.raises(ValueError, match=rf"bad.txt:2: {message}"):
         read_multibehavior(str(path))
+
+
+def test_byte_order_mark_is_dropped(tmp_path):
+    """The BOM used to start the first user's id: 'u1' and '\\ufeffu1' were two users."""
+    path = tmp_path / "events.txt"
+    path.write_text("\ufeffu1 i1 view\nu1 i2 buy\n", encoding="utf-8")
+    d = read_multibehavior(str(path))
+    assert d.user_ids == ["u1"] and d.num_users == 1
+    (tmp_path / "v.txt").write_text("\ufeffu1 i1\nu1 i2\n", encoding="utf-8")
+    assert read_multibehavior({"view": str(tmp_path / "v.txt")}).user_ids == ["u1"]
+
+
+def test_bytes_that_are_not_utf8_and_empty_files(tmp_path):
+    path = tmp_path / "bad.txt"
+    path.write_bytes(b"u1 i1 view\nu\xe9 i2 view\n")
+    with pytest.raises(DataError, match=r"bad.txt:2: text must be UTF-8, got byte 0xe9 at column 2"):
+        read_multibehavior(str(path))
+    path.write_text("# only a comment\n\n")
+    with pytest.raises(DataError, match="bad.txt: no interactions found"):
+        read_multibehavior(str(path))
+    with pytest.raises(DataError, match="no such file"):
+        load_feedback(str(tmp_path / "missing.txt"))
+
+
+def test_check_split_refuses_a_split_without_test_pairs(tmp_path):
+    path = tmp_path / "events.txt"
+    path.write_text("u1 i1 view\nu2 i1 buy\n")  # one pair per user: nothing can be held out
+    train, test = split_feedback(read_multibehavior(str(path)), 0.2, 0)
+    with pytest.raises(DataError, match=r"events.txt: the split held out no \(user, item\) pair"):
+        check_split(train, test, str(path))
 
 
 def test_synthetic_levels_get_rarer_and_split_keeps_users():

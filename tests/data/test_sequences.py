@@ -4,8 +4,9 @@
 import pytest
 import torch
 
-from recops.data import (leave_one_out, load_sequences, next_item_batches, sequence_batch, synthetic_sequences,
-                         uniform_negatives)
+from recops.data import (DataError, leave_one_out, load_sequences, next_item_batches, sequence_batch,
+                         synthetic_sequences, uniform_negatives)
+from recops.data.sequences import check_split
 
 EVENTS = [  # user, item, rating, time (deliberately out of time order)
     ("u1", "a", 5, 30), ("u2", "b", 3, 10), ("u1", "b", 4, 10), ("u1", "c", 1, 20), ("u2", "a", 2, 5),
@@ -59,6 +60,32 @@ def test_sasrec_txt(tmp_path):
     _check(data, timestamps=False)
 
 
+def _files(tmp_path, bom=""):
+    """Every format's file of EVENTS (with `bom` in front): {format: (path, has timestamps)}."""
+    ordered = sorted(EVENTS, key=lambda e: (e[0], e[1]))
+    texts = {
+        "ml-1m": "".join(f"{u}::{i}::{r}::{t}\n" for u, i, r, t in EVENTS),
+        "ml-100k": "".join(f"{u}\t{i}\t{r}\t{t}\n" for u, i, r, t in EVENTS),
+        "ml-csv": "userId,movieId,rating,timestamp\n" + "".join(f"{u},{i},{r},{t}\n" for u, i, r, t in EVENTS),
+        "recbole": "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+                   + "".join(f"{u}\t{i}\t{r}\t{t}.0\n" for u, i, r, t in EVENTS),
+        "sasrec": "".join(f"{u} {i}\n" for u, i, _, _ in ordered),
+    }
+    return {fmt: (_write(tmp_path, f"{fmt}.txt", bom + text), fmt != "sasrec") for fmt, text in texts.items()}
+
+
+@pytest.mark.parametrize("fmt", ["ml-1m", "ml-100k", "ml-csv", "recbole", "sasrec"])
+def test_byte_order_mark_is_dropped(tmp_path, fmt):
+    """A UTF-8 BOM used to become part of the first user id (a phantom user) or of the header (a refused file)."""
+    path, timestamps = _files(tmp_path, "\ufeff")[fmt]
+    data = load_sequences(path, fmt)
+    _check(data, timestamps)
+    assert sorted(data.user_ids.tolist()) == ["u1", "u2", "u3"]
+    (tmp_path / "plain").mkdir()
+    plain = load_sequences(_files(tmp_path / "plain")[fmt][0], fmt)
+    assert torch.equal(data.items, plain.items) and torch.equal(data.offsets, plain.offsets)
+
+
 @pytest.mark.parametrize("fmt,text,match", [
     ("ml-1m", "1::2::3::4\n1::2::3\n", ":2: expected at least 4 fields"),
     ("ml-1m", "1::2::3::x\n", ":1: timestamp must be a number, got 'x'"),
@@ -67,6 +94,22 @@ def test_sasrec_txt(tmp_path):
     ("recbole", "a:token\tb:token\n1\t2\n", ":1: header must name user_id and item_id"),
     ("sasrec", "1 2\n3\n", ":2: expected at least 2 fields"),
     ("ml-1m", "", "no interactions"),
+    # extra fields are refused (a file of another format used to be read with fields ignored)
+    ("ml-1m", "1::2::3::4::5\n", ":1: expected at most 4 fields, got 5"),
+    ("ml-100k", "1\t2\t3\t4\n1\t2\t3\t4\t5\n", ":2: expected at most 4 fields, got 5"),
+    ("ml-csv", "userId,movieId,rating,timestamp\n1,2,3,4,5\n", ":2: expected at most 4 fields, got 5"),
+    ("ml-csv", "userId,movieId,rating,timestamp\n1,2,4\n", ":2: expected at least 4 fields, got 3"),
+    ("recbole", "user_id:token\titem_id:token\n1\t2\t3\n", ":2: expected at most 2 fields, got 3"),
+    ("sasrec", "1 2\n3 4 5\n", ":2: expected at most 2 fields, got 3"),
+    ("ml-1m", "1::::3::4\n", ":1: item id must not be empty"),
+    ("ml-100k", "\t2\t3\t4\n", ":1: user id must not be empty"),
+    # timestamps that overflowed (OverflowError) or were not numbers
+    ("ml-1m", "1::2::3::1e400\n", ":1: timestamp must be finite, got '1e400'"),
+    ("ml-1m", "1::2::3::inf\n", ":1: timestamp must be finite, got 'inf'"),
+    ("ml-1m", "1::2::3::nan\n", ":1: timestamp must be finite, got 'nan'"),
+    ("ml-100k", "1\t2\t3\t99999999999999999999999\n", r":1: timestamp must fit in int64 \[-2\^63, 2\^63\)"),
+    ("recbole", "user_id:token\titem_id:token\ttimestamp:float\n1\t2\t-1e19\n", ":2: timestamp must fit in int64"),
+    ("ml-csv", "", "no interactions found"),
 ])
 def test_malformed(tmp_path, fmt, text, match):
     path = _write(tmp_path, "bad.txt", text)
@@ -74,11 +117,36 @@ def test_malformed(tmp_path, fmt, text, match):
         load_sequences(path, fmt)
 
 
+@pytest.mark.parametrize("fmt", ["ml-1m", "ml-100k", "ml-csv", "recbole", "sasrec"])
+def test_text_that_is_not_utf8_names_file_and_line(tmp_path, fmt):
+    """A bare UnicodeDecodeError before; now a ValueError (DataError) with file, line and byte."""
+    path, _ = _files(tmp_path)[fmt]
+    with open(path, "ab") as f:
+        f.write(b"u9 \xff\n")
+    lines = open(path, "rb").read().count(b"\n")
+    with pytest.raises(DataError, match=rf"{fmt}.txt:{lines}: text must be UTF-8, got byte 0xff at column 4"):
+        load_sequences(path, fmt)
+
+
+def test_int64_edges_are_kept_exactly(tmp_path):
+    path = _write(tmp_path, "r.dat", f"u::a::5::{2 ** 63 - 1}\nu::b::5::{-2 ** 63}\nu::c::5::1.5e9\n")
+    assert load_sequences(path, "ml-1m").timestamps.tolist() == [-2 ** 63, 1_500_000_000, 2 ** 63 - 1]
+
+
+def test_check_split_refuses_a_split_without_users(tmp_path):
+    path = _write(tmp_path, "r.dat", "1::a::5::1\n1::b::5::2\n2::a::5::3\n")
+    with pytest.raises(DataError, match=r"r.dat: leave-one-out needs a user with 3 or more interactions, got 2 users"):
+        check_split(leave_one_out(load_sequences(path, "ml-1m")), path)
+    check_split(leave_one_out(synthetic_sequences(20, 30, 5)), "synthetic")  # passes
+
+
 def test_unknown_format_and_missing_file(tmp_path):
     with pytest.raises(ValueError, match="format must be one of"):
         load_sequences(str(tmp_path), "nope")
     with pytest.raises(ValueError, match="no such file"):
         load_sequences(str(tmp_path / "missing.dat"), "ml-1m")
+    with pytest.raises(DataError, match="is a folder, not a file"):
+        load_sequences(str(tmp_path), "ml-1m")
 
 
 def test_leave_one_out_invariants():

@@ -46,3 +46,32 @@ def test_cli_gnolr_on_a_multibehavior_file(tmp_path, capsys):
     torch.manual_seed(0)
     assert cli.main(["eval", "--checkpoint", str(out / "gnolr")]) == 0
     assert "L2/AUC" in capsys.readouterr().out
+
+
+def test_cli_dlrm_meets_a_bad_line_while_streaming(tmp_path, capsys):
+    """Criteo files are streamed, so a bad line deep in the file is met during training: it is still one line
+    naming the file and line (a DataError is a user error wherever it surfaces), not a traceback."""
+    s = synthetic_criteo(400, 10, table_sizes=20, seed=3)
+    path = tmp_path / "day_0.tsv"
+    write_criteo(str(path), s.raw_dense_train, s.train.sparse, s.train.labels)
+    lines = path.read_text().splitlines(keepends=True)
+    lines[299] = "1\t" + "9" * 30 + "\n"  # line 300: an I1 beyond int64 (an OverflowError before)
+    path.write_text("".join(lines))
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", "--model", "dlrm", "--data", str(path), "--table-size", "20", "--embedding-dim", "4",
+                  "--epochs", "1", "--batch-size", "64", "--no-progress", "--no-baseline"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2
+    assert err == f"recops: error: {path}:300: integer feature I1 must fit in int64 [-2^63, 2^63), got '{'9' * 30}'\n"
+
+
+def test_cli_ranking_data_with_a_byte_order_mark(tmp_path, capsys):
+    """A BOM made the first Criteo line a bad label; it is dropped."""
+    s = synthetic_criteo(300, 10, table_sizes=20, seed=4)
+    path = tmp_path / "day_0.tsv"
+    write_criteo(str(path), s.raw_dense_train, s.train.sparse, s.train.labels)
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert cli.main(["train", "--model", "logistic", "--data", str(path), "--table-size", "20", "--epochs", "1",
+                     "--batch-size", "128", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "data: 270 train / 30 test samples" in out

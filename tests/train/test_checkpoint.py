@@ -6,6 +6,7 @@ the way that code wrote them) load through the same loader."""
 import dataclasses
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -188,12 +189,109 @@ def test_eval_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "a" / "config.json").write_text(json.dumps({"weights": 1}))
     with pytest.raises(SystemExit) as e:
         cli.main(["eval", "--checkpoint", str(tmp_path / "a")])
-    assert "not a recops checkpoint" in str(e.value.code) and "\n" not in str(e.value.code)
+    assert e.value.code == 2  # the message is str(e.value) and the one line on stderr
+    assert "not a recops checkpoint" in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(SystemExit) as e:
         cli.main(["eval", "--checkpoint", str(tmp_path / "missing")])
-    assert "no checkpoint" in str(e.value.code)
+    assert "no checkpoint" in str(e.value)
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "config.json").write_text(json.dumps({"config": {"model": "hstu"}, "num_items": 3}))
     with pytest.raises(SystemExit) as e:
         cli.main(["eval", "--checkpoint", str(tmp_path)])
-    assert "holds checkpoints ['a', 'b']" in str(e.value.code)
+    assert "holds checkpoints ['a', 'b']" in str(e.value)
+    assert capsys.readouterr().err.count("recops: error: ") == 3
+
+
+# ---- damaged checkpoints through `recops eval`: one line naming the file and the problem -------------------------
+
+def _truncate(file):
+    data = open(file, "rb").read()
+    open(file, "wb").write(data[:len(data) // 2])
+
+
+def _edit_json(file, change):
+    with open(file) as f:
+        raw = json.load(f)
+    change(raw)
+    with open(file, "w") as f:
+        json.dump(raw, f)
+
+
+def _other_weights(path, files):
+    other = build_model(7, SeqConfig.preset("hstu", dim=8, max_len=10, num_negatives=8))
+    torch.save(other.state_dict(), os.path.join(path, "model.pt"))
+
+
+DAMAGE = {  # name -> (damage(checkpoint folder, files), file named, problem)
+    "model.pt missing": (lambda p, f: os.remove(os.path.join(p, "model.pt")), "model.pt", "missing"),
+    "model.pt truncated": (lambda p, f: _truncate(os.path.join(p, "model.pt")), "model.pt",
+                           "is not a readable torch file"),
+    "model.pt empty": (lambda p, f: open(os.path.join(p, "model.pt"), "wb").close(), "model.pt",
+                       "is not a readable torch file"),
+    "model.pt not a state_dict": (lambda p, f: torch.save(torch.zeros(3), os.path.join(p, "model.pt")), "model.pt",
+                                  "must hold a state_dict, got Tensor"),
+    "model.pt of another model": (_other_weights, "model.pt", "does not match the model config.json describes"),
+    "config.json not JSON": (lambda p, f: open(os.path.join(p, "config.json"), "w").write("{"), "config.json",
+                             "is not a JSON file"),
+    "config.json a list": (lambda p, f: open(os.path.join(p, "config.json"), "w").write("[1]"), "config.json",
+                           "not a recops checkpoint config"),
+    "config.json unknown field": (lambda p, f: _edit_json(os.path.join(p, "config.json"),
+                                                          lambda c: c["config"].update(bogus=1)),
+                                  "config.json", "does not describe a sequential model"),
+    "config.json bad version": (lambda p, f: _edit_json(os.path.join(p, "config.json"),
+                                                        lambda c: c.update(format_version="2")),
+                                "config.json", "format_version must be an int"),
+    "optimizer.pt truncated": (lambda p, f: _truncate(os.path.join(p, "optimizer.pt")), "optimizer.pt",
+                               "is not a readable torch file"),
+    "id_maps.npz truncated": (lambda p, f: _truncate(os.path.join(p, "id_maps.npz")), "id_maps.npz",
+                              "is not a readable .npz file"),
+    "metrics.json not JSON": (lambda p, f: open(os.path.join(p, "metrics.json"), "w").write("nan?"), "metrics.json",
+                              "is not a JSON file"),
+    "metrics.json missing": (lambda p, f: os.remove(os.path.join(p, "metrics.json")), "metrics.json",
+                             "got no metrics.json"),
+    "metrics.json without data": (lambda p, f: _edit_json(os.path.join(p, "metrics.json"), lambda m: m.pop("data")),
+                                  "metrics.json", "must hold the data spec"),
+    "data spec incomplete": (lambda p, f: _edit_json(os.path.join(p, "metrics.json"),
+                                                     lambda m: m["data"].pop("max_len")),
+                             "metrics.json", "the data spec must name max_len"),
+    "data file gone": (lambda p, f: _edit_json(os.path.join(p, "metrics.json"),
+                                               lambda m: m["data"].update(path=p + "/gone.data")),
+                       "gone.data", "no such file"),
+    "data file changed": (lambda p, f: open(f["sequential"], "a").write("0\t999\t5\t1\n"), "u.data",
+                          "was the file changed since training?"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_eval_of_a_damaged_checkpoint_is_one_line(damage, files, tmp_path, capsys):
+    """Each of these ended in a traceback (RuntimeError, UnpicklingError, KeyError, TypeError, ...)."""
+    files = dict(files, sequential=shutil.copy(files["sequential"], tmp_path))  # "data file changed" appends
+    t = _make("sequential", "hstu", files)
+    path = str(tmp_path / "hstu")
+    _save("sequential", "hstu", t, path)
+    hurt, named, problem = DAMAGE[damage]
+    hurt(path, files)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        cli.main(["eval", "--checkpoint", path])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and err.startswith("recops: error: "), err
+    assert named in err and problem in err, err
+
+
+@pytest.mark.parametrize("family,kind,change,problem", [
+    ("ctr", "dlrm", lambda m: m["data"].update(table_sizes=[21] * 26), "the data has table sizes [21, 21"),
+    ("two_tower", "gnolr", None, "the data has (users, items, levels) (3, 2, 1), the checkpoint"),
+])
+def test_eval_refuses_data_that_no_longer_fits(family, kind, change, problem, files, tmp_path, capsys):
+    t = _make(family, kind, files)
+    path = str(tmp_path / kind)
+    _save(family, kind, t, path)
+    if change is None:  # another events file in place of the one trained on
+        (tmp_path / "events.txt").write_text("u1 i1 view\nu1 i2 view\nu2 i1 view\nu3 i1 view\nu3 i2 view\n")
+        change = lambda m: m["data"].update(path=str(tmp_path / "events.txt"))  # noqa: E731
+    _edit_json(os.path.join(path, "metrics.json"), change)
+    with pytest.raises(SystemExit) as e:
+        cli.main(["eval", "--checkpoint", path])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and problem in err, err

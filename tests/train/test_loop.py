@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from recops.train.loop import EpochStats, run_epochs, world_size
+from recops.train.loop import EpochStats, check_settings, run_epochs, world_size
 
 
 class FakeClock:
@@ -139,6 +139,33 @@ def test_patience_wins_over_the_budget_in_the_same_epoch():
 def test_zero_epochs():
     res, seen = _run([], monitor="valid", model=torch.nn.Linear(1, 1), restore_best=True)
     assert res.epochs == 0 and res.history == [] and res.best_epoch is None and not seen
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"epochs": -1}, "run_epochs: epochs must be an int >= 0, got -1"),
+    ({"epochs": 1.5}, "run_epochs: epochs must be an int >= 0, got 1.5"),
+    ({"patience": -1}, "run_epochs: patience must be an int >= 0, got -1"),
+    ({"time_budget_s": 0.0}, r"run_epochs: time_budget_s must be a finite number > 0, got 0.0"),
+    ({"time_budget_s": float("nan")}, "time_budget_s must be a finite number > 0, got nan"),
+])
+def test_bad_settings_are_refused_before_any_step(kwargs, message):
+    """A negative patience or a zero budget used to be accepted (and ignored or stop at once)."""
+    seen = []
+    args = {"epochs": 2, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        run_epochs(lambda b: seen.append(b) or (0.0, 1), _fixed_batches(2), args.pop("epochs"), progress=False,
+                   **args)
+    assert seen == []
+
+
+def test_check_settings_rules():
+    check_settings("op", epochs=1, batch_size=3, patience=0, time_budget_s=0.5, lr=1e-3, max_len=None)
+    for name, value, rule in [("epochs", 0, "an int >= 1"), ("batch_size", -2, "an int >= 1"),
+                              ("num_negatives", 0, "an int >= 1"), ("max_len", 0, "an int >= 1"),
+                              ("batch_size", True, "an int >= 1"), ("uniform_negatives", -1, "an int >= 0"),
+                              ("dense_lr", float("inf"), "a finite number > 0"), ("lr", 0, "a finite number > 0")]:
+        with pytest.raises(ValueError, match=rf"^op: {name} must be {rule}, got {value!r}$"):
+            check_settings("op", **{name: value})
 
 
 def test_world_size_without_a_process_group():

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Batch containers, data readers, synthetic generators, splits and batching."""
 
+from ._text import DataError
 from .jagged import Jagged
 from .keyed_jagged import KeyedJagged
 from .synthetic import clustered_embeddings
@@ -26,7 +27,7 @@ from .sequences import (
 )
 
 __all__ = [
-    "CTRBatch", "CTRData", "ctr_data", "load_criteo", "read_criteo", "sparse_to_kjt", "synthetic_criteo",
+    "DataError", "CTRBatch", "CTRData", "ctr_data", "load_criteo", "read_criteo", "sparse_to_kjt", "synthetic_criteo",
     "write_criteo", "FeedbackData", "feedback_to_levels", "load_feedback", "read_multibehavior", "split_feedback",
     "synthetic_feedback",
     "FORMATS", "Jagged", "KeyedJagged", "clustered_embeddings", "SequenceData", "SplitData", "leave_one_out", "load_sequences", "next_item_batches",

@@ -8,19 +8,20 @@ categorical field is an empty bag (its pooled embedding is zero)."""
 
 import dataclasses
 import math
-import os
 from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from . import _text
 from .keyed_jagged import KeyedJagged
 
 NUM_DENSE = 13
 NUM_SPARSE = 26
 SPARSE_KEYS = [f"C{i + 1}" for i in range(NUM_SPARSE)]
 _FIELDS = 1 + NUM_DENSE + NUM_SPARSE
+_DENSE_NAMES = [f"integer feature I{j + 1}" for j in range(NUM_DENSE)]
 
 
 @dataclasses.dataclass
@@ -61,19 +62,16 @@ def _check_table_sizes(table_sizes: Union[int, Sequence[int]]) -> List[int]:
 
 
 def _parse_line(line: str, path: str, lineno: int, sizes: List[int], dense_row, sparse_row) -> float:
-    fields = line.rstrip("\r\n").split("\t")
+    fields = line.split("\t")
     if len(fields) > _FIELDS:
-        raise ValueError(f"{path}:{lineno}: expected at most {_FIELDS} tab-separated fields, got {len(fields)}")
+        raise _text.DataError(f"{path}:{lineno}: expected at most {_FIELDS} tab-separated fields, got {len(fields)}")
     fields += [""] * (_FIELDS - len(fields))  # short lines are padded with empty fields
     if fields[0] not in ("0", "1"):
-        raise ValueError(f"{path}:{lineno}: label must be 0 or 1, got {fields[0]!r}")
+        raise _text.DataError(f"{path}:{lineno}: label must be 0 or 1, got {fields[0]!r}")
     for j in range(NUM_DENSE):
         s = fields[1 + j]
         if s:
-            try:
-                x = int(s)
-            except ValueError:
-                raise ValueError(f"{path}:{lineno}: integer feature I{j + 1} must be an integer, got {s!r}") from None
+            x = _text.parse_int(s, path, lineno, _DENSE_NAMES[j])
             dense_row[j] = math.log1p(x) if x > 0 else 0.0
         else:
             dense_row[j] = 0.0
@@ -83,10 +81,11 @@ def _parse_line(line: str, path: str, lineno: int, sizes: List[int], dense_row, 
             try:
                 h = int(s, 16)
             except ValueError:
-                raise ValueError(f"{path}:{lineno}: categorical feature C{j + 1} must be hexadecimal, "
-                                 f"got {s!r}") from None
+                raise _text.DataError(f"{path}:{lineno}: categorical feature C{j + 1} must be hexadecimal, "
+                                      f"got {s!r}") from None
             if h < 0:
-                raise ValueError(f"{path}:{lineno}: categorical feature C{j + 1} must be non-negative, got {s!r}")
+                raise _text.DataError(f"{path}:{lineno}: categorical feature C{j + 1} must be non-negative, "
+                                      f"got {s!r}")
             sparse_row[j] = h % sizes[j]
         else:
             sparse_row[j] = -1
@@ -103,8 +102,9 @@ def read_criteo(path: str, table_sizes: Union[int, Sequence[int]] = 1_000_000, b
         batch_size: lines per yielded batch (the last may be shorter).
         max_rows: stop after this many lines.
         skip_rows: skip this many (non-blank) lines first (they are not parsed).
-    Raises ValueError with file and line number on a malformed line (wrong label, non-integer dense value,
-    non-hex categorical value, more than 40 fields). Blank lines are skipped."""
+    Raises DataError (a ValueError) with file and line number on a malformed line (text that is not UTF-8, wrong
+    label, a dense value that is not an integer within int64, non-hex categorical value, more than 40 fields).
+    A leading byte-order mark is dropped; blank lines are skipped."""
     sizes = _check_table_sizes(table_sizes)
     if batch_size < 1:
         raise ValueError(f"read_criteo: batch_size must be >= 1, got {batch_size}")
@@ -118,21 +118,18 @@ def read_criteo(path: str, table_sizes: Union[int, Sequence[int]] = 1_000_000, b
                         torch.from_numpy(labels[:count].copy()))
 
     skipped = 0
-    with open(path, "r", encoding="utf-8", errors="strict") as f:
-        for lineno, line in enumerate(f, 1):
-            if max_rows is not None and total >= max_rows:
-                break
-            if not line.strip():
-                continue
-            if skipped < skip_rows:
-                skipped += 1
-                continue
-            labels[n] = _parse_line(line, path, lineno, sizes, dense[n], sparse[n])
-            n += 1
-            total += 1
-            if n == batch_size:
-                yield emit(n)
-                n = 0
+    for lineno, line in _text.lines(path):
+        if max_rows is not None and total >= max_rows:
+            break
+        if skipped < skip_rows:
+            skipped += 1
+            continue
+        labels[n] = _parse_line(line, path, lineno, sizes, dense[n], sparse[n])
+        n += 1
+        total += 1
+        if n == batch_size:
+            yield emit(n)
+            n = 0
     if n:
         yield emit(n)
 
@@ -223,12 +220,8 @@ def synthetic_criteo(num_train: int = 200_000, num_test: int = 50_000, table_siz
 
 
 def count_rows(path: str) -> int:
-    """Non-blank lines of a file (one pass over the bytes, nothing parsed)."""
-    n = 0
-    with open(path, "rb") as f:
-        for line in f:
-            n += bool(line.strip())
-    return n
+    """The lines read_criteo reads (the non-blank ones; one pass over the bytes, nothing parsed)."""
+    return _text.count_lines(path)
 
 
 @dataclasses.dataclass
@@ -261,18 +254,23 @@ def _in_memory_batches(data: CTRBatch, shuffle_seed: Optional[int] = None):
 def ctr_data(data: str, table_sizes=1_000_000, seed: int = 0, test_fraction: float = 0.1,
              max_rows: Optional[int] = None, num_train: int = 200_000, num_test: int = 50_000) -> CTRData:
     """'synthetic' (synthetic_criteo with these sizes) or a Criteo TSV path, streamed: its last test_fraction of
-    rows (of the first max_rows) are the test set, like the Kaggle last-day split."""
+    rows (of the first max_rows) are the test set, like the Kaggle last-day split. ValueError when the file is
+    missing or either part would be empty; a malformed line raises ValueError when the streams reach it."""
     if data == "synthetic":
         s = synthetic_criteo(num_train, num_test, table_sizes=table_sizes, seed=seed)
         return CTRData(_in_memory_batches(s.train, seed), _in_memory_batches(s.test), s.table_sizes,
                        len(s.train), len(s.test), s.oracle_auc)
-    if not os.path.isfile(data):
-        raise FileNotFoundError(f"recops: no such Criteo file {data!r}")
+    _text.require_file(data)
     sizes = _check_table_sizes(table_sizes)
     rows = count_rows(data)
     if max_rows is not None:
         rows = min(rows, max_rows)
+    if rows == 0:
+        raise _text.DataError(f"{data}: no rows found")
     cut = int(round(rows * (1 - test_fraction)))
+    if not 0 < cut < rows:
+        raise _text.DataError(f"{data}: {rows} rows make {cut} training and {rows - cut} test rows; each part "
+                              f"needs at least 1")
     return CTRData(lambda bs: read_criteo(data, sizes, bs, max_rows=cut),
                    lambda bs: read_criteo(data, sizes, bs, max_rows=rows - cut, skip_rows=cut),
                    sizes, cut, rows - cut)

@@ -3,12 +3,13 @@
 a synthetic generator and a per-user split."""
 
 import dataclasses
-import os
 from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from . import _text
 
 
 @dataclasses.dataclass
@@ -80,33 +81,29 @@ def read_multibehavior(path: Union[str, Dict[str, str]], order: Optional[Sequenc
         behaviour -> file of `user item [timestamp]` lines.
     order: behaviour names from shallowest to deepest; default: by decreasing event count (the most frequent
         behaviour is the shallowest), ties by name.
-    Lines starting with '#' and blank lines are skipped; a line with too few or too many fields, or a
-    non-integer timestamp, raises ValueError with file and line number. Timestamps are checked, not used (the
-    level of a pair is its deepest behaviour whatever the order of events)."""
+    Files are UTF-8 (a leading byte-order mark is dropped); lines starting with '#' and blank lines are skipped.
+    ValueError with file and line number on text that is not UTF-8, a line with too few or too many fields, or a
+    timestamp that is not a finite number within int64; ValueError when no file has a line. Timestamps are
+    checked, not used (the level of a pair is its deepest behaviour whatever the order of events)."""
     files = path if isinstance(path, dict) else {None: path}
     users: List[str] = []
     items: List[str] = []
     behaviours: List[str] = []
     for behaviour, fname in files.items():
         want = 2 if behaviour is not None else 3
-        with open(fname, "r", encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip() or line.lstrip().startswith("#"):
-                    continue
-                parts = _split(line)
-                if len(parts) not in (want, want + 1):
-                    raise ValueError(f"{fname}:{lineno}: expected {want} or {want + 1} fields "
-                                     f"({'user item' if behaviour else 'user item behaviour'} [timestamp]), "
-                                     f"got {len(parts)}")
-                if len(parts) == want + 1:
-                    try:
-                        int(float(parts[want]))
-                    except ValueError:
-                        raise ValueError(f"{fname}:{lineno}: timestamp must be a number, "
-                                         f"got {parts[want]!r}") from None
-                users.append(parts[0])
-                items.append(parts[1])
-                behaviours.append(behaviour if behaviour is not None else parts[2])
+        for lineno, line in _text.lines(fname, comment="#"):
+            parts = _split(line)
+            if len(parts) not in (want, want + 1):
+                raise _text.DataError(f"{fname}:{lineno}: expected {want} or {want + 1} fields "
+                                      f"({'user item' if behaviour else 'user item behaviour'} [timestamp]), "
+                                      f"got {len(parts)}")
+            if len(parts) == want + 1:
+                _text.parse_int(parts[want], fname, lineno, "timestamp", float_ok=True)
+            users.append(parts[0])
+            items.append(parts[1])
+            behaviours.append(behaviour if behaviour is not None else parts[2])
+    if not users:
+        raise _text.DataError(f"{', '.join(files.values())}: no interactions found")
     if order is None:
         counts: Dict[str, int] = {}
         for b in behaviours:
@@ -162,12 +159,19 @@ def split_feedback(data: FeedbackData, test_fraction: float = 0.2, seed: int = 0
     return data.subset(~test), data.subset(test)
 
 
+def check_split(train: FeedbackData, test: FeedbackData, source: str) -> None:
+    """DataError "<source>: ..." when split_feedback held out no pair (no user has 2 or more pairs, or none was
+    drawn): evaluation would have nothing to score."""
+    if len(test) == 0:
+        raise _text.DataError(f"{source}: the split held out no (user, item) pair to evaluate on (only users with "
+                              f"2 or more pairs give one), got {len(train)} pairs of {train.num_users} users")
+
+
 def load_feedback(data: str, fmt: Optional[str] = None, seed: int = 0, order: Optional[Sequence[str]] = None):
     """'synthetic' or a multibehavior file (fmt 'multibehavior')."""
     if data == "synthetic":
         return synthetic_feedback(seed=seed)
     if fmt not in (None, "multibehavior"):
         raise ValueError(f"load_feedback: format must be 'multibehavior', got {fmt!r}")
-    if not os.path.isfile(data):
-        raise FileNotFoundError(f"recops: no such file {data!r}")
+    _text.require_file(data)
     return read_multibehavior(data, order)

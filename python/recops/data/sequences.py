@@ -3,12 +3,13 @@
 uniform negative sampling. Everything reads local files only (nothing from the network)."""
 
 import dataclasses
-import os
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from . import _text
 
 FORMATS = ("ml-1m", "ml-100k", "ml-csv", "recbole", "sasrec")
 
@@ -60,85 +61,90 @@ def _dense(raw: Sequence[str]) -> Tuple[np.ndarray, np.ndarray]:
     return codes, np.array(list(ids), dtype=object)
 
 
-def _fields(path: str, sep: Optional[str], min_fields: int, skip_header: bool = False):
-    """Yield (line_number, fields) of non-empty lines; ValueError with file and line on a short line."""
-    with open(path, newline="") as f:
-        for lineno, line in enumerate(f, 1):
-            if skip_header and lineno == 1:
-                continue
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            parts = line.split(sep) if sep != " " else line.split()
-            if len(parts) < min_fields:
-                raise ValueError(f"{path}:{lineno}: expected at least {min_fields} fields, got {len(parts)}: {line!r}")
-            yield lineno, parts
+def _split(line: str, sep: Optional[str]) -> List[str]:
+    return line.split() if sep == " " else line.split(sep)
 
 
-def _int(path: str, lineno: int, text: str, what: str) -> int:
-    try:
-        return int(float(text)) if any(c in text for c in ".eE") else int(text)
-    except ValueError:
-        raise ValueError(f"{path}:{lineno}: {what} must be a number, got {text!r}") from None
-
-
-def _read(path: str, sep: Optional[str], skip_header: bool, cols: Tuple[int, int, Optional[int]]) -> SequenceData:
+def _read(path: str, sep: str, columns: Union[Tuple[int, int, Optional[int], int], Callable[[int, List[str]], Tuple]]
+          ) -> SequenceData:
+    """One pass over the file: `columns` is (user, item, timestamp or None, number of fields), or a function of
+    the first line's (number, fields) that returns them (for formats with a header). Every line must have exactly
+    that many fields, non-empty ids and an int64 timestamp; ValueError with file and line otherwise."""
     users, items, times = [], [], []
-    u, i, t = cols
-    need = max(c for c in cols if c is not None) + 1
-    for lineno, parts in _fields(path, sep, need, skip_header):
-        users.append(parts[u].strip())
-        items.append(parts[i].strip())
+    rows = _text.lines(path)
+    if callable(columns):
+        first = next(rows, None)
+        if first is None:
+            raise _text.DataError(f"{path}: no interactions found")
+        columns = columns(first[0], _split(first[1], sep))
+    u, i, t, n = columns
+    for lineno, line in rows:
+        parts = _split(line, sep)
+        if len(parts) != n:
+            bound = "at least" if len(parts) < n else "at most"
+            raise _text.DataError(f"{path}:{lineno}: expected {bound} {n} fields, got {len(parts)}: {line!r}")
+        user, item = parts[u].strip(), parts[i].strip()
+        if not user or not item:
+            raise _text.DataError(f"{path}:{lineno}: {'user' if not user else 'item'} id must not be empty: {line!r}")
+        users.append(user)
+        items.append(item)
         if t is not None:
-            times.append(_int(path, lineno, parts[t].strip(), "timestamp"))
+            times.append(_text.parse_int(parts[t].strip(), path, lineno, "timestamp", float_ok=True))
     if not users:
-        raise ValueError(f"{path}: no interactions found")
+        raise _text.DataError(f"{path}: no interactions found")
     return _build(users, items, times if t is not None else None)
 
 
 def read_movielens_dat(path: str) -> SequenceData:
     """MovieLens ratings.dat (ML-1M/10M/20M): ``user::item::rating::timestamp``."""
-    return _read(path, "::", False, (0, 1, 3))
+    return _read(path, "::", (0, 1, 3, 4))
 
 
 def read_ml100k(path: str) -> SequenceData:
     """MovieLens-100K u.data: ``user<TAB>item<TAB>rating<TAB>timestamp``."""
-    return _read(path, "\t", False, (0, 1, 3))
+    return _read(path, "\t", (0, 1, 3, 4))
 
 
 def read_movielens_csv(path: str) -> SequenceData:
     """MovieLens ratings.csv (ML-20M/25M) with header ``userId,movieId,rating,timestamp``."""
-    with open(path, newline="") as f:
-        header = f.readline().strip().split(",")
-    if header[:2] != ["userId", "movieId"] or "timestamp" not in header:
-        raise ValueError(f"{path}:1: expected a header userId,movieId,...,timestamp, got {header}")
-    return _read(path, ",", True, (0, 1, header.index("timestamp")))
+    def columns(lineno: int, header: List[str]):
+        if header[:2] != ["userId", "movieId"] or "timestamp" not in header:
+            raise _text.DataError(f"{path}:{lineno}: expected a header userId,movieId,...,timestamp, got {header}")
+        return 0, 1, header.index("timestamp"), len(header)
+
+    return _read(path, ",", columns)
 
 
 def read_recbole_inter(path: str) -> SequenceData:
     """RecBole atomic .inter file: a tab-separated header of ``name:type`` fields including user_id, item_id
     and (optionally) timestamp."""
-    with open(path) as f:
-        header = [h.split(":")[0] for h in f.readline().rstrip("\r\n").split("\t")]
-    if "user_id" not in header or "item_id" not in header:
-        raise ValueError(f"{path}:1: header must name user_id and item_id fields, got {header}")
-    t = header.index("timestamp") if "timestamp" in header else None
-    return _read(path, "\t", True, (header.index("user_id"), header.index("item_id"), t))
+    def columns(lineno: int, fields: List[str]):
+        header = [h.split(":")[0] for h in fields]
+        if "user_id" not in header or "item_id" not in header:
+            raise _text.DataError(f"{path}:{lineno}: header must name user_id and item_id fields, got {header}")
+        t = header.index("timestamp") if "timestamp" in header else None
+        return header.index("user_id"), header.index("item_id"), t, len(header)
+
+    return _read(path, "\t", columns)
 
 
 def read_sasrec_txt(path: str) -> SequenceData:
     """SASRec text format: ``user item`` per line, already in time order (no timestamps)."""
-    return _read(path, " ", False, (0, 1, None))
+    return _read(path, " ", (0, 1, None, 2))
 
 
 def load_sequences(path: str, fmt: str) -> SequenceData:
-    """Read `path` in one of FORMATS ("ml-1m" is the ::-separated .dat format of ML-1M/10M/20M)."""
+    """Read `path` in one of FORMATS ("ml-1m" is the ::-separated .dat format of ML-1M/10M/20M).
+
+    The file is UTF-8 (a leading byte-order mark is dropped) and blank lines are skipped. DataError (a ValueError)
+    "<file>:<line>: ..." on text that is not UTF-8, a line with fewer or more fields than the format has (the
+    header's count for ml-csv and recbole), an empty user or item id, or a timestamp that is not a finite number
+    within int64; DataError when the file is missing or has no interaction; ValueError on an unknown format."""
     readers = {"ml-1m": read_movielens_dat, "ml-100k": read_ml100k, "ml-csv": read_movielens_csv,
                "recbole": read_recbole_inter, "sasrec": read_sasrec_txt}
     if fmt not in readers:
         raise ValueError(f"load_sequences: format must be one of {FORMATS}, got {fmt!r}")
-    if not os.path.isfile(path):
-        raise ValueError(f"load_sequences: no such file {path!r}")
+    _text.require_file(path)
     return readers[fmt](path)
 
 
@@ -222,6 +228,14 @@ def leave_one_out(data: SequenceData, max_len: int = 200) -> SplitData:
     test_in = _slice(data, keep, s, e - 1, max_len)
     return SplitData(data, train, valid_in, data.items[torch.from_numpy(e - 2)], test_in,
                      data.items[torch.from_numpy(e - 1)])
+
+
+def check_split(split: SplitData, source: str) -> None:
+    """DataError "<source>: ..." when no user of the split has the 3 items leave-one-out needs (training on it
+    would report metrics of nothing)."""
+    if split.test_input.num_users == 0:
+        raise _text.DataError(f"{source}: leave-one-out needs a user with 3 or more interactions, got "
+                              f"{split.data.num_users} users with at most 2 each")
 
 
 def next_item_batches(seqs: SequenceData, batch_size: int, shuffle: bool = True,

@@ -10,8 +10,12 @@
 - metrics.json (optional): the run's metrics, with the data spec `recops eval` re-reads.
 
 The two layouts written before (sequential: config.json {"config", "num_items"} without a family; ranking and
-two-tower: {"family", "model", "config"} without a version) are recognised and read as this one."""
+two-tower: {"family", "model", "config"} without a version) are recognised and read as this one.
 
+A folder that cannot be read (a part missing, truncated or not what its name says, weights that do not fit the
+config) raises ValueError "<file>: <problem>" naming the part, whatever the underlying library raised."""
+
+import contextlib
 import dataclasses
 import json
 import os
@@ -22,6 +26,7 @@ import torch
 
 FORMAT_VERSION = 2
 FAMILIES = ("sequential", "ctr", "two_tower")
+FILES = ("config.json", "model.pt", "optimizer.pt", "id_maps.npz", "metrics.json")  # what save may write
 
 
 def _seq_config(raw: dict):
@@ -107,7 +112,11 @@ def save(path: str, model: torch.nn.Module, family: str, kind: str, config, *, m
 def normalise_spec(spec: dict) -> dict:
     """config.json of any layout written so far, as the current layout (with "layout" saying which it was:
     "current", "legacy-sequential" or "legacy-family"); ValueError when it is none of them."""
+    if not isinstance(spec, dict):
+        raise ValueError(f"not a recops checkpoint config (a JSON object), got {type(spec).__name__}")
     if "format_version" in spec:
+        if not isinstance(spec["format_version"], int):
+            raise ValueError(f"checkpoint format_version must be an int, got {spec['format_version']!r}")
         if spec["format_version"] > FORMAT_VERSION:
             raise ValueError(f"checkpoint format {spec['format_version']} is newer than this recops reads "
                              f"({FORMAT_VERSION})")
@@ -120,7 +129,7 @@ def normalise_spec(spec: dict) -> dict:
                "config": spec["config"], "num_items": spec["num_items"], "layout": "legacy-sequential"}
     else:
         raise ValueError("not a recops checkpoint config (no family, model and config)")
-    if out["family"] not in FAMILIES:
+    if not isinstance(out["family"], str) or out["family"] not in FAMILIES:
         raise ValueError(f"checkpoint family {out['family']!r} is not one of {FAMILIES}")
     return out
 
@@ -130,17 +139,42 @@ def find(path: str) -> str:
     if os.path.isfile(os.path.join(path, "config.json")):
         return path
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"no checkpoint at {path}")
+        raise FileNotFoundError(f"{path}: no checkpoint there (no such folder)")
     subs = sorted(d for d in os.listdir(path) if os.path.isfile(os.path.join(path, d, "config.json")))
-    if len(subs) != 1:
+    if not subs:
+        raise ValueError(f"{path}: no checkpoint there (no config.json in it or in a subfolder)")
+    if len(subs) > 1:
         raise ValueError(f"{path} holds checkpoints {subs}; pass one of them")
     return os.path.join(path, subs[0])
 
 
+@contextlib.contextmanager
+def _reading(file: str, problem: str):
+    """Re-raise any failure inside as ValueError "<file>: missing" or "<file>: <problem> (<cause>)", chained to
+    the original: what a damaged checkpoint part makes torch, numpy or json raise varies, the problem does not."""
+    try:
+        yield
+    except FileNotFoundError as e:
+        raise ValueError(f"{file}: missing") from e
+    except Exception as e:
+        cause = " ".join(str(e).split())
+        cause = f"{type(e).__name__}: {cause[:200]}{'...' if len(cause) > 200 else ''}" if cause else type(e).__name__
+        raise ValueError(f"{file}: {problem} ({cause})") from e
+
+
+def _json(file: str):
+    with _reading(file, "is not a JSON file"), open(file, encoding="utf-8") as f:
+        return json.load(f)
+
+
 def read_spec(path: str) -> dict:
     """The normalised config.json of the checkpoint folder `path` (no weights read)."""
-    with open(os.path.join(path, "config.json")) as f:
-        return normalise_spec(json.load(f))
+    file = os.path.join(path, "config.json")
+    raw = _json(file)
+    try:
+        return normalise_spec(raw)
+    except ValueError as e:
+        raise ValueError(f"{file}: {e}") from None
 
 
 @dataclasses.dataclass
@@ -158,23 +192,34 @@ class Checkpoint:
 
 def load(path: str, device="cpu", family: Optional[str] = None) -> Checkpoint:
     """Rebuild the model saved in `path` (any layout) on `device`; with `family`, ValueError when the checkpoint
-    is of another family. Tensors only (weights_only=True), no pickled code."""
+    is of another family. Tensors only (weights_only=True), no pickled code. ValueError "<file>: <problem>" when
+    a part is missing (config.json, model.pt), unreadable or truncated, or the weights do not fit the config."""
     spec = read_spec(path)
     if family is not None and spec["family"] != family:
         raise ValueError(f"{path} is a {spec['family']} checkpoint, not {family}")
     make_config, make_model = _BUILDERS[spec["family"]]
-    config = make_config(spec["config"])
-    model = make_model(spec["model"], config, spec).to(device)
-    model.load_state_dict(torch.load(os.path.join(path, "model.pt"), map_location=device, weights_only=True))
+    with _reading(os.path.join(path, "config.json"), f"does not describe a {spec['family']} model"):
+        config = make_config(spec["config"])
+        model = make_model(spec["model"], config, spec)
+    model = model.to(device)
+    weights = os.path.join(path, "model.pt")
+    with _reading(weights, "is not a readable torch file (truncated?)"):
+        state = torch.load(weights, map_location=device, weights_only=True)
+    if not isinstance(state, dict):
+        raise ValueError(f"{weights}: must hold a state_dict, got {type(state).__name__}")
+    with _reading(weights, "does not match the model config.json describes"):
+        model.load_state_dict(state)
     opt_path = os.path.join(path, "optimizer.pt")
-    opt_state = torch.load(opt_path, map_location=device, weights_only=True) if os.path.exists(opt_path) else None
+    opt_state = None
+    if os.path.exists(opt_path):
+        with _reading(opt_path, "is not a readable torch file (truncated?)"):
+            opt_state = torch.load(opt_path, map_location=device, weights_only=True)
     arrays = {}
     for name in sorted(os.listdir(path)):
         if name.endswith(".npz"):
-            with np.load(os.path.join(path, name)) as z:
+            with _reading(os.path.join(path, name), "is not a readable .npz file (truncated?)"), \
+                    np.load(os.path.join(path, name)) as z:
                 arrays[name[:-4]] = {k: z[k] for k in z.files}
-    metrics = None
-    if os.path.exists(os.path.join(path, "metrics.json")):
-        with open(os.path.join(path, "metrics.json")) as f:
-            metrics = json.load(f)
+    metrics_path = os.path.join(path, "metrics.json")
+    metrics = _json(metrics_path) if os.path.exists(metrics_path) else None
     return Checkpoint(path, spec["family"], spec["model"], model, config, spec, metrics, opt_state, arrays)

@@ -12,7 +12,7 @@ from ..data.criteo import CTRBatch, CTRData
 from ..metrics import log_loss, roc_auc
 from ..models.dlrm import DLRM, LogisticCTR
 from . import checkpoint
-from .loop import EpochStats, run_epochs
+from .loop import EpochStats, check_settings, run_epochs
 
 CTR_MODELS = {"dlrm": DLRM, "logistic": LogisticCTR}
 
@@ -58,9 +58,11 @@ def fit_ctr(model, data: CTRData, epochs: int = 1, batch_size: int = 2048, dense
 
     Distributed (world > 1, `wrapped` = recops.distributed.wrap(model)): rank r trains on batch r of every group
     of `world` consecutive batches (batch_size per process), every rank evaluates the whole test stream (the
-    sharded tables need every rank in each forward), and the time budget is agreed on collectively."""
+    sharded tables need every rank in each forward), and the time budget is agreed on collectively.
+    ValueError before any step on a setting no run can train with (loop.check_settings)."""
     from ..distributed.launch import rank_share
 
+    check_settings("fit_ctr", epochs=epochs, batch_size=batch_size, dense_lr=dense_lr, time_budget_s=time_budget_s)
     net = wrapped if wrapped is not None else model
     opt = torch.optim.Adam(model.dense_parameters(), lr=dense_lr)
 

@@ -14,6 +14,8 @@ each time the monitored value improves and, with `patience`, stops `patience` ep
 
 import copy
 import dataclasses
+import math
+import numbers
 import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
@@ -53,6 +55,29 @@ class LoopResult:
     @property
     def samples_per_second(self) -> float:
         return self.samples / max(self.train_seconds, 1e-9)
+
+
+_AT_LEAST = {"epochs": 1, "batch_size": 1, "num_negatives": 1, "max_len": 1, "patience": 0,
+             "in_batch_negatives": 0, "uniform_negatives": 0, "eval_every": 0}
+_POSITIVE = ("time_budget_s", "lr", "dense_lr")
+
+
+def check_settings(op: str, **settings) -> None:
+    """ValueError "<op>: <name> must be <rule>, got <value>" for the first setting no run can train with:
+    epochs, batch_size, num_negatives and max_len are ints >= 1; patience, in_batch_negatives, uniform_negatives
+    and eval_every ints >= 0; time_budget_s, lr and dense_lr finite numbers > 0. None passes (not set)."""
+    for name, value in settings.items():
+        if value is None:
+            continue
+        if name in _POSITIVE:
+            ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) \
+                and value > 0
+            rule = "a finite number > 0"
+        else:
+            ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= _AT_LEAST[name]
+            rule = f"an int >= {_AT_LEAST[name]}"
+        if not ok:
+            raise ValueError(f"{op}: {name} must be {rule}, got {value!r}")
 
 
 def world_size(world: Optional[int] = None) -> int:
@@ -104,9 +129,13 @@ def run_epochs(step: Step, batches: Callable[[int], Iterable[Any]], epochs: int,
 
     `model` is needed for the best-state copy (with a monitor). The progress bar counts samples (`total(epoch)`
     of them when given) and shows the last loss and the rate; callers pass progress=False on ranks other than 0.
-    `clock` (seconds) times the budget and the training passes."""
+    `clock` (seconds) times the budget and the training passes. ValueError (before any step) unless epochs is an
+    int >= 0, patience None or an int >= 0 and time_budget_s None or a finite number > 0."""
     from tqdm.auto import tqdm
 
+    check_settings("run_epochs", patience=patience, time_budget_s=time_budget_s)
+    if not isinstance(epochs, numbers.Integral) or epochs < 0:
+        raise ValueError(f"run_epochs: epochs must be an int >= 0, got {epochs!r}")
     better = _monitor_fn(monitor)
     if better is not None and model is None:
         raise ValueError("run_epochs: a monitor needs the model (for the copy of the best weights)")

@@ -8,11 +8,12 @@ from typing import Callable, Dict, Optional
 import numpy as np
 import torch
 
-from ..data.sequences import (SequenceData, SplitData, next_item_batches, sequence_batch, uniform_negatives)
+from ..data.sequences import (SequenceData, SplitData, check_split, next_item_batches, sequence_batch,
+                              uniform_negatives)
 from ..metrics import ranking_metrics, ranks_of, topk_with_exclusion
 from ..models.sequential import SeqConfig, sampled_softmax_loss
 from . import checkpoint
-from .loop import EpochStats, run_epochs
+from .loop import EpochStats, check_settings, run_epochs
 
 KS = (10, 50, 200)
 
@@ -69,9 +70,13 @@ def fit(model, split: SplitData, cfg: SeqConfig, epochs: int = 20, time_budget_s
 
     Distributed (world > 1, `wrapped` = DistributedDataParallel(model)): rank r trains on batch r of every group
     of `world` batches (batch_size per process, same shuffle on every rank), every rank validates on the whole
-    set with identical weights (so early stopping agrees without messages), the time budget is agreed on."""
+    set with identical weights (so early stopping agrees without messages), the time budget is agreed on.
+    ValueError before any step on a setting no run can train with (loop.check_settings) or a split without users."""
     from ..distributed.launch import rank_share
 
+    check_settings("fit", epochs=epochs, patience=patience, time_budget_s=time_budget_s, batch_size=cfg.batch_size,
+                   num_negatives=cfg.num_negatives, max_len=cfg.max_len, lr=cfg.lr)
+    check_split(split, "fit")
     net = wrapped if wrapped is not None else model
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(seed)

@@ -8,11 +8,11 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from ..data.multibehavior import FeedbackData
+from ..data.multibehavior import FeedbackData, check_split
 from ..metrics import grouped_auc, roc_auc
 from ..models.two_tower import TWO_TOWER_MODELS, TwoTowerConfig
 from . import checkpoint
-from .loop import EpochStats, run_epochs
+from .loop import EpochStats, check_settings, run_epochs
 
 
 def _per_user(data: FeedbackData, values: torch.Tensor):
@@ -179,7 +179,12 @@ def fit_two_tower(model, train: FeedbackData, test: FeedbackData, epochs: int = 
                   ks: Sequence[int] = (50,), time_budget_s: Optional[float] = None, progress: bool = True,
                   log: Callable[[str], None] = print, eval_every: int = 0) -> TwoTowerFitResult:
     """Adam on the tower MLPs and heads, the fused optimizer on the id embeddings; evaluation at the end (and
-    every eval_every epochs when > 0)."""
+    every eval_every epochs when > 0). ValueError before any step on a setting no run can train with
+    (loop.check_settings) or a test set without pairs."""
+    check_settings("fit_two_tower", epochs=epochs, batch_size=batch_size, in_batch_negatives=in_batch_negatives,
+                   uniform_negatives=uniform_negatives, dense_lr=dense_lr, time_budget_s=time_budget_s,
+                   eval_every=eval_every)
+    check_split(train, test, "fit_two_tower")
     opt = torch.optim.Adam(model.dense_parameters(), lr=dense_lr)
     g = torch.Generator().manual_seed(seed)
 
