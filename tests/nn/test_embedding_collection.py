@@ -518,6 +518,54 @@ def test_input_errors_leave_weights_unchanged():
     _assert_unchanged(ebc, snap)
 
 
+def test_dict_input_offsets_checked_per_feature(device):
+    """Each feature's offsets start at 0, never decrease and end at len(its values): two errors that cancel in the
+    concatenated batch (one feature's offsets one short, the next one's one long) no longer move an id from
+    feature 'a' to feature 'b'; nothing changes on a rejected batch."""
+    tables = _tables()
+    ebc = EmbeddingBagCollection(tables, optimizer=FusedOptimizer("sgd", lr=0.1), device=device)
+    d = _batch(tables, torch.Generator().manual_seed(16), device=device)
+
+    def t(*v, dtype=torch.int64):
+        return torch.tensor(v, dtype=dtype, device=device)
+
+    snap = _snapshot(ebc)
+    cases = [
+        ({"a": (t(1, 2, 3), t(0, 1, 1, 2, 2, 2, 2)), "b": (t(4), t(0, 0, 0, 1, 1, 1, 2))},
+         "feature 'a' offsets\\[-1\\] must equal len\\(values\\)=3, got 2$"),
+        ({"b": (t(1, 2), t(2, 2, 3, 3, 3, 4, 4))}, "feature 'b' offsets must start at 0, got offsets\\[0\\]=2$"),
+        ({"t1": (t(1, 2, 3), t(0, 2, 1, 3, 3, 3, 3))},
+         "feature 't1' offsets must be non-decreasing, got offsets\\[1\\]=2 > offsets\\[2\\]=1$"),
+        ({"a": (t(1, 2), t(0, 1, 1, 2, 2, 2, 2)[None])}, "feature 'a' offsets must be 1-D, got shape \\(1, 7\\)$"),
+    ]
+    for change, needle in cases:
+        with pytest.raises(ValueError, match="^EmbeddingBagCollection: " + needle):
+            ebc({**d, **change})
+    _assert_unchanged(ebc, snap)
+    assert ebc.step == 0
+
+
+def test_dict_input_float_ids_raise(device):
+    """Float ids (or offsets) raise TypeError naming the feature instead of being truncated to int64."""
+    tables = _tables()
+    ebc = EmbeddingBagCollection(tables, optimizer=FusedOptimizer("sgd", lr=0.1), device=device)
+    d = _batch(tables, torch.Generator().manual_seed(17), device=device)
+    snap = _snapshot(ebc)
+    ids, off = d["b"][0], d["b"][1]
+    with pytest.raises(TypeError, match="^EmbeddingBagCollection: feature 'b' values must be an integer tensor, "
+                                        "got torch.float32$"):
+        ebc({**d, "b": (ids.float() + 0.7, off)})
+    with pytest.raises(TypeError, match="^EmbeddingBagCollection: feature 'b' offsets must be an integer tensor, "
+                                        "got torch.float64$"):
+        ebc({**d, "b": (ids, off.double())})
+    with pytest.raises(TypeError, match="^EmbeddingBagCollection: feature 'b' must be \\(values, offsets\\)"):
+        ebc({**d, "b": (ids,)})
+    _assert_unchanged(ebc, snap)
+    # integer ids of any width are still taken (int32 with int64 elsewhere, as before)
+    mixed = {**d, "b": (ids.int(), off.int())}
+    torch.testing.assert_close(ebc.eval()(mixed)["b"], ebc(d)["b"])
+
+
 def test_feature_checks_and_conversion():
     """The checks forward runs, callable on their own (recops.distributed checks the whole tables' features)."""
     tables = _tables()

@@ -203,6 +203,9 @@ def test_opcheck(device):
     torch.library.opcheck(torch.ops.recops.jagged_to_padded.default, (values, offsets, 3, 1.5))
     torch.library.opcheck(torch.ops.recops.padded_to_jagged.default, (padded, offsets, 8))
     torch.library.opcheck(torch.ops.recops.jagged_to_padded_backward.default, (padded, offsets, 8))
+    lengths = torch.tensor([3, 0, 1, 4], device=device)
+    torch.library.opcheck(torch.ops.recops.lengths_to_offsets.default, (lengths, torch.int32))
+    torch.library.opcheck(torch.ops.recops.offsets_to_lengths.default, (offsets,))
 
 
 def test_op_schemas():
@@ -216,6 +219,14 @@ def test_op_schemas():
             "recops::jagged_to_padded_backward(Tensor grad_padded, Tensor offsets, SymInt total_len) -> Tensor",
         "padded_to_jagged": "recops::padded_to_jagged(Tensor padded, Tensor offsets, SymInt total_len) -> Tensor",
     }
+
+
+def test_lengths_offsets_op_schemas():
+    # the ops lengths_to_offsets and offsets_to_lengths run as under torch.compile
+    assert str(torch.ops.recops.lengths_to_offsets.default._schema) == (
+        "recops::lengths_to_offsets(Tensor lengths, ScalarType dtype) -> Tensor")
+    assert str(torch.ops.recops.offsets_to_lengths.default._schema) == (
+        "recops::offsets_to_lengths(Tensor offsets) -> Tensor")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -270,6 +281,54 @@ def test_bad_arguments_raise(device):
     _expect(ValueError, "lengths must be >= 0, got lengths\\[1\\]=-2", recops.ops.lengths_to_offsets,
             torch.tensor([1, -2], device=device))
     _expect(TypeError, "lengths must be an integer tensor", recops.ops.lengths_to_offsets, torch.ones(2))
+
+
+I32_MAX, I64_MAX = 2**31 - 1, 2**63 - 1
+
+
+def test_lengths_to_offsets_overflow_raises(device):
+    """A running sum that does not fit the offsets dtype raises (it wrapped before), with its exact value."""
+    l2o = recops.ops.lengths_to_offsets
+
+    def lengths(*v, dtype=torch.int64):
+        return torch.tensor(v, dtype=dtype, device=device)
+
+    msg = "^lengths_to_offsets: lengths must sum to at most {} \\(the largest torch.{} offset\\), got "
+    _expect(ValueError, msg.format(I32_MAX, "int32") + "sum\\(lengths\\[:3\\]\\)=2147483648$", l2o,
+            lengths(0, I32_MAX, 1, 5, dtype=torch.int32))
+    _expect(ValueError, msg.format(I32_MAX, "int32") + "sum\\(lengths\\[:1\\]\\)=4294967296$", l2o,
+            lengths(2**32, 0), torch.int32)  # int64 lengths, int32 offsets: not truncated per length either
+    _expect(ValueError, msg.format(I64_MAX, "int64") + f"sum\\(lengths\\[:2\\]\\)={2**63}$", l2o,
+            lengths(2**62, 2**62, 1))
+    # wraps past 2**64 back to a small positive total: still caught, at the first sum that does not fit
+    _expect(ValueError, msg.format(I64_MAX, "int64") + f"sum\\(lengths\\[:2\\]\\)={2 * I64_MAX}$", l2o,
+            lengths(I64_MAX, I64_MAX, I64_MAX, 3))
+    assert l2o(lengths(I32_MAX - 1, 1, 0, dtype=torch.int32)).tolist() == [0, I32_MAX - 1, I32_MAX, I32_MAX]
+    assert l2o(lengths(I64_MAX, 0)).tolist() == [0, I64_MAX, I64_MAX]
+    assert l2o(lengths(7, 2**31, dtype=torch.int64)).tolist() == [0, 7, 2**31 + 7]
+    _expect(TypeError, "^lengths_to_offsets: dtype must be torch.int32 or torch.int64, got torch.float32$", l2o,
+            lengths(1, 2), torch.float32)
+
+
+def test_offsets_to_lengths_validates_offsets(device):
+    o2l = recops.ops.offsets_to_lengths
+
+    def offsets(*v, dtype=torch.int64):
+        return torch.tensor(v, dtype=dtype, device=device)
+
+    _expect(ValueError, "^offsets_to_lengths: offsets must start at 0, got offsets\\[0\\]=2$", o2l, offsets(2, 3, 5))
+    _expect(ValueError, "^offsets_to_lengths: offsets must be non-decreasing, got offsets\\[1\\]=4 > "
+            "offsets\\[2\\]=3$", o2l, offsets(0, 4, 3, 6))
+    # a decrease whose difference wraps int32 to a positive length
+    _expect(ValueError, f"^offsets_to_lengths: offsets must be non-decreasing, got offsets\\[1\\]={I32_MAX} > "
+            "offsets\\[2\\]=-2147483648$", o2l, offsets(0, I32_MAX, -2**31, dtype=torch.int32))
+    _expect(TypeError, "^offsets_to_lengths: offsets must be int32 or int64, got torch.float32$", o2l,
+            offsets(0, 1).float())
+    _expect(TypeError, "offsets must be int32 or int64, got torch.int16", o2l, offsets(0, 1, dtype=torch.int16))
+    _expect(ValueError, "^offsets_to_lengths: offsets must have 1 dimensions, got 2$", o2l, offsets(0, 1)[None])
+    _expect(ValueError, "^offsets_to_lengths: offsets must have at least 1 element", o2l, offsets(0)[:0])
+    assert o2l(offsets(0)).tolist() == []
+    assert o2l(offsets(0, 0, I32_MAX, dtype=torch.int32)).tolist() == [0, I32_MAX]
 
 
 def test_offsets_on_other_device_raise():
@@ -333,3 +392,29 @@ def test_compile_inductor():
     offsets = random_offsets([3, 0, 5])
     values = torch.randn(8, 4)
     torch.testing.assert_close(f(values, offsets), ref.jagged_to_padded(values, offsets, 5).sum(1))
+
+
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_compile_lengths_offsets_fullgraph(backend):
+    """lengths_to_offsets / offsets_to_lengths trace with fullgraph (their checks run inside ops) and still
+    raise the eager ValueError on bad data, without recompiling for it."""
+    torch._dynamo.reset()
+
+    @torch.compile(fullgraph=True, backend=backend)
+    def f(lengths):
+        offsets = recops.ops.lengths_to_offsets(lengths, torch.int32)
+        return offsets, recops.ops.offsets_to_lengths(offsets * 2)
+
+    lengths = torch.tensor([3, 0, 2, 7])
+    offsets, doubled = f(lengths)
+    assert offsets.dtype == torch.int32 and offsets.tolist() == [0, 3, 3, 5, 12]
+    assert doubled.tolist() == [6, 0, 4, 14]
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        _expect(ValueError, "^lengths_to_offsets: lengths must be >= 0, got lengths\\[1\\]=-1$", f,
+                torch.tensor([3, -1, 2, 7]))
+        _expect(ValueError, "^lengths_to_offsets: lengths must sum to at most 2147483647", f,
+                torch.tensor([3, I32_MAX, 2, 7]))
+    g = torch.compile(recops.ops.offsets_to_lengths, fullgraph=True, backend=backend)
+    _expect(ValueError, "^offsets_to_lengths: offsets must start at 0, got offsets\\[0\\]=1$", g,
+            torch.tensor([1, 3, 4]))
+    _expect(ValueError, "^offsets_to_lengths: offsets must be non-decreasing", g, torch.tensor([0, 3, 1]))

@@ -15,6 +15,7 @@ from .._runtime import eager
 from ..data.keyed_jagged import KeyedJagged
 from ..ops import embedding as ops
 from ..ops.embedding import META_COLS, OPTIMIZERS, POOLING, meta_row
+from ..ops.jagged import check_offsets_values
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _DEFAULT_EPS = {"sgd": 0.0, "adagrad": 1e-10, "rowwise_adagrad": 1e-8, "adam": 1e-8}
@@ -160,6 +161,30 @@ def _prefix(op: Optional[str]) -> str:
     return f"{op}: " if op else ""
 
 
+def _is_integer(t: Tensor) -> bool:
+    return not (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool)
+
+
+def _check_dict_feature(prefix: str, name: str, item) -> None:
+    """One feature of a dict input: integer 1-D values (ids are never truncated) and offsets [B + 1] that start
+    at 0, never decrease and end at len(values), so no id can move to a neighbouring feature (one host copy of
+    three numbers a feature)."""
+    if not isinstance(item, (tuple, list)) or len(item) not in (2, 3) or not all(
+            isinstance(t, Tensor) for t in item[:2]):
+        got = (f"a {type(item).__name__} of {len(item)}" if isinstance(item, (tuple, list)) else type(item))
+        raise TypeError(f"{prefix}feature {name!r} must be (values, offsets) or (values, offsets, weights) "
+                        f"tensors, got {got}")
+    values, offsets = item[0], item[1]
+    for arg, t in (("values", values), ("offsets", offsets)):
+        if not _is_integer(t):
+            raise TypeError(f"{prefix}feature {name!r} {arg} must be an integer tensor, got {t.dtype}")
+        if t.dim() != 1:
+            raise ValueError(f"{prefix}feature {name!r} {arg} must be 1-D, got shape {tuple(t.shape)}")
+    if offsets.shape[0] < 1:
+        raise ValueError(f"{prefix}feature {name!r} offsets must have at least 1 element, got 0")
+    check_offsets_values(f"{prefix}feature {name!r} offsets", offsets, values.shape[0])
+
+
 def _huge(buffer: Tensor) -> Tensor:
     """Large CPU tables get transparent huge pages before their first touch (Linux, THP in madvise mode): random
     row reads and updates then stop missing the TLB on every row (-25% time for a random row update sweep over
@@ -209,7 +234,9 @@ class EmbeddingBagCollection(nn.Module):
                 self.register_buffer(g.state_names[0], _huge(torch.empty(s0, device=device)).zero_())
                 self.register_buffer(g.state_names[1], _huge(torch.empty(s1, device=device)).zero_())
             self.register_buffer(g.meta_name, g.meta(device), persistent=False)
-        self._step = 0
+        # CPU int64 0-d (never moved by .to()): the fused ops read it without a device sync, and a compiled graph
+        # takes it as an input, so neither specialises on its value.
+        self._step_counter = torch.zeros((), dtype=torch.int64)
         self._anchor = torch.empty(0, requires_grad=True)
         self._checked_keys: Optional[List[str]] = None
         self.reset_parameters()
@@ -248,18 +275,20 @@ class EmbeddingBagCollection(nn.Module):
     def step(self) -> int:
         """Fused-optimizer steps taken: training-mode forwards with grad enabled (each one's backward applies the
         update of step `step` after it). Adam's bias correction and the stochastic-rounding seed read it. A plain
-        Python int; state_dict() holds it as the 0-d int64 tensor "step" (the buffer of earlier versions)."""
-        return self._step
+        Python int, kept in a CPU int64 0-d tensor that forward advances with a tensor op (torch.compile then
+        neither guards nor recompiles on it); state_dict() holds it as the 0-d int64 tensor "step" (the buffer of
+        earlier versions)."""
+        return int(self._step_counter)
 
     @step.setter
     def step(self, value) -> None:
-        self.__dict__["_step"] = int(value)
+        self._step_counter.fill_(int(value))
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         super()._save_to_state_dict(destination, prefix, keep_vars)
         if self.optimizer is not None:
             device = self._weights(0).device if self._groups else None
-            destination[prefix + "step"] = torch.tensor(self._step, dtype=torch.int64, device=device)
+            destination[prefix + "step"] = self._step_counter.to(device, copy=True)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
@@ -347,6 +376,8 @@ class EmbeddingBagCollection(nn.Module):
         if isinstance(features, KeyedJagged):
             return features
         if isinstance(features, dict):
+            for name, item in features.items():
+                _check_dict_feature(_prefix(op), name, item)
             return KeyedJagged.from_dict(features)
         raise TypeError(f"{_prefix(op)}features must be a KeyedJagged or a dict, got {type(features)}")
 
@@ -381,7 +412,7 @@ class EmbeddingBagCollection(nn.Module):
         grad_mode = torch.is_grad_enabled()
         opt = self.optimizer
         fused = opt is not None and grad_mode and self.training
-        step = self._step + 1 if fused else 0
+        step = self._step_counter + 1 if fused else None
         items, outs = {}, []
         for gi, g in enumerate(self._groups):
             values, offsets, weights = kjt.select(g.feature_names)
@@ -393,8 +424,8 @@ class EmbeddingBagCollection(nn.Module):
                 out = ops.embedding_bags_fused(
                     self._anchor, w, meta, values, offsets, psw, batch, g.total_dim, g.max_dim, g.has_max,
                     self._names[gi], self._buffers[g.state_names[0]], self._buffers[g.state_names[1]],
-                    OPTIMIZERS[opt.kind], opt.lr, opt.eps, opt.beta1, opt.beta2, step,
-                    opt.stochastic_rounding and g.dtype == torch.bfloat16, opt.seed)
+                    OPTIMIZERS[opt.kind], opt.lr, opt.eps, opt.beta1, opt.beta2, 0,
+                    opt.stochastic_rounding and g.dtype == torch.bfloat16, opt.seed, step)
             else:
                 need_argmax = w.requires_grad and grad_mode and g.has_max
                 # Without autograd (inference, frozen tables) and outside compile: the op body directly.
@@ -406,7 +437,7 @@ class EmbeddingBagCollection(nn.Module):
             for f, t, col in g.features:
                 items[f] = out[:, col:col + t.embedding_dim]
         if fused:  # after every group's lookup succeeded: a rejected batch changes nothing
-            self.__dict__["_step"] = step  # not through Module.__setattr__ (1.3 us)
+            self._step_counter.copy_(step)
         return EmbeddingBagOutput(items, outs, self._dtypes)
 
     @torch.no_grad()

@@ -222,13 +222,18 @@ def embedding_bags_fused_update(grad_out: Tensor, weights: Tensor, meta: Tensor,
                                 per_sample_weights: Optional[Tensor], argmax: Tensor, batch: int, total_dim: int,
                                 max_dim: int, optimizer: int, lr: float, eps: float, beta1: float, beta2: float,
                                 step_size: float, stochastic_rounding: bool, seed: int, state0: Tensor,
-                                state1: Tensor) -> None:
+                                state1: Tensor, step: Optional[Tensor] = None) -> None:
     """Backward of embedding_bags fused with an optimizer (OPTIMIZERS code >= 1): each unique row's gradient is
     summed (deterministically on CPU) and weights and state0/state1 (float32; empty when unused) are updated in
-    place. See cpp/embedding/embedding_bag.h for the update rules."""
+    place. See cpp/embedding/embedding_bag.h for the update rules.
+
+    step: optional 1-based step as a one-element integer tensor (a CPU int64 0-d tensor: read without a sync).
+    When given, step_size and seed are replaced by fused_step_params(optimizer, lr, beta1, beta2, step, seed),
+    so `seed` is then the run's seed; a compiled graph passes its step counter this way instead of
+    specialising on a Python number."""
     embedding_bags_fused_update_impl(grad_out, weights, meta, indices, offsets, per_sample_weights, argmax, batch,
                                      total_dim, max_dim, optimizer, lr, eps, beta1, beta2, step_size,
-                                     stochastic_rounding, seed, state0, state1)
+                                     stochastic_rounding, seed, state0, state1, step)
 
 
 def _check_optimizer(op: str, optimizer: int) -> None:
@@ -236,13 +241,26 @@ def _check_optimizer(op: str, optimizer: int) -> None:
         raise ValueError(f"{op}: optimizer must be in [1, 4], got {optimizer}")
 
 
+def _step_value(op: str, step: Tensor) -> int:
+    """The value of a step tensor (one integer element)."""
+    if step.numel() != 1:
+        raise ValueError(f"{op}: step must have one element, got shape {tuple(step.shape)}")
+    if step.is_floating_point() or step.is_complex() or step.dtype == torch.bool:
+        raise TypeError(f"{op}: step must be an integer tensor, got {step.dtype}")
+    return int(step)
+
+
 def embedding_bags_fused_update_impl(grad_out: Tensor, weights: Tensor, meta: Tensor, indices: Tensor,
                                      offsets: Tensor, per_sample_weights: Optional[Tensor], argmax: Tensor,
                                      batch: int, total_dim: int, max_dim: int, optimizer: int, lr: float,
                                      eps: float, beta1: float, beta2: float, step_size: float,
-                                     stochastic_rounding: bool, seed: int, state0: Tensor, state1: Tensor) -> None:
+                                     stochastic_rounding: bool, seed: int, state0: Tensor, state1: Tensor,
+                                     step: Optional[Tensor] = None) -> None:
     """The body of the embedding_bags_fused_update op (direct eager calls)."""
-    _check_optimizer("embedding_bags_fused_update", optimizer)
+    op = "embedding_bags_fused_update"
+    _check_optimizer(op, optimizer)
+    if step is not None:
+        step_size, seed = fused_step_params(optimizer, lr, beta1, beta2, _step_value(op, step), seed)
     if weights.is_cuda:
         _check_meta_on_host("EmbeddingBagCollection", weights, meta, total_dim, per_sample_weights is not None,
                             *_state_sizes(optimizer, state0))
@@ -259,7 +277,7 @@ def embedding_bags_fused_update_impl(grad_out: Tensor, weights: Tensor, meta: Te
 
 @embedding_bags_fused_update.register_fake
 def _(grad_out, weights, meta, indices, offsets, per_sample_weights, argmax, batch, total_dim, max_dim, optimizer,
-      lr, eps, beta1, beta2, step_size, stochastic_rounding, seed, state0, state1):
+      lr, eps, beta1, beta2, step_size, stochastic_rounding, seed, state0, state1, step=None):
     return None
 
 
@@ -270,7 +288,9 @@ def _(grad_out, weights, meta, indices, offsets, per_sample_weights, argmax, bat
 def fused_step_params(optimizer: int, lr: float, beta1: float, beta2: float, step: int, seed: int) -> Tuple[float, int]:
     """(step_size, seed) of embedding_bags_fused_update at 1-based `step`: Adam's bias-corrected step size
     lr * sqrt(1 - beta2^step) / (1 - beta1^step) (0 for the other optimizers) and the stochastic-rounding seed of
-    that step, drawn from the run's `seed`."""
+    that step, drawn from the run's `seed`. ValueError for step < 1."""
+    if step < 1:
+        raise ValueError(f"embedding_bags_fused_update: step must be >= 1 (1-based), got {step}")
     step_size = 0.0
     if optimizer == OPTIMIZERS["adam"]:
         step_size = lr * math.sqrt(1 - beta2 ** step) / (1 - beta1 ** step)
@@ -282,7 +302,8 @@ def embedding_bags_fused_lookup(anchor: Tensor, weights: Tensor, meta: Tensor, i
                                 per_sample_weights: Optional[Tensor], batch: int, total_dim: int, max_dim: int,
                                 need_argmax: bool, feature_names: str, state0: Tensor, state1: Tensor,
                                 optimizer: int, lr: float, eps: float, beta1: float, beta2: float, step: int,
-                                stochastic_rounding: bool, seed: int) -> Tuple[Tensor, Tensor]:
+                                stochastic_rounding: bool, seed: int,
+                                step_tensor: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     """Training lookup with the optimizer fused into its backward (FBGEMM TBE style).
 
     Forward: embedding_bags (out [B, total_dim], argmax when need_argmax, i.e. when a feature max-pools). Its
@@ -290,6 +311,9 @@ def embedding_bags_fused_lookup(anchor: Tensor, weights: Tensor, meta: Tensor, i
     beta2 and the step_size / seed that fused_step_params gives for the 1-based `step`: weights, state0 and state1
     change in place and no gradient is returned for any input (weights get no .grad). `anchor` is an empty
     tensor with requires_grad=True so that autograd records the op although no real input requires grad.
+    step_tensor: optional one-element integer tensor (CPU int64 0-d) holding the 1-based step, which then
+    replaces `step`; it is read only in the backward (the update op's `step`), so a compiled graph takes the
+    counter as a tensor input and neither specialises nor recompiles on its value.
     Use embedding_bags_fused, which skips the dispatch for eager calls."""
     _check_optimizer("EmbeddingBagCollection", optimizer)
     return embedding_bags_impl(weights, meta, indices, offsets, per_sample_weights, batch, total_dim, max_dim,
@@ -298,26 +322,32 @@ def embedding_bags_fused_lookup(anchor: Tensor, weights: Tensor, meta: Tensor, i
 
 @embedding_bags_fused_lookup.register_fake
 def _(anchor, weights, meta, indices, offsets, per_sample_weights, batch, total_dim, max_dim, need_argmax,
-      feature_names, state0, state1, optimizer, lr, eps, beta1, beta2, step, stochastic_rounding, seed):
+      feature_names, state0, state1, optimizer, lr, eps, beta1, beta2, step, stochastic_rounding, seed,
+      step_tensor=None):
     return _alloc_forward(weights, batch, total_dim, need_argmax)
 
 
 def _fused_setup(ctx, inputs, output):
     (_, weights, meta, indices, offsets, psw, batch, total_dim, max_dim, _, _, state0, state1, optimizer, lr, eps,
-     beta1, beta2, step, stochastic_rounding, seed) = inputs
+     beta1, beta2, step, stochastic_rounding, seed) = inputs[:21]
+    ctx.num_inputs = len(inputs)
     ctx.update = (batch, total_dim, max_dim, optimizer, lr, eps, beta1, beta2, step, stochastic_rounding, seed)
-    ctx.save_for_backward(weights, meta, indices, offsets, psw, output[1], state0, state1)
+    step_tensor = inputs[21] if len(inputs) > 21 else None
+    ctx.save_for_backward(weights, meta, indices, offsets, psw, output[1], state0, state1, step_tensor)
 
 
 def _fused_backward(ctx, grad_out, *_):
-    weights, meta, indices, offsets, psw, argmax, state0, state1 = ctx.saved_tensors
+    weights, meta, indices, offsets, psw, argmax, state0, state1, step_tensor = ctx.saved_tensors
     batch, total_dim, max_dim, optimizer, lr, eps, beta1, beta2, step, stochastic_rounding, seed = ctx.update
-    step_size, step_seed = fused_step_params(optimizer, lr, beta1, beta2, step, seed)
-    direct = eager(grad_out, weights, indices, offsets, psw, state0, state1)
+    direct = eager(grad_out, weights, indices, offsets, psw, state0, state1, step_tensor)
+    if step_tensor is None:
+        step_size, seed = fused_step_params(optimizer, lr, beta1, beta2, step, seed)
+    else:  # the update op derives step size and seed from the tensor (no host read while tracing)
+        step_size = 0.0
     update = embedding_bags_fused_update_impl if direct else embedding_bags_fused_update
     update(grad_out, weights, meta, indices, offsets, psw, argmax, batch, total_dim, max_dim, optimizer, lr, eps,
-           beta1, beta2, step_size, stochastic_rounding, step_seed, state0, state1)
-    return (None,) * 21
+           beta1, beta2, step_size, stochastic_rounding, seed, state0, state1, step_tensor)
+    return (None,) * ctx.num_inputs
 
 
 embedding_bags_fused_lookup.register_autograd(_fused_backward, setup_context=_fused_setup)
@@ -340,13 +370,14 @@ def embedding_bags_fused(anchor: Tensor, weights: Tensor, meta: Tensor, indices:
                          per_sample_weights: Optional[Tensor], batch: int, total_dim: int, max_dim: int,
                          need_argmax: bool, feature_names: str, state0: Tensor, state1: Tensor, optimizer: int,
                          lr: float, eps: float, beta1: float, beta2: float, step: int, stochastic_rounding: bool,
-                         seed: int) -> Tensor:
+                         seed: int, step_tensor: Optional[Tensor] = None) -> Tensor:
     """out [B, total_dim] of embedding_bags_fused_lookup (same arguments), whose backward updates weights and
     optimizer state in place. Outside torch.compile on plain tensors the op body and its backward run without
     the torch.library dispatch; otherwise (compile, export, tensor subclasses) the op itself."""
     args = (anchor, weights, meta, indices, offsets, per_sample_weights, batch, total_dim, max_dim, need_argmax,
-            feature_names, state0, state1, optimizer, lr, eps, beta1, beta2, step, stochastic_rounding, seed)
-    if eager(weights, indices, offsets, per_sample_weights, state0, state1):
+            feature_names, state0, state1, optimizer, lr, eps, beta1, beta2, step, stochastic_rounding, seed,
+            step_tensor)
+    if eager(weights, indices, offsets, per_sample_weights, state0, state1, step_tensor):
         return _FusedLookup.apply(*args)
     return embedding_bags_fused_lookup(*args)[0]
 

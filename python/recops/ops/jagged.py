@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from .._runtime import core as _C
-from .._runtime import Launch, check_same_device, num_threads
+from .._runtime import Launch, check_same_device, eager, num_threads
 
 _MOVABLE_SIZES = (1, 2, 4, 8)
 
@@ -196,27 +196,114 @@ def padded_to_jagged(padded: Tensor, offsets: Tensor, total_len: Optional[int] =
 
 
 # ---------------------------------------------------------------------------------------------------------
-# lengths <-> offsets (plain torch: a cumsum is already as fast as it gets)
+# lengths <-> offsets (plain torch: a cumsum is already as fast as it gets). Their checks read data, so under
+# torch.compile (and for tensor subclasses) they run as the ops recops::lengths_to_offsets and
+# recops::offsets_to_lengths, whose bodies are the same eager code: fullgraph tracing needs no host read and bad
+# input still raises the eager ValueError.
+
+_OFFSET_DTYPES = (torch.int32, torch.int64)
 
 
-def lengths_to_offsets(lengths: Tensor, dtype: Optional[torch.dtype] = None) -> Tensor:
-    """[B] non-negative integer lengths -> [B+1] offsets (0, cumsum). dtype defaults to lengths' (int64 if
-    lengths is not int32/int64). Raises ValueError for a negative length (a device sync on CUDA)."""
-    if lengths.dim() != 1:
-        raise ValueError(f"lengths_to_offsets: lengths must have 1 dimensions, got {lengths.dim()}")
-    if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
-        raise TypeError(f"lengths_to_offsets: lengths must be an integer tensor, got {lengths.dtype}")
-    if dtype is None:
-        dtype = lengths.dtype if lengths.dtype in (torch.int32, torch.int64) else torch.int64
-    if lengths.numel() and bool((lengths < 0).any()):
-        b = int(torch.nonzero(lengths < 0)[0, 0])
-        raise ValueError(f"lengths_to_offsets: lengths must be >= 0, got lengths[{b}]={int(lengths[b])}")
+def _first_true(mask: Tensor) -> int:
+    return int(mask.nonzero()[0, 0])
+
+
+def check_offsets_values(what: str, offsets: Tensor, total_len: Optional[int] = None) -> None:
+    """ValueError "<what> must start at 0 / be non-decreasing / [-1] must equal len(values)=total_len" for bad
+    1-D `offsets` (at least 1 element; total_len None: any end); `what` leads the message, e.g. "op: offsets".
+    One host copy of three numbers (a device sync on CUDA)."""
+    down = offsets[1:] < offsets[:-1]
+    first, num_down, last = torch.stack([offsets[0].long(), down.sum(), offsets[-1].long()]).tolist()
+    if first != 0:
+        raise ValueError(f"{what} must start at 0, got offsets[0]={first}")
+    if num_down:
+        b = _first_true(down)
+        raise ValueError(f"{what} must be non-decreasing, got offsets[{b}]={int(offsets[b])} > "
+                         f"offsets[{b + 1}]={int(offsets[b + 1])}")
+    if total_len is not None and last != total_len:
+        raise ValueError(f"{what}[-1] must equal len(values)={total_len}, got {last}")
+
+
+def _lengths_to_offsets_impl(lengths: Tensor, dtype: torch.dtype) -> Tensor:
+    op = "lengths_to_offsets"
     out = torch.zeros(lengths.shape[0] + 1, dtype=dtype, device=lengths.device)
-    torch.cumsum(lengths, 0, dtype=dtype, out=out[1:])
+    # int64 running sums: with lengths >= 0 the first sum to wrap is negative, so no overflow goes unseen
+    sums = out[1:] if dtype == torch.int64 else lengths.new_empty(lengths.shape[0], dtype=torch.int64)
+    torch.cumsum(lengths, 0, dtype=torch.int64, out=sums)
+    limit = torch.iinfo(dtype).max
+    negative, too_big = lengths < 0, (sums < 0) | (sums > limit)
+    any_negative, any_too_big = torch.stack([negative.any(), too_big.any()]).tolist()
+    if any_negative:
+        b = _first_true(negative)
+        raise ValueError(f"{op}: lengths must be >= 0, got lengths[{b}]={int(lengths[b])}")
+    if any_too_big:
+        b = _first_true(too_big)
+        total = (int(sums[b - 1]) if b else 0) + int(lengths[b])  # exact: sums[b - 1] did not wrap
+        raise ValueError(f"{op}: lengths must sum to at most {limit} (the largest {dtype} offset), got "
+                         f"sum(lengths[:{b + 1}])={total}")
+    if dtype != torch.int64:
+        out[1:] = sums
     return out
 
 
-def offsets_to_lengths(offsets: Tensor) -> Tensor:
-    """[B+1] offsets -> [B] lengths (offsets[1:] - offsets[:-1]), same dtype."""
-    _check_offsets_arg("offsets_to_lengths", offsets)
+@torch.library.custom_op("recops::lengths_to_offsets", mutates_args=())
+def _lengths_to_offsets(lengths: Tensor, dtype: torch.dtype) -> Tensor:
+    return _lengths_to_offsets_impl(lengths, dtype)
+
+
+@_lengths_to_offsets.register_fake
+def _(lengths, dtype):
+    return lengths.new_empty(lengths.shape[0] + 1, dtype=dtype)
+
+
+def lengths_to_offsets(lengths: Tensor, dtype: Optional[torch.dtype] = None) -> Tensor:
+    """[B] non-negative integer lengths -> [B+1] offsets (0, cumsum).
+
+    Args:
+        lengths: [B] integer tensor (not bool), every entry >= 0.
+        dtype: int32 or int64 offsets; defaults to lengths' dtype (int64 if lengths is not int32/int64).
+
+    Returns:
+        [B+1] offsets of `dtype` on lengths' device. ValueError for a negative length or when a running sum
+        does not fit `dtype` (never a wrapped offset); one device sync on CUDA. Works under
+        torch.compile(fullgraph=True), with the same checks.
+    """
+    op = "lengths_to_offsets"
+    if lengths.dim() != 1:
+        raise ValueError(f"{op}: lengths must have 1 dimensions, got {lengths.dim()}")
+    if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+        raise TypeError(f"{op}: lengths must be an integer tensor, got {lengths.dtype}")
+    if dtype is None:
+        dtype = lengths.dtype if lengths.dtype in _OFFSET_DTYPES else torch.int64
+    if dtype not in _OFFSET_DTYPES:
+        raise TypeError(f"{op}: dtype must be torch.int32 or torch.int64, got {dtype}")
+    if eager(lengths):
+        return _lengths_to_offsets_impl(lengths, dtype)
+    return _lengths_to_offsets(lengths, dtype)
+
+
+def _offsets_to_lengths_impl(offsets: Tensor) -> Tensor:
+    check_offsets_values("offsets_to_lengths: offsets", offsets)
     return offsets[1:] - offsets[:-1]
+
+
+@torch.library.custom_op("recops::offsets_to_lengths", mutates_args=())
+def _offsets_to_lengths(offsets: Tensor) -> Tensor:
+    return _offsets_to_lengths_impl(offsets)
+
+
+@_offsets_to_lengths.register_fake
+def _(offsets):
+    return offsets.new_empty(offsets.shape[0] - 1)
+
+
+def offsets_to_lengths(offsets: Tensor) -> Tensor:
+    """[B+1] offsets -> [B] lengths (offsets[1:] - offsets[:-1]), same dtype.
+
+    offsets: 1-D int32/int64 (TypeError otherwise) with at least 1 element, starting at 0 and non-decreasing
+    (ValueError otherwise; one device sync on CUDA). Works under torch.compile(fullgraph=True), with the same
+    checks."""
+    _check_offsets_arg("offsets_to_lengths", offsets)
+    if eager(offsets):
+        return _offsets_to_lengths_impl(offsets)
+    return _offsets_to_lengths(offsets)
