@@ -139,6 +139,15 @@ CASES = {
                                                             per_sample_weights=torch.ones(2).to(m)),
     "embedding_bags meta": lambda m: E.embedding_bags(torch.randn(16), _meta().to(m), *_batch(), None, 1, 4, 4,
                                                       False, ""),
+    "embedding_bags_backward grad_out": lambda m: E.embedding_bags_backward(
+        torch.ones(1, 4).to(m), torch.randn(16), _meta(), *_batch(), None, torch.empty(0, dtype=torch.int64), 1, 4,
+        4, True, False),
+    "embedding_bags_fused_update state": lambda m: E.embedding_bags_fused_update(
+        torch.ones(1, 4), torch.randn(16), _meta(), *_batch(), None, torch.empty(0, dtype=torch.int64), 1, 4, 4,
+        E.OPTIMIZERS["adagrad"], 0.1, 1e-8, 0.9, 0.999, 0.0, False, 0, torch.zeros(16).to(m), torch.empty(0)),
+    "embedding_bags_fused_lookup state (op)": lambda m: E.embedding_bags_fused_lookup(
+        torch.empty(0, requires_grad=True), torch.randn(16), _meta(), *_batch(), None, 1, 4, 4, False, "f",
+        torch.zeros(16).to(m), torch.empty(0), E.OPTIMIZERS["adagrad"], 0.1, 1e-8, 0.9, 0.999, 1, False, 0),
     "topk items": lambda m: recops.ops.topk_inner_product(torch.randn(2, 4), torch.randn(10, 4).to(m), 3),
     "topk queries": lambda m: recops.ops.topk_inner_product(torch.randn(2, 4).to(m), torch.randn(10, 4), 3),
     "topk item_bias": lambda m: recops.ops.topk_inner_product(torch.randn(2, 4), torch.randn(10, 4), 3,

@@ -478,3 +478,122 @@ def test_core_errors_reach_python():
         C.ivf_search(q, np.zeros((1, 2), np.float32), np.ones(1, np.float32), np.array([0, 1]), 2,
                      np.zeros((1, 2), np.float32), None, None, np.zeros((1, 2), np.float32), np.zeros(1, np.int64),
                      1, 1, 0, None, None, np.zeros((1, 1), np.float32), np.zeros((1, 1), np.int64))
+
+
+# ---- hostile ids, forged arrays, saves that were killed ---------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["exact", "ivf-int8", "hnsw"])
+def test_exclusion_ids_must_be_integers(kind):
+    index = _make(kind)
+    x = np.random.default_rng(0).standard_normal((20, D)).astype(np.float32)
+    index.add(x)
+    q = x[:2]
+    for exclude, offsets in (([[1.0], [2.7]], None), ([np.array([1.5])] * 2, None),
+                             ([torch.tensor([1.0])] * 2, None), (np.array([1.0, 2.0]), [0, 1, 2]),
+                             (torch.tensor([1.0, 2.0]), torch.tensor([0, 1, 2])), ([1, 2], [0.0, 1.0, 2.0])):
+        with pytest.raises(TypeError, match="must be integers"):
+            index.search(q, 3, exclude=exclude, exclude_offsets=offsets)
+    with pytest.raises(ValueError, match="must fit int64"):
+        index.search(q, 3, exclude=np.array([2**64 - 1, 3], np.uint64), exclude_offsets=[0, 1, 2])
+    # integer exclusions of every kind still work; ids not in the index (negative ones too) exclude nothing
+    _, want = index.search(q, 3, exclude=[[0], [1]])
+    for exclude, offsets in (([np.array([0], np.int32), np.array([1], np.uint8)], None),
+                             (np.array([0, -1, 1]), [0, 2, 3])):
+        _, got = index.search(q, 3, exclude=exclude, exclude_offsets=offsets)
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_ids_cannot_collide_with_the_result_padding(kind):
+    index = _make(kind)
+    x = np.random.default_rng(0).standard_normal((4, D)).astype(np.float32)
+    for ids in ([-1], [-5], np.array([2**64 - 1], np.uint64), np.array([2**63], np.uint64)):
+        with pytest.raises(ValueError, match=">= 0|fit int64"):
+            index.add(x[:1], ids)
+    assert len(index) == 0
+    index.add(x[:2], np.array([0, 2**63 - 1], np.uint64))  # the largest id is fine
+    _, ids = index.search(x[:1], 4)
+    assert sorted(ids[0, :2].tolist()) == [0, 2**63 - 1] and (ids[0, 2:] == -1).all()
+    with pytest.raises(ValueError, match="default ids .* do not fit int64"):
+        index.add(x[2:3])
+    assert len(index) == 2
+
+
+def _forge_arrays(path, edit):
+    """Rewrite a saved index with edited arrays and a valid checksum (a crafted file)."""
+    header, arrays = _format.read_index(path)
+    edit(arrays)
+    _format.write_index(path, header["kind"], header["dim"], header["count"], header["params"], arrays)
+
+
+def _nan_row(name):
+    def edit(arrays):
+        arrays[name] = arrays[name].copy()
+        arrays[name].reshape(-1)[0] = np.nan
+    return edit
+
+
+@pytest.mark.parametrize("kind, edit, match", [
+    ("exact", _nan_row("vectors"), "vectors must be finite"),
+    ("ivf-int8", _nan_row("vectors"), "must be finite"),
+    ("ivf-int8", _nan_row("centroids"), "must be finite"),
+    ("ivf-int8", _nan_row("vscale"), "vscale finite"),
+    ("ivf-int8", _nan_row("vmin"), "vmin must be finite"),
+    ("ivf-int8", lambda a: a.update(vscale=np.zeros_like(a["vscale"])), "vscale finite and > 0"),
+    ("ivf-int8", lambda a: a.update(norm_edges=a["norm_edges"][::-1].copy()), "norm_edges"),
+    ("exact", lambda a: a.update(ids=np.arange(-1, a["ids"].shape[0] - 1)), "ids must be >= 0"),
+    ("hnsw", lambda a: a.update(ids=a["ids"] + 1000), "does not hold every id"),
+])
+def test_load_rejects_what_add_rejects(kind, edit, match, tmp_path):
+    index = _make(kind)
+    if kind.startswith("ivf"):
+        index = rr.IVFIndex(D, storage="int8", nlist=4, norm_buckets=4)
+    index.add(np.random.default_rng(0).standard_normal((100, D)).astype(np.float32))
+    path = str(tmp_path / "index.rx")
+    index.save(path)
+    rr.load(path)  # the untouched file loads
+    _forge_arrays(path, edit)
+    with pytest.raises(ValueError, match=match):
+        rr.load(path)
+
+
+def test_hnsw_graph_with_nan_vectors_is_rejected(tmp_path):
+    index = _hnsw()
+    index.add(np.ones((3, D), np.float32))
+    index._graph.add_items(np.full((1, D), np.nan, np.float32), [1], replace_deleted=False)  # overwrite id 1
+    path = str(tmp_path / "index.rx")
+    index.save(path)
+    with pytest.raises(ValueError, match="vectors must be finite"):
+        rr.load(path)
+
+
+def test_save_removes_stale_temporaries_only(tmp_path):
+    index = rr.ExactIndex(D)
+    index.add(np.ones((2, D), np.float32))
+    old, fresh, locked = (tmp_path / f".recops-index-{n}" for n in ("killed", "fresh", "writing"))
+    for p in (old, fresh, locked):
+        p.write_bytes(b"\0" * 1000)
+    past = time.time() - 3600
+    os.utime(old, (past, past))
+    os.utime(locked, (past, past))
+    import fcntl
+    with open(locked, "rb") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)  # a save still running in another process
+        index.save(str(tmp_path / "index.rx"))
+    assert not old.exists() and fresh.exists() and locked.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".recops-index-fresh", ".recops-index-writing",
+                                                          "index.rx"]
+    assert len(rr.load(str(tmp_path / "index.rx"))) == 2
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_saved_file_mode_follows_the_umask(umask, tmp_path):
+    index = rr.ExactIndex(D)
+    index.add(np.ones((2, D), np.float32))
+    previous = os.umask(umask)
+    try:
+        index.save(str(tmp_path / "index.rx"))
+        assert _format._umask() == umask
+    finally:
+        os.umask(previous)
+    assert os.stat(tmp_path / "index.rx").st_mode & 0o777 == 0o666 & ~umask

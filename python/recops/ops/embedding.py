@@ -169,6 +169,8 @@ def embedding_bags_backward(grad_out: Tensor, weights: Tensor, meta: Tensor, ind
                             max_dim: int, weights_grad: bool, psw_grad: bool) -> Tuple[Tensor, Tensor]:
     """Dense gradient of embedding_bags w.r.t. weights (layout of weights; zeros when not weights_grad) and
     per_sample_weights ([L], empty when not psw_grad)."""
+    _check_devices("embedding_bags_backward", weights, meta, indices, offsets, per_sample_weights)
+    check_same_device("embedding_bags_backward", weight=weights, grad_out=grad_out, argmax=argmax)
     gw = torch.zeros_like(weights) if weights_grad else weights.new_empty(0)
     gp = (torch.empty(indices.shape[0], dtype=acc_dtype(weights.dtype), device=weights.device) if psw_grad
           else weights.new_empty(0, dtype=acc_dtype(weights.dtype)))
@@ -192,6 +194,8 @@ def embedding_bags_backward(grad_out: Tensor, weights: Tensor, meta: Tensor, ind
 @embedding_bags_backward.register_fake
 def _(grad_out, weights, meta, indices, offsets, per_sample_weights, argmax, batch, total_dim, max_dim,
       weights_grad, psw_grad):
+    _check_devices("embedding_bags_backward", weights, meta, indices, offsets, per_sample_weights)
+    check_same_device("embedding_bags_backward", weight=weights, grad_out=grad_out, argmax=argmax)
     gw = torch.empty_like(weights) if weights_grad else weights.new_empty(0)
     gp = weights.new_empty(indices.shape[0] if psw_grad else 0, dtype=acc_dtype(weights.dtype))
     return gw, gp
@@ -241,6 +245,13 @@ def _check_optimizer(op: str, optimizer: int) -> None:
         raise ValueError(f"{op}: optimizer must be in [1, 4], got {optimizer}")
 
 
+def _check_update_devices(grad_out, weights, meta, indices, offsets, per_sample_weights, argmax, state0,
+                          state1) -> None:
+    op = "embedding_bags_fused_update"
+    _check_devices(op, weights, meta, indices, offsets, per_sample_weights)
+    check_same_device(op, weight=weights, grad_out=grad_out, argmax=argmax, state0=state0, state1=state1)
+
+
 def _step_value(op: str, step: Tensor) -> int:
     """The value of a step tensor (one integer element)."""
     if step.numel() != 1:
@@ -259,6 +270,7 @@ def embedding_bags_fused_update_impl(grad_out: Tensor, weights: Tensor, meta: Te
     """The body of the embedding_bags_fused_update op (direct eager calls)."""
     op = "embedding_bags_fused_update"
     _check_optimizer(op, optimizer)
+    _check_update_devices(grad_out, weights, meta, indices, offsets, per_sample_weights, argmax, state0, state1)
     if step is not None:
         step_size, seed = fused_step_params(optimizer, lr, beta1, beta2, _step_value(op, step), seed)
     if weights.is_cuda:
@@ -278,6 +290,7 @@ def embedding_bags_fused_update_impl(grad_out: Tensor, weights: Tensor, meta: Te
 @embedding_bags_fused_update.register_fake
 def _(grad_out, weights, meta, indices, offsets, per_sample_weights, argmax, batch, total_dim, max_dim, optimizer,
       lr, eps, beta1, beta2, step_size, stochastic_rounding, seed, state0, state1, step=None):
+    _check_update_devices(grad_out, weights, meta, indices, offsets, per_sample_weights, argmax, state0, state1)
     return None
 
 
@@ -324,6 +337,8 @@ def embedding_bags_fused_lookup(anchor: Tensor, weights: Tensor, meta: Tensor, i
 def _(anchor, weights, meta, indices, offsets, per_sample_weights, batch, total_dim, max_dim, need_argmax,
       feature_names, state0, state1, optimizer, lr, eps, beta1, beta2, step, stochastic_rounding, seed,
       step_tensor=None):
+    _check_devices("EmbeddingBagCollection", weights, meta, indices, offsets, per_sample_weights)
+    check_same_device("EmbeddingBagCollection", weight=weights, state0=state0, state1=state1)
     return _alloc_forward(weights, batch, total_dim, need_argmax)
 
 

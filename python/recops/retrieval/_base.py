@@ -82,16 +82,31 @@ def as_matrix(op: str, name: str, x, dim: int) -> Tuple[np.ndarray, bool]:
     return x, is_torch
 
 
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+def int_array(op: str, name: str, x) -> np.ndarray:
+    """x (array-like, tensor or sequence) as a flat contiguous int64 numpy array: floats and bools raise
+    TypeError (never truncated), unsigned values above 2**63 - 1 ValueError (never wrapped to negative ids).
+    An empty input of any dtype is accepted."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    x = np.asarray(x)
+    if x.size and x.dtype.kind not in "iu":
+        raise TypeError(f"{op}: {name} must be integers, got {x.dtype}")
+    if x.size and x.dtype.kind == "u" and x.dtype.itemsize == 8 and int(x.max()) > _INT64_MAX:
+        raise ValueError(f"{op}: {name} must fit int64, got {int(x.max())}")
+    return np.ascontiguousarray(x, dtype=np.int64).reshape(-1)
+
+
 def as_ids(op: str, ids, n: Optional[int] = None) -> np.ndarray:
-    """ids (array-like or tensor) as contiguous int64 [n]; n = None accepts any length."""
-    if isinstance(ids, torch.Tensor):
-        ids = ids.detach().cpu().numpy()
-    ids = np.asarray(ids)
-    if ids.size and ids.dtype.kind not in "iu":
-        raise TypeError(f"{op}: ids must be integers, got {ids.dtype}")
-    ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
+    """ids (array-like or tensor) as contiguous int64 [n]; n = None accepts any length. Ids are >= 0: -1 pads
+    the results of a search with fewer than k hits, so a negative id could not be told apart from padding."""
+    ids = int_array(op, "ids", ids)
     if n is not None and ids.shape[0] != n:
         raise ValueError(f"{op}: ids must have one id per vector ({n}), got {ids.shape[0]}")
+    if ids.size and int(ids.min()) < 0:
+        raise ValueError(f"{op}: ids must be >= 0 (-1 pads search results), got {int(ids.min())}")
     return ids
 
 
@@ -103,16 +118,15 @@ def normalize(x: np.ndarray) -> np.ndarray:
 def as_exclusions(op: str, exclude, exclude_offsets, num_queries: int):
     """Per-query exclusion lists as int64 numpy (ids, offsets [Q + 1]), or (None, None).
 
-    exclude: None, a sequence of Q id lists, or (with exclude_offsets [Q + 1]) the flat jagged ids."""
+    exclude: None, a sequence of Q id lists, or (with exclude_offsets [Q + 1]) the flat jagged ids. Ids are
+    integers (floats raise TypeError); ids not in the index, negative ones included, exclude nothing."""
     if exclude is None:
         if exclude_offsets is not None:
             raise ValueError(f"{op}: exclude_offsets given without exclude")
         return None, None
     if exclude_offsets is not None:
-        ids, offsets = (np.asarray(t.detach().cpu() if isinstance(t, torch.Tensor) else t)
-                        for t in (exclude, exclude_offsets))
-        ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
-        offsets = np.ascontiguousarray(offsets, dtype=np.int64).reshape(-1)
+        ids = int_array(op, "exclude", exclude)
+        offsets = int_array(op, "exclude_offsets", exclude_offsets)
         if offsets.shape[0] != num_queries + 1:
             raise ValueError(f"{op}: exclude_offsets must have Q + 1 = {num_queries + 1} elements, "
                              f"got {offsets.shape[0]}")
@@ -123,8 +137,8 @@ def as_exclusions(op: str, exclude, exclude_offsets, num_queries: int):
     lists: Sequence = list(exclude)
     if len(lists) != num_queries:
         raise ValueError(f"{op}: exclude must have one id list per query ({num_queries}), got {len(lists)}")
-    parts = [np.asarray(s.detach().cpu() if isinstance(s, torch.Tensor) else list(s), dtype=np.int64).reshape(-1)
-             for s in lists]
+    parts = [int_array(op, f"exclude[{i}]", s if isinstance(s, (torch.Tensor, np.ndarray)) else list(s))
+             for i, s in enumerate(lists)]
     offsets = np.zeros(num_queries + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([len(p) for p in parts])
     ids = np.concatenate(parts) if parts else np.zeros(0, np.int64)
@@ -165,8 +179,12 @@ class IdTable:
     def __len__(self):
         return int(self.ids.shape[0])
 
-    def next_ids(self, n: int) -> np.ndarray:
+    def next_ids(self, op: str, n: int) -> np.ndarray:
+        """n default ids after the largest present; ValueError when they would pass 2**63 - 1."""
         start = int(self.ids.max()) + 1 if len(self) else 0
+        if n and start + n - 1 > _INT64_MAX:
+            raise ValueError(f"{op}: default ids {start}..{start + n - 1} do not fit int64 (the largest id in "
+                             f"the index is {start - 1}): pass ids explicitly")
         return np.arange(start, start + n, dtype=np.int64)
 
     def check_new(self, op: str, ids: np.ndarray) -> None:

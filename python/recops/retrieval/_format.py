@@ -10,17 +10,26 @@ Layout (little-endian):
     data       the arrays' raw bytes, each 64-byte aligned
     checksum   32 bytes: SHA-256 of everything before it
 
-`write_index` writes to a temporary file in the target folder, fsyncs and renames it into place, so a crash never
-leaves a half-written index under the final name. `read_index` checks size, magic, version and checksum, then
+`write_index` writes to a temporary file `.recops-index-*` in the target folder (holding an exclusive flock on it),
+fsyncs and renames it into place, so a crash never leaves a half-written index under the final name; each save
+first deletes the temporary files that killed saves left in that folder (unlocked and older than a minute). The
+file gets mode 0666 minus the umask, as open() would give it. `read_index` checks size, magic, version and checksum, then
 every array entry (allowed dtype, non-negative shape, nbytes = prod(shape) * itemsize, within the data section)
 before any array is built; every problem is a ValueError naming the file and the rule.
 """
 
+import glob
 import hashlib
 import json
 import os
 import struct
 import tempfile
+import time
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: stale temporaries are then recognised by age alone
+    fcntl = None
 from typing import Dict, Tuple
 
 import numpy as np
@@ -31,6 +40,43 @@ _PREFIX = struct.Struct("<8sII")
 _DIGEST = 32
 _ALIGN = 64
 _DTYPES = {"float32", "float16", "int64", "uint8", "uint16"}
+_TMP_PREFIX = ".recops-index-"
+_STALE_S = 60.0  # a temporary file this old and not locked by a writer is a killed save's leftover
+
+
+def _umask() -> int:
+    """The process umask without changing it (Linux reads it from /proc; elsewhere set-and-restore)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _remove_stale_temporaries(folder: str) -> None:
+    """Delete the .recops-index-* files of killed saves in `folder`: older than _STALE_S and not flocked (a live
+    save holds its lock until the rename). Best effort: a file another process removes first is skipped."""
+    now = time.time()
+    for tmp in glob.glob(os.path.join(glob.escape(folder), _TMP_PREFIX + "*")):
+        try:
+            if now - os.stat(tmp).st_mtime < _STALE_S:
+                continue
+            fd = os.open(tmp, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.unlink(tmp)
+        except OSError:
+            pass  # locked by a running save, or already gone
+        finally:
+            os.close(fd)
 
 
 def write_index(path: str, kind: str, dim: int, count: int, params: dict, arrays: Dict[str, np.ndarray]) -> None:
@@ -50,8 +96,12 @@ def write_index(path: str, kind: str, dim: int, count: int, params: dict, arrays
                          "arrays": entries}).encode()
     body = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)) + header + b"".join(blobs)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".recops-index-", dir=folder)
+    _remove_stale_temporaries(folder)
+    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=folder)
     try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(body)
             f.write(hashlib.sha256(body).digest())

@@ -41,12 +41,13 @@ class Index:
         return f"{type(self).__name__}(dim={self.dim}, metric={self.metric!r}, n={len(self)})"
 
     def add(self, vectors, ids=None) -> None:
-        """Add vectors [n, D] (float numpy or torch; NaN/inf -> ValueError) with int64 ids [n] (default: ids
-        after the largest present). Duplicate ids, within the batch or with the index, -> ValueError."""
+        """Add vectors [n, D] (float numpy or torch; NaN/inf -> ValueError) with integer ids [n] >= 0 (default:
+        ids after the largest present). Float ids -> TypeError; negative ids (-1 pads search results), ids above
+        2**63 - 1 and duplicates, within the batch or with the index, -> ValueError."""
         op = f"{type(self).__name__}.add"
         x, _ = _base.as_matrix(op, "vectors", vectors, self.dim)
         with self._lock.write():
-            ids = self._table.next_ids(x.shape[0]) if ids is None else _base.as_ids(op, ids, x.shape[0])
+            ids = self._table.next_ids(op, x.shape[0]) if ids is None else _base.as_ids(op, ids, x.shape[0])
             self._table.check_new(op, ids)
             if self.metric == "cosine":
                 x = _base.normalize(x)
@@ -64,7 +65,7 @@ class Index:
         """Top-k per query. queries [Q, D] float (numpy or torch); exclude: per-query id lists (a sequence of
         Q lists, or flat ids with exclude_offsets [Q + 1]) never returned; ids not in the index are ignored.
         Returns (scores [Q, k] float32, ids [Q, k] int64) as numpy or torch like the queries, sorted by score
-        descending; fewer than k hits -> id -1, score -inf. Scores are inner products (cosine similarities for
+        descending; fewer than k hits -> id -1, score -inf (ids are >= 0, so -1 is never a real id). Scores are inner products (cosine similarities for
         metric="cosine")."""
         op = f"{type(self).__name__}.search"
         k = _base.check_k(op, k)
@@ -93,6 +94,8 @@ class Index:
             raise ValueError(f"recops.retrieval.load: ids must have shape ({n},)")
         if np.unique(ids).shape[0] != n:
             raise ValueError("recops.retrieval.load: ids must be unique")
+        if n and int(ids.min()) < 0:
+            raise ValueError(f"recops.retrieval.load: ids must be >= 0, got {int(ids.min())}")
         self._table.set(ids)
 
 

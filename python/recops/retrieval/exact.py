@@ -58,5 +58,7 @@ class ExactIndex(Index):
         v = arrays["vectors"]
         if v.dtype != np.float32 or v.ndim != 2 or v.shape[1] != dim:
             raise ValueError(f"recops.retrieval.load: vectors must be float32 [n, {dim}], got {v.dtype} {v.shape}")
+        if v.size and not np.isfinite(v).all():
+            raise ValueError("recops.retrieval.load: vectors must be finite")
         index._vectors = v
         return index

@@ -23,7 +23,7 @@ class HNSWIndex(Index):
     """HNSW graph search from hnswlib behind the recops Index API (ids, exclusions, persistence, locking).
 
     metric "ip" uses hnswlib's inner-product space (scores = inner products); "cosine" normalises vectors and
-    queries. Ids must be non-negative (hnswlib labels are unsigned). `search(..., ef=...)` sets the search
+    queries. Ids are non-negative as in every index. `search(..., ef=...)` sets the search
     breadth (default max(ef_search, k)). Exclusions use hnswlib's per-query filter (one query at a time).
     Removed vectors are marked deleted in the graph. Note: hnswlib's graph is built for metric distances; with
     inner product and widely varying norms its recall plateaus (see the retrieval benchmark).
@@ -40,8 +40,6 @@ class HNSWIndex(Index):
         self._graph.init_index(max_elements=16, M=self.M, ef_construction=self.ef_construction, random_seed=seed)
 
     def _add(self, x, ids):
-        if (ids < 0).any():
-            raise ValueError(f"HNSWIndex.add: ids must be >= 0 (hnswlib labels are unsigned), got {int(ids.min())}")
         need = self._graph.get_current_count() + x.shape[0]  # deleted elements keep their slots
         if need > self._graph.get_max_elements():
             self._graph.resize_index(max(need, 2 * self._graph.get_max_elements()))
@@ -108,8 +106,14 @@ class HNSWIndex(Index):
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(graph.tobytes())
-            # The bytes passed the file checksum: they are exactly what hnswlib wrote.
+            # The checksum catches corruption, not forgery: hnswlib parses these bytes (load trusted files).
             index._graph.load_index(tmp, max_elements=0)
         finally:
             os.unlink(tmp)
+        ids = arrays.get("ids")
+        if ids is not None and ids.ndim == 1 and ids.size:  # what add() validated: every id there, finite vectors
+            if not np.isin(ids, np.asarray(index._graph.get_ids_list(), np.int64)).all():
+                raise ValueError("recops.retrieval.load: the HNSW graph does not hold every id of the index")
+            if not np.isfinite(index._graph.get_items(ids)).all():
+                raise ValueError("recops.retrieval.load: vectors must be finite")
         return index

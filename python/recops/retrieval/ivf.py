@@ -181,6 +181,11 @@ class IVFIndex(Index):
         vectors = arr("vectors", np.float32, (n, dim))
         index._vmin, index._vscale = arr("vmin", np.float32, (dim,)), arr("vscale", np.float32, (dim,))
         index._norm_edges = arr("norm_edges", np.float32, (index.norm_buckets - 1,))
+        # what add() would have produced: finite bounds, positive finite scales, sorted finite norm edges
+        if not (np.isfinite(index._vmin).all() and np.isfinite(index._vscale).all() and (index._vscale > 0).all()):
+            raise ValueError("recops.retrieval.load: vmin must be finite and vscale finite and > 0")
+        if not np.isfinite(index._norm_edges).all() or (np.diff(index._norm_edges) < 0).any():
+            raise ValueError("recops.retrieval.load: norm_edges must be finite and non-decreasing")
         if not params["trained"]:
             if n:
                 raise ValueError("recops.retrieval.load: an untrained IVF index must be empty")
