@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "common/check.h"
@@ -16,7 +17,8 @@ namespace {
 constexpr const char* kOp = "sampled_softmax_loss";
 
 int64_t num_candidates(const SampledSoftmaxParams& p) {
-  return checked_add(checked_add(1, p.num_negatives, kOp), p.in_batch && p.num_rows > 0 ? p.num_rows - 1 : 0, kOp,
+  const int64_t others = p.in_batch && p.num_rows > 0 ? p.num_rows - 1 : 0;
+  return checked_add(checked_add(1, p.num_negatives, kOp, "number of candidates"), others, kOp,
                      "number of candidates");
 }
 
@@ -43,7 +45,10 @@ struct Scratch {
     }
     view.tasks = tasks;
     view.rows_per_task = (p.num_rows + tasks - 1) / tasks;
-    ids.resize(static_cast<size_t>(checked_mul(tasks, count, kOp)));
+    // ids and logits [tasks * C]: their bytes checked, so a huge M raises ValueError instead of length_error
+    const int64_t per_task = checked_mul(tasks, count, kOp, "scratch size (tasks * candidates)");
+    checked_mul(per_task, static_cast<int64_t>(sizeof(int64_t) + sizeof(T)), kOp, "scratch bytes");
+    ids.resize(static_cast<size_t>(per_task));
     logits.resize(ids.size());
     if (backward) partial.resize(static_cast<size_t>(checked_mul(tasks - 1, table, kOp)));
     view.ids = ids.data();
@@ -56,8 +61,8 @@ struct Scratch {
 
 void sampled_softmax_negatives(int64_t rows, int64_t m, int64_t num_items, uint64_t seed, int64_t* out) {
   RECOPS_CHECK(rows >= 0 && m >= 0, kOp, ": sizes must be non-negative, got rows=", rows, " m=", m);
-  RECOPS_CHECK(num_items >= 1 || rows * m == 0, kOp, ": drawing negatives needs at least 1 item, got ", num_items);
-  checked_mul(rows, m, kOp);
+  const int64_t count = checked_mul(rows, m, kOp, "rows * m");  // before any use of rows * m (signed overflow)
+  RECOPS_CHECK(num_items >= 1 || count == 0, kOp, ": drawing negatives needs at least 1 item, got ", num_items);
   for (int64_t i = 0; i < rows; ++i) {
     for (int64_t j = 0; j < m; ++j) out[i * m + j] = negative_id(seed, i, j, num_items);
   }
@@ -70,6 +75,9 @@ void check_sampled_softmax(const SampledSoftmaxParams& p) {
                p.num_negatives);
   RECOPS_CHECK(p.inv_temperature > 0 && std::isfinite(p.inv_temperature), kOp,
                ": temperature must be finite and > 0, got 1/", p.inv_temperature);
+  // the kernels scale logits by T(inv_temperature): it must be finite in T (float32: temperature > ~2.9e-39)
+  RECOPS_CHECK(p.inv_temperature <= static_cast<double>(std::numeric_limits<T>::max()), kOp,
+               ": 1/temperature overflows the float type, got 1/", p.inv_temperature);
   RECOPS_CHECK(!(p.generate && p.negatives), kOp, ": negatives must be null when they are generated");
   RECOPS_CHECK(p.num_rows == 0 || p.num_items >= 1, kOp, ": items must have at least 1 row, got 0");
   checked_mul(p.num_rows, p.dim, kOp, "queries size");
@@ -80,7 +88,8 @@ void check_sampled_softmax(const SampledSoftmaxParams& p) {
     check_ids("negatives", p.negatives, p.per_row ? checked_mul(p.num_rows, p.num_negatives, kOp) : p.num_negatives,
               p.num_items);
   } else {
-    RECOPS_CHECK(p.generate || p.num_negatives == 0, kOp, ": ", p.num_negatives,
+    // an empty per-row table [0, M] may come with a null pointer: with no rows no id is read
+    RECOPS_CHECK(p.generate || p.num_negatives == 0 || p.num_rows == 0, kOp, ": ", p.num_negatives,
                  " negatives need ids or generation");
   }
   if (p.log_q) {

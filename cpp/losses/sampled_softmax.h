@@ -14,8 +14,8 @@
 // added in task order, so results are deterministic for a thread count. Tasks are limited so the extra buffers
 // stay under kSampledSoftmaxScratchBytes (down to one task, serial, for very large tables).
 //
-// Validation (std::invalid_argument -> ValueError, before anything is written): sizes, every id in [0, V),
-// inv_temperature finite and > 0, log_q finite.
+// Validation (std::invalid_argument -> ValueError, before anything is written): sizes (and the scratch size,
+// overflow-checked), every id in [0, V), inv_temperature > 0 and finite in T, log_q finite.
 #pragma once
 
 #include <cstdint>

@@ -18,6 +18,7 @@
 #include "embedding/embedding_bag.h"
 #include "jagged/jagged.h"
 #include "losses/ordinal.h"
+#include "losses/sampled_softmax.h"
 #include "retrieval/ivf_index.h"
 #include "retrieval/topk.h"
 
@@ -288,6 +289,102 @@ void test_losses_bad_inputs() {
   EXPECT(sum == 0 && gg[0] == 0 && gg[1] == 0 && ga[0] == 0 && ga[1] == 0);
 }
 
+// Sampled softmax: L=2 rows, D=2, V=3, shared negatives {2, 0}, against losses and gradients worked by hand;
+// then ids out of range, overflowing sizes and a temperature beyond float rejected before anything is written.
+recops::losses::SampledSoftmaxParams ssm_tiny(const double* q, const double* e, const int64_t* pos,
+                                              const int64_t* neg, double* loss, double* lse) {
+  recops::losses::SampledSoftmaxParams p;
+  p.queries = q; p.items = e; p.num_rows = 2; p.dim = 2; p.num_items = 3; p.positives = pos; p.negatives = neg;
+  p.num_negatives = 2; p.loss = loss; p.lse = lse;
+  return p;
+}
+
+void test_sampled_softmax(int threads) {
+  using namespace recops::losses;
+  const double q[] = {1, 0, 0, 2};        // q0 = (1, 0), q1 = (0, 2)
+  const double e[] = {1, 0, 0, 1, 1, 1};  // e0 = (1, 0), e1 = (0, 1), e2 = (1, 1)
+  const int64_t pos[] = {0, 1}, neg[] = {2, 0};
+  double loss[2] = {-1, -1}, lse[2] = {-1, -1};
+  SampledSoftmaxParams p = ssm_tiny(q, e, pos, neg, loss, lse);
+  sampled_softmax_forward<double>(p, threads);
+  // row 0: candidates (0, 2, 0), the repeat of the positive masked: logits (1, 1) -> log 2.
+  // row 1: candidates (1, 2, 0): logits (2, 2, 0) -> log(2 e^2 + 1) - 2.
+  const double s = 2 * std::exp(2.0) + 1;
+  EXPECT(std::abs(loss[0] - std::log(2.0)) < 1e-12);
+  EXPECT(std::abs(loss[1] - (std::log(s) - 2)) < 1e-12);
+  EXPECT(std::abs(lse[0] - (1 + std::log(2.0))) < 1e-12);
+  // backward, grad_loss = 1: dq_i = sum_j (p_j - [j == 0]) e_{c_j}, de_{c_j} += (p_j - [j == 0]) q_i
+  const double g[] = {1, 1};
+  double gq[4], ge[6];
+  std::fill(ge, ge + 6, 7.0);  // fully written
+  p.grad_loss = g; p.grad_queries = gq; p.grad_items = ge;
+  sampled_softmax_backward<double>(p, threads);
+  const double want_gq[] = {0, 0.5, (std::exp(2.0) + 1) / s, -1 / s};
+  const double want_ge[] = {-0.5, 2 / s, 0, -2 * (std::exp(2.0) + 1) / s, 0.5, 2 * std::exp(2.0) / s};
+  for (int k = 0; k < 4; ++k) EXPECT(std::abs(gq[k] - want_gq[k]) < 1e-12);
+  for (int k = 0; k < 6; ++k) EXPECT(std::abs(ge[k] - want_ge[k]) < 1e-12);
+  // without hit removal row 0 scores three equal logits: log 3; temperature 1/2 doubles row 1's logits
+  p.remove_accidental_hits = false;
+  p.inv_temperature = 2.0;
+  sampled_softmax_forward<double>(p, threads);
+  EXPECT(std::abs(loss[0] - std::log(3.0)) < 1e-12);
+  EXPECT(std::abs(loss[1] - (std::log(2 * std::exp(4.0) + 1) - 4)) < 1e-12);
+  // L = 0 with an empty per-row table [0, M] (a null pointer from an empty tensor): valid, nothing written
+  SampledSoftmaxParams empty = ssm_tiny(q, e, nullptr, nullptr, nullptr, nullptr);
+  empty.num_rows = 0;
+  empty.per_row = true;
+  sampled_softmax_forward<double>(empty, threads);
+  empty.grad_items = ge;
+  sampled_softmax_backward<double>(empty, threads);
+  for (int k = 0; k < 6; ++k) EXPECT(ge[k] == 0);
+  // generated negatives are negative_id's, in [0, V)
+  int64_t ids[12];
+  sampled_softmax_negatives(3, 4, 5, 42, ids);
+  for (int64_t k = 0; k < 12; ++k) EXPECT(ids[k] == negative_id(42, k / 4, k % 4, 5) && ids[k] >= 0 && ids[k] < 5);
+
+  // bad input: the outputs stay untouched
+  loss[0] = loss[1] = -1;
+  auto forward = [threads](SampledSoftmaxParams bad) {
+    return [bad, threads] { sampled_softmax_forward<double>(bad, threads); };
+  };
+  const int64_t pos_high[] = {0, 3}, neg_low[] = {2, -1}, neg_huge[] = {int64_t{1} << 40, 0};
+  p = ssm_tiny(q, e, pos_high, neg, loss, lse);
+  expect_value_error("ssm positive", "sampled_softmax_loss: positives[1] must be in [0, 3), got 3", forward(p));
+  p = ssm_tiny(q, e, pos, neg_low, loss, lse);
+  expect_value_error("ssm negative", "negatives[1] must be in [0, 3), got -1", forward(p));
+  p = ssm_tiny(q, e, pos, neg_huge, loss, lse);
+  expect_value_error("ssm huge id", "negatives[0] must be in [0, 3), got 1099511627776", forward(p));
+  p = ssm_tiny(q, e, pos, neg, loss, lse);
+  p.inv_temperature = 0;
+  expect_value_error("ssm temperature", "temperature must be finite and > 0", forward(p));
+  p.inv_temperature = std::numeric_limits<double>::infinity();
+  expect_value_error("ssm temperature inf", "temperature must be finite and > 0", forward(p));
+  EXPECT(loss[0] == -1 && loss[1] == -1);
+  // generated M near 2^62: the scratch bytes overflow int64 (checked, no allocation attempted)
+  p = ssm_tiny(q, e, pos, nullptr, loss, lse);
+  p.generate = true;
+  p.num_negatives = int64_t{1} << 62;
+  expect_value_error("ssm scratch", "scratch bytes overflows int64", forward(p));
+  p.num_negatives = std::numeric_limits<int64_t>::max();
+  expect_value_error("ssm candidates", "number of candidates overflows int64", forward(p));
+  p.num_negatives = 2;
+  p.negatives = neg;
+  expect_value_error("ssm generate+ids", "negatives must be null when they are generated", forward(p));
+  // float: 1/temperature beyond FLT_MAX would turn every logit into inf or nan
+  const float qf[] = {1, 0, 0, 2}, ef[] = {1, 0, 0, 1, 1, 1};
+  float lf[2] = {-1, -1}, lsef[2];
+  SampledSoftmaxParams pf = ssm_tiny(nullptr, nullptr, pos, neg, nullptr, nullptr);
+  pf.queries = qf; pf.items = ef; pf.loss = lf; pf.lse = lsef; pf.inv_temperature = 1e39;
+  expect_value_error("ssm float temperature", "1/temperature overflows the float type",
+                     [&] { sampled_softmax_forward<float>(pf, threads); });
+  EXPECT(lf[0] == -1);
+  // rows * m overflowing int64 is rejected before it is used (no signed overflow), and V = 0 with draws
+  expect_value_error("ssm draws overflow", "rows * m overflows int64",
+                     [] { sampled_softmax_negatives(int64_t{1} << 40, int64_t{1} << 40, 0, 1, nullptr); });
+  expect_value_error("ssm draws no items", "needs at least 1 item",
+                     [] { sampled_softmax_negatives(2, 3, 0, 1, nullptr); });
+}
+
 const int32_t kZeroOffsets[1] = {0};
 
 // Two features over two tables in one flat buffer; forward vs a naive loop, fused SGD vs a naive update,
@@ -507,7 +604,8 @@ void brute_topk(const std::vector<float>& q, int64_t nq, int64_t dim, const std:
       for (int64_t d = 0; d < dim; ++d) acc += q[i * dim + d] * e[j * dim + d];
       if (!skip && !std::isnan(acc)) all.emplace_back(acc, j);
     }
-    std::sort(all.begin(), all.end(), [](auto a, auto b) { return a.first > b.first || (a.first == b.first && a.second < b.second); });
+    std::sort(all.begin(), all.end(),
+              [](auto a, auto b) { return a.first > b.first || (a.first == b.first && a.second < b.second); });
     for (int64_t t = 0; t < k && t < static_cast<int64_t>(all.size()); ++t) {
       s[i * k + t] = all[t].first;
       ids[i * k + t] = all[t].second;
@@ -703,6 +801,7 @@ int main() {
   test_empty();
   for (int threads : {1, 3}) test_losses(threads);
   test_losses_bad_inputs();
+  for (int threads : {1, 3}) test_sampled_softmax(threads);
   for (int threads : {1, 3}) test_embedding(threads);
   for (int threads : {1, 3}) test_embedding_wide(threads);
   test_embedding_overflow();

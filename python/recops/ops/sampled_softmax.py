@@ -6,6 +6,7 @@ Used by the sequential models with per-position negatives (the HSTU / SASRec ref
 `num_negatives` uniform negatives for every supervised position) and by the retrieval objectives (in-batch
 negatives with logQ correction)."""
 
+import operator
 from typing import Optional, Tuple
 
 import torch
@@ -19,8 +20,17 @@ _OP = "sampled_softmax_loss"
 _REDUCTIONS = ("none", "sum", "mean")
 
 
+def _int_arg(name: str, value) -> int:
+    """A Python int from an integer-like argument (int, numpy or 0-d integer tensor); TypeError otherwise."""
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{_OP}: {name} must be an integer, got {type(value).__name__} {value!r}") from None
+
+
 def _check(queries: Tensor, positives: Tensor, items: Tensor, negatives: Optional[Tensor],
-           log_q: Optional[Tensor], num_negatives: int, temperature: float) -> None:
+           log_q: Optional[Tensor], num_negatives: int, temperature: float, seed: Optional[int] = None) -> None:
+    """Every check that needs no data (run by the wrapper and by the ops' bodies and fake kernels)."""
     check_same_device(_OP, queries=queries, positives=positives, items=items, negatives=negatives, log_q=log_q)
     if queries.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"{_OP}: queries must be float32 or float64, got {queries.dtype}")
@@ -41,10 +51,22 @@ def _check(queries: Tensor, positives: Tensor, items: Tensor, negatives: Optiona
         raise ValueError(f"{_OP}: negatives must be [M] or [L={queries.shape[0]}, M], got {list(negatives.shape)}")
     if log_q is not None and (log_q.dim() != 1 or log_q.shape[0] != items.shape[0]):
         raise ValueError(f"{_OP}: log_q must have shape [{items.shape[0]}], got {list(log_q.shape)}")
-    if num_negatives < 0:
-        raise ValueError(f"{_OP}: num_negatives must be >= 0, got {num_negatives}")
-    if not (temperature > 0 and temperature < float("inf")):
+    num_negatives = _int_arg("num_negatives", num_negatives)
+    if not 0 <= num_negatives < 2**63:
+        raise ValueError(f"{_OP}: num_negatives must be in [0, 2^63), got {num_negatives}")
+    if negatives is not None and num_negatives != negatives.shape[-1]:
+        raise ValueError(f"{_OP}: num_negatives must match negatives.shape[-1]={negatives.shape[-1]}, "
+                         f"got {num_negatives}")
+    try:
+        temperature = float(temperature)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"{_OP}: temperature must be a real number, got {temperature!r}") from None
+    if not 0 < temperature < float("inf"):
         raise ValueError(f"{_OP}: temperature must be finite and > 0, got {temperature}")
+    if 1.0 / temperature > torch.finfo(queries.dtype).max:  # every logit is scaled by 1/temperature in this dtype
+        raise ValueError(f"{_OP}: 1/temperature overflows {queries.dtype}, got temperature={temperature}")
+    if seed is not None and not 0 <= _int_arg("seed", seed) < 2**63:
+        raise ValueError(f"{_OP}: seed must be in [0, 2^63), got {seed}")
 
 
 def _i64(t: Optional[Tensor]) -> Optional[Tensor]:
@@ -66,6 +88,7 @@ def _sampled_softmax(queries: Tensor, items: Tensor, positives: Tensor, negative
                      log_q: Optional[Tensor], num_negatives: int, seed: int, temperature: float, in_batch: bool,
                      remove_accidental_hits: bool) -> Tuple[Tensor, Tensor]:
     """(loss [L], lse [L]) per row; see sampled_softmax_loss."""
+    _check(queries, positives, items, negatives, log_q, num_negatives, temperature, seed)
     loss = queries.new_empty(queries.shape[0])
     lse = queries.new_empty(queries.shape[0])
     args, kw = _core_args(queries, items, positives, negatives, log_q, num_negatives, seed, temperature, in_batch,
@@ -77,7 +100,13 @@ def _sampled_softmax(queries: Tensor, items: Tensor, positives: Tensor, negative
 @_sampled_softmax.register_fake
 def _(queries, items, positives, negatives, log_q, num_negatives, seed, temperature, in_batch,
       remove_accidental_hits):
+    _check(queries, positives, items, negatives, log_q, num_negatives, temperature, seed)
     return queries.new_empty(queries.shape[0]), queries.new_empty(queries.shape[0])
+
+
+def _check_backward(grad_loss, queries, items, positives, negatives, log_q, lse, num_negatives, seed, temperature):
+    check_same_device(_OP, queries=queries, grad_loss=grad_loss, lse=lse)
+    _check(queries, positives, items, negatives, log_q, num_negatives, temperature, seed)
 
 
 @torch.library.custom_op("recops::sampled_softmax_backward", mutates_args=())
@@ -86,6 +115,7 @@ def _sampled_softmax_backward(grad_loss: Tensor, queries: Tensor, items: Tensor,
                               seed: int, temperature: float, in_batch: bool,
                               remove_accidental_hits: bool) -> Tuple[Tensor, Tensor]:
     """(grad_queries [L, D], grad_items [V, D]) of the per-row loss for grad_loss [L]."""
+    _check_backward(grad_loss, queries, items, positives, negatives, log_q, lse, num_negatives, seed, temperature)
     gq = torch.empty_like(queries, memory_format=torch.contiguous_format)
     gi = torch.empty_like(items, memory_format=torch.contiguous_format)
     args, kw = _core_args(queries, items, positives, negatives, log_q, num_negatives, seed, temperature, in_batch,
@@ -98,6 +128,7 @@ def _sampled_softmax_backward(grad_loss: Tensor, queries: Tensor, items: Tensor,
 @_sampled_softmax_backward.register_fake
 def _(grad_loss, queries, items, positives, negatives, log_q, lse, num_negatives, seed, temperature, in_batch,
       remove_accidental_hits):
+    _check_backward(grad_loss, queries, items, positives, negatives, log_q, lse, num_negatives, seed, temperature)
     return (torch.empty_like(queries, memory_format=torch.contiguous_format),
             torch.empty_like(items, memory_format=torch.contiguous_format))
 
@@ -149,16 +180,13 @@ def sampled_softmax_loss(queries: Tensor, positives: Tensor, items: Tensor, nega
     """
     if reduction not in _REDUCTIONS:
         raise ValueError(f"{_OP}: reduction must be 'none', 'sum' or 'mean', got {reduction!r}")
-    if negatives is not None and num_negatives is not None and num_negatives != negatives.shape[-1]:
-        raise ValueError(f"{_OP}: num_negatives must match negatives.shape[-1]={negatives.shape[-1]}, "
-                         f"got {num_negatives}")
-    m = int(num_negatives or 0) if negatives is None else negatives.shape[-1]
-    _check(queries, positives, items, negatives, log_q, m, temperature)
+    if num_negatives is None:
+        num_negatives = negatives.shape[-1] if negatives is not None and negatives.dim() > 0 else 0
+    _check(queries, positives, items, negatives, log_q, num_negatives, temperature, seed)
+    m = _int_arg("num_negatives", num_negatives)
     if negatives is None and m > 0 and seed is None:
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-    seed = int(seed or 0)
-    if not 0 <= seed < 2**63:
-        raise ValueError(f"{_OP}: seed must be in [0, 2^63), got {seed}")
+    seed = 0 if seed is None else _int_arg("seed", seed)
     if queries.device.type != "cpu":
         if negatives is None and m > 0:
             negatives = _ref.generated_negatives(queries.shape[0], m, items.shape[0], seed).to(queries.device)

@@ -24,10 +24,10 @@ def candidates(positives: Tensor, negatives: Optional[Tensor], in_batch: bool) -
     cols = [positives[:, None]]
     if negatives is not None:
         cols.append(negatives.expand(L, -1) if negatives.dim() == 1 else negatives)
-    if in_batch and L > 1:
-        others = positives[None, :].expand(L, L)
-        keep = ~torch.eye(L, dtype=torch.bool, device=positives.device)
-        cols.append(others[keep].view(L, L - 1))
+    if in_batch and L > 1:  # row i: the rows j != i in order, by index arithmetic (no mask: runs on meta too)
+        j = torch.arange(L - 1, device=positives.device)
+        rows = torch.arange(L, device=positives.device)[:, None]
+        cols.append(positives[j + (j >= rows)])
     return torch.cat(cols, dim=1)
 
 
