@@ -13,7 +13,8 @@ from recops import cli
 from recops.distributed import launch
 from recops.train import checkpoint
 
-FAMILY_ONLY = {"sequential": ["--max-len", "--negatives", "--patience", "--nproc"],
+FAMILY_ONLY = {"sequential": ["--max-len", "--negatives", "--patience", "--nproc", "--lr", "--loss",
+                              "--negatives-per-position", "--logq", "--dropout", "--temperature"],
                "ctr": ["--table-size", "--max-rows", "--lr", "--dense-lr", "--no-baseline", "--nproc"],
                "two_tower": ["--no-baseline"]}
 COMMON = ["--model", "--data", "--format", "--seed", "--epochs", "--batch-size", "--time-budget", "--out",
@@ -256,7 +257,7 @@ def test_file_and_format_problems(tmp_path, capsys):
     path = _write(tmp_path / "u.data", "1\t2\t3\t4\n")
     for argv, line in [
         (["train", "--data", path], "recops: error: --format is required with a data file (ml-1m, ml-100k, ml-csv, "
-                                    "recbole, sasrec)"),
+                                    "recbole, sasrec, user-items)"),
         (["train", "--data", str(tmp_path), "--format", "ml-1m"],
          f"recops: error: {tmp_path}: is a folder, not a file"),
         (["train", "--model", "dlrm", "--data", str(tmp_path / "nope.tsv")], f"recops: error: {tmp_path}/nope.tsv: "

@@ -69,6 +69,7 @@ _COUNT = _checked(int, "an integer >= 1", lambda v: v >= 1)
 _NON_NEGATIVE = _checked(int, "an integer >= 0", lambda v: v >= 0)
 _SEED = _checked(int, "an integer in [0, 2^64)", lambda v: 0 <= v < 2 ** 64)
 _POSITIVE = _checked(float, "a finite number > 0", lambda v: math.isfinite(v) and v > 0)
+_RATE = _checked(float, "a number in [0, 1)", lambda v: 0 <= v < 1)
 _PATH = _checked(str, "a non-empty path", bool)
 
 
@@ -183,7 +184,9 @@ def _train_one(model_name: str, split, args, log) -> dict:
 
     torch.manual_seed(args.seed)
     cfg = SeqConfig.preset(model_name, max_len=args.max_len, batch_size=args.batch_size, dim=args.dim,
-                           num_negatives=args.negatives)
+                           num_negatives=args.negatives, loss=args.loss, logq=args.logq, dropout=args.dropout,
+                           negatives="per_position" if args.negatives_per_position else "shared",
+                           temperature=args.temperature, lr=args.lr)
     rank, world, _ = _ranks()
     model = build_model(split.data.num_items, cfg)
     wrapped = None
@@ -248,7 +251,18 @@ def _same(data: str, what: str, in_data, in_checkpoint) -> None:
 def _sequential_arguments(g) -> List[argparse.Action]:
     return [g.add_argument("--max-len", type=_COUNT, default=200, help="most recent items kept per user"),
             g.add_argument("--negatives", type=_COUNT, default=128,
-                           help="uniform negatives per step (sampled softmax)"),
+                           help="sampled-softmax negatives per supervised position (or per batch with "
+                                "--no-negatives-per-position)"),
+            g.add_argument("--negatives-per-position", action=argparse.BooleanOptionalAction, default=True,
+                           help="draw the negatives for every position (the reference recipe; default) or one "
+                                "set shared by the batch"),
+            g.add_argument("--loss", choices=["sampled_softmax", "full_softmax"], default="sampled_softmax",
+                           help="sampled softmax (fused op) or softmax over all items"),
+            g.add_argument("--logq", action="store_true",
+                           help="draw negatives by training popularity and correct the logits by log q"),
+            g.add_argument("--dropout", type=_RATE, default=0.2, help="embedding and layer dropout"),
+            g.add_argument("--temperature", type=_POSITIVE, default=0.05, help="softmax temperature"),
+            g.add_argument("--lr", type=_POSITIVE, default=1e-3, help="AdamW learning rate"),
             g.add_argument("--patience", type=_NON_NEGATIVE, default=15,
                            help="epochs without a better validation NDCG@10 before stopping")]
 
@@ -435,7 +449,8 @@ def _with_baseline(model: str, baseline: str) -> Callable[[argparse.Namespace], 
 
 
 SEQUENTIAL = Family(
-    "sequential", "sequential (leave-one-out, full ranking)", ("ml-1m", "ml-100k", "ml-csv", "recbole", "sasrec"),
+    "sequential", "sequential (leave-one-out, full ranking)",
+    ("ml-1m", "ml-100k", "ml-csv", "recbole", "sasrec", "user-items"),
     {"epochs": 150, "batch_size": 128, "dim": 50}, _sequential_arguments, lambda args: cmd_train(args, [args.model]),
     _eval_sequential, nproc=True, runs=lambda args: [args.model], spec_keys=("path", "format", "seed", "max_len"))
 CTR = Family(

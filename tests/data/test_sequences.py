@@ -70,11 +70,14 @@ def _files(tmp_path, bom=""):
         "recbole": "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
                    + "".join(f"{u}\t{i}\t{r}\t{t}.0\n" for u, i, r, t in EVENTS),
         "sasrec": "".join(f"{u} {i}\n" for u, i, _, _ in ordered),
+        # one line a user (S3-Rec / ICLRec Amazon files); u1 continues on a second line
+        "user-items": "u1 a b\nu2 a  b\nu3\ta c d\nu1 c d\n",
     }
-    return {fmt: (_write(tmp_path, f"{fmt}.txt", bom + text), fmt != "sasrec") for fmt, text in texts.items()}
+    return {fmt: (_write(tmp_path, f"{fmt}.txt", bom + text), fmt not in ("sasrec", "user-items"))
+            for fmt, text in texts.items()}
 
 
-@pytest.mark.parametrize("fmt", ["ml-1m", "ml-100k", "ml-csv", "recbole", "sasrec"])
+@pytest.mark.parametrize("fmt", ["ml-1m", "ml-100k", "ml-csv", "recbole", "sasrec", "user-items"])
 def test_byte_order_mark_is_dropped(tmp_path, fmt):
     """A UTF-8 BOM used to become part of the first user id (a phantom user) or of the header (a refused file)."""
     path, timestamps = _files(tmp_path, "\ufeff")[fmt]
@@ -93,6 +96,8 @@ def test_byte_order_mark_is_dropped(tmp_path, fmt):
     ("ml-csv", "user,item\n1,2\n", ":1: expected a header"),
     ("recbole", "a:token\tb:token\n1\t2\n", ":1: header must name user_id and item_id"),
     ("sasrec", "1 2\n3\n", ":2: expected at least 2 fields"),
+    ("user-items", "1 2 3\n4\n", ":2: expected a user id and at least 1 item, got '4'"),
+    ("user-items", "\n\n", "no interactions found"),
     ("ml-1m", "", "no interactions"),
     # extra fields are refused (a file of another format used to be read with fields ignored)
     ("ml-1m", "1::2::3::4::5\n", ":1: expected at most 4 fields, got 5"),
@@ -117,7 +122,7 @@ def test_malformed(tmp_path, fmt, text, match):
         load_sequences(path, fmt)
 
 
-@pytest.mark.parametrize("fmt", ["ml-1m", "ml-100k", "ml-csv", "recbole", "sasrec"])
+@pytest.mark.parametrize("fmt", ["ml-1m", "ml-100k", "ml-csv", "recbole", "sasrec", "user-items"])
 def test_text_that_is_not_utf8_names_file_and_line(tmp_path, fmt):
     """A bare UnicodeDecodeError before; now a ValueError (DataError) with file, line and byte."""
     path, _ = _files(tmp_path)[fmt]

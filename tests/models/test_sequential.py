@@ -95,3 +95,104 @@ def test_cli_train_and_eval(tmp_path, capsys, monkeypatch):
     assert "test metrics" in text and "NDCG@10" in text
     with pytest.raises(SystemExit):
         cli.main(["train", "--data", str(tmp_path / "x.dat")])
+
+
+# ---- the training objective: per-position / shared sampled softmax, full softmax, logQ ------------------------
+
+def _loss_inputs(seed=0, L=37, V=60, D=8):
+    g = torch.Generator().manual_seed(seed)
+    out = torch.nn.functional.normalize(torch.randn(L, D, generator=g, dtype=torch.float64), dim=-1)
+    items = torch.nn.functional.normalize(torch.randn(V, D, generator=g, dtype=torch.float64), dim=-1)
+    return out.requires_grad_(), torch.randint(0, V, (L,), generator=g), items.requires_grad_()
+
+
+def test_next_item_loss_per_position_draws_per_row_negatives():
+    from recops.models.sequential import next_item_loss
+    from recops.ops import sampled_softmax_ref as ref
+    out, targets, items = _loss_inputs()
+    cfg = SeqConfig.preset("hstu", num_negatives=16, temperature=0.1)
+    got = next_item_loss(out, targets, items, cfg, torch.Generator().manual_seed(5))
+    seed = int(torch.randint(0, 2**62, (1,), generator=torch.Generator().manual_seed(5)))
+    negs = ref.generated_negatives(out.shape[0], 16, items.shape[0], seed)
+    assert negs.shape == (37, 16) and not (negs == negs[0]).all()  # a different set for every position
+    want = ref.sampled_softmax_loss(out, targets, items, negs, temperature=0.1)
+    torch.testing.assert_close(got, want)
+    ga = torch.autograd.grad(got, (out, items))
+    gb = torch.autograd.grad(want, (out, items))
+    for a, b in zip(ga, gb):
+        torch.testing.assert_close(a, b)
+
+
+def test_next_item_loss_shared_equals_the_plain_composition():
+    from recops.models import sampled_softmax_loss
+    from recops.models.sequential import next_item_loss
+    out, targets, items = _loss_inputs(1)
+    cfg = SeqConfig.preset("hstu", num_negatives=16, temperature=0.1, negatives="shared")
+    got = next_item_loss(out, targets, items, cfg, torch.Generator().manual_seed(3))
+    negs = torch.randint(0, items.shape[0], (16,), generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(got, sampled_softmax_loss(out, targets, items, negs, 0.1))
+
+
+def test_next_item_loss_full_softmax_and_logq():
+    from recops.models.sequential import next_item_loss
+    from recops.ops import sampled_softmax_ref as ref
+    out, targets, items = _loss_inputs(2)
+    cfg = SeqConfig.preset("hstu", temperature=0.2, loss="full_softmax")
+    want = torch.nn.functional.cross_entropy(out @ items.t() / 0.2, targets)
+    torch.testing.assert_close(next_item_loss(out, targets, items, cfg), want)
+    probs = torch.rand(items.shape[0], generator=torch.Generator().manual_seed(0)).double() ** 4
+    probs[:10] = 0  # never sampled
+    probs = probs / probs.sum()
+    cfg = SeqConfig.preset("hstu", num_negatives=32, temperature=0.2, logq=True)
+    got = next_item_loss(out, targets, items, cfg, torch.Generator().manual_seed(4), probs)
+    negs = torch.multinomial(probs, 37 * 32, replacement=True, generator=torch.Generator().manual_seed(4))
+    assert negs.min() >= 10
+    want = ref.sampled_softmax_loss(out, targets, items, negs.view(37, 32), temperature=0.2,
+                                    log_q=probs.clamp_min(1e-30).log())
+    torch.testing.assert_close(got, want)
+    with pytest.raises(ValueError, match="needs item_probs"):
+        next_item_loss(out, targets, items, cfg)
+
+
+@pytest.mark.parametrize("bad, match", [(dict(loss="bpr"), "loss must be one of"),
+                                        (dict(negatives="global"), "negatives must be one of"),
+                                        (dict(dropout=1.0), "dropout must be in"),
+                                        (dict(temperature=0.0), "temperature must be finite and > 0")])
+def test_seq_config_rejects_unknown_objectives(bad, match):
+    with pytest.raises(ValueError, match=match):
+        SeqConfig.preset("hstu", **bad)
+
+
+@pytest.mark.parametrize("flags", [["--loss", "full_softmax"], ["--no-negatives-per-position"],
+                                   ["--logq", "--dropout", "0.5", "--temperature", "0.1", "--lr", "0.002"]])
+def test_cli_objective_flags_reach_the_config(tmp_path, monkeypatch, flags):
+    from recops import cli
+    from recops.data import sequences
+
+    small = lambda seed=0: synthetic_sequences(num_users=80, num_items=60, mean_len=10, seed=seed)
+    monkeypatch.setattr(sequences, "synthetic_sequences", small)
+    out = tmp_path / "run"
+    assert cli.main(["train", "--model", "hstu", "--epochs", "1", "--dim", "8", "--max-len", "20",
+                     "--no-progress", "--out", str(out)] + flags) == 0
+    cfg = json.loads((out / "hstu" / "config.json").read_text())
+    cfg = cfg.get("config", cfg)
+    want = {"--loss": ("loss", "full_softmax"), "--no-negatives-per-position": ("negatives", "shared"),
+            "--logq": ("logq", True), "--dropout": ("dropout", 0.5), "--temperature": ("temperature", 0.1),
+            "--lr": ("lr", 0.002)}
+    for f in flags:
+        if f in want:
+            key, value = want[f]
+            assert cfg[key] == value, (f, cfg)
+    if "--loss" not in flags:
+        assert cfg["loss"] == "sampled_softmax"
+    if "--no-negatives-per-position" not in flags:
+        assert cfg["negatives"] == "per_position"
+
+
+@pytest.mark.parametrize("flags, match", [(["--dropout", "1"], "dropout"), (["--temperature", "0"], "temperature"),
+                                          (["--loss", "bpr"], "loss"), (["--lr", "nan"], "lr")])
+def test_cli_objective_flags_validated(flags, match, capsys):
+    from recops import cli
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", "--model", "hstu"] + flags)
+    assert e.value.code == 2 and match in capsys.readouterr().err

@@ -17,6 +17,7 @@ from .jagged import jagged_cases
 from .models import models_cases
 from .ordinal import ordinal_cases
 from .retrieval import retrieval_cases
+from .sampled_softmax import sampled_softmax_cases
 
 
 @dataclasses.dataclass
@@ -45,4 +46,5 @@ CASE_BUILDERS: Dict[str, Callable[[torch.device, bool], List[Case]]] = {
     "embedding": embedding_cases,
     "retrieval": retrieval_cases,
     "dlrm": dlrm_cases,
+    "sampled_softmax": sampled_softmax_cases,
 }

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from . import _text
 
-FORMATS = ("ml-1m", "ml-100k", "ml-csv", "recbole", "sasrec")
+FORMATS = ("ml-1m", "ml-100k", "ml-csv", "recbole", "sasrec", "user-items")
 
 
 @dataclasses.dataclass
@@ -133,6 +133,21 @@ def read_sasrec_txt(path: str) -> SequenceData:
     return _read(path, " ", (0, 1, None, 2))
 
 
+def read_user_items(path: str) -> SequenceData:
+    """One user a line, ``user item1 item2 ...`` separated by whitespace, items in time order (the format of the
+    S3-Rec / ICLRec / DiffuRec Amazon files); a user on several lines continues its sequence in file order."""
+    users, items = [], []
+    for lineno, line in _text.lines(path):
+        parts = line.split()
+        if len(parts) < 2:
+            raise _text.DataError(f"{path}:{lineno}: expected a user id and at least 1 item, got {line!r}")
+        users.extend([parts[0]] * (len(parts) - 1))
+        items.extend(parts[1:])
+    if not users:
+        raise _text.DataError(f"{path}: no interactions found")
+    return _build(users, items, None)
+
+
 def load_sequences(path: str, fmt: str) -> SequenceData:
     """Read `path` in one of FORMATS ("ml-1m" is the ::-separated .dat format of ML-1M/10M/20M).
 
@@ -141,7 +156,7 @@ def load_sequences(path: str, fmt: str) -> SequenceData:
     header's count for ml-csv and recbole), an empty user or item id, or a timestamp that is not a finite number
     within int64; DataError when the file is missing or has no interaction; ValueError on an unknown format."""
     readers = {"ml-1m": read_movielens_dat, "ml-100k": read_ml100k, "ml-csv": read_movielens_csv,
-               "recbole": read_recbole_inter, "sasrec": read_sasrec_txt}
+               "recbole": read_recbole_inter, "sasrec": read_sasrec_txt, "user-items": read_user_items}
     if fmt not in readers:
         raise ValueError(f"load_sequences: format must be one of {FORMATS}, got {fmt!r}")
     _text.require_file(path)

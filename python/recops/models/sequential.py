@@ -12,6 +12,12 @@ from torch import Tensor, nn
 
 from ..nn.hstu import HSTULayer
 from ..ops.jagged import jagged_to_padded, padded_to_jagged
+from ..ops.full_softmax import full_softmax_loss
+from ..ops.sampled_softmax import sampled_softmax_loss as sampled_softmax_loss_fused
+
+
+LOSSES = ("sampled_softmax", "full_softmax")
+NEGATIVES = ("per_position", "shared")
 
 
 @dataclasses.dataclass
@@ -32,6 +38,22 @@ class SeqConfig:
     betas: tuple = (0.9, 0.98)
     weight_decay: float = 0.0
     batch_size: int = 128
+    # Training objective (next_item_loss): "sampled_softmax" over num_negatives uniform negatives drawn for every
+    # supervised position (the reference recipe; negatives="shared": one set per batch, the earlier recops
+    # default), or "full_softmax" over every item. logq: negatives drawn by training popularity, with the logQ
+    # correction (log q subtracted from every candidate's logit, the positive included).
+    loss: str = "sampled_softmax"
+    negatives: str = "per_position"
+    logq: bool = False
+
+    def __post_init__(self):
+        for name, allowed in (("loss", LOSSES), ("negatives", NEGATIVES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"SeqConfig: {name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"SeqConfig: dropout must be in [0, 1), got {self.dropout}")
+        if not (self.temperature > 0 and self.temperature < float("inf")):
+            raise ValueError(f"SeqConfig: temperature must be finite and > 0, got {self.temperature}")
 
     @staticmethod
     def preset(name: str, **overrides) -> "SeqConfig":
@@ -54,8 +76,11 @@ class _SeqModel(nn.Module):
         self.item_emb = nn.Embedding(num_items, cfg.dim)
         self.pos_emb = nn.Embedding(cfg.max_len + 1, cfg.dim)
         self.drop = nn.Dropout(cfg.dropout)
-        nn.init.normal_(self.item_emb.weight, std=0.02)
-        nn.init.normal_(self.pos_emb.weight, std=0.02)
+        # The reference's effective init: truncated normal (at 2 std) with std 0.02 for both tables (its position
+        # preprocessor draws std sqrt(1/D), but the model's reset_params then redraws every parameter outside the
+        # HSTU blocks and the item-embedding module with std 0.02).
+        for table in (self.item_emb.weight, self.pos_emb.weight):
+            nn.init.trunc_normal_(table, std=0.02, a=-0.04, b=0.04)
 
     def embed(self, items: Tensor, offsets: Tensor) -> Tensor:
         lengths = offsets[1:] - offsets[:-1]
@@ -128,10 +153,37 @@ def build_model(num_items: int, cfg: SeqConfig) -> nn.Module:
     raise ValueError(f"build_model: model must be 'hstu' or 'sasrec', got {cfg.model!r}")
 
 
+def next_item_loss(out: Tensor, targets: Tensor, item_vectors: Tensor, cfg: SeqConfig,
+                   generator: Optional[torch.Generator] = None, item_probs: Optional[Tensor] = None) -> Tensor:
+    """The training loss of cfg (mean over the supervised positions): out [L, D] model outputs, targets [L] next
+    items, item_vectors [V, D] (normalised). sampled_softmax runs the fused recops.ops.sampled_softmax_loss:
+    per-position uniform negatives are drawn inside the kernel (nothing [L, M] is stored); shared negatives are
+    one [M] draw; with cfg.logq, negatives come from item_probs [V] (training popularity) and log q corrects
+    every logit. full_softmax: cross-entropy over all V items (recops.ops.full_softmax_loss, chunked).
+    Negatives equal to the positive are masked."""
+    t, m, num_items = cfg.temperature, cfg.num_negatives, item_vectors.shape[0]
+    if cfg.loss == "full_softmax":
+        return full_softmax_loss(out, targets, item_vectors, temperature=t)
+    log_q = negatives = None
+    if cfg.logq:
+        if item_probs is None:
+            raise ValueError("next_item_loss: cfg.logq needs item_probs (the sampling distribution)")
+        rows = out.shape[0] if cfg.negatives == "per_position" else 1
+        negatives = torch.multinomial(item_probs, rows * m, replacement=True, generator=generator)
+        negatives = negatives.view(rows, m) if cfg.negatives == "per_position" else negatives
+        log_q = item_probs.clamp_min(1e-30).log().to(out.dtype)
+        negatives, log_q = negatives.to(out.device), log_q.to(out.device)
+    elif cfg.negatives == "shared":
+        negatives = torch.randint(0, num_items, (m,), generator=generator).to(out.device)
+    return sampled_softmax_loss_fused(out, targets, item_vectors, negatives, num_negatives=m, temperature=t,
+                                      log_q=log_q, generator=generator)
+
+
 def sampled_softmax_loss(out: Tensor, targets: Tensor, item_vectors: Tensor, negatives: Tensor,
                          temperature: float) -> Tensor:
     """Mean over rows of -log softmax over [positive, negatives] of cosine / temperature; a negative equal
-    to the row's positive is masked out. out [L, D], targets [L], item_vectors [V, D], negatives [M]."""
+    to the row's positive is masked out. out [L, D], targets [L], item_vectors [V, D], negatives [M].
+    The plain-PyTorch composition with shared negatives (kept as a reference; training uses next_item_loss)."""
     pos = (out * item_vectors[targets]).sum(-1, keepdim=True)
     neg = out @ item_vectors[negatives].t()
     neg = neg.masked_fill(negatives[None, :] == targets[:, None], float("-inf"))

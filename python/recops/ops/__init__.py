@@ -18,6 +18,7 @@ from .jagged import (
     padded_to_jagged,
 )
 from .retrieval import topk_inner_product
+from .full_softmax import full_softmax_loss
 from .sampled_softmax import sampled_softmax_loss
 from .ordinal import (
     feedback_to_levels,
@@ -36,6 +37,7 @@ __all__ = [
     "embedding_bags_fused_update",
     "hstu_attention",
     "feedback_to_levels",
+    "full_softmax_loss",
     "gnolr_loss",
     "gnolr_loss_backward",
     "jagged_to_padded",

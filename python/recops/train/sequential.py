@@ -8,10 +8,9 @@ from typing import Callable, Dict, Optional
 import numpy as np
 import torch
 
-from ..data.sequences import (SequenceData, SplitData, check_split, next_item_batches, sequence_batch,
-                              uniform_negatives)
+from ..data.sequences import SequenceData, SplitData, check_split, next_item_batches, sequence_batch
 from ..metrics import ranking_metrics, ranks_of, topk_with_exclusion
-from ..models.sequential import SeqConfig, sampled_softmax_loss
+from ..models.sequential import SeqConfig, next_item_loss
 from . import checkpoint
 from .loop import EpochStats, check_settings, run_epochs
 
@@ -64,7 +63,8 @@ def fit(model, split: SplitData, cfg: SeqConfig, epochs: int = 20, time_budget_s
         patience: int = 5, seed: int = 0, progress: bool = True, log: Callable[[str], None] = print,
         optimizer: Optional[torch.optim.Optimizer] = None, rank: int = 0, world: int = 1,
         wrapped=None) -> FitResult:
-    """Next-item training with sampled softmax; validation each epoch; test metrics at the best validation
+    """Next-item training (cfg.loss: per-position or shared sampled softmax, or full softmax; see
+    models.sequential.next_item_loss); validation each epoch; test metrics at the best validation
     NDCG@10 (early stopping after `patience` epochs without improvement or when the time budget runs out).
     The model is left with its best weights.
 
@@ -83,6 +83,10 @@ def fit(model, split: SplitData, cfg: SeqConfig, epochs: int = 20, time_budget_s
     opt = optimizer or torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas,
                                          weight_decay=cfg.weight_decay)
     num_train = int((split.train.lengths() >= 2).sum())
+    item_probs = None
+    if cfg.logq:  # popularity of the supervised targets in training
+        counts = torch.bincount(split.train.items, minlength=model.num_items).double()
+        item_probs = (counts / counts.sum()).float()
 
     def batches(epoch: int):
         model.train()
@@ -92,8 +96,7 @@ def fit(model, split: SplitData, cfg: SeqConfig, epochs: int = 20, time_budget_s
         off = batch["offsets"].to(device)
         ts = batch["timestamps"].to(device) if "timestamps" in batch else None
         out = net(batch["items"].to(device), off, ts)
-        negs = uniform_negatives(cfg.num_negatives, model.num_items, gen).to(device)
-        loss = sampled_softmax_loss(out, batch["targets"].to(device), model.item_vectors(), negs, cfg.temperature)
+        loss = next_item_loss(out, batch["targets"].to(device), model.item_vectors(), cfg, gen, item_probs)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
