@@ -197,7 +197,9 @@ def _train_one(model_name: str, split, args, log) -> dict:
     res = fit(model, split, cfg, epochs=args.epochs, time_budget_s=budget, patience=args.patience, seed=args.seed,
               progress=not args.no_progress, log=log if rank == 0 else (lambda s: None), optimizer=opt,
               rank=rank, world=world, wrapped=wrapped)
+    best = [e for e in res.history if e.get("epoch") == res.best_epoch]
     metrics = {"model": model_name, "best_epoch": res.best_epoch, "valid": res.valid, "test": res.test,
+               "seconds_to_best_epoch": best[0].get("seconds") if best else None,
                "train_seconds": res.seconds, "train_sequences_per_second": res.sequences_per_second,
                "history": res.history, "data": {"path": args.data, "format": args.format, "seed": args.seed,
                                                 "max_len": args.max_len}}
@@ -263,7 +265,7 @@ def _sequential_arguments(g) -> List[argparse.Action]:
             g.add_argument("--dropout", type=_RATE, default=0.2, help="embedding and layer dropout"),
             g.add_argument("--temperature", type=_POSITIVE, default=0.05, help="softmax temperature"),
             g.add_argument("--lr", type=_POSITIVE, default=1e-3, help="AdamW learning rate"),
-            g.add_argument("--patience", type=_NON_NEGATIVE, default=15,
+            g.add_argument("--patience", type=_NON_NEGATIVE, default=30,
                            help="epochs without a better validation NDCG@10 before stopping")]
 
 

@@ -169,6 +169,7 @@ def sampled_softmax_loss(queries: Tensor, positives: Tensor, items: Tensor, nega
             counter-based generator keyed by (seed, row, j): the backward regenerates them, nothing [L, M] is
             stored. The seed comes from `seed` or is drawn from `generator` (torch's default generator if None),
             so runs repeat under torch.manual_seed. recops.ops.sampled_softmax_ref.generated_negatives gives the ids.
+            Under torch.compile(fullgraph=True) pass `seed` (drawing it reads a tensor on the host, a graph break).
         temperature: > 0. log_q: [V] log sampling probability of each item (logQ correction, Yi et al. 2019),
             subtracted from every candidate including the positive; no gradient.
         in_batch: add the other rows' positives as negatives (a repeat of the row's own positive is an

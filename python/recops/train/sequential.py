@@ -102,10 +102,13 @@ def fit(model, split: SplitData, cfg: SeqConfig, epochs: int = 20, time_budget_s
         opt.step()
         return loss.item(), (off.numel() - 1) * world
 
+    started = time.perf_counter()
+
     def end_epoch(stats: EpochStats) -> dict:
         valid = evaluate(model, split.valid_input, split.valid_target)
         return {"epoch": stats.epoch, "loss": float(np.mean(stats.losses)) if stats.losses else float("nan"),
-                **{f"valid_{k}": v for k, v in valid.items()}}
+                **{f"valid_{k}": v for k, v in valid.items()},
+                "seconds": round(time.perf_counter() - started, 1)}  # wall clock since the start, validation included
 
     def report(entry: dict, improved: bool) -> str:
         return (f"{cfg.model} epoch {entry['epoch']}: loss {entry['loss']:.4f} valid HR@10 {entry['valid_HR@10']:.4f} "
