@@ -207,7 +207,8 @@ void check_ordinal(Array labels, int64_t hi, std::optional<Array> thresholds, co
   }
 }
 
-// The sampled-softmax call's parameters (cpu; float32 or float64, one dtype for every float array).
+// The sampled-softmax call's parameters (one dtype for every float array: float32 or float64 on cpu, float32 on
+// cuda).
 losses::SampledSoftmaxParams sampled_softmax_params(const char* op, const Array& queries, const Array& items,
                                                     const Array& positives, const std::optional<Array>& negatives,
                                                     const std::optional<Array>& log_q, int64_t num_negatives,
@@ -215,7 +216,7 @@ losses::SampledSoftmaxParams sampled_softmax_params(const char* op, const Array&
                                                     bool in_batch, bool remove_accidental_hits, bool* f64) {
   bool bf16 = false;
   *f64 = check_loss_dtype(op, "queries", queries, &bf16);
-  if (is_cuda(queries)) type_error(op, ": the fused kernel runs on cpu; got queries on ", device_name(queries));
+  if (bf16) type_error(op, ": queries must be float32 on cuda, got bfloat16");
   check_like(op, "queries", queries, "queries", queries, 2);
   check_like(op, "items", items, "queries", queries, 2);
   check_dim(op, "items", items, 1, static_cast<int64_t>(queries.shape(1)));
@@ -265,10 +266,34 @@ void check_row_array(const char* op, const char* arg, const Array& a, const Arra
   }
 }
 
+// Runs a sampled-softmax call on queries' device: the CPU core (float32/float64, which validates everything
+// itself) or, for cuda float32, the host-side size checks and then the CUDA launcher (ids and log_q are checked
+// on the device, into the error flag).
+template <typename Cpu, typename Gpu>
+void sampled_softmax_dispatch([[maybe_unused]] const char* op, const Array& queries,
+                              const losses::SampledSoftmaxParams& p, bool f64, [[maybe_unused]] uintptr_t stream,
+                              [[maybe_unused]] const std::optional<Array>& error_flag, Cpu cpu,
+                              [[maybe_unused]] Gpu gpu) {
+  if (is_cuda(queries)) {
+#ifdef RECOPS_WITH_CUDA
+    int32_t* flag = error_flag_ptr(op, error_flag ? &*error_flag : nullptr, queries);
+    losses::check_sampled_softmax_sizes<float>(p);
+    if (!p.negatives && !p.generate && p.num_negatives > 0 && p.num_rows > 0) {  // the core's message
+      value_error(op, ": ", std::to_string(p.num_negatives), " negatives need ids or generation");
+    }
+    nb::gil_scoped_release release;
+    gpu(p, flag, as_stream(stream));
+#endif
+    return;
+  }
+  nb::gil_scoped_release release;
+  if (f64) cpu(p, double{}); else cpu(p, float{});
+}
+
 void sampled_softmax_forward(Array queries, Array items, Array positives, std::optional<Array> negatives,
                              std::optional<Array> log_q, int64_t num_negatives, bool generate, uint64_t seed,
                              double inv_temperature, bool in_batch, bool remove_accidental_hits, Array loss,
-                             Array lse, int num_threads) {
+                             Array lse, int num_threads, uintptr_t stream, std::optional<Array> error_flag) {
   const char* op = "sampled_softmax_loss";
   bool f64 = false;
   auto p = sampled_softmax_params(op, queries, items, positives, negatives, log_q, num_negatives, generate, seed,
@@ -277,16 +302,17 @@ void sampled_softmax_forward(Array queries, Array items, Array positives, std::o
   check_row_array(op, "lse", lse, queries, p.num_rows);
   p.loss = loss.data();
   p.lse = lse.data();
-  nb::gil_scoped_release release;
-  if (f64) losses::sampled_softmax_forward<double>(p, num_threads);
-  else losses::sampled_softmax_forward<float>(p, num_threads);
+  sampled_softmax_dispatch(
+      op, queries, p, f64, stream, error_flag,
+      [&](const auto& q, auto tag) { losses::sampled_softmax_forward<decltype(tag)>(q, num_threads); },
+      RECOPS_CUDA_FN(cuda::launch_sampled_softmax_forward));
 }
 
 void sampled_softmax_backward(Array grad_loss, Array queries, Array items, Array positives,
                               std::optional<Array> negatives, std::optional<Array> log_q, Array lse,
                               int64_t num_negatives, bool generate, uint64_t seed, double inv_temperature,
                               bool in_batch, bool remove_accidental_hits, Array grad_queries, Array grad_items,
-                              int num_threads) {
+                              int num_threads, uintptr_t stream, std::optional<Array> error_flag) {
   const char* op = "sampled_softmax_loss";
   bool f64 = false;
   auto p = sampled_softmax_params(op, queries, items, positives, negatives, log_q, num_negatives, generate, seed,
@@ -299,9 +325,49 @@ void sampled_softmax_backward(Array grad_loss, Array queries, Array items, Array
   p.lse = lse.data();
   p.grad_queries = grad_queries.data();
   p.grad_items = grad_items.data();
-  nb::gil_scoped_release release;
-  if (f64) losses::sampled_softmax_backward<double>(p, num_threads);
-  else losses::sampled_softmax_backward<float>(p, num_threads);
+  sampled_softmax_dispatch(
+      op, queries, p, f64, stream, error_flag,
+      [&](const auto& q, auto tag) { losses::sampled_softmax_backward<decltype(tag)>(q, num_threads); },
+      RECOPS_CUDA_FN(cuda::launch_sampled_softmax_backward));
+}
+
+// The core's data checks of a sampled-softmax call on host copies (after a CUDA kernel flagged bad input):
+// positives [L] int64, negatives [M] / [L, M] int64 or None, log_q [V] float32/float64 or None.
+void check_sampled_softmax(Array positives, std::optional<Array> negatives, std::optional<Array> log_q,
+                           int64_t dim, int64_t num_items, int64_t num_negatives, bool generate,
+                           double inv_temperature, bool in_batch) {
+  const char* op = "sampled_softmax_loss";
+  losses::SampledSoftmaxParams p;
+  p.positives = host_vec<int64_t>(op, "positives", positives);
+  p.num_rows = static_cast<int64_t>(positives.shape(0));
+  p.dim = dim;
+  p.num_items = num_items;
+  p.num_negatives = num_negatives;
+  p.generate = generate;
+  p.inv_temperature = inv_temperature;
+  p.in_batch = in_batch;
+  if (negatives) {
+    if (is_cuda(*negatives) || negatives->dtype() != nb::dtype<int64_t>() || negatives->ndim() < 1 ||
+        negatives->ndim() > 2) {
+      type_error(op, ": negatives must be a 1-D or 2-D cpu int64 array, got ", dtype_name(negatives->dtype()),
+                 " on ", device_name(*negatives));
+    }
+    check_contiguous(op, "negatives", *negatives);
+    p.per_row = negatives->ndim() == 2;
+    const int64_t want = p.per_row ? checked_mul(p.num_rows, num_negatives, op) : num_negatives;
+    if (static_cast<int64_t>(negatives->size()) != want) {
+      value_error(op, ": negatives must have ", std::to_string(want), " elements, got ",
+                  std::to_string(negatives->size()));
+    }
+    p.negatives = static_cast<const int64_t*>(negatives->data());
+  }
+  const bool f64 = log_q && log_q->dtype() == nb::dtype<double>();
+  if (log_q) {
+    p.log_q = f64 ? static_cast<const void*>(host_vec<double>(op, "log_q", *log_q, num_items))
+                  : static_cast<const void*>(host_vec<float>(op, "log_q", *log_q, num_items));
+  }
+  if (f64) losses::check_sampled_softmax<double>(p);
+  else losses::check_sampled_softmax<float>(p);
 }
 
 void sampled_softmax_negatives(int64_t rows, int64_t m, int64_t num_items, uint64_t seed, Array out) {
@@ -335,16 +401,22 @@ void bind_losses(nb::module_& m) {
   m.def("sampled_softmax_forward", &sampled_softmax_forward, "queries"_a.noconvert(), "items"_a.noconvert(),
         "positives"_a.noconvert(), "negatives"_a.noconvert().none(), "log_q"_a.noconvert().none(), nb::kw_only(),
         "num_negatives"_a, "generate"_a, "seed"_a, "inv_temperature"_a, "in_batch"_a, "remove_accidental_hits"_a,
-        "loss"_a.noconvert(), "lse"_a.noconvert(), "num_threads"_a = 1,
+        "loss"_a.noconvert(), "lse"_a.noconvert(), "num_threads"_a = 1, "stream"_a = 0,
+        "error_flag"_a.noconvert() = nb::none(),
         "Per-row sampled-softmax loss [L] and log-sum-exp [L] (cpp/losses/sampled_softmax.h).");
   m.def("sampled_softmax_backward", &sampled_softmax_backward, "grad_loss"_a.noconvert(), "queries"_a.noconvert(),
         "items"_a.noconvert(), "positives"_a.noconvert(), "negatives"_a.noconvert().none(),
         "log_q"_a.noconvert().none(), "lse"_a.noconvert(), nb::kw_only(), "num_negatives"_a, "generate"_a, "seed"_a,
         "inv_temperature"_a, "in_batch"_a, "remove_accidental_hits"_a, "grad_queries"_a.noconvert(),
-        "grad_items"_a.noconvert(), "num_threads"_a = 1,
+        "grad_items"_a.noconvert(), "num_threads"_a = 1, "stream"_a = 0, "error_flag"_a.noconvert() = nb::none(),
         "Gradient of the per-row sampled-softmax loss w.r.t. queries [L, D] and items [V, D] (fully written).");
   m.def("sampled_softmax_negatives", &sampled_softmax_negatives, "rows"_a, "m"_a, "num_items"_a, "seed"_a,
         "out"_a.noconvert(), "The ids the kernel draws for rows [0, rows) with num_negatives = m: out [rows, m].");
+  m.def("check_sampled_softmax", &check_sampled_softmax, "positives"_a.noconvert(), "negatives"_a.noconvert().none(),
+        "log_q"_a.noconvert().none(), nb::kw_only(), "dim"_a, "num_items"_a, "num_negatives"_a, "generate"_a,
+        "inv_temperature"_a, "in_batch"_a,
+        "Raise the CPU core's ValueError for bad sizes, ids out of [0, num_items) or a non-finite log_q (host "
+        "arrays).");
   m.def("check_ordinal", &check_ordinal, "labels"_a.noconvert(), "hi"_a, "thresholds"_a.noconvert().none(), "arg"_a,
         "op"_a, "Raise the CPU core's ValueError for thresholds out of order or labels outside [0, hi] (host arrays).");
 #ifdef RECOPS_WITH_CUDA

@@ -44,6 +44,7 @@ NB_MODULE(_C, m) {
   err["too_long"] = int{recops::kErrTooLong};
   err["bad_index"] = int{recops::kErrBadIndex};
   err["bad_order"] = int{recops::kErrBadOrder};
+  err["non_finite"] = int{recops::kErrNonFinite};
   meta["weight_offset"] = int{emb::kWeightOffset};
   meta["row_offset"] = int{emb::kRowOffset};
   meta["num_rows"] = int{emb::kNumRows};

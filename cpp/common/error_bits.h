@@ -14,6 +14,7 @@ enum ErrorBits : int32_t {
   kErrTooLong = 2,     // a sequence is longer than the padded length where truncation is not allowed
   kErrBadIndex = 4,    // an index is out of range
   kErrBadOrder = 8,    // values that must be strictly increasing are not (ordinal thresholds)
+  kErrNonFinite = 16,  // a value that must be finite is not (sampled-softmax log_q)
 };
 
 }  // namespace recops

@@ -69,7 +69,7 @@ void sampled_softmax_negatives(int64_t rows, int64_t m, int64_t num_items, uint6
 }
 
 template <typename T>
-void check_sampled_softmax(const SampledSoftmaxParams& p) {
+void check_sampled_softmax_sizes(const SampledSoftmaxParams& p) {
   RECOPS_CHECK(p.num_rows >= 0 && p.dim >= 0 && p.num_items >= 0 && p.num_negatives >= 0, kOp,
                ": sizes must be non-negative, got L=", p.num_rows, " D=", p.dim, " V=", p.num_items, " M=",
                p.num_negatives);
@@ -83,6 +83,11 @@ void check_sampled_softmax(const SampledSoftmaxParams& p) {
   checked_mul(p.num_rows, p.dim, kOp, "queries size");
   checked_mul(p.num_items, p.dim, kOp, "items size");
   num_candidates(p);
+}
+
+template <typename T>
+void check_sampled_softmax(const SampledSoftmaxParams& p) {
+  check_sampled_softmax_sizes<T>(p);
   check_ids("positives", p.positives, p.num_rows, p.num_items);
   if (p.negatives) {
     check_ids("negatives", p.negatives, p.per_row ? checked_mul(p.num_rows, p.num_negatives, kOp) : p.num_negatives,
@@ -122,6 +127,7 @@ void sampled_softmax_backward(const SampledSoftmaxParams& p, int num_threads) {
 
 #define RECOPS_SSM_INSTANTIATE(T)                                                  \
   template void check_sampled_softmax<T>(const SampledSoftmaxParams&);             \
+  template void check_sampled_softmax_sizes<T>(const SampledSoftmaxParams&);       \
   template void sampled_softmax_forward<T>(const SampledSoftmaxParams&, int);      \
   template void sampled_softmax_backward<T>(const SampledSoftmaxParams&, int);
 RECOPS_SSM_INSTANTIATE(float)

@@ -16,9 +16,15 @@
 //
 // Validation (std::invalid_argument -> ValueError, before anything is written): sizes (and the scratch size,
 // overflow-checked), every id in [0, V), inv_temperature > 0 and finite in T, log_q finite.
+//
+// CUDA (float32): cuda/losses/losses_cuda.h, same candidates and formulas; the binding runs the data-free part
+// of the validation (check_sampled_softmax_sizes) on the host, the kernels flag bad ids and a non-finite log_q
+// on the device and the Python op reruns check_sampled_softmax on host copies to raise the same ValueError.
 #pragma once
 
 #include <cstdint>
+
+#include "losses/sampled_softmax_ids.h"  // negative_id (host and device)
 
 namespace recops::losses {
 
@@ -45,23 +51,17 @@ struct SampledSoftmaxParams {
   void* grad_items = nullptr;        // [V, D] T (backward; fully written)
 };
 
-// The j-th generated negative of row `row`: uniform in [0, num_items) from a counter-based hash of
-// (seed, row, j) (splitmix64 finaliser, then Lemire's multiply-shift). The same on every ISA and thread count.
-inline int64_t negative_id(uint64_t seed, int64_t row, int64_t j, int64_t num_items) {
-  uint64_t x = seed + 0x9E3779B97F4A7C15ull * (static_cast<uint64_t>(row) * 0x100000001B3ull +
-                                                static_cast<uint64_t>(j) + 1);
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  x ^= x >> 31;
-  return static_cast<int64_t>((static_cast<unsigned __int128>(x) * static_cast<uint64_t>(num_items)) >> 64);
-}
-
 // The ids negative_id gives for rows [0, rows) and j in [0, m): out [rows, m] (for references and tests).
 void sampled_softmax_negatives(int64_t rows, int64_t m, int64_t num_items, uint64_t seed, int64_t* out);
 
 // Throws for bad sizes, ids, temperature or log_q (run by both entry points).
 template <typename T>
 void check_sampled_softmax(const SampledSoftmaxParams& p);
+
+// The checks of check_sampled_softmax that read no id or log_q (its first ones, in its order): sizes, their
+// overflow, temperature, at least 1 item. Run on the host before a CUDA launch, whose arrays are on the device.
+template <typename T>
+void check_sampled_softmax_sizes(const SampledSoftmaxParams& p);
 
 template <typename T>
 void sampled_softmax_forward(const SampledSoftmaxParams& p, int num_threads);

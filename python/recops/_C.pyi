@@ -71,12 +71,12 @@ def gnolr_loss(cos: NDArray, gamma: NDArray, thresholds: NDArray, levels: NDArra
     GNOLR loss into loss [B] or [1]; with grad_cos/grad_gamma/grad_thresholds also its gradient.
     """
 
-def sampled_softmax_forward(queries: NDArray, items: NDArray, positives: NDArray, negatives: NDArray | None, log_q: NDArray | None, *, num_negatives: int, generate: bool, seed: int, inv_temperature: float, in_batch: bool, remove_accidental_hits: bool, loss: NDArray, lse: NDArray, num_threads: int = 1) -> None:
+def sampled_softmax_forward(queries: NDArray, items: NDArray, positives: NDArray, negatives: NDArray | None, log_q: NDArray | None, *, num_negatives: int, generate: bool, seed: int, inv_temperature: float, in_batch: bool, remove_accidental_hits: bool, loss: NDArray, lse: NDArray, num_threads: int = 1, stream: int = 0, error_flag: NDArray | None = None) -> None:
     """
     Per-row sampled-softmax loss [L] and log-sum-exp [L] (cpp/losses/sampled_softmax.h).
     """
 
-def sampled_softmax_backward(grad_loss: NDArray, queries: NDArray, items: NDArray, positives: NDArray, negatives: NDArray | None, log_q: NDArray | None, lse: NDArray, *, num_negatives: int, generate: bool, seed: int, inv_temperature: float, in_batch: bool, remove_accidental_hits: bool, grad_queries: NDArray, grad_items: NDArray, num_threads: int = 1) -> None:
+def sampled_softmax_backward(grad_loss: NDArray, queries: NDArray, items: NDArray, positives: NDArray, negatives: NDArray | None, log_q: NDArray | None, lse: NDArray, *, num_negatives: int, generate: bool, seed: int, inv_temperature: float, in_batch: bool, remove_accidental_hits: bool, grad_queries: NDArray, grad_items: NDArray, num_threads: int = 1, stream: int = 0, error_flag: NDArray | None = None) -> None:
     """
     Gradient of the per-row sampled-softmax loss w.r.t. queries [L, D] and items [V, D] (fully written).
     """
@@ -84,6 +84,11 @@ def sampled_softmax_backward(grad_loss: NDArray, queries: NDArray, items: NDArra
 def sampled_softmax_negatives(rows: int, m: int, num_items: int, seed: int, out: NDArray) -> None:
     """
     The ids the kernel draws for rows [0, rows) with num_negatives = m: out [rows, m].
+    """
+
+def check_sampled_softmax(positives: NDArray, negatives: NDArray | None, log_q: NDArray | None, *, dim: int, num_items: int, num_negatives: int, generate: bool, inv_temperature: float, in_batch: bool) -> None:
+    """
+    Raise the CPU core's ValueError for bad sizes, ids out of [0, num_items) or a non-finite log_q (host arrays).
     """
 
 def check_ordinal(labels: NDArray, hi: int, thresholds: NDArray | None, arg: str, op: str) -> None:

@@ -100,6 +100,32 @@ def test_embedding_offsets_and_indices(index_dtype):
     assert re.search(r"feature 'b' indices\[0\] must be in \[0, 20\), got 25", msg)
 
 
+def test_sampled_softmax_ids_and_log_q():
+    q, items, log_q = torch.randn(3, 4), torch.randn(10, 4), torch.zeros(10)
+    kw = dict(dim=4, num_items=10, num_negatives=2, generate=False, inv_temperature=1.0, in_batch=False)
+    pos, shared = torch.tensor([0, 11, 2]), torch.tensor([1, 2])
+    msg = _same(lambda: recops.ops.sampled_softmax_loss(q, pos, items, shared),
+                lambda: _C.check_sampled_softmax(pos, shared, None, **kw))
+    assert "positives[1]" in msg
+    pos, per_row = torch.tensor([0, 1, 2]), torch.tensor([[1, 2], [3, 4], [5, -1]])
+    msg = _same(lambda: recops.ops.sampled_softmax_loss(q, pos, items, per_row),
+                lambda: _C.check_sampled_softmax(pos, per_row, None, **kw))
+    assert "negatives[5] must be in [0, 10), got -1" in msg
+    bad_q = log_q.index_fill(0, torch.tensor([7]), float("inf"))
+    msg = _same(lambda: recops.ops.sampled_softmax_loss(q, pos, items, shared, log_q=bad_q),
+                lambda: _C.check_sampled_softmax(pos, shared, bad_q, **kw))
+    assert "log_q[7] must be finite, got inf" in msg
+    msg = _same(lambda: recops.ops.sampled_softmax_loss(q[:0], pos[:0], items, torch.tensor([3, 10])),
+                lambda: _C.check_sampled_softmax(pos[:0], torch.tensor([3, 10]), None, **kw))
+    assert "negatives[1]" in msg  # no rows: the shared ids are checked all the same
+    gen = dict(kw, num_items=0, generate=True)
+    msg = _same(lambda: recops.ops.sampled_softmax_loss(q, pos, items[:0], num_negatives=2, seed=1),
+                lambda: _C.check_sampled_softmax(pos, None, None, **gen))
+    assert "items must have at least 1 row" in msg
+    _C.check_sampled_softmax(pos, shared, log_q.double(), **kw)  # valid: no exception
+    _C.check_sampled_softmax(pos, None, None, **dict(kw, generate=True))
+
+
 def test_launch_raise_errors_reruns_the_validator():
     calls = []
 
@@ -126,8 +152,8 @@ def test_launch_raise_errors_reruns_the_validator():
 
 
 def test_error_bits_and_codes_exported_by_name():
-    assert set(_C.ERROR_BITS) == {"bad_offsets", "too_long", "bad_index", "bad_order"}
-    assert len(set(_C.ERROR_BITS.values())) == 4
+    assert set(_C.ERROR_BITS) == {"bad_offsets", "too_long", "bad_index", "bad_order", "non_finite"}
+    assert len(set(_C.ERROR_BITS.values())) == 5
     assert all(v & (v - 1) == 0 for v in _C.ERROR_BITS.values())  # one bit each
     cols = _C.EMBEDDING_META_COLUMNS
     assert sorted(cols.values()) == list(range(_C.EMBEDDING_META_NUM_COLUMNS))

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Fused sampled softmax vs the plain-PyTorch reference: a shape sweep over every negative mode, gradients,
-edge cases, errors, determinism, the generated negatives, opcheck, torch.compile and every CPU ISA path."""
+edge cases, errors, determinism, the generated negatives, opcheck, torch.compile and every CPU ISA path; on a
+CUDA device, the CUDA kernels against the CPU op (values, gradients, the drawn ids, errors, determinism)."""
 
 import itertools
 import math
@@ -81,7 +82,7 @@ def _run(fn, q, pos, items, neg, kw, grad_seed=0, dtype=None):
     kw = {k: (v.to(q.dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v) for k, v in kw.items()}
     out = fn(q, pos, items, neg, **kw)
     g = torch.randn(out.shape, generator=torch.Generator().manual_seed(grad_seed), dtype=torch.float64)
-    gq, gi = torch.autograd.grad(out, (q, items), g.to(out.dtype))
+    gq, gi = torch.autograd.grad(out, (q, items), g.to(device=out.device, dtype=out.dtype))
     return out.detach(), gq, gi
 
 
@@ -588,3 +589,169 @@ def test_isa_path_matches_ref(isa, isa_runs):
     if ran != isa:
         assert isa != "generic" and ran in ("generic", "avx2")
         pytest.skip(f"this CPU has no {isa}: the {ran} path ran (and matched the reference)")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# CUDA kernels against the CPU op (float32; skipped without a CUDA device and a CUDA build of recops)
+
+CUDA_OK = recops.has_cuda() and torch.cuda.is_available()
+cuda_only = pytest.mark.skipif(not CUDA_OK, reason="needs a CUDA device and a CUDA build of recops")
+
+# L = 0 / 1 / 7 / 300 (C up to 428 with in_batch); D = 1 and 50 (scalar dot), 64 (float4), 2000 (forward query
+# in shared memory, backward from global memory) and 4000 (both from global memory); V = 1 .. 3706
+CUDA_SHAPES = [(0, 8, 50, 3), (1, 1, 1, 0), (7, 50, 3706, 17), (300, 64, 2, 128), (40, 2000, 60, 9),
+               (33, 4000, 100, 5)]
+
+
+def _on(device, q, pos, items, neg, kw, grad_seed=0):
+    """_run of the fused op in float32 with every tensor on `device`; the results on the CPU."""
+    kw = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in kw.items()}
+    out = _run(sampled_softmax_loss, q.to(device), pos.to(device), items.to(device),
+               None if neg is None else neg.to(device), kw, grad_seed=grad_seed, dtype=torch.float32)
+    return tuple(t.cpu() for t in out)
+
+
+@cuda_only
+@pytest.mark.cuda
+@pytest.mark.parametrize("shape", CUDA_SHAPES, ids=lambda s: "L%d-D%d-V%d-M%d" % s)
+def test_cuda_matches_cpu(shape):
+    """Loss and both gradients of the CUDA kernels against the CPU op on the same float32 inputs, every mode,
+    a complementary pair of option sets per mode (so every shape meets all 8), the reduction rotating."""
+    L, D, V, M = shape
+    si = CUDA_SHAPES.index(shape)
+    q, pos, items, log_q, shared, per_row = _inputs(L, D, V, M, torch.float32, seed=si)
+    for mi, mode in enumerate(MODES):
+        (neg, kw), _ = _mode(mode, L, M, V, shared, per_row)
+        for oi in (mi % 4, 7 - mi % 4):
+            use_log_q, hits, temperature = OPTIONS[oi]
+            opts = dict(kw, temperature=temperature, log_q=log_q if use_log_q else None, remove_accidental_hits=hits,
+                        reduction=REDUCTIONS[(si + mi + oi) % 3])
+            want = _on("cpu", q, pos, items, neg, opts, grad_seed=oi)
+            got = _on("cuda", q, pos, items, neg, opts, grad_seed=oi)
+            _assert_all_close(got, want, torch.float32)
+            if L == 0:
+                assert torch.equal(got[2], torch.zeros(V, D))
+
+
+@cuda_only
+@pytest.mark.cuda
+@pytest.mark.parametrize("V", [60, 3_000_017])
+@pytest.mark.parametrize("in_batch", [False, True])
+def test_cuda_generated_equals_explicit_per_row(V, in_batch):
+    """The ids drawn on the device are the CPU's negative_id bit for bit: drawing them in the kernel gives the
+    same loss and query gradient, bitwise, as passing the host-drawn ids as per-row negatives (a differing id
+    would score another random item)."""
+    L, M, D = 40, 9, 2 if V > 1000 else 8
+    q, pos, items, log_q, _, _ = _inputs(L, D, V, M, torch.float32)
+    kw = dict(log_q=log_q, in_batch=in_batch, temperature=0.3)
+    gen = _on("cuda", q, pos, items, None, dict(kw, num_negatives=M, seed=77))
+    explicit = _on("cuda", q, pos, items, ref.generated_negatives(L, M, V, 77), kw)
+    assert torch.equal(gen[0], explicit[0]) and torch.equal(gen[1], explicit[1])
+    torch.testing.assert_close(gen[2], explicit[2], rtol=1e-5, atol=1e-6)  # float atomics: order-dependent
+
+
+@cuda_only
+@pytest.mark.cuda
+def test_cuda_deterministic_loss_and_query_gradient():
+    """Same seed: the loss and the query gradient are bitwise the same from call to call (fixed per-lane order and
+    shuffle tree); the item gradient is accumulated with float atomics (documented: equal to rounding only)."""
+    q, pos, items, log_q, _, _ = _inputs(300, 16, 500, 0, torch.float32, seed=3)
+    kw = dict(num_negatives=20, seed=7, log_q=log_q, in_batch=True, reduction="sum")
+    a, b = _on("cuda", q, pos, items, None, kw), _on("cuda", q, pos, items, None, kw)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    torch.testing.assert_close(a[2], b[2], rtol=1e-5, atol=1e-6)
+
+
+def _cuda_error_cases():
+    """(args, kwargs) of float32 calls the CPU op rejects after reading ids or log_q (the device flags them), and
+    one rejected by the size checks the binding runs on the host."""
+    q, pos, items, log_q, shared, per_row = _inputs(5, 4, 10, 3, torch.float32)
+    nan_at_3 = log_q.index_fill(0, torch.tensor([3]), float("nan"))
+    return [
+        ((q, torch.tensor([0, 1, 2, 3, 10]), items, shared), {}),
+        ((q, torch.tensor([0, 1, -1, 3, 1]), items), dict(in_batch=True)),
+        ((q, torch.tensor([0, 2**40, 2, 3, 1]), items), dict(num_negatives=2, seed=3)),
+        ((q, torch.tensor([-2**31, 0, 0, 0, 0], dtype=torch.int32), items), {}),
+        ((q, pos, items, torch.tensor([0, -3, 1])), {}),
+        ((q, pos, items, torch.tensor([2**40, 1, 1])), dict(in_batch=True)),
+        ((q, pos, items, per_row.index_put((torch.tensor(4), torch.tensor(2)), torch.tensor(10))), {}),
+        ((q, pos, items, shared), dict(log_q=nan_at_3)),
+        ((q, pos, items, shared), dict(log_q=log_q.index_fill(0, torch.tensor([9]), float("inf")))),
+        ((q[:0], pos[:0], items, torch.tensor([0, 10, 1])), {}),  # L = 0: the shared ids are still checked
+        ((q[:0], pos[:0], items), dict(log_q=nan_at_3)),
+        ((q, pos, items[:0]), dict(num_negatives=2, seed=1)),  # V = 0: checked on the host before the launch
+    ]
+
+
+def _value_error(fn) -> str:
+    with pytest.raises(ValueError) as e:
+        fn()
+    return str(e.value)
+
+
+@cuda_only
+@pytest.mark.cuda
+@pytest.mark.parametrize("case", range(len(_cuda_error_cases())))
+def test_cuda_bad_input_raises_the_cpu_error(case):
+    """The device flags the bad id / log_q value, Launch reruns the core's checks on host copies: the CUDA op
+    raises the CPU op's ValueError word for word, from the forward and from a direct backward call."""
+    args, kwargs = _cuda_error_cases()[case]
+    cuda_args = [t.cuda() if isinstance(t, torch.Tensor) else t for t in args]
+    cuda_kwargs = {k: (v.cuda() if isinstance(v, torch.Tensor) else v) for k, v in kwargs.items()}
+    cpu = _value_error(lambda: sampled_softmax_loss(*args, **kwargs))
+    assert cpu == _value_error(lambda: sampled_softmax_loss(*cuda_args, **cuda_kwargs))
+    q, pos, items = cuda_args[:3]
+    neg = cuda_args[3] if len(cuda_args) > 3 else None
+    m = kwargs.get("num_negatives", 0 if neg is None else neg.shape[-1])
+    rows = q.shape[0]
+    bwd = torch.ops.recops.sampled_softmax_backward.default
+    assert cpu == _value_error(lambda: bwd(torch.ones(rows, device="cuda"), q, items, pos, neg,
+                                           cuda_kwargs.get("log_q"), torch.zeros(rows, device="cuda"), m,
+                                           kwargs.get("seed", 0), 1.0, kwargs.get("in_batch", False), True))
+
+
+@cuda_only
+@pytest.mark.cuda
+def test_cuda_bad_ids_are_never_read():
+    """With the checks off nothing raises and no kernel reads out of bounds (a bad id is masked): the call, its
+    backward and a synchronisation complete, and the rows that never meet a bad id match the CPU op."""
+    q, pos, items, _, _, _ = _inputs(6, 8, 20, 3, torch.float32)
+    bad_pos = pos.clone()
+    bad_pos[5] = 2**40
+    neg = torch.tensor([[1, 2, 3]] * 5 + [[-7, 2**50, 4]])
+    recops.set_checks(False)
+    try:
+        loss, gq, _ = _on("cuda", q, bad_pos, items, neg, dict(reduction="none"))
+        torch.cuda.synchronize()
+    finally:
+        recops.set_checks(True)
+    want, want_gq, _ = _on("cpu", q[:5], pos[:5], items, neg[:5], dict(reduction="none"))
+    torch.testing.assert_close(loss[:5], want, rtol=3e-5, atol=3e-5)
+    torch.testing.assert_close(gq[:5], want_gq, rtol=2e-3, atol=2e-3)
+
+
+@cuda_only
+@pytest.mark.cuda
+def test_cuda_float64_runs_the_reference():
+    """float64 on CUDA has no fused kernel: the plain-PyTorch composition runs (the CPU op's values)."""
+    q, pos, items, log_q, shared, _ = _inputs(9, 8, 30, 5)
+    kw = dict(in_batch=True, temperature=0.5, reduction="none")
+    got = _run(sampled_softmax_loss, q.cuda(), pos.cuda(), items.cuda(), shared.cuda(), dict(kw, log_q=log_q.cuda()))
+    want = _run(sampled_softmax_loss, q, pos, items, shared, dict(kw, log_q=log_q))
+    _assert_all_close(tuple(t.cpu() for t in got), want, torch.float64)
+
+
+@cuda_only
+@pytest.mark.cuda
+def test_cuda_opcheck():
+    q, pos, items, log_q, shared, per_row = (t.cuda() for t in _inputs(20, 8, 30, 4, torch.float32))
+    qg, ig = q.requires_grad_(), items.requires_grad_()
+    samples = [(qg, ig, pos, shared, log_q, 4, 0, 0.5, False, True),
+               (qg, ig, pos.int(), None, None, 5, 123, 1.0, True, False),
+               (qg, ig, pos, per_row, log_q, 4, 0, 2.0, True, True)]
+    for args in samples:
+        torch.library.opcheck(torch.ops.recops.sampled_softmax.default, args)
+        _, lse = torch.ops.recops.sampled_softmax(*args)
+        plain = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]
+        torch.library.opcheck(torch.ops.recops.sampled_softmax_backward.default,
+                              (torch.randn(20, device="cuda"), *plain[:5], lse.detach(), *plain[5:]))

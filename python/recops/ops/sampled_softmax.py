@@ -13,11 +13,12 @@ import torch
 from torch import Tensor
 
 from .._runtime import core as _C
-from .._runtime import check_same_device, num_threads
+from .._runtime import Launch, check_same_device, num_threads
 from . import sampled_softmax_ref as _ref
 
 _OP = "sampled_softmax_loss"
 _REDUCTIONS = ("none", "sum", "mean")
+_HAS_CUDA = _C.has_cuda()  # read once: a constant under torch.compile
 
 
 def _int_arg(name: str, value) -> int:
@@ -83,6 +84,34 @@ def _core_args(queries, items, positives, negatives, log_q, num_negatives, seed,
                  in_batch=in_batch, remove_accidental_hits=remove_accidental_hits))
 
 
+def _fused_cuda(queries: Tensor) -> bool:
+    """Whether queries' call runs the fused CUDA kernels: a CUDA build of recops, CUDA tensors, float32 (off the
+    CPU anything else, float64 on CUDA included, runs the plain-PyTorch composition)."""
+    return _HAS_CUDA and queries.is_cuda and queries.dtype == torch.float32
+
+
+def _call(kernel, args, kw, lead=(), trail=(), **out) -> None:
+    """kernel(*lead, *args, *trail, **kw, **out) (a _C sampled-softmax entry point, args from _core_args): on the
+    CPU directly, on CUDA through Launch, whose device error flag (an id outside [0, V), a non-finite log_q)
+    becomes the CPU core's ValueError: `recheck` reruns its checks on host copies."""
+    queries, items, positives, negatives, log_q = args
+    if not queries.is_cuda:
+        kernel(*lead, *args, *trail, **kw, **out, num_threads=num_threads())
+        return
+
+    def recheck():
+        _C.check_sampled_softmax(positives.cpu(), None if negatives is None else negatives.cpu(),
+                                 None if log_q is None else log_q.cpu(), dim=queries.shape[1],
+                                 num_items=items.shape[0], num_negatives=kw["num_negatives"],
+                                 generate=kw["generate"], inv_temperature=kw["inv_temperature"],
+                                 in_batch=kw["in_batch"])
+
+    with Launch(queries, _OP, recheck) as launch:
+        kernel(*lead, *args, *trail, **kw, **out, num_threads=num_threads(), stream=launch.stream,
+               error_flag=launch.flag)
+    launch.raise_errors()
+
+
 @torch.library.custom_op("recops::sampled_softmax", mutates_args=())
 def _sampled_softmax(queries: Tensor, items: Tensor, positives: Tensor, negatives: Optional[Tensor],
                      log_q: Optional[Tensor], num_negatives: int, seed: int, temperature: float, in_batch: bool,
@@ -93,7 +122,7 @@ def _sampled_softmax(queries: Tensor, items: Tensor, positives: Tensor, negative
     lse = queries.new_empty(queries.shape[0])
     args, kw = _core_args(queries, items, positives, negatives, log_q, num_negatives, seed, temperature, in_batch,
                           remove_accidental_hits)
-    _C.sampled_softmax_forward(*args, **kw, loss=loss, lse=lse, num_threads=num_threads())
+    _call(_C.sampled_softmax_forward, args, kw, loss=loss, lse=lse)
     return loss, lse
 
 
@@ -120,8 +149,8 @@ def _sampled_softmax_backward(grad_loss: Tensor, queries: Tensor, items: Tensor,
     gi = torch.empty_like(items, memory_format=torch.contiguous_format)
     args, kw = _core_args(queries, items, positives, negatives, log_q, num_negatives, seed, temperature, in_batch,
                           remove_accidental_hits)
-    _C.sampled_softmax_backward(grad_loss.contiguous(), *args, lse.contiguous(), **kw, grad_queries=gq,
-                                grad_items=gi, num_threads=num_threads())
+    _call(_C.sampled_softmax_backward, args, kw, lead=(grad_loss.contiguous(),), trail=(lse.contiguous(),),
+          grad_queries=gq, grad_items=gi)
     return gq, gi
 
 
@@ -177,7 +206,11 @@ def sampled_softmax_loss(queries: Tensor, positives: Tensor, items: Tensor, nega
 
     Returns:
         The loss (scalar, or [L] for reduction "none"); differentiable w.r.t. queries and items.
-        On CUDA the same result comes from the plain-PyTorch composition (the fused kernel is CPU-only for now).
+        On CUDA, float32 runs the fused CUDA kernels (cuda/losses/losses_cuda.h; float32 math; the same candidates
+        and masking, bad ids and a non-finite log_q raise the CPU's ValueError). Their item gradient is
+        accumulated with float atomics, so unlike the CPU's it is not bitwise reproducible from run to run (the
+        loss and the query gradient are). float64 on CUDA, and CUDA tensors with a CPU-only build of recops, use
+        the plain-PyTorch composition (sampled_softmax_ref).
     """
     if reduction not in _REDUCTIONS:
         raise ValueError(f"{_OP}: reduction must be 'none', 'sum' or 'mean', got {reduction!r}")
@@ -188,7 +221,7 @@ def sampled_softmax_loss(queries: Tensor, positives: Tensor, items: Tensor, nega
     if negatives is None and m > 0 and seed is None:
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
     seed = 0 if seed is None else _int_arg("seed", seed)
-    if queries.device.type != "cpu":
+    if queries.device.type != "cpu" and not _fused_cuda(queries):
         if negatives is None and m > 0:
             negatives = _ref.generated_negatives(queries.shape[0], m, items.shape[0], seed).to(queries.device)
         return _ref.sampled_softmax_loss(queries, positives, items, negatives, temperature=temperature, log_q=log_q,
