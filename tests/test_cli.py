@@ -6,6 +6,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -322,7 +323,7 @@ def test_out_in_a_read_only_folder(tmp_path, capsys, no_training, monkeypatch):
         def refused(**kwargs):
             raise PermissionError(13, "Permission denied", kwargs["dir"])
 
-        monkeypatch.setattr(cli.tempfile, "NamedTemporaryFile", refused)
+        monkeypatch.setattr(tempfile, "NamedTemporaryFile", refused)
     try:
         with pytest.raises(SystemExit):
             cli.main(["train", "--out", str(ro / "run")])

@@ -744,14 +744,4 @@ def test_cuda_float64_runs_the_reference():
 @cuda_only
 @pytest.mark.cuda
 def test_cuda_opcheck():
-    q, pos, items, log_q, shared, per_row = (t.cuda() for t in _inputs(20, 8, 30, 4, torch.float32))
-    qg, ig = q.requires_grad_(), items.requires_grad_()
-    samples = [(qg, ig, pos, shared, log_q, 4, 0, 0.5, False, True),
-               (qg, ig, pos.int(), None, None, 5, 123, 1.0, True, False),
-               (qg, ig, pos, per_row, log_q, 4, 0, 2.0, True, True)]
-    for args in samples:
-        torch.library.opcheck(torch.ops.recops.sampled_softmax.default, args)
-        _, lse = torch.ops.recops.sampled_softmax(*args)
-        plain = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]
-        torch.library.opcheck(torch.ops.recops.sampled_softmax_backward.default,
-                              (torch.randn(20, device="cuda"), *plain[:5], lse.detach(), *plain[5:]))
+    _opcheck_both_ops("cuda")
