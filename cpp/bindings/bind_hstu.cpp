@@ -144,12 +144,13 @@ void dispatch([[maybe_unused]] const char* op, const Array& q, const Params& a, 
 
 void hstu_attention_fwd(Array q, Array k, Array v, Array offsets, int64_t max_seq_len, double alpha, double scale,
                         Opt row_scale, Opt num_targets, int64_t contextual_len, int64_t max_attn_len, Opt pos_bias,
-                        Opt timestamps, Opt time_bias, double time_bucket_base, Array out, int num_threads,
-                        uintptr_t stream, Opt error_flag) {
+                        Opt timestamps, Opt time_bias, double time_bucket_base, Array out, bool causal,
+                        int num_threads, uintptr_t stream, Opt error_flag) {
   constexpr const char* op = "hstu_attention";
   hstu::HstuFwdParams a;
   fill_params(a, op, q, k, v, offsets, max_seq_len, alpha, scale, row_scale, num_targets, contextual_len,
               max_attn_len, pos_bias, timestamps, time_bias, time_bucket_base, error_flag);
+  a.causal = causal;
   a.out = out_ptr(op, "out", out, q, a.total_len, a.num_heads, a.dv);
   dispatch(op, q, a, [&](const auto& p, auto tag) { hstu::hstu_attention_fwd<decltype(tag)>(p, num_threads); },
            RECOPS_CUDA_FN(cuda::launch_hstu_attention_fwd), stream);
@@ -158,12 +159,13 @@ void hstu_attention_fwd(Array q, Array k, Array v, Array offsets, int64_t max_se
 void hstu_attention_bwd(Array grad_out, Array q, Array k, Array v, Array offsets, int64_t max_seq_len,
                         double alpha, double scale, Opt row_scale, Opt num_targets, int64_t contextual_len,
                         int64_t max_attn_len, Opt pos_bias, Opt timestamps, Opt time_bias, double time_bucket_base,
-                        Array dq, Array dk, Array dv, Opt d_pos_bias, Opt d_time_bias, int num_threads,
-                        uintptr_t stream, Opt error_flag) {
+                        Array dq, Array dk, Array dv, Opt d_pos_bias, Opt d_time_bias, bool causal,
+                        int num_threads, uintptr_t stream, Opt error_flag) {
   constexpr const char* op = "hstu_attention_backward";
   hstu::HstuBwdParams a;
   fill_params(a, op, q, k, v, offsets, max_seq_len, alpha, scale, row_scale, num_targets, contextual_len,
               max_attn_len, pos_bias, timestamps, time_bias, time_bucket_base, error_flag);
+  a.causal = causal;
   const int64_t L = a.total_len, H = a.num_heads;
   a.grad_out = out_ptr(op, "grad_out", grad_out, q, L, H, a.dv);
   a.dq = out_ptr(op, "dq", dq, q, L, H, a.dqk);
@@ -173,6 +175,70 @@ void hstu_attention_bwd(Array grad_out, Array q, Array k, Array v, Array offsets
   a.d_time_bias = bias_grad_ptr(op, "d_time_bias", time_bias, d_time_bias, q, a.num_buckets);
   dispatch(op, q, a, [&](const auto& p, auto tag) { hstu::hstu_attention_bwd<decltype(tag)>(p, num_threads); },
            RECOPS_CUDA_FN(cuda::launch_hstu_attention_bwd), stream);
+}
+
+// [L, H] (the softmax rows' log-sum-exp), contiguous: q's dtype on the CPU, float32 on CUDA.
+void* lse_ptr(const char* op, const Array& lse, const Array& ref, int64_t L, int64_t H) {
+  check_same_device(op, "lse", lse, "q", ref);
+  if (is_cuda(ref)) {
+    if (lse.dtype() != nb::dtype<float>()) type_error(op, ": lse must be float32 on cuda");
+  } else {
+    check_same_dtype(op, "lse", lse, "q", ref);
+  }
+  check_ndim(op, "lse", lse, 2);
+  check_dim(op, "lse", lse, 0, L);
+  check_dim(op, "lse", lse, 1, H);
+  check_contiguous(op, "lse", lse);
+  return lse.data();
+}
+
+// The softmax fields of the parameters (the rest is fill_params with no biases, alpha = the score scale).
+void fill_softmax(hstu::HstuFwdParams& a, const char* op, const Array& q, const Array& k, const Array& v,
+                  const Array& offsets, int64_t max_seq_len, double scale, const Opt& num_targets,
+                  int64_t contextual_len, int64_t max_attn_len, bool causal, double dropout_p, uint64_t seed,
+                  const Opt& error_flag) {
+  fill_params(a, op, q, k, v, offsets, max_seq_len, scale, 1.0, std::nullopt, num_targets, contextual_len,
+              max_attn_len, std::nullopt, std::nullopt, std::nullopt, 0.301, error_flag);
+  if (!(dropout_p >= 0.0 && dropout_p < 1.0)) {
+    value_error(op, ": dropout_p must be in [0, 1), got ", std::to_string(dropout_p));
+  }
+  a.kind = hstu::AttnKind::kSoftmax;
+  a.causal = causal;
+  a.dropout_p = dropout_p;
+  a.seed = seed;
+}
+
+void jagged_attention_fwd(Array q, Array k, Array v, Array offsets, int64_t max_seq_len, double scale,
+                          Opt num_targets, int64_t contextual_len, int64_t max_attn_len, bool causal,
+                          double dropout_p, uint64_t seed, Array out, Array lse, int num_threads, uintptr_t stream,
+                          Opt error_flag) {
+  constexpr const char* op = "jagged_attention";
+  hstu::HstuFwdParams a;
+  fill_softmax(a, op, q, k, v, offsets, max_seq_len, scale, num_targets, contextual_len, max_attn_len, causal,
+               dropout_p, seed, error_flag);
+  a.out = out_ptr(op, "out", out, q, a.total_len, a.num_heads, a.dv);
+  a.lse = lse_ptr(op, lse, q, a.total_len, a.num_heads);
+  dispatch(op, q, a, [&](const auto& p, auto tag) { hstu::hstu_attention_fwd<decltype(tag)>(p, num_threads); },
+           RECOPS_CUDA_FN(cuda::launch_jagged_attention_fwd), stream);
+}
+
+void jagged_attention_bwd(Array grad_out, Array q, Array k, Array v, Array out, Array lse, Array offsets,
+                          int64_t max_seq_len, double scale, Opt num_targets, int64_t contextual_len,
+                          int64_t max_attn_len, bool causal, double dropout_p, uint64_t seed, Array dq, Array dk,
+                          Array dv, int num_threads, uintptr_t stream, Opt error_flag) {
+  constexpr const char* op = "jagged_attention_backward";
+  hstu::HstuBwdParams a;
+  fill_softmax(a, op, q, k, v, offsets, max_seq_len, scale, num_targets, contextual_len, max_attn_len, causal,
+               dropout_p, seed, error_flag);
+  const int64_t L = a.total_len, H = a.num_heads;
+  a.out = out_ptr(op, "out", out, q, L, H, a.dv);
+  a.lse = lse_ptr(op, lse, q, L, H);
+  a.grad_out = out_ptr(op, "grad_out", grad_out, q, L, H, a.dv);
+  a.dq = out_ptr(op, "dq", dq, q, L, H, a.dqk);
+  a.dk = out_ptr(op, "dk", dk, q, L, H, a.dqk);
+  a.dv_out = out_ptr(op, "dv", dv, q, L, H, a.dv);
+  dispatch(op, q, a, [&](const auto& p, auto tag) { hstu::hstu_attention_bwd<decltype(tag)>(p, num_threads); },
+           RECOPS_CUDA_FN(cuda::launch_jagged_attention_bwd), stream);
 }
 
 void check_hstu(Array offsets, int64_t total_len, int64_t max_seq_len, Opt num_targets, const char* op) {
@@ -191,7 +257,8 @@ void bind_hstu(nb::module_& m) {
         "offsets"_a.noconvert(), "max_seq_len"_a, "alpha"_a, "scale"_a, "row_scale"_a.noconvert().none(),
         "num_targets"_a.noconvert().none(), "contextual_len"_a, "max_attn_len"_a, "pos_bias"_a.noconvert().none(),
         "timestamps"_a.noconvert().none(), "time_bias"_a.noconvert().none(), "time_bucket_base"_a,
-        "out"_a.noconvert(), "num_threads"_a = 1, "stream"_a = 0, "error_flag"_a.noconvert() = nb::none(),
+        "out"_a.noconvert(), "causal"_a = true, "num_threads"_a = 1, "stream"_a = 0,
+        "error_flag"_a.noconvert() = nb::none(),
         "HSTU attention forward into out [L, H, dv] (see cpp/hstu/hstu_attention.h).");
   m.def("hstu_attention_bwd", &hstu_attention_bwd, "grad_out"_a.noconvert(), "q"_a.noconvert(),
         "k"_a.noconvert(), "v"_a.noconvert(), "offsets"_a.noconvert(), "max_seq_len"_a, "alpha"_a, "scale"_a,
@@ -199,8 +266,19 @@ void bind_hstu(nb::module_& m) {
         "max_attn_len"_a, "pos_bias"_a.noconvert().none(), "timestamps"_a.noconvert().none(),
         "time_bias"_a.noconvert().none(), "time_bucket_base"_a, "dq"_a.noconvert(), "dk"_a.noconvert(),
         "dv"_a.noconvert(), "d_pos_bias"_a.noconvert().none(), "d_time_bias"_a.noconvert().none(),
-        "num_threads"_a = 1, "stream"_a = 0, "error_flag"_a.noconvert() = nb::none(),
+        "causal"_a = true, "num_threads"_a = 1, "stream"_a = 0, "error_flag"_a.noconvert() = nb::none(),
         "HSTU attention backward into dq, dk, dv and the bias gradients.");
+  m.def("jagged_attention_fwd", &jagged_attention_fwd, "q"_a.noconvert(), "k"_a.noconvert(), "v"_a.noconvert(),
+        "offsets"_a.noconvert(), "max_seq_len"_a, "scale"_a, "num_targets"_a.noconvert().none(),
+        "contextual_len"_a, "max_attn_len"_a, "causal"_a, "dropout_p"_a, "seed"_a, "out"_a.noconvert(),
+        "lse"_a.noconvert(), "num_threads"_a = 1, "stream"_a = 0, "error_flag"_a.noconvert() = nb::none(),
+        "Jagged softmax attention forward into out [L, H, dv] and lse [L, H] (cpp/hstu/hstu_attention.h).");
+  m.def("jagged_attention_bwd", &jagged_attention_bwd, "grad_out"_a.noconvert(), "q"_a.noconvert(),
+        "k"_a.noconvert(), "v"_a.noconvert(), "out"_a.noconvert(), "lse"_a.noconvert(), "offsets"_a.noconvert(),
+        "max_seq_len"_a, "scale"_a, "num_targets"_a.noconvert().none(), "contextual_len"_a, "max_attn_len"_a,
+        "causal"_a, "dropout_p"_a, "seed"_a, "dq"_a.noconvert(), "dk"_a.noconvert(), "dv"_a.noconvert(),
+        "num_threads"_a = 1, "stream"_a = 0, "error_flag"_a.noconvert() = nb::none(),
+        "Jagged softmax attention backward into dq, dk, dv.");
   m.def("check_hstu", &check_hstu, "offsets"_a.noconvert(), "total_len"_a, "max_seq_len"_a,
         "num_targets"_a.noconvert().none(), "op"_a,
         "Raise the kernels' ValueError for bad offsets, lengths or num_targets (host arrays).");

@@ -42,6 +42,19 @@ void validate(const HstuFwdParams& a, const char* op) {
                  ": time_bucket_base must be > 0, got ", a.time_bucket_base);
   }
   RECOPS_CHECK(std::isfinite(a.alpha), op, ": alpha must be finite, got ", a.alpha);
+  if (a.kind == AttnKind::kSoftmax) {
+    RECOPS_CHECK(a.dropout_p >= 0.0 && a.dropout_p < 1.0, op, ": dropout_p must be in [0, 1), got ", a.dropout_p);
+    RECOPS_CHECK(!a.pos_bias && !a.time_bias && !a.row_scale, op, ": softmax attention takes no biases or row scales");
+    RECOPS_CHECK(a.lse != nullptr || a.total_len == 0, op, ": softmax attention needs the lse buffer");
+  } else {
+    RECOPS_CHECK(a.kind == AttnKind::kSilu, op, ": unknown attention kind ", static_cast<int>(a.kind));
+    RECOPS_CHECK(a.dropout_p == 0.0, op, ": dropout_p is a softmax-attention option, got ", a.dropout_p);
+  }
+}
+
+const char* op_name(const HstuFwdParams& a, bool backward) {
+  if (a.kind == AttnKind::kSoftmax) return backward ? "jagged_attention_backward" : "jagged_attention";
+  return backward ? "hstu_attention_backward" : "hstu_attention";
 }
 
 // thr[k] = the smallest integer x >= 1 with floor(ln(x) / base) >= k (k = 1 .. nb - 1); thr[0] = 1,
@@ -83,12 +96,13 @@ const char* hstu_cpu_isa() { return selected_isa_name(); }
 
 template <typename T>
 void hstu_attention_fwd(const HstuFwdParams& a, int num_threads) {
-  validate(a, "hstu_attention");
+  validate(a, op_name(a, false));
   if (a.total_len == 0 || a.num_heads == 0 || a.dv == 0) return;
-  // Work of query block qb ~ the key rows it may see. Sequences are cut into chunks of consecutive query
+  // Work of query block qb ~ the key rows it may see (all n without the causal mask). Sequences are cut into chunks of consecutive query
   // blocks of about total / (4 * threads) work, so long sequences spread over threads while each chunk packs
   // its sequence's K/V only once; chunks run most-work first.
   auto block_cost = [&](int64_t n, int64_t qb) {
+    if (!a.causal) return n;
     return std::min(n, (qb + 1) * kBlockQ) + (a.contextual_len > 0 && qb == 0 ? n : 0);
   };
   int64_t total = 0, max_len = 0;
@@ -139,7 +153,9 @@ void hstu_attention_fwd(const HstuFwdParams& a, int num_threads) {
 
 template <typename T>
 void hstu_attention_bwd(const HstuBwdParams& a, int num_threads) {
-  validate(a, "hstu_attention_backward");
+  validate(a, op_name(a, true));
+  RECOPS_CHECK(a.kind != AttnKind::kSoftmax || a.total_len == 0 || (a.out && a.lse), op_name(a, true),
+               ": the softmax backward needs the forward's out and lse");
   const int64_t npos = 2 * a.max_seq_len - 1;
   T* d_pos = typed<T>(a.d_pos_bias);
   T* d_time = typed<T>(a.d_time_bias);

@@ -23,6 +23,16 @@
 // Backward (no softmax, so nothing of size N^2 is stored; s is recomputed): with P = scale * valid * SiLU(s),
 //   dv = P^T dout;  dP = dout v^T;  dS = dP * scale * valid * SiLU'(s);  dq = alpha dS k;  dk = alpha dS^T q;
 //   d pos_bias and d time_bias gather dS over heads and sequences into the tables.
+// causal = false: the bidirectional mask of hstu_mask.h (window two-sided), forward and backward alike.
+//
+// Softmax attention (args.kind = AttnKind::kSoftmax; the jagged_attention op) runs on the same tiles, mask
+// and plan: alpha is the score scale, no biases or row scales, and per sequence, head and row i
+//   out_i = sum_j valid(i, j) * softmax_j(alpha <q_i, k_j>) * keep_ij / (1 - p) * v_j,  keep: attention_dropout.h
+//   lse_i = log sum_{valid j} exp(alpha <q_i, k_j>)   (+inf and out_i = 0 for a row with no allowed key)
+// Forward: flash-style online softmax per 64 x 64 tile (running max and sum per row), lse [L, H] saved.
+// Backward: P = exp(s - lse) recomputed per tile, D_i = <dout_i, out_i>, dS = P * (dP * keep / (1 - p) - D_i),
+// dq = alpha dS k, dk = alpha dS^T q, dv = (P * keep / (1 - p))^T dout. Nothing of size N^2 is stored.
+//
 // Results are bitwise deterministic for any thread count (each output row and each per-sequence bias partial
 // is owned by one task; partials are reduced in sequence order).
 #pragma once

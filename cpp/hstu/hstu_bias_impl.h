@@ -3,7 +3,7 @@
 // the mask of a sequence, the time buckets and the bias and mask tiles.
 
 inline HstuMask seq_mask(const HstuFwdParams& a, int64_t b, int64_t n) {
-  return HstuMask::make(a.contextual_len, a.max_attn_len, n, a.num_targets ? a.num_targets[b] : 0);
+  return HstuMask::make(a.contextual_len, a.max_attn_len, n, a.num_targets ? a.num_targets[b] : 0, a.causal);
 }
 
 inline int64_t time_bucket(double x, const HstuPlan& plan, int64_t num_buckets) {
@@ -142,7 +142,7 @@ void fill_tiles(const HstuFwdParams& a, const HstuPlan& plan, const HstuMask& mk
     }
     if (all_valid) {
       for (int64_t c = 0; c < ldt; ++c) mrow[c] = (in && c < C) ? T(1) : T(0);
-    } else if (mk.c == 0 && mk.window == 0 && mk.m == n) {  // plain causal: j <= i
+    } else if (mk.causal && mk.c == 0 && mk.window == 0 && mk.m == n) {  // plain causal: j <= i
       const int64_t lim = in ? imin(C, i - j0 + 1) : 0;
       for (int64_t c = 0; c < ldt; ++c) mrow[c] = c < lim ? T(1) : T(0);
     } else {

@@ -8,8 +8,9 @@
 template <typename T>
 struct BwdLayout {
   int64_t DQ, DV, DQP, DVP, BKP, NQ, NB;
+  bool softmax;
   struct Bufs {
-    T *dQacc, *Kt, *Kp, *Vt, *dKacc, *dVacc, *Qp, *dOp, *S, *P, *dP, *bias, *mask, *dSsum, *dT4;
+    T *dQacc, *Kt, *Kp, *Vt, *dKacc, *dVacc, *Qp, *dOp, *S, *P, *dP, *bias, *mask, *dSsum, *dT4, *lse, *Dsum, *keep;
     int32_t* buckets;
   };
   Bufs carve(Arena& ar, int64_t H) const {
@@ -30,6 +31,9 @@ struct BwdLayout {
     x.dSsum = ar.take<T>(kBlockQ * BKP);
     x.buckets = ar.take<int32_t>(kBlockQ * BKP);
     x.dT4 = ar.take<T>(4 * NB);
+    x.lse = ar.take<T>(softmax ? H * NQ : 0);   // softmax: the rows' saved log-sum-exp, per head
+    x.Dsum = ar.take<T>(softmax ? H * NQ : 0);  // softmax: rowsum(dout * out), per head
+    x.keep = ar.take<T>(softmax ? kBlockQ * BKP : 0);  // softmax: the tile's dropout keep scales
     return x;
   }
 };
@@ -47,6 +51,8 @@ struct BwdSeq {
   bool has_bias;
   T* dpos;   // this sequence's d pos_bias partial [2N - 1] or null
   T* dtime;  // this sequence's d time_bias partial [num_buckets] or null
+  DropoutTile drop;
+  const DropoutTile* dropp;  // softmax with dropout_p > 0, else null
 };
 
 // alpha * q and dout of the whole sequence, packed once per head (rows up to a multiple of kMR zeroed).
@@ -64,6 +70,13 @@ void bwd_pack_rows(const BwdSeq<T>& q) {
       T* gd = q.x.dOp + (h * NQ + r) * DVP;
       for (int64_t d = 0; d < DQP; ++d) qd[d] = (in && d < DQ) ? q.alpha * qsrc[d] : T(0);
       for (int64_t d = 0; d < DVP; ++d) gd[d] = (in && d < DV) ? gsrc[d] : T(0);
+      if (q.lay.softmax) {  // D_i = <dout_i, out_i> (dropout included: out is the dropped forward's)
+        T acc = T(0);
+        const T* osrc = in ? typed<T>(a.out) + ((q.s + r) * q.H + h) * DV : nullptr;
+        for (int64_t d = 0; in && d < DV; ++d) acc += gsrc[d] * osrc[d];
+        q.x.Dsum[h * NQ + r] = acc;
+        q.x.lse[h * NQ + r] = in ? typed<T>(a.lse)[(q.s + r) * q.H + h] : __builtin_inf();
+      }
     }
   }
 }
@@ -110,7 +123,7 @@ void bwd_scores(const BwdSeq<T>& q, int64_t i0, int64_t R, int64_t RP, bool all_
 // One (query block, key block) tile, all heads: dV += P^T dO, dS = (dO V^T) * S', dK += dS^T Q, dQ += dS K;
 // the bias gradients' dS sum over heads is kept in dSsum.
 template <typename T>
-void bwd_tile(const BwdSeq<T>& q, int64_t i0, int64_t R, int64_t RP, int64_t C, bool all_valid) {
+void bwd_tile(const BwdSeq<T>& q, int64_t i0, int64_t R, int64_t RP, int64_t j0, int64_t C, bool all_valid) {
   constexpr int W = Vec<T>::kW;
   const int64_t DQ = q.lay.DQ, DV = q.lay.DV, DQP = q.lay.DQP, DVP = q.lay.DVP, BKP = q.lay.BKP, NQ = q.lay.NQ;
   const auto& x = q.x;
@@ -121,14 +134,29 @@ void bwd_tile(const BwdSeq<T>& q, int64_t i0, int64_t R, int64_t RP, int64_t C, 
     const T* Qp = x.Qp + (h * NQ + i0) * DQP;
     const T* dOp = x.dOp + (h * NQ + i0) * DVP;
     gemm<T, false>(RP, BKP, DQ, Qp, DQP, x.Kt + h * DQ * BKP, BKP, x.S, BKP);
-    bwd_scores(q, i0, R, RP, all_valid);
+    if (q.lay.softmax) {
+      softmax_bwd_scores(x.S, x.P, x.keep, x.mask, x.lse + h * NQ + i0, R, RP, BKP, q.dropp, h, i0, j0);
+    } else {
+      bwd_scores(q, i0, R, RP, all_valid);
+    }
     gemm<T, true, true>(BKP, DVP, R, x.P, BKP, dOp, DVP, x.dVacc + h * BKP * DVP, DVP);
     gemm<T, false>(RP, BKP, DV, dOp, DVP, x.Vt + h * DV * BKP, BKP, x.dP, BKP);
-    for (int64_t r = 0; r < RP; ++r) {
-      for (int64_t c = 0; c < BKP; c += W) {
-        const V<T> ds = vload(x.dP + r * BKP + c) * vload(x.S + r * BKP + c);
-        vstore(x.dP + r * BKP + c, ds);
-        if (q.has_bias) vstore(x.dSsum + r * BKP + c, vload(x.dSsum + r * BKP + c) + ds);
+    if (q.lay.softmax) {  // dS = P * (dP * keep - D_i)
+      for (int64_t r = 0; r < RP; ++r) {
+        const T Dr = r < R ? x.Dsum[h * NQ + i0 + r] : T(0);
+        for (int64_t c = 0; c < BKP; c += W) {
+          V<T> dp = vload(x.dP + r * BKP + c);
+          if (q.dropp) dp *= vload(x.keep + r * BKP + c);
+          vstore(x.dP + r * BKP + c, vload(x.S + r * BKP + c) * (dp - Dr));
+        }
+      }
+    } else {
+      for (int64_t r = 0; r < RP; ++r) {
+        for (int64_t c = 0; c < BKP; c += W) {
+          const V<T> ds = vload(x.dP + r * BKP + c) * vload(x.S + r * BKP + c);
+          vstore(x.dP + r * BKP + c, ds);
+          if (q.has_bias) vstore(x.dSsum + r * BKP + c, vload(x.dSsum + r * BKP + c) + ds);
+        }
       }
     }
     gemm<T, true, true>(BKP, DQP, R, x.dP, BKP, Qp, DQP, x.dKacc + h * BKP * DQP, DQP);
@@ -194,10 +222,12 @@ void bwd_task(const HstuBwdParams& a, const HstuPlan& plan, const BwdLayout<T>& 
   if (n == 0) return;
   Arena ar{mem, 0};
   const int64_t N = a.max_seq_len, nb = a.num_buckets;
-  const BwdSeq<T> q{a, plan, lay, lay.carve(ar, a.num_heads), b, s, n, a.num_heads, (n + kBlockQ - 1) / kBlockQ,
+  BwdSeq<T> q{a, plan, lay, lay.carve(ar, a.num_heads), b, s, n, a.num_heads, (n + kBlockQ - 1) / kBlockQ,
                     seq_mask(a, b, n), static_cast<T>(a.alpha), a.pos_bias || a.time_bias,
                     a.d_pos_bias ? static_cast<T*>(plan.pos_partials) + b * (2 * N - 1) : nullptr,
-                    a.d_time_bias ? static_cast<T*>(plan.time_partials) + b * nb : nullptr};
+                    a.d_time_bias ? static_cast<T*>(plan.time_partials) + b * nb : nullptr,
+                    DropoutTile{a.seed, b, dropout_threshold(a.dropout_p), 1.0 / (1.0 - a.dropout_p)}, nullptr};
+  if (lay.softmax && a.dropout_p > 0) q.dropp = &q.drop;
   for (int64_t i = 0; i < q.H * q.nblk_q * kBlockQ * lay.DQP; ++i) q.x.dQacc[i] = T(0);
   bwd_pack_rows(q);
   // d time_bias in four interleaved partials: neighbouring keys mostly share a bucket, and one accumulator
@@ -214,7 +244,7 @@ void bwd_task(const HstuBwdParams& a, const HstuPlan& plan, const BwdLayout<T>& 
       if (!q.mk.any(i0, i0 + R - 1, j0, j0 + C - 1)) continue;
       const bool all_valid = q.mk.all(i0, i0 + R - 1, j0, j0 + C - 1);
       fill_tiles(a, plan, q.mk, s, n, i0, R, RP, j0, C, lay.BKP, all_valid, q.x.bias, q.x.mask, q.x.buckets);
-      bwd_tile(q, i0, R, RP, C, all_valid);
+      bwd_tile(q, i0, R, RP, j0, C, all_valid);
       if (q.has_bias) bwd_bias_grads(q, i0, R, j0, C);
     }
     bwd_store_keys(q, j0, C);
@@ -226,12 +256,12 @@ template <typename T>
 void run_bwd(const HstuBwdParams& a, const HstuPlan& plan, int threads) {
   constexpr int W = Vec<T>::kW;
   BwdLayout<T> lay{a.dqk, a.dv, round_up(a.dqk, W), round_up(a.dv, W), round_up(kBlockK, W),
-                   round_up(a.max_seq_len, kBlockQ), a.time_bias ? a.num_buckets : 0};
+                   round_up(a.max_seq_len, kBlockQ), a.time_bias ? a.num_buckets : 0, a.kind == AttnKind::kSoftmax};
   Arena probe;
   lay.carve(probe, a.num_heads);
   const int nt = static_cast<int>(imax(1, imin(imin(threads, 256), plan.num_seq_tasks)));
   Scratch scratch(nt, probe.used);
-  if (!scratch.ok()) throw_alloc_failure("hstu_attention_backward");
+  if (!scratch.ok()) throw_alloc_failure(lay.softmax ? "jagged_attention_backward" : "hstu_attention_backward");
   parallel_tasks(plan.num_seq_tasks, nt, [&](int64_t t, int tid) {
     bwd_task(a, plan, lay, plan.seq_order[t], scratch.blocks[tid]);
   });

@@ -8,10 +8,23 @@
 template <typename T>
 struct FwdLayout {
   int64_t DQ, DQP, DVP, BKP;
-  template <typename Fn>
-  void carve(Arena& ar, int64_t H, Fn&& fn) const {
-    fn(ar.take<T>(H * kBlockQ * DQ), ar.take<T>(H * kBlockQ * DVP), ar.take<T>(kBlockQ * BKP),
-       ar.take<T>(kBlockQ * BKP), ar.take<T>(kBlockQ * BKP), ar.take<int32_t>(kBlockQ * BKP));
+  bool softmax;
+  struct Bufs {
+    T *Qp, *Oacc, *S, *bias, *mask, *rmax, *rsum, *keep;
+    int32_t* buckets;
+  };
+  Bufs carve(Arena& ar, int64_t H) const {
+    Bufs x;
+    x.Qp = ar.take<T>(H * kBlockQ * DQ);
+    x.Oacc = ar.take<T>(H * kBlockQ * DVP);
+    x.S = ar.take<T>(kBlockQ * BKP);
+    x.bias = ar.take<T>(kBlockQ * BKP);
+    x.mask = ar.take<T>(kBlockQ * BKP);
+    x.buckets = ar.take<int32_t>(kBlockQ * BKP);
+    x.rmax = ar.take<T>(softmax ? H * kBlockQ : 0);  // softmax: running row maximum and sum per head
+    x.rsum = ar.take<T>(softmax ? H * kBlockQ : 0);
+    x.keep = ar.take<T>(softmax ? BKP : 0);           // softmax: one row's dropout keep scales
+    return x;
   }
 };
 
@@ -38,35 +51,38 @@ void pack_kv_block(const HstuFwdParams& a, const FwdLayout<T>& lay, int64_t b, i
 }
 
 // Query blocks [qb0, qb1) of sequence b, all heads. K/V key blocks are packed into the thread's `kv` buffer
-// on first use (blocks are visited in increasing order).
-template <typename T>
+// on first use (blocks are visited in increasing order). kSoftmax: the online softmax of attn_softmax_impl.h
+// in place of SiLU; the tiles are the same.
+template <typename T, bool kSoftmax>
 void fwd_task(const HstuFwdParams& a, const HstuPlan& plan, const FwdLayout<T>& lay, int64_t b, int64_t qb0,
               int64_t qb1, char* mem, T* kv) {
   constexpr int W = Vec<T>::kW;
   const int64_t H = a.num_heads, DQ = lay.DQ, DV = a.dv, DVP = lay.DVP, BKP = lay.BKP;
   Arena ar{mem, 0};
-  T *Qp, *Oacc, *S, *bias, *mask;
-  int32_t* buckets;
-  lay.carve(ar, H, [&](T* q_, T* o_, T* s_, T* b_, T* m_, int32_t* k_) {
-    Qp = q_; Oacc = o_; S = s_; bias = b_; mask = m_; buckets = k_;
-  });
+  const typename FwdLayout<T>::Bufs x = lay.carve(ar, H);
   const int64_t s = a.offsets[b], n = a.offsets[b + 1] - s;
   const HstuMask mk = seq_mask(a, b, n);
   const T alpha = static_cast<T>(a.alpha);
   const bool has_bias = a.pos_bias || a.time_bias;
   const int64_t block_elems = H * packed_kv_size(lay);
   int64_t packed_upto = 0;
+  const DropoutTile drop{a.seed, b, dropout_threshold(a.dropout_p), 1.0 / (1.0 - a.dropout_p)};
+  const DropoutTile* dropp = (kSoftmax && a.dropout_p > 0) ? &drop : nullptr;
 
   for (int64_t qb = qb0; qb < qb1; ++qb) {
     const int64_t i0 = qb * kBlockQ, R = imin(kBlockQ, n - i0), RP = round_up(R, kMR);
     for (int64_t h = 0; h < H; ++h) {
-      T* qh = Qp + h * kBlockQ * DQ;
+      T* qh = x.Qp + h * kBlockQ * DQ;
       for (int64_t r = 0; r < RP; ++r) {
         const T* src = r < R ? typed<T>(a.q) + (s + i0 + r) * a.q_row + h * a.q_head : nullptr;
         for (int64_t d = 0; d < DQ; ++d) qh[r * DQ + d] = r < R ? alpha * src[d] : T(0);
       }
-      T* oh = Oacc + h * kBlockQ * DVP;
-      for (int64_t x = 0; x < RP * DVP; ++x) oh[x] = T(0);
+      T* oh = x.Oacc + h * kBlockQ * DVP;
+      for (int64_t e = 0; e < RP * DVP; ++e) oh[e] = T(0);
+      if (kSoftmax) {
+        for (int64_t r = 0; r < RP; ++r) x.rmax[h * kBlockQ + r] = -__builtin_inf();
+        for (int64_t r = 0; r < RP; ++r) x.rsum[h * kBlockQ + r] = T(0);
+      }
     }
 
     const int64_t nkb = (n + kBlockK - 1) / kBlockK;
@@ -75,33 +91,47 @@ void fwd_task(const HstuFwdParams& a, const HstuPlan& plan, const FwdLayout<T>& 
       if (!mk.any(i0, i0 + R - 1, j0, j0 + C - 1)) continue;
       for (; packed_upto <= kb; ++packed_upto) pack_kv_block(a, lay, b, packed_upto, kv + packed_upto * block_elems);
       const bool all_valid = mk.all(i0, i0 + R - 1, j0, j0 + C - 1);
-      if (has_bias || !all_valid) {
-        fill_tiles(a, plan, mk, s, n, i0, R, RP, j0, C, BKP, all_valid, bias, mask, buckets);
+      // softmax always reads the mask tile: padding key columns must get probability 0, not exp(0 - m)
+      if (kSoftmax || has_bias || !all_valid) {
+        fill_tiles(a, plan, mk, s, n, i0, R, RP, j0, C, BKP, all_valid, x.bias, x.mask, x.buckets);
       }
       for (int64_t h = 0; h < H; ++h) {
         const T* Kt = kv + kb * block_elems + h * packed_kv_size(lay);
         const T* Vp = Kt + DQ * BKP;
-        gemm<T, false>(RP, BKP, DQ, Qp + h * kBlockQ * DQ, DQ, Kt, BKP, S, BKP);
-        for (int64_t r = 0; r < RP; ++r) {
-          T* srow = S + r * BKP;
-          for (int64_t c = 0; c < BKP; c += W) {
-            V<T> x = vload(srow + c);
-            if (has_bias) x += vload(bias + r * BKP + c);
-            V<T> p = x * vsigmoid<T>(x);
-            if (!all_valid) p *= vload(mask + r * BKP + c);
-            vstore(srow + c, p);
+        T* oh = x.Oacc + h * kBlockQ * DVP;
+        gemm<T, false>(RP, BKP, DQ, x.Qp + h * kBlockQ * DQ, DQ, Kt, BKP, x.S, BKP);
+        if (kSoftmax) {
+          softmax_fwd_tile(x.S, x.mask, R, RP, BKP, x.rmax + h * kBlockQ, x.rsum + h * kBlockQ, oh, DVP, dropp,
+                           x.keep, h, i0, j0);
+        } else {
+          for (int64_t r = 0; r < RP; ++r) {
+            T* srow = x.S + r * BKP;
+            for (int64_t c = 0; c < BKP; c += W) {
+              V<T> sv = vload(srow + c);
+              if (has_bias) sv += vload(x.bias + r * BKP + c);
+              V<T> p = sv * vsigmoid<T>(sv);
+              if (!all_valid) p *= vload(x.mask + r * BKP + c);
+              vstore(srow + c, p);
+            }
           }
         }
-        gemm<T, true>(RP, DVP, C, S, BKP, Vp, DVP, Oacc + h * kBlockQ * DVP, DVP);
+        gemm<T, true>(RP, DVP, C, x.S, BKP, Vp, DVP, oh, DVP);
       }
     }
 
     for (int64_t r = 0; r < R; ++r) {
       const T sc = a.row_scale ? typed<T>(a.row_scale)[s + i0 + r] : static_cast<T>(a.scale);
       for (int64_t h = 0; h < H; ++h) {
-        const T* src = Oacc + h * kBlockQ * DVP + r * DVP;
+        const T* src = x.Oacc + h * kBlockQ * DVP + r * DVP;
         T* dst = typed<T>(a.out) + ((s + i0 + r) * H + h) * DV;
-        for (int64_t d = 0; d < DV; ++d) dst[d] = sc * src[d];
+        T mul = sc;
+        if (kSoftmax) {  // out = O / l; lse = m + log(l), +inf for a row with no allowed key (its out is 0)
+          const T l = x.rsum[h * kBlockQ + r];
+          mul = l > T(0) ? T(1) / l : T(0);
+          typed<T>(a.lse)[(s + i0 + r) * H + h] = l > T(0) ? x.rmax[h * kBlockQ + r] + scalar_log(l)
+                                                            : __builtin_inf();
+        }
+        for (int64_t d = 0; d < DV; ++d) dst[d] = mul * src[d];
       }
     }
   }
@@ -110,18 +140,23 @@ void fwd_task(const HstuFwdParams& a, const HstuPlan& plan, const FwdLayout<T>& 
 template <typename T>
 void run_fwd(const HstuFwdParams& a, const HstuPlan& plan, int threads) {
   constexpr int W = Vec<T>::kW;
-  FwdLayout<T> lay{a.dqk, round_up(a.dqk, W), round_up(a.dv, W), round_up(kBlockK, W)};
+  const bool softmax = a.kind == AttnKind::kSoftmax;
+  FwdLayout<T> lay{a.dqk, round_up(a.dqk, W), round_up(a.dv, W), round_up(kBlockK, W), softmax};
   Arena probe;
-  lay.carve(probe, a.num_heads, [](T*, T*, T*, T*, T*, int32_t*) {});
+  lay.carve(probe, a.num_heads);
   const int64_t kv_elems = (plan.max_len + kBlockK - 1) / kBlockK * a.num_heads * packed_kv_size(lay);
   const int64_t kv_offset = probe.used;  // bytes
   probe.take<T>(kv_elems);
   const int nt = static_cast<int>(imax(1, imin(imin(threads, 256), plan.num_tasks)));
   Scratch scratch(nt, probe.used);
-  if (!scratch.ok()) throw_alloc_failure("hstu_attention");
+  if (!scratch.ok()) throw_alloc_failure(softmax ? "jagged_attention" : "hstu_attention");
   parallel_tasks(plan.num_tasks, nt, [&](int64_t t, int tid) {
     char* mem = scratch.blocks[tid];
-    fwd_task(a, plan, lay, plan.task_seq[t], plan.task_qbegin[t], plan.task_qend[t], mem,
-             reinterpret_cast<T*>(mem + kv_offset));
+    T* kv = reinterpret_cast<T*>(mem + kv_offset);
+    if (softmax) {
+      fwd_task<T, true>(a, plan, lay, plan.task_seq[t], plan.task_qbegin[t], plan.task_qend[t], mem, kv);
+    } else {
+      fwd_task<T, false>(a, plan, lay, plan.task_seq[t], plan.task_qbegin[t], plan.task_qend[t], mem, kv);
+    }
   });
 }

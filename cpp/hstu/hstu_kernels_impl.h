@@ -24,6 +24,7 @@ namespace recops::hstu::RECOPS_HSTU_ISA {
 
 #include "hstu/hstu_tile_impl.h"
 #include "hstu/hstu_bias_impl.h"
+#include "hstu/attn_softmax_impl.h"
 #include "hstu/hstu_fwd_impl.h"
 #include "hstu/hstu_bwd_impl.h"
 

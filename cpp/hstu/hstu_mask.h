@@ -1,8 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
-// The HSTU mask rule (the reference kernels' rule; docs in cpp/hstu/hstu_attention.h), written once for the CPU
-// kernels and the CUDA kernels. With c = contextual_len, n_t = num_targets[b], W = max_attn_len and n rows:
+// The mask rule of both jagged attention ops (HSTU's pointwise attention and the softmax attention; the
+// reference HSTU kernels' rule; docs in cpp/hstu/hstu_attention.h), written once for the CPU kernels and the
+// CUDA kernels. With c = contextual_len, n_t = num_targets[b], W = max_attn_len and n rows:
 //   m = (c > 0 ? n - c + 1 : n) - n_t;  p(i) = min(c > 0 ? max(i - c + 1, 0) : i, m)
-//   valid(i, j) = i == j || (p(i) - p(j) > 0 && (W == 0 || p(i) - p(j) <= W)) || (c > 0 && p(i) == 0 && p(j) < m)
+//   causal:        valid(i, j) = i == j || (p(i) - p(j) > 0 && (W == 0 || p(i) - p(j) <= W))
+//                               || (c > 0 && p(i) == 0 && p(j) < m)
+//   bidirectional: valid(i, j) = i == j || (p(j) < m && (W == 0 || |p(i) - p(j)| <= W))
+//                               || (c > 0 && p(i) == 0 && p(j) < m)
+// Bidirectional keeps the roles of targets and context: every history row sees every history row within the
+// two-sided window, targets (p = m) see the history and themselves but no row sees another target.
 #pragma once
 
 #include <cmath>
@@ -14,11 +20,12 @@ namespace recops::hstu {
 
 struct HstuMask {
   int64_t c, m, window;
+  bool causal;
 
   RECOPS_HOST_DEVICE static HstuMask make(int64_t contextual_len, int64_t max_attn_len, int64_t n,
-                                          int64_t num_targets) {
+                                          int64_t num_targets, bool causal = true) {
     return HstuMask{contextual_len, (contextual_len > 0 ? n - contextual_len + 1 : n) - num_targets,
-                    max_attn_len};
+                    max_attn_len, causal};
   }
   RECOPS_HOST_DEVICE int64_t p(int64_t i) const {
     const int64_t x = c > 0 ? (i - c + 1 > 0 ? i - c + 1 : 0) : i;
@@ -26,21 +33,30 @@ struct HstuMask {
   }
   RECOPS_HOST_DEVICE bool valid(int64_t i, int64_t j) const {
     if (i == j) return true;
-    const int64_t pi = p(i), d = pi - p(j);
-    if (d > 0 && (window == 0 || d <= window)) return true;
-    return c > 0 && pi == 0 && p(j) < m;
+    const int64_t pi = p(i), pj = p(j), d = pi - pj;
+    if (causal ? (d > 0 && (window == 0 || d <= window)) : (pj < m && (window == 0 || (d < 0 ? -d : d) <= window))) {
+      return true;
+    }
+    return c > 0 && pi == 0 && pj < m;
   }
   // Conservative: false only if no pair of rows [i0, i1] x cols [j0, j1] is valid (p is non-decreasing).
   RECOPS_HOST_DEVICE bool any(int64_t i0, int64_t i1, int64_t j0, int64_t j1) const {
     if (i0 <= j1 && j0 <= i1) return true;
-    const int64_t dmin = p(i0) - p(j1), dmax = p(i1) - p(j0);
-    if (dmax > 0 && (window == 0 || dmin <= window)) return true;
-    return c > 0 && p(i0) == 0 && p(j0) < m;
+    const int64_t pi0 = p(i0), pi1 = p(i1), pj0 = p(j0), pj1 = p(j1);
+    if (causal) {
+      if (pi1 - pj0 > 0 && (window == 0 || pi0 - pj1 <= window)) return true;
+    } else if (pj0 < m) {  // the smallest |p(i) - p(j)| over the block: 0 where the p ranges overlap
+      const int64_t gap = pj0 > pi1 ? pj0 - pi1 : (pi0 > pj1 ? pi0 - pj1 : 0);
+      if (window == 0 || gap <= window) return true;
+    }
+    return c > 0 && pi0 == 0 && pj0 < m;
   }
   // Sufficient: every pair is valid through the causal/window rule.
   RECOPS_HOST_DEVICE bool all(int64_t i0, int64_t i1, int64_t j0, int64_t j1) const {
     const int64_t dmin = p(i0) - p(j1), dmax = p(i1) - p(j0);
-    return dmin > 0 && (window == 0 || dmax <= window);
+    if (causal) return dmin > 0 && (window == 0 || dmax <= window);
+    const int64_t far = dmax > -dmin ? dmax : -dmin;  // the largest |p(i) - p(j)| over the block
+    return p(j1) < m && (window == 0 || far <= window);
   }
 };
 

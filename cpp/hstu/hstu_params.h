@@ -6,13 +6,21 @@
 // q/k/v/out gradients hold the call's dtype (float32/float64 on the CPU; float32/float16/bfloat16 on CUDA);
 // the bias gradients are that dtype on the CPU and float32 accumulators (zeroed by the caller) on CUDA.
 // Shapes (L rows, H heads, B sequences, N = max_seq_len) and semantics: cpp/hstu/hstu_attention.h.
+//
+// One parameter set serves both jagged attention ops: `kind` picks the pointwise rule between the shared
+// tiling and mask (kSilu: HSTU's scale * SiLU(s); kSoftmax: softmax over the allowed keys with attention
+// dropout, semantics in cpp/hstu/jagged_attention.h), `causal` the mask's direction (hstu_mask.h).
 #pragma once
 
 #include <cstdint>
 
 namespace recops::hstu {
 
+enum class AttnKind : int32_t { kSilu = 0, kSoftmax = 1 };
+
 struct HstuFwdParams {
+  AttnKind kind = AttnKind::kSilu;
+  bool causal = true;                    // false: bidirectional within the sequence (window two-sided)
   // q, k [L, H, dqk], v [L, H, dv]: strides in elements, the last dimension contiguous
   const void* q = nullptr;
   int64_t q_row = 0, q_head = 0;
@@ -33,7 +41,12 @@ struct HstuFwdParams {
   const void* time_bias = nullptr;       // [num_buckets] or null
   int64_t num_buckets = 0;
   double time_bucket_base = 0.301;
-  void* out = nullptr;                   // contiguous [L, H, dv]
+  // softmax only: attention dropout on the probabilities (counter-based, attention_dropout.h) and the
+  // per-row log-sum-exp [L, H] (written by the forward, read by the backward; +inf for a row with no key)
+  double dropout_p = 0.0;
+  uint64_t seed = 0;
+  void* lse = nullptr;
+  void* out = nullptr;                   // contiguous [L, H, dv] (the backward of softmax reads it)
   int32_t* error_flag = nullptr;         // CUDA: error bits (cuda/common/cuda_check.cuh); unused on the CPU
 };
 

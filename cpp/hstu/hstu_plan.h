@@ -5,6 +5,7 @@
 
 #include <cstdint>
 
+#include "hstu/attention_dropout.h"
 #include "hstu/hstu_attention.h"
 #include "hstu/hstu_mask.h"
 #include "hstu/hstu_params.h"

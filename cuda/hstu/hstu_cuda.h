@@ -20,4 +20,9 @@ enum class HstuDtype { kFloat32, kFloat16, kBFloat16 };
 void launch_hstu_attention_fwd(const hstu::HstuFwdParams& p, HstuDtype dtype, cudaStream_t stream);
 void launch_hstu_attention_bwd(const hstu::HstuBwdParams& p, HstuDtype dtype, cudaStream_t stream);
 
+// Softmax attention (p.kind == kSoftmax; semantics in cpp/hstu/hstu_attention.h): out and lse [L, H] (float32
+// for every storage dtype) forward; the backward reads them. Dropout keeps hstu/attention_dropout.h's mask.
+void launch_jagged_attention_fwd(const hstu::HstuFwdParams& p, HstuDtype dtype, cudaStream_t stream);
+void launch_jagged_attention_bwd(const hstu::HstuBwdParams& p, HstuDtype dtype, cudaStream_t stream);
+
 }  // namespace recops::cuda

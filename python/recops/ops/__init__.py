@@ -9,6 +9,7 @@ from .embedding import (
     embedding_bags_fused_lookup,
     embedding_bags_fused_update,
 )
+from .attention import jagged_attention
 from .hstu import hstu_attention
 from .jagged import (
     jagged_to_padded,
@@ -36,6 +37,7 @@ __all__ = [
     "embedding_bags_fused_lookup",
     "embedding_bags_fused_update",
     "hstu_attention",
+    "jagged_attention",
     "feedback_to_levels",
     "full_softmax_loss",
     "gnolr_loss",

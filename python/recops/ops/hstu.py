@@ -33,21 +33,21 @@ def _launch(op, q, offsets, max_seq_len, num_targets) -> Launch:
 def _hstu_attention(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, max_seq_len: int, alpha: float,
                     scale: float, row_scale: Optional[Tensor], num_targets: Optional[Tensor], contextual_len: int,
                     max_attn_len: int, pos_bias: Optional[Tensor], timestamps: Optional[Tensor],
-                    time_bias: Optional[Tensor], time_bucket_base: float) -> Tensor:
+                    time_bias: Optional[Tensor], time_bucket_base: float, causal: bool = True) -> Tensor:
     out = torch.empty((q.shape[0], q.shape[1], v.shape[2]), dtype=q.dtype, device=q.device)
     qd, kd, vd, od, rs, nt, pb, ts, tb = _cpu_args(q, k, v, offsets, row_scale, num_targets, pos_bias, timestamps,
                                                    time_bias)
     with _launch("hstu_attention", q, offsets, max_seq_len, num_targets) as launch:
         _C.hstu_attention_fwd(qd, kd, vd, od, max_seq_len, alpha, scale, rs, nt, contextual_len, max_attn_len, pb,
-                              ts, tb, time_bucket_base, out, num_threads=num_threads(), stream=launch.stream,
-                              error_flag=launch.flag)
+                              ts, tb, time_bucket_base, out, causal=causal, num_threads=num_threads(),
+                              stream=launch.stream, error_flag=launch.flag)
     launch.raise_errors()
     return out
 
 
 @_hstu_attention.register_fake
 def _(q, k, v, offsets, max_seq_len, alpha, scale, row_scale, num_targets, contextual_len, max_attn_len, pos_bias,
-      timestamps, time_bias, time_bucket_base):
+      timestamps, time_bias, time_bucket_base, causal=True):
     return q.new_empty((q.shape[0], q.shape[1], v.shape[2]))
 
 
@@ -56,7 +56,8 @@ def _hstu_attention_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, 
                              alpha: float, scale: float, row_scale: Optional[Tensor],
                              num_targets: Optional[Tensor], contextual_len: int, max_attn_len: int,
                              pos_bias: Optional[Tensor], timestamps: Optional[Tensor], time_bias: Optional[Tensor],
-                             time_bucket_base: float) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+                             time_bucket_base: float, causal: bool = True
+                             ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     dk = torch.empty(k.shape, dtype=q.dtype, device=q.device)
     dv = torch.empty(v.shape, dtype=q.dtype, device=q.device)
@@ -72,14 +73,14 @@ def _hstu_attention_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, 
         _C.hstu_attention_bwd(grad_out.detach().contiguous(), qd, kd, vd, od, max_seq_len, alpha, scale, rs, nt,
                               contextual_len, max_attn_len, pb, ts, tb, time_bucket_base, dq, dk, dv,
                               dpos if pos_bias is not None else None, dtime if time_bias is not None else None,
-                              num_threads=num_threads(), stream=launch.stream, error_flag=launch.flag)
+                              causal=causal, num_threads=num_threads(), stream=launch.stream, error_flag=launch.flag)
     launch.raise_errors()
     return dq, dk, dv, dpos.to(q.dtype), dtime.to(q.dtype)
 
 
 @_hstu_attention_backward.register_fake
 def _(grad_out, q, k, v, offsets, max_seq_len, alpha, scale, row_scale, num_targets, contextual_len, max_attn_len,
-      pos_bias, timestamps, time_bias, time_bucket_base):
+      pos_bias, timestamps, time_bias, time_bucket_base, causal=True):
     return (q.new_empty(q.shape), q.new_empty(k.shape), q.new_empty(v.shape),
             q.new_empty(pos_bias.shape if pos_bias is not None else (0,)),
             q.new_empty(time_bias.shape if time_bias is not None else (0,)))
@@ -90,19 +91,19 @@ _SAVED = ("q", "k", "v", "offsets", "row_scale", "num_targets", "pos_bias", "tim
 
 def _setup(ctx, inputs, output):
     (q, k, v, offsets, max_seq_len, alpha, scale, row_scale, num_targets, contextual_len, max_attn_len, pos_bias,
-     timestamps, time_bias, time_bucket_base) = inputs
+     timestamps, time_bias, time_bucket_base, causal) = inputs
     ctx.save_for_backward(q, k, v, offsets, row_scale, num_targets, pos_bias, timestamps, time_bias)
-    ctx.config = (max_seq_len, alpha, scale, contextual_len, max_attn_len, time_bucket_base)
+    ctx.config = (max_seq_len, alpha, scale, contextual_len, max_attn_len, time_bucket_base, causal)
 
 
 def _backward(ctx, grad):
     q, k, v, offsets, row_scale, num_targets, pos_bias, timestamps, time_bias = ctx.saved_tensors
-    max_seq_len, alpha, scale, contextual_len, max_attn_len, time_bucket_base = ctx.config
+    max_seq_len, alpha, scale, contextual_len, max_attn_len, time_bucket_base, causal = ctx.config
     dq, dk, dv, dpos, dtime = _hstu_attention_backward(
         grad, q, k, v, offsets, max_seq_len, alpha, scale, row_scale, num_targets, contextual_len, max_attn_len,
-        pos_bias, timestamps, time_bias, time_bucket_base)
+        pos_bias, timestamps, time_bias, time_bucket_base, causal)
     return (dq, dk, dv, None, None, None, None, None, None, None, None,
-            dpos if pos_bias is not None else None, None, dtime if time_bias is not None else None, None)
+            dpos if pos_bias is not None else None, None, dtime if time_bias is not None else None, None, None)
 
 
 _hstu_attention.register_autograd(_backward, setup_context=_setup)
@@ -112,12 +113,39 @@ def _tensor(t):
     return t if isinstance(t, Tensor) else None
 
 
-def _as_index(name: str, t: Tensor, length: int, device) -> Tensor:
+def _as_index(name: str, t: Tensor, length: int, device, op: str = _OP) -> Tensor:
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{op}: {name} must be a tensor, got {type(t).__name__}")
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-        raise TypeError(f"{_OP}: {name} must be an integer tensor, got {t.dtype}")
+        raise TypeError(f"{op}: {name} must be an integer tensor, got {t.dtype}")
     if t.dim() != 1 or t.shape[0] != length:
-        raise ValueError(f"{_OP}: {name} must have shape [{length}], got {list(t.shape)}")
+        raise ValueError(f"{op}: {name} must have shape [{length}], got {list(t.shape)}")
     return t.to(torch.int64).contiguous()
+
+
+def _check_qkv(op: str, q, k, v, offsets, **others) -> None:
+    """The q/k/v/offsets checks both jagged attention ops share (3-D floating tensors of one dtype and device, k
+    shaped like q, v [L, H, Dv], offsets [B+1] int32/int64); `others` join the device check."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, Tensor) or t.dim() != 3:
+            raise ValueError(f"{op}: {name} must have 3 dimensions [L, H, D], got {getattr(t, 'shape', t)}")
+        if not t.is_floating_point():
+            raise TypeError(f"{op}: {name} must be a floating tensor, got {t.dtype}")
+    check_same_device(op, q=q, k=k, v=v, offsets=offsets, **others)
+    if k.dtype != q.dtype or v.dtype != q.dtype:
+        raise TypeError(f"{op}: q, k and v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if k.shape != q.shape:
+        raise ValueError(f"{op}: k must have q's shape {list(q.shape)}, got {list(k.shape)}")
+    if v.shape[:2] != q.shape[:2]:
+        raise ValueError(f"{op}: v must have shape [L={q.shape[0]}, H={q.shape[1]}, Dv], got {list(v.shape)}")
+    _check_offsets_arg(op, offsets, q, "q")
+
+
+def _compute_qkv(q: Tensor, k: Tensor, v: Tensor):
+    """q, k, v in the dtype the kernels compute in (float16/bfloat16 upcast on the CPU), last dim contiguous."""
+    dtype = torch.float32 if (q.device.type == "cpu" and q.dtype in _LOW_PRECISION) else q.dtype
+    return tuple(t.to(dtype) if t.stride(-1) == 1 or t.shape[-1] <= 1 else t.to(dtype).contiguous()
+                 for t in (q, k, v))
 
 
 def _as_param(name: str, t: Tensor, length: Optional[int], dtype, device) -> Tensor:
@@ -133,8 +161,8 @@ def hstu_attention(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, max_seq_len
                    attn_scale: Union[None, float, Tensor] = None, num_targets: Optional[Tensor] = None,
                    contextual_len: int = 0, max_attn_len: int = 0, pos_bias: Optional[Tensor] = None,
                    timestamps: Optional[Tensor] = None, time_bias: Optional[Tensor] = None,
-                   time_bucket_base: float = 0.301) -> Tensor:
-    """Jagged HSTU attention: causal pointwise-SiLU attention with relative position/time bias.
+                   time_bucket_base: float = 0.301, causal: bool = True) -> Tensor:
+    """Jagged HSTU attention: causal (or bidirectional) pointwise-SiLU attention with relative position/time bias.
 
     For sequence b (rows offsets[b] .. offsets[b+1]) with n rows and local rows i, j in [0, n)::
 
@@ -156,6 +184,16 @@ def hstu_attention(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, max_seq_len
 
         11111100 / 11111100 / 11100000 / 11110000 / 11111000 / 11111100 / 11111110 / 11111101
 
+    causal=False is the bidirectional rule (BERT4Rec-style; the window two-sided)::
+
+        valid(i, j) = i == j  or  (p(j) < m and (W = 0 or |p(i) - p(j)| <= W))
+                      or  (c > 0 and p(i) == 0 and p(j) < m)
+
+    so history rows see every history row in the window, targets see the history and themselves and no row
+    sees another target. The same example with causal=False::
+
+        11111100 / 11111100 / 11111100 / 11111100 / 11111100 / 11111100 / 11111110 / 11111101
+
     Args:
         q, k: [L, H, Dqk]; v: [L, H, Dv]. float32/float64 on CPU (float16/bfloat16 are computed in float32);
             rows may be strided (views of a fused projection); the last dimension is made contiguous if needed.
@@ -164,26 +202,14 @@ def hstu_attention(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, max_seq_len
         alpha: multiplies q.k. attn_scale: float or [L] tensor (no gradient), default 1 / max_seq_len.
         num_targets: [B] integers in [0, length]. contextual_len, max_attn_len: ints >= 0.
         pos_bias: [2N-1]. timestamps: [L] integer seconds (required with time_bias). time_bias: [num_buckets].
+        causal: False for the bidirectional mask above (forward and backward).
 
     Returns:
         [L, H, Dv] in q's dtype. Differentiable w.r.t. q, k, v, pos_bias and time_bias (not timestamps,
         offsets, num_targets or attn_scale); the backward recomputes scores and stores nothing of size N^2.
     """
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(t, Tensor) or t.dim() != 3:
-            raise ValueError(f"{_OP}: {name} must have 3 dimensions [L, H, D], got {getattr(t, 'shape', t)}")
-        if not t.is_floating_point():
-            raise TypeError(f"{_OP}: {name} must be a floating tensor, got {t.dtype}")
-    check_same_device(_OP, q=q, k=k, v=v, offsets=offsets, num_targets=_tensor(num_targets),
-                      attn_scale=_tensor(attn_scale), pos_bias=_tensor(pos_bias), timestamps=_tensor(timestamps),
-                      time_bias=_tensor(time_bias))
-    if k.dtype != q.dtype or v.dtype != q.dtype:
-        raise TypeError(f"{_OP}: q, k and v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
-    if k.shape != q.shape:
-        raise ValueError(f"{_OP}: k must have q's shape {list(q.shape)}, got {list(k.shape)}")
-    if v.shape[:2] != q.shape[:2]:
-        raise ValueError(f"{_OP}: v must have shape [L={q.shape[0]}, H={q.shape[1]}, Dv], got {list(v.shape)}")
-    _check_offsets_arg(_OP, offsets, q, "q")
+    _check_qkv(_OP, q, k, v, offsets, num_targets=_tensor(num_targets), attn_scale=_tensor(attn_scale),
+               pos_bias=_tensor(pos_bias), timestamps=_tensor(timestamps), time_bias=_tensor(time_bias))
     if max_seq_len < 1:
         raise ValueError(f"{_OP}: max_seq_len must be >= 1, got {max_seq_len}")
     if contextual_len < 0:
@@ -196,9 +222,8 @@ def hstu_attention(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, max_seq_len
         raise ValueError(f"{_OP}: time_bucket_base must be > 0, got {time_bucket_base}")
     L, batch = q.shape[0], offsets.shape[0] - 1
     out_dtype = q.dtype
-    dtype = torch.float32 if (q.device.type == "cpu" and q.dtype in _LOW_PRECISION) else q.dtype
-    q, k, v = (t.to(dtype) if t.stride(-1) == 1 or t.shape[-1] <= 1 else t.to(dtype).contiguous() for t in (q, k, v))
-    q, k, v = (t if t.stride(-1) == 1 or t.shape[-1] <= 1 else t.contiguous() for t in (q, k, v))
+    q, k, v = _compute_qkv(q, k, v)
+    dtype = q.dtype
     offsets = offsets.to(torch.int64).contiguous()
     row_scale, scale = None, 1.0 / max_seq_len
     if isinstance(attn_scale, Tensor):
@@ -215,5 +240,5 @@ def hstu_attention(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, max_seq_len
         time_bias = _as_param("time_bias", time_bias, None, dtype, q.device).contiguous()
     out = _hstu_attention(q, k, v, offsets, int(max_seq_len), float(alpha), float(scale), row_scale, num_targets,
                           int(contextual_len), int(max_attn_len), pos_bias, timestamps if time_bias is not None
-                          else None, time_bias, float(time_bucket_base))
+                          else None, time_bias, float(time_bucket_base), bool(causal))
     return out.to(out_dtype)

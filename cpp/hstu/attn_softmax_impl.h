@@ -1,0 +1,127 @@
+// SPDX-License-Identifier: Apache-2.0
+// Part of hstu_kernels_impl.h, included by it INSIDE the per-ISA namespace (no include guard, no includes):
+// the pointwise pieces of the softmax attention (kind kSoftmax): the online softmax of a forward score tile,
+// the backward's probabilities from the saved log-sum-exp, and the attention-dropout keep scales
+// (attention_dropout.h). The tiling, packing, mask tiles and GEMMs are the HSTU kernel's own.
+
+template <typename T>
+inline T hmax(V<T> v) {
+  T m = v[0];
+  for (int l = 1; l < Vec<T>::kW; ++l) m = v[l] > m ? v[l] : m;
+  return m;
+}
+
+template <typename T>
+inline T hsum(V<T> v) {
+  T s = T(0);
+  for (int l = 0; l < Vec<T>::kW; ++l) s += v[l];
+  return s;
+}
+
+inline float scalar_exp(float x) { return ::expf(x); }
+inline double scalar_exp(double x) { return ::exp(x); }
+inline float scalar_log(float x) { return ::logf(x); }
+inline double scalar_log(double x) { return ::log(x); }
+
+// The dropout of one (head, query row): dst[c] = keep(i, j0 + c) ? 1 / (1 - p) : 0 for c in [0, BKP).
+struct DropoutTile {
+  uint64_t seed;
+  int64_t b;
+  uint32_t threshold;
+  double inv_keep;
+};
+
+template <typename T>
+inline void dropout_row(const DropoutTile& d, int64_t h, int64_t i, int64_t j0, int64_t BKP, T* dst) {
+  const uint32_t key = dropout_row_key(d.seed, d.b, h, i);
+  const T inv = static_cast<T>(d.inv_keep);
+  if constexpr (sizeof(T) == 4) {
+    constexpr int WF = Vec<float>::kW;
+    typedef uint32_t VU __attribute__((vector_size(RECOPS_HSTU_VBYTES)));
+    VU lane;
+    for (int l = 0; l < WF; ++l) lane[l] = static_cast<uint32_t>(l);
+    for (int64_t c = 0; c < BKP; c += WF) {
+      VU x = ((VU{} + static_cast<uint32_t>(j0 + c)) + lane) * 0x9E3779B9u;
+      x ^= key;
+      x ^= x >> 16;
+      x *= 0x85EBCA6Bu;
+      x ^= x >> 13;
+      x *= 0xC2B2AE35u;
+      x ^= x >> 16;
+      const V<float> keep = (x >= d.threshold) ? (V<float>{} + inv) : V<float>{};
+      vstore(dst + c, keep);
+    }
+  } else {
+    for (int64_t c = 0; c < BKP; ++c) dst[c] = dropout_bits(key, j0 + c) >= d.threshold ? inv : T(0);
+  }
+}
+
+// Online softmax over one head's score tile S [RP x BKP] (mask tile: 1 = allowed), in place: S becomes
+// exp(s - m) times the dropout keep scale (drop: null without dropout, else BKP scratch), the running row
+// maximum rmax and sum rsum [RP] are updated and O [RP x DVP] is rescaled to the new maximum. A row with no
+// allowed key so far keeps m = -inf, sum 0 and contributes 0 (never NaN: its exponent base is 0).
+template <typename T>
+void softmax_fwd_tile(T* S, const T* mask, int64_t R, int64_t RP, int64_t BKP, T* rmax, T* rsum, T* O,
+                      int64_t DVP, const DropoutTile* drop, T* keep, int64_t h, int64_t i0, int64_t j0) {
+  constexpr int W = Vec<T>::kW;
+  const T inf = __builtin_inf();
+  const V<T> ninf = V<T>{} - inf;
+  for (int64_t r = 0; r < RP; ++r) {
+    T* srow = S + r * BKP;
+    const T* mrow = mask + r * BKP;
+    V<T> mx = ninf;
+    for (int64_t c = 0; c < BKP; c += W) {
+      const V<T> x = vload(mrow + c) != T(0) ? vload(srow + c) : ninf;
+      vstore(srow + c, x);
+      mx = x > mx ? x : mx;
+    }
+    const T m_old = rmax[r], m_new = hmax<T>(mx) > m_old ? hmax<T>(mx) : m_old;
+    const T base = m_new == -inf ? T(0) : m_new;
+    const T corr = scalar_exp(m_old - base);
+    const bool dropped = drop && r < R;
+    if (dropped) dropout_row(*drop, h, i0 + r, j0, BKP, keep);
+    V<T> sum = V<T>{};
+    for (int64_t c = 0; c < BKP; c += W) {
+      V<T> p = vexp(vload(srow + c) - base);
+      sum += p;
+      if (dropped) p *= vload(keep + c);
+      vstore(srow + c, p);
+    }
+    rsum[r] = rsum[r] * corr + hsum<T>(sum);
+    rmax[r] = m_new;
+    if (corr != T(1)) {
+      T* orow = O + r * DVP;
+      for (int64_t d = 0; d < DVP; d += W) vstore(orow + d, vload(orow + d) * corr);
+    }
+  }
+}
+
+// Backward probabilities of one head's tile: P = exp(s - lse_i) on allowed keys (0 elsewhere, and for a row
+// whose lse is +inf), S <- P (undropped) and Pd <- P times the dropout keep scale (Pd = P without dropout),
+// keep [RP x BKP] <- the keep scales when dropout is on.
+template <typename T>
+void softmax_bwd_scores(T* S, T* Pd, T* keep, const T* mask, const T* lse, int64_t R, int64_t RP, int64_t BKP,
+                        const DropoutTile* drop, int64_t h, int64_t i0, int64_t j0) {
+  constexpr int W = Vec<T>::kW;
+  const T inf = __builtin_inf();
+  const V<T> ninf = V<T>{} - inf;
+  for (int64_t r = 0; r < RP; ++r) {
+    const T l = r < R ? lse[r] : inf;
+    T* srow = S + r * BKP;
+    T* prow = Pd + r * BKP;
+    T* krow = keep + r * BKP;
+    const T* mrow = mask + r * BKP;
+    const bool dropped = drop && r < R;
+    if (dropped) {
+      dropout_row(*drop, h, i0 + r, j0, BKP, krow);
+    } else if (drop) {
+      for (int64_t c = 0; c < BKP; ++c) krow[c] = T(0);
+    }
+    for (int64_t c = 0; c < BKP; c += W) {
+      const V<T> x = vload(mrow + c) != T(0) ? vload(srow + c) : ninf;
+      const V<T> p = vexp(x - l);
+      vstore(srow + c, p);
+      vstore(prow + c, dropped ? p * vload(krow + c) : (drop ? V<T>{} : p));
+    }
+  }
+}
