@@ -18,6 +18,8 @@ from recops.ops import hstu_attention, jagged_attention
 from recops.ops import attention_ref as ref
 from recops.ops import hstu_ref
 from tests._helpers import random_offsets
+from tests.ops import test_hstu as hstu_tests
+from tests.ops.test_hstu import _targets
 
 N = 150
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
@@ -31,10 +33,6 @@ def _batch(lengths, heads=2, dqk=7, dv=5, dtype=torch.float64, seed=0, scale=1.0
     return q.to(dtype), k.to(dtype), v.to(dtype), random_offsets(lengths)
 
 
-def _targets(lengths):
-    return torch.tensor([min(n, (3 * b) % 5) for b, n in enumerate(lengths)], dtype=torch.int64)
-
-
 LENGTHS = [
     [],                          # B = 0
     [0],                         # one empty sequence
@@ -43,13 +41,8 @@ LENGTHS = [
     [5, 0, 1, 70, 130, 64, 65],  # mixed, block edges
     [N],                         # full length
 ]
-MASKS = [
-    dict(),
-    dict(targets=True),
-    dict(contextual_len=3),
-    dict(max_attn_len=10),
-    dict(contextual_len=2, targets=True, max_attn_len=20),
-]
+# the mask options of the HSTU tests (the two ops share the rule): none, targets, context, window, all three
+MASKS = hstu_tests.MASKS
 
 
 def _kwargs(opts, lengths, causal):
@@ -199,11 +192,10 @@ def test_deterministic_and_thread_count_independent():
 @pytest.mark.parametrize("opts", MASKS)
 def test_hstu_bidirectional_matches_ref(opts):
     """hstu_attention(causal=False): forward and q/k/v/bias gradients against the padded reference."""
-    from tests.ops.test_hstu import _batch as hstu_batch, _kwargs as hstu_kwargs
     lengths = [5, 0, 1, 70, 130, 64]
-    q, k, v, off, ts, pb, tb = hstu_batch(lengths)
+    q, k, v, off, ts, pb, tb = hstu_tests._batch(lengths)
     leaves = [t.requires_grad_() for t in (q, k, v, pb, tb)]
-    kw = dict(hstu_kwargs(opts, lengths, "cpu", "both", pb, ts, tb, alpha=0.5), causal=False)
+    kw = dict(hstu_tests._kwargs(opts, lengths, "cpu", "both", pb, ts, tb, alpha=0.5), causal=False)
     got = hstu_attention(q, k, v, off, N, **kw)
     want = hstu_ref.hstu_attention(q, k, v, off, N, **kw)
     torch.testing.assert_close(got, want)
