@@ -174,6 +174,7 @@ void hstu_attention_bwd(const HstuBwdParams& a, int num_threads) {
   HstuPlan plan;
   plan.seq_order = order.data();
   plan.num_seq_tasks = a.num_seqs;
+  plan.max_len = a.num_seqs > 0 ? seq_len(a.offsets, order[0]) : 0;  // sizes the per-sequence scratch
   plan.bucket_thr = thr.data();
   plan.log2_to_bucket = std::log(2.0) / a.time_bucket_base;
   plan.time_bucket_base = a.time_bucket_base;

@@ -256,7 +256,8 @@ template <typename T>
 void run_bwd(const HstuBwdParams& a, const HstuPlan& plan, int threads) {
   constexpr int W = Vec<T>::kW;
   BwdLayout<T> lay{a.dqk, a.dv, round_up(a.dqk, W), round_up(a.dv, W), round_up(kBlockK, W),
-                   round_up(a.max_seq_len, kBlockQ), a.time_bias ? a.num_buckets : 0, a.kind == AttnKind::kSoftmax};
+                   round_up(imax(plan.max_len, 1), kBlockQ), a.time_bias ? a.num_buckets : 0,
+                   a.kind == AttnKind::kSoftmax};
   Arena probe;
   lay.carve(probe, a.num_heads);
   const int nt = static_cast<int>(imax(1, imin(imin(threads, 256), plan.num_seq_tasks)));

@@ -21,7 +21,7 @@ struct HstuPlan {
   const int64_t* task_qbegin = nullptr;
   const int64_t* task_qend = nullptr;
   int64_t num_tasks = 0;
-  int64_t max_len = 0;  // longest sequence in the batch (sizes the per-thread packed K/V)
+  int64_t max_len = 0;  // longest sequence in the batch (sizes the per-thread packed K/V and backward rows)
   // backward tasks: sequences, longest first
   const int64_t* seq_order = nullptr;
   int64_t num_seq_tasks = 0;

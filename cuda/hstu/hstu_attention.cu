@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
-// Launchers of the HSTU attention kernels: offsets check, tile size from the head dims, dynamic shared memory
-// above 48 KiB when needed, one launch per kernel on the caller's stream.
+// Launchers of the HSTU attention kernels and of the softmax attention kernels (jagged_attention): offsets
+// check, tile size from the head dims, dynamic shared memory above 48 KiB when needed, one launch per kernel on
+// the caller's stream.
 #include "common/cuda_check.cuh"
 #include "hstu/hstu_cuda.h"
 #include "hstu/hstu_kernels.cuh"
+#include "hstu/jagged_attention_kernels.cuh"
 #include "jagged/jagged_kernels.cuh"
 
 namespace recops::cuda {
@@ -51,6 +53,26 @@ void bwd(const hstu::HstuBwdParams& p, cudaStream_t stream) {
   launch(hstu_bwd_dq_kernel<T>, grid_of(p, tile), smem, p, tile, stream);
 }
 
+// Softmax attention: the HSTU kernels' tiles plus, per row of the block's query tile, three floats (forward:
+// running max, sum and rescale factor; backward: lse, D and the dropout row key).
+template <typename T>
+void softmax_fwd(const hstu::HstuFwdParams& p, cudaStream_t stream) {
+  const int tile = tile_for(p);
+  const size_t ldq = p.dqk + 1, ldv = p.dv + 1;
+  const size_t smem = sizeof(float) * (tile * ldq * 2 + tile * ldv * 2 + tile * (tile + 1) + 3 * tile);
+  launch(jagged_attn_fwd_kernel<T>, grid_of(p, tile), smem, p, tile, stream);
+}
+
+template <typename T>
+void softmax_bwd(const hstu::HstuBwdParams& p, cudaStream_t stream) {
+  const int tile = tile_for(p);
+  const size_t ldq = p.dqk + 1, ldv = p.dv + 1;
+  const size_t smem_dkv = sizeof(float) * (tile * ldq * 3 + tile * ldv * 3 + 2 * tile * (tile + 1) + 3 * tile);
+  const size_t smem_dq = sizeof(float) * (tile * ldq * 3 + tile * ldv * 2 + tile * (tile + 1) + 3 * tile);
+  launch(jagged_attn_bwd_dkv_kernel<T>, grid_of(p, tile), smem_dkv, p, tile, stream);
+  launch(jagged_attn_bwd_dq_kernel<T>, grid_of(p, tile), smem_dq, p, tile, stream);
+}
+
 }  // namespace
 
 void launch_hstu_attention_fwd(const hstu::HstuFwdParams& p, HstuDtype dtype, cudaStream_t stream) {
@@ -70,6 +92,27 @@ void launch_hstu_attention_bwd(const hstu::HstuBwdParams& p, HstuDtype dtype, cu
     case HstuDtype::kFloat32: bwd<float>(p, stream); break;
     case HstuDtype::kFloat16: bwd<__half>(p, stream); break;
     case HstuDtype::kBFloat16: bwd<__nv_bfloat16>(p, stream); break;
+  }
+}
+
+// dv == 0 still runs the forward: lse is written for every row.
+void launch_jagged_attention_fwd(const hstu::HstuFwdParams& p, HstuDtype dtype, cudaStream_t stream) {
+  check_offsets(p, stream);
+  if (p.num_seqs == 0 || p.total_len == 0 || p.num_heads == 0) return;
+  switch (dtype) {
+    case HstuDtype::kFloat32: softmax_fwd<float>(p, stream); break;
+    case HstuDtype::kFloat16: softmax_fwd<__half>(p, stream); break;
+    case HstuDtype::kBFloat16: softmax_fwd<__nv_bfloat16>(p, stream); break;
+  }
+}
+
+void launch_jagged_attention_bwd(const hstu::HstuBwdParams& p, HstuDtype dtype, cudaStream_t stream) {
+  check_offsets(p, stream);
+  if (p.num_seqs == 0 || p.total_len == 0 || p.num_heads == 0) return;
+  switch (dtype) {
+    case HstuDtype::kFloat32: softmax_bwd<float>(p, stream); break;
+    case HstuDtype::kFloat16: softmax_bwd<__half>(p, stream); break;
+    case HstuDtype::kBFloat16: softmax_bwd<__nv_bfloat16>(p, stream); break;
   }
 }
 

@@ -55,6 +55,7 @@ _NON_NEGATIVE = _checked(int, "an integer >= 0", lambda v: v >= 0)
 _SEED = _checked(int, "an integer in [0, 2^64)", lambda v: 0 <= v < 2 ** 64)
 _POSITIVE = _checked(float, "a finite number > 0", lambda v: math.isfinite(v) and v > 0)
 _RATE = _checked(float, "a number in [0, 1)", lambda v: 0 <= v < 1)
+_OPEN_RATE = _checked(float, "a number in (0, 1)", lambda v: 0 < v < 1)
 _PATH = _checked(str, "a non-empty path", bool)
 
 

@@ -23,11 +23,11 @@ import torch
 from .data import DataError
 
 
-from ._cli_common import (_COUNT, _NON_NEGATIVE, _PATH, _POSITIVE, _RATE, _SEED, UserError, _Help, _Parser,
+from ._cli_common import (_COUNT, _NON_NEGATIVE, _OPEN_RATE, _PATH, _POSITIVE, _RATE, _SEED, UserError, _Help, _Parser,
                           _check_train, _ranks, _table, _user_input, _write_metrics)
 
 
-# ---- sequential: hstu, hstu-large, sasrec ----------------------------------------------------------------------
+# ---- sequential: hstu, hstu-large, sasrec, bert4rec -------------------------------------------------------------------
 
 def _sequential_data(data: str, fmt: Optional[str], seed: int, max_len: int):
     """(SequenceData, its leave-one-out split) of 'synthetic' or a file; a UserError when unreadable or when no
@@ -49,7 +49,8 @@ def _train_one(model_name: str, split, args, log) -> dict:
     cfg = SeqConfig.preset(model_name, max_len=args.max_len, batch_size=args.batch_size, dim=args.dim,
                            num_negatives=args.negatives, loss=args.loss, logq=args.logq, dropout=args.dropout,
                            negatives="per_position" if args.negatives_per_position else "shared",
-                           temperature=args.temperature, lr=args.lr)
+                           temperature=args.temperature, lr=args.lr, mask_prob=args.mask_prob,
+                           decoupled_embeddings=args.decoupled_embeddings)
     rank, world, _ = _ranks()
     model = build_model(split.data.num_items, cfg)
     wrapped = None
@@ -85,6 +86,9 @@ def cmd_train(args, models: List[str]) -> int:
                                                  if world > 1 else ""), flush=True)
     results = {"popularity": popularity_metrics(split)}
     all_metrics = {}
+    if len(models) > 1 and args.time_budget:
+        say(f"{', '.join(models)}: the same time budget each ({args.time_budget:g} min of training, at most "
+            f"{args.epochs} epochs), so the comparison is at equal wall-clock time", flush=True)
     for name in models:
         m = _train_one(name, split, args, lambda s: print(s, flush=True))
         results[name] = m["test"]
@@ -129,7 +133,12 @@ def _sequential_arguments(g) -> List[argparse.Action]:
             g.add_argument("--temperature", type=_POSITIVE, default=0.05, help="softmax temperature"),
             g.add_argument("--lr", type=_POSITIVE, default=1e-3, help="AdamW learning rate"),
             g.add_argument("--patience", type=_NON_NEGATIVE, default=30,
-                           help="epochs without a better validation NDCG@10 before stopping")]
+                           help="epochs without a better validation NDCG@10 before stopping"),
+            g.add_argument("--decoupled-embeddings", action="store_true",
+                           help="attention (queries, keys) reads its own item table, values and scoring the "
+                                "other (DARE)"),
+            g.add_argument("--mask-prob", type=_OPEN_RATE, default=0.2,
+                           help="bert4rec: probability that a training position is replaced by [MASK]")]
 
 
 # ---- CTR ranking: dlrm, logistic --------------------------------------------------------------------------------
@@ -332,12 +341,14 @@ MODELS: Dict[str, ModelSpec] = {m.name: m for m in (
     ModelSpec("hstu", SEQUENTIAL, "HSTU, 2 layers x 1 head (the paper's ML-1M settings)"),
     ModelSpec("hstu-large", SEQUENTIAL, "HSTU, 8 layers x 2 heads"),
     ModelSpec("sasrec", SEQUENTIAL, "SASRec, 2 layers x 1 head"),
+    ModelSpec("bert4rec", SEQUENTIAL, "BERT4Rec, 2 layers x 2 heads, Cloze training"),
     ModelSpec("dlrm", CTR, "DLRM (and the logistic baseline unless --no-baseline)"),
     ModelSpec("logistic", CTR, "first-order logistic CTR baseline"),
     ModelSpec("gnolr", TWO_TOWER, "GNOLR two-tower (and the per-feedback BCE baseline unless --no-baseline)"),
     ModelSpec("bce-two-tower", TWO_TOWER, "per-feedback BCE two-tower"),
 )}
 DEFAULT_MODEL = "hstu"
+DEMO_MODELS = ("hstu", "sasrec", "bert4rec")
 
 
 def _train_arguments(p: argparse.ArgumentParser, family: Family, nproc: bool = True) -> List[argparse.Action]:
@@ -374,7 +385,7 @@ def build_parser(model: Optional[str] = None) -> argparse.ArgumentParser:
     parser = _Parser(prog="recops", description="recops: fast recommendation kernels and models")
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("train", formatter_class=fmt,
-                       help="train a model: sequential (hstu, sasrec: leave-one-out, full ranking), CTR (dlrm) or "
+                       help="train a model: sequential (hstu, sasrec, bert4rec: leave-one-out, full ranking), CTR (dlrm) or "
                             "multi-feedback two-tower retrieval (gnolr)",
                        description=f"Train {spec.name}: {spec.help}. These are the flags of the {spec.family.title} "
                                    f"family; `recops train --model NAME --help` lists those of NAME's.")
@@ -383,8 +394,8 @@ def build_parser(model: Optional[str] = None) -> argparse.ArgumentParser:
     _train_arguments(p, spec.family)
     p = sub.add_parser("eval", help="evaluate a checkpoint written by train --out (the run or model folder)")
     p.add_argument("--checkpoint", type=_PATH, required=True)
-    p = sub.add_parser("demo", formatter_class=fmt, help="train HSTU and SASRec on the synthetic data and compare "
-                                                         "them")
+    p = sub.add_parser("demo", formatter_class=fmt, help="train HSTU, SASRec and BERT4Rec on the synthetic data, "
+                                                         "each with the same time budget, and compare them")
     _train_arguments(p, SEQUENTIAL, nproc=False)
     p.set_defaults(time_budget=1.0, epochs=30)
     p = sub.add_parser("bench", help="the benchmark runner (python -m recops.bench); flags go to it")
@@ -468,7 +479,7 @@ def _main(argv: List[str]) -> int:
     if args.cmd == "eval":
         return cmd_eval(args)
     family = SEQUENTIAL if args.cmd == "demo" else MODELS[args.model].family
-    runs = ["hstu", "sasrec"] if args.cmd == "demo" else family.runs(args)
+    runs = list(DEMO_MODELS) if args.cmd == "demo" else family.runs(args)
     with _user_input():
         _check_train(args, family, runs)
     if args.cmd == "demo":

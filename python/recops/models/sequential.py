@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Generative sequential recommenders over jagged histories: HSTU (the paper's research formulation) and
-SASRec (causal softmax transformer), sharing the input embedding and the L2-normalised output space."""
+"""Sequential recommenders over jagged histories: HSTU (the paper's research formulation), SASRec (causal softmax
+transformer) and BERT4Rec (bidirectional, Cloze-trained), sharing the input embedding, the L2-normalised output
+space and the training objective; each optionally with decoupled attention embeddings (DARE)."""
 
 import dataclasses
 import math
@@ -10,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..nn.attention import TransformerLayer
 from ..nn.hstu import HSTULayer
-from ..ops.jagged import jagged_to_padded, padded_to_jagged
 from ..ops.full_softmax import full_softmax_loss
 from ..ops.sampled_softmax import sampled_softmax_loss as sampled_softmax_loss_fused
 
@@ -45,6 +46,11 @@ class SeqConfig:
     loss: str = "sampled_softmax"
     negatives: str = "per_position"
     logq: bool = False
+    # BERT4Rec's Cloze task: each training position is replaced by [MASK] with this probability (the paper's
+    # ML-1M value; a sequence with no masked position gets its last one masked).
+    mask_prob: float = 0.2
+    # DARE: attention (queries and keys) reads its own item embedding table; values and scoring use the other.
+    decoupled_embeddings: bool = False
 
     def __post_init__(self):
         for name, allowed in (("loss", LOSSES), ("negatives", NEGATIVES)):
@@ -52,6 +58,8 @@ class SeqConfig:
                 raise ValueError(f"SeqConfig: {name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"SeqConfig: dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 < self.mask_prob < 1.0:
+            raise ValueError(f"SeqConfig: mask_prob must be in (0, 1), got {self.mask_prob}")
         if not (self.temperature > 0 and self.temperature < float("inf")):
             raise ValueError(f"SeqConfig: temperature must be finite and > 0, got {self.temperature}")
 
@@ -61,6 +69,7 @@ class SeqConfig:
             "hstu": dict(model="hstu", num_layers=2, num_heads=1),
             "hstu-large": dict(model="hstu", num_layers=8, num_heads=2, head_dim=25),
             "sasrec": dict(model="sasrec", num_layers=2, num_heads=1),
+            "bert4rec": dict(model="bert4rec", num_layers=2, num_heads=2),
         }
         if name not in presets:
             raise ValueError(f"SeqConfig.preset: model must be one of {sorted(presets)}, got {name!r}")
@@ -68,35 +77,62 @@ class SeqConfig:
 
 
 class _SeqModel(nn.Module):
+    """Shared input (item embedding * sqrt(D) + position embedding, dropout) and output (L2-normalised rows).
+    `extra_tokens` rows follow the items in the tables (BERT4Rec's [MASK]); they are never scored."""
+
+    extra_tokens = 0
+
     def __init__(self, num_items: int, cfg: SeqConfig):
         super().__init__()
         if num_items < 1:
             raise ValueError(f"{type(self).__name__}: num_items must be >= 1, got {num_items}")
         self.cfg, self.num_items = cfg, num_items
-        self.item_emb = nn.Embedding(num_items, cfg.dim)
+        rows = num_items + self.extra_tokens
+        self.item_emb = nn.Embedding(rows, cfg.dim)
         self.pos_emb = nn.Embedding(cfg.max_len + 1, cfg.dim)
+        self.attn_emb = nn.Embedding(rows, cfg.dim) if cfg.decoupled_embeddings else None
         self.drop = nn.Dropout(cfg.dropout)
         # The reference's effective init: truncated normal (at 2 std) with std 0.02 for both tables (its position
         # preprocessor draws std sqrt(1/D), but the model's reset_params then redraws every parameter outside the
         # HSTU blocks and the item-embedding module with std 0.02).
-        for table in (self.item_emb.weight, self.pos_emb.weight):
-            nn.init.trunc_normal_(table, std=0.02, a=-0.04, b=0.04)
+        for table in (self.item_emb, self.pos_emb, self.attn_emb):
+            if table is not None:
+                nn.init.trunc_normal_(table.weight, std=0.02, a=-0.04, b=0.04)
 
-    def embed(self, items: Tensor, offsets: Tensor) -> Tensor:
+    def _positions(self, items: Tensor, offsets: Tensor) -> Tensor:
         lengths = offsets[1:] - offsets[:-1]
         seq = torch.repeat_interleave(torch.arange(lengths.numel(), device=items.device), lengths,
                                       output_size=items.numel())
-        pos = (torch.arange(items.numel(), device=items.device) - offsets[:-1][seq]).clamp(max=self.cfg.max_len)
-        return self.drop(self.item_emb(items) * math.sqrt(self.cfg.dim) + self.pos_emb(pos))
+        return (torch.arange(items.numel(), device=items.device) - offsets[:-1][seq]).clamp(max=self.cfg.max_len)
+
+    def embed(self, items: Tensor, offsets: Tensor, table: Optional[nn.Embedding] = None) -> Tensor:
+        table = self.item_emb if table is None else table
+        return self.drop(table(items) * math.sqrt(self.cfg.dim) + self.pos_emb(self._positions(items, offsets)))
+
+    def embed_attention(self, items: Tensor, offsets: Tensor) -> Optional[Tensor]:
+        """The attention stream's input with decoupled embeddings (same positions), else None."""
+        return None if self.attn_emb is None else self.embed(items, offsets, self.attn_emb)
 
     def item_vectors(self) -> Tensor:
         """[num_items, D] L2-normalised item embeddings (the retrieval space)."""
-        return F.normalize(self.item_emb.weight, dim=-1, eps=1e-6)
+        return F.normalize(self.item_emb.weight[:self.num_items], dim=-1, eps=1e-6)
+
+    def training_outputs(self, batch: dict, device, generator: Optional[torch.Generator] = None, forward=None):
+        """(outputs [M, D], targets [M]) of a next_item_batches batch: every position predicts the next item.
+        `forward` runs the model (default self; the DistributedDataParallel wrapper in distributed training)."""
+        off = batch["offsets"].to(device)
+        ts = batch["timestamps"].to(device) if "timestamps" in batch else None
+        return (forward or self)(batch["items"].to(device), off, ts), batch["targets"].to(device)
+
+    def last_outputs(self, items: Tensor, offsets: Tensor, timestamps: Optional[Tensor] = None) -> Tensor:
+        """[B, D]: the output that predicts each sequence's next item (its last position)."""
+        return self(items, offsets, timestamps)[offsets[1:] - 1]
 
 
 class HSTU(_SeqModel):
     """item_emb * sqrt(D) + position embedding, dropout, `num_layers` HSTULayers (research formulation,
-    relative position + log-time bias, scale 1/max_seq_len), L2-normalised output [L, D]."""
+    relative position + log-time bias, scale 1/max_seq_len), L2-normalised output [L, D]. With decoupled
+    embeddings, q and k of every layer come from the attention embeddings (HSTULayer's x_attn)."""
 
     def __init__(self, num_items: int, cfg: SeqConfig):
         super().__init__(num_items, cfg)
@@ -107,8 +143,9 @@ class HSTU(_SeqModel):
 
     def forward(self, items: Tensor, offsets: Tensor, timestamps: Optional[Tensor] = None) -> Tensor:
         x = self.embed(items, offsets)
+        x_attn = self.embed_attention(items, offsets)
         for layer in self.layers:
-            x = layer(x, offsets, timestamps)
+            x = layer(x, offsets, timestamps, x_attn=x_attn)
         return F.normalize(x, dim=-1, eps=1e-6)
 
     def use_reference_attention(self, enabled: bool = True) -> "HSTU":
@@ -117,40 +154,105 @@ class HSTU(_SeqModel):
         return self
 
 
-class SASRec(_SeqModel):
-    """The same input and output as HSTU with causal softmax transformer blocks (pre-LN, torch SDPA on the
-    padded batch, FFN of width D)."""
+class _Transformer(_SeqModel):
+    """The shared input, `num_layers` TransformerLayers (jagged softmax attention, no padding) and a final
+    LayerNorm, L2-normalised output [L, D]."""
 
-    def __init__(self, num_items: int, cfg: SeqConfig):
+    causal = True
+
+    def __init__(self, num_items: int, cfg: SeqConfig, ffn_dim: int):
         super().__init__(num_items, cfg)
-        d = cfg.dim
-        self.blocks = nn.ModuleList(nn.ModuleDict(dict(
-            ln1=nn.LayerNorm(d), qkv=nn.Linear(d, 3 * d), proj=nn.Linear(d, d), ln2=nn.LayerNorm(d),
-            ff1=nn.Linear(d, d), ff2=nn.Linear(d, d))) for _ in range(cfg.num_layers))
-        self.final_ln = nn.LayerNorm(d)
+        self.blocks = nn.ModuleList(
+            TransformerLayer(cfg.dim, cfg.num_heads, ffn_dim, causal=self.causal, dropout=cfg.dropout,
+                             max_seq_len=1 << 20, decoupled=cfg.decoupled_embeddings)
+            for _ in range(cfg.num_layers))
+        self.final_ln = nn.LayerNorm(cfg.dim)
 
     def forward(self, items: Tensor, offsets: Tensor, timestamps: Optional[Tensor] = None) -> Tensor:
-        cfg = self.cfg
-        lengths = offsets[1:] - offsets[:-1]
-        n = int(lengths.max()) if lengths.numel() else 0
-        x = jagged_to_padded(self.embed(items, offsets), offsets, n)  # [B, n, D]; padding rows come last
-        batch, h = x.shape[0], cfg.num_heads
+        x = self.embed(items, offsets)
+        x_attn = self.embed_attention(items, offsets)
         for blk in self.blocks:
-            qkv = blk["qkv"](blk["ln1"](x)).view(batch, n, 3, h, cfg.dim // h).permute(2, 0, 3, 1, 4)
-            a = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=True,
-                                               dropout_p=cfg.dropout if self.training else 0.0)
-            x = x + self.drop(blk["proj"](a.transpose(1, 2).reshape(batch, n, cfg.dim)))
-            x = x + self.drop(blk["ff2"](self.drop(F.gelu(blk["ff1"](blk["ln2"](x))))))
-        out = padded_to_jagged(self.final_ln(x), offsets, items.numel())
-        return F.normalize(out, dim=-1, eps=1e-6)
+            x = blk(x, offsets, x_attn)
+        return F.normalize(self.final_ln(x), dim=-1, eps=1e-6)
+
+    def use_padded_sdpa(self, enabled: bool = True) -> "_Transformer":
+        """Attention as torch SDPA on the padded batch (the earlier formulation; a baseline and a test oracle)."""
+        for blk in self.blocks:
+            blk.use_padded_sdpa(enabled)
+        return self
+
+
+class SASRec(_Transformer):
+    """The same input and output as HSTU with causal softmax transformer blocks (pre-LN, FFN of width D, GELU),
+    on recops.ops.jagged_attention: no padding anywhere in the forward."""
+
+    def __init__(self, num_items: int, cfg: SeqConfig):
+        super().__init__(num_items, cfg, ffn_dim=cfg.dim)
+
+
+class BERT4Rec(_Transformer):
+    """BERT4Rec (Sun et al., CIKM 2019): bidirectional transformer blocks (FFN 4D, GELU) over the history, trained
+    on the Cloze task: each position is replaced by the [MASK] token (row num_items of the tables) with
+    probability cfg.mask_prob and the loss (cfg.loss: full or sampled softmax) is taken on the masked positions
+    only. At evaluation [MASK] is appended after the history and its output predicts the next item. The output
+    space is the other models' (L2-normalised, temperature-scaled cosine), not the paper's dot product + bias."""
+
+    causal = False
+    extra_tokens = 1
+
+    def __init__(self, num_items: int, cfg: SeqConfig):
+        super().__init__(num_items, cfg, ffn_dim=4 * cfg.dim)
+
+    @property
+    def mask_token(self) -> int:
+        return self.num_items
+
+    def cloze(self, items: Tensor, offsets: Tensor, generator: Optional[torch.Generator] = None):
+        """(masked items, masked positions [bool, like items]): each position masked with probability mask_prob,
+        and the last position of a non-empty sequence that drew none. Only real (history) positions are
+        touched; the random draw uses `generator` (CPU), so a seeded run repeats bit for bit."""
+        draw = torch.rand(items.shape[0], generator=generator).to(items.device) < self.cfg.mask_prob
+        lengths = offsets[1:] - offsets[:-1]
+        seq = torch.repeat_interleave(torch.arange(lengths.numel(), device=items.device), lengths,
+                                      output_size=items.numel())
+        hits = torch.zeros(lengths.numel(), dtype=torch.long, device=items.device).index_add_(0, seq, draw.long())
+        last = offsets[1:][(hits == 0) & (lengths > 0)] - 1
+        draw[last] = True
+        return torch.where(draw, torch.full_like(items, self.mask_token), items), draw
+
+    def training_outputs(self, batch: dict, device, generator: Optional[torch.Generator] = None, forward=None):
+        """The Cloze task on each whole training sequence (the batch's inputs plus its last target)."""
+        items, off, targets = batch["items"].to(device), batch["offsets"].to(device), batch["targets"].to(device)
+        full, full_off = _append_last(items, off, targets[off[1:] - 1])
+        masked, where = self.cloze(full, full_off, generator)
+        return (forward or self)(masked, full_off)[where], full[where]
+
+    def last_outputs(self, items: Tensor, offsets: Tensor, timestamps: Optional[Tensor] = None) -> Tensor:
+        lengths = offsets[1:] - offsets[:-1]
+        extra = torch.full((lengths.numel(),), self.mask_token, dtype=items.dtype, device=items.device)
+        full, full_off = _append_last(items, offsets, extra)
+        return self(full, full_off)[full_off[1:] - 1]
+
+
+def _append_last(items: Tensor, offsets: Tensor, extra: Tensor):
+    """(items with extra[b] appended to sequence b, the new offsets)."""
+    B = offsets.numel() - 1
+    lengths = offsets[1:] - offsets[:-1]
+    new_off = offsets + torch.arange(B + 1, device=offsets.device, dtype=offsets.dtype)
+    seq = torch.repeat_interleave(torch.arange(B, device=items.device), lengths, output_size=items.numel())
+    out = torch.empty(items.numel() + B, dtype=items.dtype, device=items.device)
+    out[torch.arange(items.numel(), device=items.device) + seq] = items
+    out[new_off[1:] - 1] = extra
+    return out, new_off
+
+
+MODELS = {"hstu": HSTU, "sasrec": SASRec, "bert4rec": BERT4Rec}
 
 
 def build_model(num_items: int, cfg: SeqConfig) -> nn.Module:
-    if cfg.model == "hstu":
-        return HSTU(num_items, cfg)
-    if cfg.model == "sasrec":
-        return SASRec(num_items, cfg)
-    raise ValueError(f"build_model: model must be 'hstu' or 'sasrec', got {cfg.model!r}")
+    if cfg.model not in MODELS:
+        raise ValueError(f"build_model: model must be one of {sorted(MODELS)}, got {cfg.model!r}")
+    return MODELS[cfg.model](num_items, cfg)
 
 
 def next_item_loss(out: Tensor, targets: Tensor, item_vectors: Tensor, cfg: SeqConfig,

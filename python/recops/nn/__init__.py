@@ -2,6 +2,7 @@
 """Small nn.Modules over recops.ops."""
 
 from .embedding import EmbeddingBagCollection, EmbeddingBagConfig, EmbeddingBagOutput, FusedOptimizer, TableGroup
+from .attention import TransformerLayer
 from .hstu import HSTULayer
 from .ordinal import GNOLRHead, OrdinalHead, thresholds_from_positive_rates
 
@@ -11,4 +12,4 @@ __all__ = [
     "EmbeddingBagOutput",
     "FusedOptimizer",
     "TableGroup",
-    "GNOLRHead", "HSTULayer", "OrdinalHead", "thresholds_from_positive_rates"]
+    "GNOLRHead", "HSTULayer", "OrdinalHead", "TransformerLayer", "thresholds_from_positive_rates"]

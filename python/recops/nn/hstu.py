@@ -33,7 +33,8 @@ class HSTULayer(nn.Module):
         contextual_len, max_attn_len: mask options of hstu_attention.
     Forward:
         x [L, D], offsets [B+1], timestamps [L] int (optional; without them no time bias),
-        num_targets [B] (optional) -> [L, D].
+        num_targets [B] (optional), x_attn [L, D] (optional: decoupled attention embeddings, DARE; Q and K are
+        then SiLU(LayerNorm(x_attn) W_qk) while U and V stay SiLU(LayerNorm(x) W_uv)) -> [L, D].
     """
 
     def __init__(self, embedding_dim: int, num_heads: int = 1, attention_dim: Optional[int] = None,
@@ -78,12 +79,19 @@ class HSTULayer(nn.Module):
             nn.init.zeros_(self.out.bias)
 
     def forward(self, x: Tensor, offsets: Tensor, timestamps: Optional[Tensor] = None,
-                num_targets: Optional[Tensor] = None) -> Tensor:
+                num_targets: Optional[Tensor] = None, x_attn: Optional[Tensor] = None) -> Tensor:
         L = x.shape[0]
         H, dq, dv = self.num_heads, self.attention_dim, self.linear_dim
+        if x_attn is not None and self.variant != "research":
+            raise ValueError("HSTULayer: x_attn (decoupled attention embeddings) needs variant='research'")
         if self.variant == "research":
             h = F.layer_norm(x, (self.embedding_dim,), eps=self.eps)
-            u, v, q, k = torch.split(F.silu(h @ self.uvqk), [H * dv, H * dv, H * dq, H * dq], dim=1)
+            if x_attn is None:
+                u, v, q, k = torch.split(F.silu(h @ self.uvqk), [H * dv, H * dv, H * dq, H * dq], dim=1)
+            else:
+                ha = F.layer_norm(x_attn, (self.embedding_dim,), eps=self.eps)
+                u, v = torch.split(F.silu(h @ self.uvqk[:, :2 * H * dv]), [H * dv, H * dv], dim=1)
+                q, k = torch.split(F.silu(ha @ self.uvqk[:, 2 * H * dv:]), [H * dq, H * dq], dim=1)
             use_time = timestamps is not None
             o = self.attention(q.view(L, H, dq), k.view(L, H, dq), v.view(L, H, dv), offsets, self.max_seq_len,
                                alpha=1.0, num_targets=num_targets, contextual_len=self.contextual_len,

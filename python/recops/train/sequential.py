@@ -32,8 +32,7 @@ def evaluate(model, inputs: SequenceData, targets: torch.Tensor, batch_size: int
         batch = sequence_batch(inputs, users, drop_last_item=False)
         off = batch["offsets"].to(device)
         ts = batch["timestamps"].to(device) if "timestamps" in batch else None
-        out = model(batch["items"].to(device), off, ts)
-        last = out[off[1:] - 1]
+        last = model.last_outputs(batch["items"].to(device), off, ts)
         _, ids = topk_with_exclusion(last, items, max(ks), batch["items"].to(device), off)
         ranks.append(ranks_of(targets[users].to(device), ids).cpu())
     model.train(was_training)
@@ -93,14 +92,12 @@ def fit(model, split: SplitData, cfg: SeqConfig, epochs: int = 20, time_budget_s
         return rank_share(next_item_batches(split.train, cfg.batch_size, generator=gen), rank, world)
 
     def step(batch):
-        off = batch["offsets"].to(device)
-        ts = batch["timestamps"].to(device) if "timestamps" in batch else None
-        out = net(batch["items"].to(device), off, ts)
-        loss = next_item_loss(out, batch["targets"].to(device), model.item_vectors(), cfg, gen, item_probs)
+        out, targets = model.training_outputs(batch, device, gen, forward=net)
+        loss = next_item_loss(out, targets, model.item_vectors(), cfg, gen, item_probs)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        return loss.item(), (off.numel() - 1) * world
+        return loss.item(), (batch["offsets"].numel() - 1) * world
 
     started = time.perf_counter()
 
