@@ -15,7 +15,8 @@ from recops.distributed import launch
 from recops.train import checkpoint
 
 FAMILY_ONLY = {"sequential": ["--max-len", "--negatives", "--patience", "--nproc", "--lr", "--loss",
-                              "--negatives-per-position", "--logq", "--dropout", "--temperature"],
+                              "--negatives-per-position", "--logq", "--dropout", "--temperature",
+                              "--decoupled-embeddings", "--mask-prob"],
                "ctr": ["--table-size", "--max-rows", "--lr", "--dense-lr", "--no-baseline", "--nproc"],
                "two_tower": ["--no-baseline"]}
 COMMON = ["--model", "--data", "--format", "--seed", "--epochs", "--batch-size", "--time-budget", "--out",
@@ -34,7 +35,7 @@ def _flags(text):
 
 
 def test_registry_families_are_checkpoint_families():
-    assert set(cli.MODELS) == {"hstu", "hstu-large", "sasrec", "dlrm", "logistic", "gnolr", "bce-two-tower"}
+    assert set(cli.MODELS) == {"hstu", "hstu-large", "sasrec", "bert4rec", "dlrm", "logistic", "gnolr", "bce-two-tower"}
     assert {m.family.name for m in cli.MODELS.values()} == set(checkpoint.FAMILIES) == set(cli.FAMILIES)
     assert cli.MODELS["dlrm"].family is cli.CTR and cli.MODELS["sasrec"].family is cli.SEQUENTIAL
 
