@@ -56,22 +56,46 @@ inline void dropout_row(const DropoutTile& d, int64_t h, int64_t i, int64_t j0, 
   }
 }
 
-// Online softmax over one head's score tile S [RP x BKP] (mask tile: 1 = allowed), in place: S becomes
+// The scores of a tile row with the disallowed keys at -inf: from the mask tile (1 = allowed) when the tile is
+// masked, else the columns c >= C (the padding, or past the diagonal of a plain causal tile).
+template <typename T>
+inline V<T> masked_scores(const T* srow, const T* mrow, int64_t c, int64_t C) {
+  const V<T> x = vload(srow + c);
+  const V<T> ninf = V<T>{} - __builtin_inf();
+  if (mrow) return vload(mrow + c) != T(0) ? x : ninf;
+  if (c + Vec<T>::kW <= C) return x;
+  V<T> col;
+  for (int l = 0; l < Vec<T>::kW; ++l) col[l] = static_cast<T>(c + l);
+  return col < static_cast<T>(C) ? x : ninf;
+}
+
+// The columns a tile row may see without a mask tile: C, or up to the diagonal under the plain causal mask
+// (causal_j0 = j0 >= 0: row i sees key columns c <= i - j0).
+inline int64_t row_limit(int64_t C, int64_t causal_j0, int64_t i) {
+  if (causal_j0 < 0) return C;
+  const int64_t lim = i - causal_j0 + 1;
+  return lim < 0 ? 0 : (lim < C ? lim : C);
+}
+
+// Online softmax over one head's score tile S [RP x BKP] (mask tile: 1 = allowed; null when the tile needs none:
+// every pair allowed or plain causal, see row_limit), in place: S becomes
 // exp(s - m) times the dropout keep scale (drop: null without dropout, else BKP scratch), the running row
 // maximum rmax and sum rsum [RP] are updated and O [RP x DVP] is rescaled to the new maximum. A row with no
 // allowed key so far keeps m = -inf, sum 0 and contributes 0 (never NaN: its exponent base is 0).
 template <typename T>
-void softmax_fwd_tile(T* S, const T* mask, int64_t R, int64_t RP, int64_t BKP, T* rmax, T* rsum, T* O,
-                      int64_t DVP, const DropoutTile* drop, T* keep, int64_t h, int64_t i0, int64_t j0) {
+void softmax_fwd_tile(T* S, const T* mask, int64_t causal_j0, int64_t R, int64_t RP, int64_t C, int64_t BKP,
+                      T* rmax, T* rsum, T* O, int64_t DVP, const DropoutTile* drop, T* keep, int64_t h, int64_t i0,
+                      int64_t j0) {
   constexpr int W = Vec<T>::kW;
   const T inf = __builtin_inf();
   const V<T> ninf = V<T>{} - inf;
   for (int64_t r = 0; r < RP; ++r) {
     T* srow = S + r * BKP;
-    const T* mrow = mask + r * BKP;
+    const T* mrow = mask ? mask + r * BKP : nullptr;
+    const int64_t lim = row_limit(C, causal_j0, i0 + r);
     V<T> mx = ninf;
     for (int64_t c = 0; c < BKP; c += W) {
-      const V<T> x = vload(mrow + c) != T(0) ? vload(srow + c) : ninf;
+      const V<T> x = masked_scores(srow, mrow, c, lim);
       vstore(srow + c, x);
       mx = x > mx ? x : mx;
     }
@@ -100,17 +124,17 @@ void softmax_fwd_tile(T* S, const T* mask, int64_t R, int64_t RP, int64_t BKP, T
 // whose lse is +inf), S <- P (undropped) and Pd <- P times the dropout keep scale (Pd = P without dropout),
 // keep [RP x BKP] <- the keep scales when dropout is on.
 template <typename T>
-void softmax_bwd_scores(T* S, T* Pd, T* keep, const T* mask, const T* lse, int64_t R, int64_t RP, int64_t BKP,
-                        const DropoutTile* drop, int64_t h, int64_t i0, int64_t j0) {
+void softmax_bwd_scores(T* S, T* Pd, T* keep, const T* mask, int64_t causal_j0, const T* lse, int64_t R, int64_t RP,
+                        int64_t C, int64_t BKP, const DropoutTile* drop, int64_t h, int64_t i0, int64_t j0) {
   constexpr int W = Vec<T>::kW;
   const T inf = __builtin_inf();
-  const V<T> ninf = V<T>{} - inf;
   for (int64_t r = 0; r < RP; ++r) {
     const T l = r < R ? lse[r] : inf;
     T* srow = S + r * BKP;
     T* prow = Pd + r * BKP;
     T* krow = keep + r * BKP;
-    const T* mrow = mask + r * BKP;
+    const T* mrow = mask ? mask + r * BKP : nullptr;
+    const int64_t lim = row_limit(C, causal_j0, i0 + r);
     const bool dropped = drop && r < R;
     if (dropped) {
       dropout_row(*drop, h, i0 + r, j0, BKP, krow);
@@ -118,8 +142,7 @@ void softmax_bwd_scores(T* S, T* Pd, T* keep, const T* mask, const T* lse, int64
       for (int64_t c = 0; c < BKP; ++c) krow[c] = T(0);
     }
     for (int64_t c = 0; c < BKP; c += W) {
-      const V<T> x = vload(mrow + c) != T(0) ? vload(srow + c) : ninf;
-      const V<T> p = vexp(x - l);
+      const V<T> p = vexp(masked_scores(srow, mrow, c, lim) - l);
       vstore(srow + c, p);
       vstore(prow + c, dropped ? p * vload(krow + c) : (drop ? V<T>{} : p));
     }

@@ -142,7 +142,7 @@ void fill_tiles(const HstuFwdParams& a, const HstuPlan& plan, const HstuMask& mk
     }
     if (all_valid) {
       for (int64_t c = 0; c < ldt; ++c) mrow[c] = (in && c < C) ? T(1) : T(0);
-    } else if (mk.causal && mk.c == 0 && mk.window == 0 && mk.m == n) {  // plain causal: j <= i
+    } else if (mk.plain_causal(n)) {  // j <= i
       const int64_t lim = in ? imin(C, i - j0 + 1) : 0;
       for (int64_t c = 0; c < ldt; ++c) mrow[c] = c < lim ? T(1) : T(0);
     } else {

@@ -123,7 +123,8 @@ void bwd_scores(const BwdSeq<T>& q, int64_t i0, int64_t R, int64_t RP, bool all_
 // One (query block, key block) tile, all heads: dV += P^T dO, dS = (dO V^T) * S', dK += dS^T Q, dQ += dS K;
 // the bias gradients' dS sum over heads is kept in dSsum.
 template <typename T>
-void bwd_tile(const BwdSeq<T>& q, int64_t i0, int64_t R, int64_t RP, int64_t j0, int64_t C, bool all_valid) {
+void bwd_tile(const BwdSeq<T>& q, int64_t i0, int64_t R, int64_t RP, int64_t j0, int64_t C, bool all_valid,
+              bool no_tile) {
   constexpr int W = Vec<T>::kW;
   const int64_t DQ = q.lay.DQ, DV = q.lay.DV, DQP = q.lay.DQP, DVP = q.lay.DVP, BKP = q.lay.BKP, NQ = q.lay.NQ;
   const auto& x = q.x;
@@ -135,7 +136,8 @@ void bwd_tile(const BwdSeq<T>& q, int64_t i0, int64_t R, int64_t RP, int64_t j0,
     const T* dOp = x.dOp + (h * NQ + i0) * DVP;
     gemm<T, false>(RP, BKP, DQ, Qp, DQP, x.Kt + h * DQ * BKP, BKP, x.S, BKP);
     if (q.lay.softmax) {
-      softmax_bwd_scores(x.S, x.P, x.keep, x.mask, x.lse + h * NQ + i0, R, RP, BKP, q.dropp, h, i0, j0);
+      softmax_bwd_scores(x.S, x.P, x.keep, no_tile ? nullptr : x.mask, no_tile && !all_valid ? j0 : -1,
+                         x.lse + h * NQ + i0, R, RP, C, BKP, q.dropp, h, i0, j0);
     } else {
       bwd_scores(q, i0, R, RP, all_valid);
     }
@@ -243,8 +245,12 @@ void bwd_task(const HstuBwdParams& a, const HstuPlan& plan, const BwdLayout<T>& 
       const int64_t i0 = qb * kBlockQ, R = imin(kBlockQ, n - i0), RP = round_up(R, kMR);
       if (!q.mk.any(i0, i0 + R - 1, j0, j0 + C - 1)) continue;
       const bool all_valid = q.mk.all(i0, i0 + R - 1, j0, j0 + C - 1);
-      fill_tiles(a, plan, q.mk, s, n, i0, R, RP, j0, C, lay.BKP, all_valid, q.x.bias, q.x.mask, q.x.buckets);
-      bwd_tile(q, i0, R, RP, j0, C, all_valid);
+      // softmax: no bias tile, and a fully valid or plain causal tile needs no mask tile (row_limit)
+      const bool no_tile = lay.softmax && (all_valid || q.mk.plain_causal(n));
+      if (!no_tile) {
+        fill_tiles(a, plan, q.mk, s, n, i0, R, RP, j0, C, lay.BKP, all_valid, q.x.bias, q.x.mask, q.x.buckets);
+      }
+      bwd_tile(q, i0, R, RP, j0, C, all_valid, no_tile);
       if (q.has_bias) bwd_bias_grads(q, i0, R, j0, C);
     }
     bwd_store_keys(q, j0, C);

@@ -91,8 +91,9 @@ void fwd_task(const HstuFwdParams& a, const HstuPlan& plan, const FwdLayout<T>& 
       if (!mk.any(i0, i0 + R - 1, j0, j0 + C - 1)) continue;
       for (; packed_upto <= kb; ++packed_upto) pack_kv_block(a, lay, b, packed_upto, kv + packed_upto * block_elems);
       const bool all_valid = mk.all(i0, i0 + R - 1, j0, j0 + C - 1);
-      // softmax always reads the mask tile: padding key columns must get probability 0, not exp(0 - m)
-      if (kSoftmax || has_bias || !all_valid) {
+      // softmax under the plain causal mask cuts each row at the diagonal itself (row_limit): no mask tile
+      const bool diag_only = kSoftmax && !all_valid && mk.plain_causal(n);
+      if (has_bias || (!all_valid && !diag_only)) {
         fill_tiles(a, plan, mk, s, n, i0, R, RP, j0, C, BKP, all_valid, x.bias, x.mask, x.buckets);
       }
       for (int64_t h = 0; h < H; ++h) {
@@ -101,8 +102,9 @@ void fwd_task(const HstuFwdParams& a, const HstuPlan& plan, const FwdLayout<T>& 
         T* oh = x.Oacc + h * kBlockQ * DVP;
         gemm<T, false>(RP, BKP, DQ, x.Qp + h * kBlockQ * DQ, DQ, Kt, BKP, x.S, BKP);
         if (kSoftmax) {
-          softmax_fwd_tile(x.S, x.mask, R, RP, BKP, x.rmax + h * kBlockQ, x.rsum + h * kBlockQ, oh, DVP, dropp,
-                           x.keep, h, i0, j0);
+          // padding key columns (c >= C) get probability 0, not exp(0 - m): masked_scores cuts them
+          softmax_fwd_tile(x.S, all_valid || diag_only ? nullptr : x.mask, diag_only ? j0 : -1, R, RP, C, BKP,
+                           x.rmax + h * kBlockQ, x.rsum + h * kBlockQ, oh, DVP, dropp, x.keep, h, i0, j0);
         } else {
           for (int64_t r = 0; r < RP; ++r) {
             T* srow = x.S + r * BKP;

@@ -39,6 +39,8 @@ struct HstuMask {
     }
     return c > 0 && pi == 0 && pj < m;
   }
+  // The plain causal rule (no context, window or targets): valid(i, j) iff j <= i.
+  RECOPS_HOST_DEVICE bool plain_causal(int64_t n) const { return causal && c == 0 && window == 0 && m == n; }
   // Conservative: false only if no pair of rows [i0, i1] x cols [j0, j1] is valid (p is non-decreasing).
   RECOPS_HOST_DEVICE bool any(int64_t i0, int64_t i1, int64_t j0, int64_t j1) const {
     if (i0 <= j1 && j0 <= i1) return true;
