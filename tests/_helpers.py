@@ -25,3 +25,21 @@ def assert_close_to_ref(out, ref_lowp, ref_fp32, atol=1e-5):
     err = (out.float() - ref_fp32.float()).abs().max().item() if out.numel() else 0.0
     ref_err = (ref_lowp.float() - ref_fp32.float()).abs().max().item() if out.numel() else 0.0
     assert err <= 2 * ref_err + atol, f"error {err} > 2 * reference error {ref_err} + {atol}"
+
+
+def isa_outputs(code: str, isa: str, tag: str):
+    """[forced, best]: what `code` (a python -c program whose '{path}' placeholder it torch.saves to) gives with
+    RECOPS_CPU_ISA=isa and with the default dispatch, each in a fresh subprocess from the repository root."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    outs = []
+    for env_isa in (isa, ""):
+        path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"{tag}_isa_{env_isa or 'best'}_{os.getpid()}.pt")
+        subprocess.run([sys.executable, "-c", code.format(path=path)], check=True,
+                       env=dict(os.environ, RECOPS_CPU_ISA=env_isa), cwd=root)
+        outs.append(torch.load(path))
+        os.remove(path)
+    return outs

@@ -16,6 +16,7 @@ void bind_hstu(nb::module_& m);
 void bind_losses(nb::module_& m);
 void bind_embedding(nb::module_& m);
 void bind_retrieval(nb::module_& m);
+void bind_nn(nb::module_& m);
 }
 
 NB_MODULE(_C, m) {
@@ -70,4 +71,5 @@ NB_MODULE(_C, m) {
   recops::bindings::bind_losses(m);
   recops::bindings::bind_embedding(m);
   recops::bindings::bind_retrieval(m);
+  recops::bindings::bind_nn(m);
 }

@@ -18,6 +18,9 @@ inline T hsum(V<T> v) {
   return s;
 }
 
+typedef uint32_t VU __attribute__((vector_size(RECOPS_HSTU_VBYTES)));
+#include "hstu/dropout_simd.inc"
+
 inline float scalar_exp(float x) { return ::expf(x); }
 inline double scalar_exp(double x) { return ::exp(x); }
 inline float scalar_log(float x) { return ::logf(x); }
@@ -37,17 +40,8 @@ inline void dropout_row(const DropoutTile& d, int64_t h, int64_t i, int64_t j0, 
   const T inv = static_cast<T>(d.inv_keep);
   if constexpr (sizeof(T) == 4) {
     constexpr int WF = Vec<float>::kW;
-    typedef uint32_t VU __attribute__((vector_size(RECOPS_HSTU_VBYTES)));
-    VU lane;
-    for (int l = 0; l < WF; ++l) lane[l] = static_cast<uint32_t>(l);
     for (int64_t c = 0; c < BKP; c += WF) {
-      VU x = ((VU{} + static_cast<uint32_t>(j0 + c)) + lane) * 0x9E3779B9u;
-      x ^= key;
-      x ^= x >> 16;
-      x *= 0x85EBCA6Bu;
-      x ^= x >> 13;
-      x *= 0xC2B2AE35u;
-      x ^= x >> 16;
+      const VU x = dropout_bits_vec(key, j0 + c);
       const V<float> keep = (x >= d.threshold) ? (V<float>{} + inv) : V<float>{};
       vstore(dst + c, keep);
     }

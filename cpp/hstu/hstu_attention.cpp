@@ -97,7 +97,8 @@ const char* hstu_cpu_isa() { return selected_isa_name(); }
 template <typename T>
 void hstu_attention_fwd(const HstuFwdParams& a, int num_threads) {
   validate(a, op_name(a, false));
-  if (a.total_len == 0 || a.num_heads == 0 || a.dv == 0) return;
+  // (softmax with dv = 0 still writes lse)
+  if (a.total_len == 0 || a.num_heads == 0 || (a.dv == 0 && a.kind != AttnKind::kSoftmax)) return;
   // Work of query block qb ~ the key rows it may see (all n without the causal mask). Sequences are cut into chunks of consecutive query
   // blocks of about total / (4 * threads) work, so long sequences spread over threads while each chunk packs
   // its sequence's K/V only once; chunks run most-work first.

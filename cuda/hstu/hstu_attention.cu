@@ -1,11 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
-// Launchers of the HSTU attention kernels and of the softmax attention kernels (jagged_attention): offsets
-// check, tile size from the head dims, dynamic shared memory above 48 KiB when needed, one launch per kernel on
-// the caller's stream.
+// Launchers of the attention kernels of hstu_kernels.cuh for both ops (HSTU attention: kSoftmax = false;
+// softmax attention, jagged_attention: kSoftmax = true): offsets check, tile size from the head dims, dynamic
+// shared memory (attn_smem; above 48 KiB opted into), one launch per kernel on the caller's stream.
 #include "common/cuda_check.cuh"
 #include "hstu/hstu_cuda.h"
 #include "hstu/hstu_kernels.cuh"
-#include "hstu/jagged_attention_kernels.cuh"
 #include "jagged/jagged_kernels.cuh"
 
 namespace recops::cuda {
@@ -13,107 +12,81 @@ namespace {
 
 constexpr int kThreads = 256;
 
-int tile_for(const hstu::HstuFwdParams& p) { return (p.dqk > 128 || p.dv > 128) ? 16 : 32; }
-
-template <typename Params>
-void launch(void (*kernel)(Params, int), dim3 grid, size_t smem, const Params& p, int tile, cudaStream_t stream) {
-  if (smem > 48 * 1024) {
-    RECOPS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           static_cast<int>(smem)));
-  }
-  kernel<<<grid, kThreads, smem, stream>>>(p, tile);
-  RECOPS_CUDA_CHECK(cudaGetLastError());
-}
-
 void check_offsets(const hstu::HstuFwdParams& p, cudaStream_t stream) {
   check_offsets_kernel<int64_t><<<grid_for(p.num_seqs + 1, kThreads), kThreads, 0, stream>>>(
       p.offsets, p.num_seqs, p.total_len, p.error_flag);
   RECOPS_CUDA_CHECK(cudaGetLastError());
 }
 
-dim3 grid_of(const hstu::HstuFwdParams& p, int tile) {
-  return dim3(static_cast<unsigned>((p.max_seq_len + tile - 1) / tile),
-              static_cast<unsigned>(p.num_seqs * p.num_heads));
+bool no_rows(const hstu::HstuFwdParams& p) { return p.num_seqs == 0 || p.total_len == 0 || p.num_heads == 0; }
+
+// One launch of `pass`: grid (own tile, sequence * head), tile rows from the head dims.
+template <typename Params>
+void launch(void (*kernel)(Params, int), AttnPass pass, bool softmax, const Params& p, cudaStream_t stream) {
+  const int tile = (p.dqk > 128 || p.dv > 128) ? 16 : 32;
+  const size_t smem = sizeof(float) * static_cast<size_t>(attn_smem(pass, softmax, tile, p.dqk, p.dv).total);
+  if (smem > 48 * 1024) {
+    RECOPS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           static_cast<int>(smem)));
+  }
+  const dim3 grid(static_cast<unsigned>((p.max_seq_len + tile - 1) / tile),
+                  static_cast<unsigned>(p.num_seqs * p.num_heads));
+  kernel<<<grid, kThreads, smem, stream>>>(p, tile);
+  RECOPS_CUDA_CHECK(cudaGetLastError());
 }
 
 template <typename T>
-void fwd(const hstu::HstuFwdParams& p, cudaStream_t stream) {
-  const int tile = tile_for(p);
-  const size_t ldq = p.dqk + 1, ldv = p.dv + 1;
-  const size_t smem = sizeof(float) * (tile * ldq * 2 + tile * ldv * 2 + tile * (tile + 1));
-  launch(hstu_fwd_kernel<T>, grid_of(p, tile), smem, p, tile, stream);
+struct DtypeTag {
+  using type = T;
+};
+
+template <typename F>
+void for_dtype(HstuDtype dtype, F&& f) {
+  switch (dtype) {
+    case HstuDtype::kFloat32: f(DtypeTag<float>{}); break;
+    case HstuDtype::kFloat16: f(DtypeTag<__half>{}); break;
+    case HstuDtype::kBFloat16: f(DtypeTag<__nv_bfloat16>{}); break;
+  }
 }
 
-template <typename T>
-void bwd(const hstu::HstuBwdParams& p, cudaStream_t stream) {
-  const int tile = tile_for(p);
-  const size_t ldq = p.dqk + 1, ldv = p.dv + 1;
-  const size_t smem = sizeof(float) * (tile * ldq * 3 + tile * ldv * 3 + 2 * tile * (tile + 1));
-  launch(hstu_bwd_dkv_kernel<T>, grid_of(p, tile), smem, p, tile, stream);
-  launch(hstu_bwd_dq_kernel<T>, grid_of(p, tile), smem, p, tile, stream);
+template <bool kSoftmax>
+void fwd(const hstu::HstuFwdParams& p, HstuDtype dtype, cudaStream_t stream) {
+  check_offsets(p, stream);
+  // HSTU with dv == 0 has nothing to write; the softmax forward still writes lse for every row.
+  if (no_rows(p) || (!kSoftmax && p.dv == 0)) return;
+  for_dtype(dtype, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    launch(attn_fwd_kernel<T, kSoftmax>, AttnPass::kFwd, kSoftmax, p, stream);
+  });
 }
 
-// Softmax attention: the HSTU kernels' tiles plus, per row of the block's query tile, three floats (forward:
-// running max, sum and rescale factor; backward: lse, D and the dropout row key).
-template <typename T>
-void softmax_fwd(const hstu::HstuFwdParams& p, cudaStream_t stream) {
-  const int tile = tile_for(p);
-  const size_t ldq = p.dqk + 1, ldv = p.dv + 1;
-  const size_t smem = sizeof(float) * (tile * ldq * 2 + tile * ldv * 2 + tile * (tile + 1) + 3 * tile);
-  launch(jagged_attn_fwd_kernel<T>, grid_of(p, tile), smem, p, tile, stream);
-}
-
-template <typename T>
-void softmax_bwd(const hstu::HstuBwdParams& p, cudaStream_t stream) {
-  const int tile = tile_for(p);
-  const size_t ldq = p.dqk + 1, ldv = p.dv + 1;
-  const size_t smem_dkv = sizeof(float) * (tile * ldq * 3 + tile * ldv * 3 + 2 * tile * (tile + 1) + 3 * tile);
-  const size_t smem_dq = sizeof(float) * (tile * ldq * 3 + tile * ldv * 2 + tile * (tile + 1) + 3 * tile);
-  launch(jagged_attn_bwd_dkv_kernel<T>, grid_of(p, tile), smem_dkv, p, tile, stream);
-  launch(jagged_attn_bwd_dq_kernel<T>, grid_of(p, tile), smem_dq, p, tile, stream);
+template <bool kSoftmax>
+void bwd(const hstu::HstuBwdParams& p, HstuDtype dtype, cudaStream_t stream) {
+  check_offsets(p, stream);
+  if (no_rows(p)) return;
+  for_dtype(dtype, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    launch(attn_bwd_dkv_kernel<T, kSoftmax>, AttnPass::kBwdKV, kSoftmax, p, stream);
+    launch(attn_bwd_dq_kernel<T, kSoftmax>, AttnPass::kBwdQ, kSoftmax, p, stream);
+  });
 }
 
 }  // namespace
 
 void launch_hstu_attention_fwd(const hstu::HstuFwdParams& p, HstuDtype dtype, cudaStream_t stream) {
-  check_offsets(p, stream);
-  if (p.num_seqs == 0 || p.total_len == 0 || p.num_heads == 0 || p.dv == 0) return;
-  switch (dtype) {
-    case HstuDtype::kFloat32: fwd<float>(p, stream); break;
-    case HstuDtype::kFloat16: fwd<__half>(p, stream); break;
-    case HstuDtype::kBFloat16: fwd<__nv_bfloat16>(p, stream); break;
-  }
+  fwd<false>(p, dtype, stream);
 }
 
 void launch_hstu_attention_bwd(const hstu::HstuBwdParams& p, HstuDtype dtype, cudaStream_t stream) {
-  check_offsets(p, stream);
-  if (p.num_seqs == 0 || p.total_len == 0 || p.num_heads == 0) return;
-  switch (dtype) {
-    case HstuDtype::kFloat32: bwd<float>(p, stream); break;
-    case HstuDtype::kFloat16: bwd<__half>(p, stream); break;
-    case HstuDtype::kBFloat16: bwd<__nv_bfloat16>(p, stream); break;
-  }
+  bwd<false>(p, dtype, stream);
 }
 
-// dv == 0 still runs the forward: lse is written for every row.
 void launch_jagged_attention_fwd(const hstu::HstuFwdParams& p, HstuDtype dtype, cudaStream_t stream) {
-  check_offsets(p, stream);
-  if (p.num_seqs == 0 || p.total_len == 0 || p.num_heads == 0) return;
-  switch (dtype) {
-    case HstuDtype::kFloat32: softmax_fwd<float>(p, stream); break;
-    case HstuDtype::kFloat16: softmax_fwd<__half>(p, stream); break;
-    case HstuDtype::kBFloat16: softmax_fwd<__nv_bfloat16>(p, stream); break;
-  }
+  fwd<true>(p, dtype, stream);
 }
 
 void launch_jagged_attention_bwd(const hstu::HstuBwdParams& p, HstuDtype dtype, cudaStream_t stream) {
-  check_offsets(p, stream);
-  if (p.num_seqs == 0 || p.total_len == 0 || p.num_heads == 0) return;
-  switch (dtype) {
-    case HstuDtype::kFloat32: softmax_bwd<float>(p, stream); break;
-    case HstuDtype::kFloat16: softmax_bwd<__half>(p, stream); break;
-    case HstuDtype::kBFloat16: softmax_bwd<__nv_bfloat16>(p, stream); break;
-  }
+  bwd<true>(p, dtype, stream);
 }
 
 }  // namespace recops::cuda

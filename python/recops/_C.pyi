@@ -148,3 +148,8 @@ def ivf_search(queries: NDArray, centroids: NDArray, list_scale: NDArray, list_o
     """
     IVF approximate top-k by inner product (see cpp/retrieval/ivf_index.h) into out_scores/out_ids [Q, k].
     """
+
+def dropout(x: NDArray, out: NDArray, p: float, seed: int, num_threads: int = 1) -> None:
+    """
+    Counter-based dropout of a contiguous array into out (cpp/nn/dropout.h).
+    """

@@ -3,10 +3,6 @@
 causal settings, dropout (the kernels' counter-based mask reproduced bit for bit), gradients, gradcheck,
 opcheck, compile, edge lengths, errors; and the bidirectional option of hstu_attention."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -17,12 +13,11 @@ import recops
 from recops.ops import hstu_attention, jagged_attention
 from recops.ops import attention_ref as ref
 from recops.ops import hstu_ref
-from tests._helpers import random_offsets
+from tests._helpers import isa_outputs, random_offsets
 from tests.ops import test_hstu as hstu_tests
 from tests.ops.test_hstu import _targets
 
 N = 150
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 
 
 def _batch(lengths, heads=2, dqk=7, dv=5, dtype=torch.float64, seed=0, scale=1.0):
@@ -287,13 +282,7 @@ def test_isa_paths_agree(isa):
         "gs=torch.autograd.grad((o.sum()+o2.square().sum()),(q,k,v));"
         "torch.save([recops._C.hstu_cpu_isa(), o.detach(), o2.detach()]+list(gs), '{path}')"
     )
-    outs = []
-    for env_isa in (isa, ""):
-        path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"attn_isa_{env_isa or 'best'}_{os.getpid()}.pt")
-        subprocess.run([sys.executable, "-c", code.format(path=path)], check=True,
-                       env=dict(os.environ, RECOPS_CPU_ISA=env_isa), cwd=ROOT)
-        outs.append(torch.load(path))
-        os.remove(path)
+    outs = isa_outputs(code, isa, "attn")
     forced, best = outs
     assert forced[0] in (isa, best[0])
     for a, b in zip(forced[1:], best[1:]):

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..nn.attention import TransformerLayer
+from ..nn.attention import Dropout, TransformerLayer
 from ..nn.hstu import HSTULayer
 from ..ops.full_softmax import full_softmax_loss
 from ..ops.sampled_softmax import sampled_softmax_loss as sampled_softmax_loss_fused
@@ -91,7 +91,7 @@ class _SeqModel(nn.Module):
         self.item_emb = nn.Embedding(rows, cfg.dim)
         self.pos_emb = nn.Embedding(cfg.max_len + 1, cfg.dim)
         self.attn_emb = nn.Embedding(rows, cfg.dim) if cfg.decoupled_embeddings else None
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         # The reference's effective init: truncated normal (at 2 std) with std 0.02 for both tables (its position
         # preprocessor draws std sqrt(1/D), but the model's reset_params then redraws every parameter outside the
         # HSTU blocks and the item-embedding module with std 0.02).

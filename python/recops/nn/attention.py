@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops.attention import jagged_attention
+from ..ops.dropout import dropout
 from ..ops.jagged import jagged_to_padded, padded_to_jagged
 
 
@@ -49,7 +50,7 @@ class TransformerLayer(nn.Module):
         self.ln2 = nn.LayerNorm(dim)
         ffn_dim = ffn_dim or dim
         self.ff1, self.ff2 = nn.Linear(dim, ffn_dim), nn.Linear(ffn_dim, dim)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.padded_sdpa = False
 
     def use_padded_sdpa(self, enabled: bool = True) -> "TransformerLayer":
@@ -94,3 +95,23 @@ class TransformerLayer(nn.Module):
         return (f"dim={self.dim}, num_heads={self.num_heads}, causal={self.causal}, dropout={self.p}, "
                 f"decoupled={self.decoupled}")
 
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout on recops.ops.dropout (counter-based mask, nothing stored; on the CPU many times faster than
+    torch's bernoulli_). `torch_dropout = True` switches back to torch's (the earlier behaviour; benchmarks)."""
+
+    torch_dropout = False
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.torch_dropout:
+            return super().forward(x)
+        return dropout(x, self.p, self.training)
+
+
+def use_torch_dropout(module: nn.Module, enabled: bool = True) -> nn.Module:
+    """Every recops Dropout inside `module` on torch's dropout (enabled) or on recops.ops.dropout."""
+    for m in module.modules():
+        if isinstance(m, Dropout):
+            m.torch_dropout = enabled
+    return module

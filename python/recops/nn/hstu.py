@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from ..ops import hstu_ref
 from ..ops.hstu import hstu_attention
+from .attention import Dropout
 
 
 class HSTULayer(nn.Module):
@@ -59,7 +60,7 @@ class HSTULayer(nn.Module):
         self.input_norm = None if research else nn.LayerNorm(embedding_dim, eps=eps)
         self.pos_bias = nn.Parameter(torch.empty(2 * max_seq_len - 1)) if research else None
         self.time_bias = nn.Parameter(torch.empty(num_time_buckets + 1)) if research else None
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.out = nn.Linear(hv if research else 3 * hv, embedding_dim, bias=research)
         self.attention = hstu_attention
         self.reset_parameters()

@@ -10,6 +10,7 @@ from .embedding import (
     embedding_bags_fused_update,
 )
 from .attention import jagged_attention
+from .dropout import dropout
 from .hstu import hstu_attention
 from .jagged import (
     jagged_to_padded,
@@ -30,6 +31,7 @@ from .ordinal import (
 )
 
 __all__ = [
+    "dropout",
     "embedding_bag",
     "embedding_bags",
     "embedding_bags_backward",

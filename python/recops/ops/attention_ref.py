@@ -38,9 +38,13 @@ def dropout_keep(seed: int, lengths: Tensor, num_heads: int, n_pad: int, p: floa
     key = _mix(x ^ i)                                                        # [B, H, n]
     j = (torch.arange(n_pad, device=dev, dtype=torch.int64) * 0x9E3779B9) & _M32
     bits = _mix(key[..., None] ^ j)                                          # [B, H, n, n]
+    return bits >= dropout_threshold(p)
+
+
+def dropout_threshold(p: float) -> int:
+    """floor(p * 2^32), clamped below 2^32 (cpp/hstu/attention_dropout.h)."""
     t = p * 4294967296.0
-    threshold = 0xFFFFFFFF if t >= 4294967295.0 else int(t)
-    return bits >= threshold
+    return 0xFFFFFFFF if t >= 4294967295.0 else int(t)
 
 
 def jagged_attention(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, max_seq_len: int, *, causal: bool = True,
