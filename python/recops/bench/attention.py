@@ -64,7 +64,7 @@ def attention_cases(device, quick):
             flops = useful_flops(lengths, heads, dim, dim, causal)
             valid = (torch.arange(max_len, device=device)[None, :] < lengths.to(device)[:, None])[:, None, None, :]
 
-            def sdpa_padded(q, k, v, causal=causal, valid=valid):
+            def sdpa_padded(q, k, v, causal=causal, valid=valid, pad=pad, unpad=unpad):
                 o = F.scaled_dot_product_attention(pad(q), pad(k), pad(v), is_causal=causal,
                                                    attn_mask=None if causal else valid)
                 return unpad(o)
