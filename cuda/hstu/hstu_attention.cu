@@ -2,6 +2,10 @@
 // Launchers of the attention kernels of hstu_kernels.cuh for both ops (HSTU attention: kSoftmax = false;
 // softmax attention, jagged_attention: kSoftmax = true): offsets check, tile size from the head dims, dynamic
 // shared memory (attn_smem; above 48 KiB opted into), one launch per kernel on the caller's stream.
+#include <algorithm>
+#include <cstdint>
+#include <stdexcept>
+
 #include "common/cuda_check.cuh"
 #include "hstu/hstu_cuda.h"
 #include "hstu/hstu_kernels.cuh"
@@ -29,8 +33,13 @@ void launch(void (*kernel)(Params, int), AttnPass pass, bool softmax, const Para
     RECOPS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            static_cast<int>(smem)));
   }
-  const dim3 grid(static_cast<unsigned>((p.max_seq_len + tile - 1) / tile),
-                  static_cast<unsigned>(p.num_seqs * p.num_heads));
+  // x: one block column per (sequence, head), up to 2^31 - 1; y: blocks striding over the own tiles, enough for
+  // ~2048 blocks in all but no more than the longest possible sequence needs (max_seq_len may be a loose bound)
+  const int64_t seq_heads = p.num_seqs * p.num_heads;
+  if (seq_heads > 0x7FFFFFFF) throw std::invalid_argument("hstu_attention: num_seqs * num_heads must be < 2^31 on cuda");
+  const int64_t tiles = (p.max_seq_len + tile - 1) / tile;
+  const int64_t want = std::max<int64_t>(1, std::max<int64_t>(16, 2048 / std::max<int64_t>(seq_heads, 1)));
+  const dim3 grid(static_cast<unsigned>(seq_heads), static_cast<unsigned>(std::min<int64_t>(std::min(tiles, want), 65535)));
   kernel<<<grid, kThreads, smem, stream>>>(p, tile);
   RECOPS_CUDA_CHECK(cudaGetLastError());
 }

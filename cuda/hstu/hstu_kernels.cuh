@@ -119,15 +119,16 @@ __device__ __forceinline__ bool hstu_seq(const HstuFwdParams& p, int64_t b, int6
 
 __device__ __forceinline__ float* smem_tile(float* sm, int64_t off) { return off < 0 ? nullptr : sm + off; }
 
-// The block of (blockIdx.x, blockIdx.y) in `pass`; false when it has no rows (or its sequence is invalid).
+// The own tile at row x0 of block blockIdx.x (= sequence * H + head) in `pass`; false when it has no rows (or its
+// sequence is invalid), and then no later tile of the block has any either.
 template <AttnPass kPass, bool kSoftmax>
-__device__ __forceinline__ bool attn_block(const HstuFwdParams& p, int tile, AttnBlock& blk) {
+__device__ __forceinline__ bool attn_block(const HstuFwdParams& p, int tile, AttnBlock& blk, int64_t x0) {
   extern __shared__ float sm[];
   blk.H = p.num_heads;
-  blk.b = blockIdx.y / blk.H;
-  blk.h = blockIdx.y % blk.H;
+  blk.b = blockIdx.x / blk.H;
+  blk.h = blockIdx.x % blk.H;
   if (!hstu_seq(p, blk.b, blk.s, blk.n, blk.mk)) return false;
-  blk.x0 = static_cast<int64_t>(blockIdx.x) * tile;
+  blk.x0 = x0;
   if (blk.x0 >= blk.n) return false;
   blk.X = tile_rows(blk.n, blk.x0, tile);
   blk.tile = tile;
@@ -147,6 +148,18 @@ __device__ __forceinline__ bool attn_block(const HstuFwdParams& p, int tile, Att
   blk.accV = smem_tile(sm, L.acc_v);
   blk.rows = smem_tile(sm, L.rows);
   return true;
+}
+
+// Grid: x = sequence * head, y = a stride over the own tiles (the launcher caps gridDim.y, so a loose max_seq_len
+// costs no idle blocks): body(blk) for the own tiles at rows blockIdx.y * tile, (blockIdx.y + gridDim.y) * tile, ...
+template <AttnPass kPass, bool kSoftmax, typename Body>
+__device__ __forceinline__ void for_own_tiles(const HstuFwdParams& p, int tile, Body&& body) {
+  for (int64_t x0 = static_cast<int64_t>(blockIdx.y) * tile;; x0 += static_cast<int64_t>(gridDim.y) * tile) {
+    AttnBlock blk;
+    if (!attn_block<kPass, kSoftmax>(p, tile, blk, x0)) return;
+    body(blk);
+    __syncthreads();  // the next own tile reuses the shared memory
+  }
 }
 
 // body(t0, count) for every partner tile [t0, t0 + count) holding a valid pair with the own tile (key tiles
@@ -437,12 +450,22 @@ template <typename T, bool kSoftmax>
 using BwdKind = std::conditional_t<kSoftmax, SoftmaxBwd<T>, SiluBwd<T>>;
 
 // ---------------------------------------------------------------------------------------------------------
-// the kernels
+// the kernels: each loops over its own tiles (for_own_tiles) and runs one of these per tile
+
+template <typename T, bool kSoftmax>
+__device__ __forceinline__ void fwd_tile(const HstuFwdParams& p, int tile, AttnBlock& blk);
+template <typename T, bool kSoftmax>
+__device__ __forceinline__ void bwd_dkv_tile(const HstuBwdParams& p, int tile, AttnBlock& blk);
+template <typename T, bool kSoftmax>
+__device__ __forceinline__ void bwd_dq_tile(const HstuBwdParams& p, int tile, AttnBlock& blk);
 
 template <typename T, bool kSoftmax>
 __global__ void attn_fwd_kernel(HstuFwdParams p, int tile) {
-  AttnBlock blk;
-  if (!attn_block<AttnPass::kFwd, kSoftmax>(p, tile, blk)) return;
+  for_own_tiles<AttnPass::kFwd, kSoftmax>(p, tile, [&](AttnBlock& blk) { fwd_tile<T, kSoftmax>(p, tile, blk); });
+}
+
+template <typename T, bool kSoftmax>
+__device__ __forceinline__ void fwd_tile(const HstuFwdParams& p, int tile, AttnBlock& blk) {
   const FwdKind<T, kSoftmax> kind(p, blk);
   const int64_t i0 = blk.x0;
   const int R = blk.X;
@@ -492,8 +515,11 @@ __device__ __forceinline__ void bwd_scores(const HstuBwdParams& p, const AttnBlo
 
 template <typename T, bool kSoftmax>
 __global__ void attn_bwd_dkv_kernel(HstuBwdParams p, int tile) {
-  AttnBlock blk;
-  if (!attn_block<AttnPass::kBwdKV, kSoftmax>(p, tile, blk)) return;
+  for_own_tiles<AttnPass::kBwdKV, kSoftmax>(p, tile, [&](AttnBlock& blk) { bwd_dkv_tile<T, kSoftmax>(p, tile, blk); });
+}
+
+template <typename T, bool kSoftmax>
+__device__ __forceinline__ void bwd_dkv_tile(const HstuBwdParams& p, int tile, AttnBlock& blk) {
   const BwdKind<T, kSoftmax> kind(p, blk);
   const float dk_mul = kind.dk_mul(p);
   load_keys<T>(p, blk, blk.x0, blk.X);
@@ -518,8 +544,11 @@ __global__ void attn_bwd_dkv_kernel(HstuBwdParams p, int tile) {
 
 template <typename T, bool kSoftmax>
 __global__ void attn_bwd_dq_kernel(HstuBwdParams p, int tile) {
-  AttnBlock blk;
-  if (!attn_block<AttnPass::kBwdQ, kSoftmax>(p, tile, blk)) return;
+  for_own_tiles<AttnPass::kBwdQ, kSoftmax>(p, tile, [&](AttnBlock& blk) { bwd_dq_tile<T, kSoftmax>(p, tile, blk); });
+}
+
+template <typename T, bool kSoftmax>
+__device__ __forceinline__ void bwd_dq_tile(const HstuBwdParams& p, int tile, AttnBlock& blk) {
   const BwdKind<T, kSoftmax> kind(p, blk);
   load_queries<T>(p, blk, blk.x0, blk.X, kind.q_mul(p));
   kind.load(p, blk, blk.x0, blk.X);
