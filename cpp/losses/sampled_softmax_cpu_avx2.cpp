@@ -13,6 +13,7 @@
 #pragma GCC target("avx2,fma")
 #endif
 #define RECOPS_SSM_ISA avx2
+#define RECOPS_SSM_VBYTES 32
 #include "losses/sampled_softmax_impl.h"
 #if defined(__x86_64__) || defined(__i386__)
 #pragma GCC pop_options

@@ -13,6 +13,7 @@
 #pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")
 #endif
 #define RECOPS_SSM_ISA avx512
+#define RECOPS_SSM_VBYTES 64
 #include "losses/sampled_softmax_impl.h"
 #if defined(__x86_64__) || defined(__i386__)
 #pragma GCC pop_options

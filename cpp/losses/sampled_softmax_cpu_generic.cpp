@@ -8,4 +8,5 @@
 #include "losses/sampled_softmax.h"
 
 #define RECOPS_SSM_ISA generic
+#define RECOPS_SSM_VBYTES 16
 #include "losses/sampled_softmax_impl.h"

@@ -3,7 +3,8 @@
 // RECOPS_SSM_ISA set to the namespace, under that file's target pragma. Inputs are validated by the caller,
 // which also allocates the scratch (SampledSoftmaxScratch). No std:: template is instantiated here (no vector, fill, copy,
 // min or max): a weak copy compiled for this ISA could replace the portable one at link time.
-// The dot products are `omp simd` reductions the compiler vectorises for the file's ISA.
+// The dot products are `omp simd` reductions the compiler vectorises for the file's ISA; the float exponentials
+// run on vectors of RECOPS_SSM_VBYTES bytes (common/simd_math.inc, about 1 ulp), float64 uses libm.
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -13,6 +14,39 @@
 
 namespace recops::losses::RECOPS_SSM_ISA {
 namespace {
+
+typedef float VF __attribute__((vector_size(RECOPS_SSM_VBYTES)));
+#include "common/simd_math.inc"
+
+// x[j] <- exp(x[j] - m) for j < count (-inf gives 0); returns their sum.
+inline float exp_shifted(float* x, int64_t count, float m) {
+  constexpr int W = RECOPS_SSM_VBYTES / 4;
+  VF acc{};
+  int64_t j = 0;
+  for (; j + W <= count; j += W) {
+    VF v;
+    __builtin_memcpy(&v, x + j, sizeof(v));
+    v = simd_exp(v - m);
+    acc += v;
+    __builtin_memcpy(x + j, &v, sizeof(v));
+  }
+  float s = 0.0f;
+  for (int l = 0; l < W; ++l) s += acc[l];
+  for (; j < count; ++j) {
+    x[j] = std::exp(x[j] - m);
+    s += x[j];
+  }
+  return s;
+}
+
+inline double exp_shifted(double* x, int64_t count, double m) {
+  double s = 0.0;
+  for (int64_t j = 0; j < count; ++j) {
+    x[j] = std::exp(x[j] - m);
+    s += x[j];
+  }
+  return s;
+}
 
 template <typename T>
 inline T dot(const T* a, const T* b, int64_t d) {
@@ -78,12 +112,11 @@ inline T row_logits(const SampledSoftmaxParams& p, int64_t i, const int64_t* ids
   return mx;
 }
 
+// log sum exp of logits [C] (overwritten with exp(logit - max)).
 template <typename T>
-inline T row_lse(const T* logits, int64_t count, T mx) {
+inline T row_lse(T* logits, int64_t count, T mx) {
   if (!(mx < std::numeric_limits<T>::infinity() && mx > -std::numeric_limits<T>::infinity())) return mx;
-  T s = 0;
-  for (int64_t j = 0; j < count; ++j) s += std::exp(logits[j] - mx);
-  return mx + std::log(s);
+  return mx + std::log(exp_shifted(logits, count, mx));
 }
 
 }  // namespace
@@ -102,8 +135,9 @@ void forward(const SampledSoftmaxParams& p, const SampledSoftmaxScratch& s, int 
       for (int64_t i = r0; i < r1; ++i) {
         row_candidates(p, i, ids);
         const T mx = row_logits(p, i, ids, count, logits);
+        const T positive = logits[0];
         lse[i] = row_lse(logits, count, mx);
-        loss[i] = lse[i] - logits[0];
+        loss[i] = lse[i] - positive;
       }
     }
   });
@@ -134,10 +168,16 @@ void backward(const SampledSoftmaxParams& p, const SampledSoftmaxScratch& s, int
         T* dq = static_cast<T*>(p.grad_queries) + i * d;
         for (int64_t k = 0; k < d; ++k) dq[k] = T(0);
         const T gi = g[i] * inv_t;
+        const T li = lse[i];
+        if (li < std::numeric_limits<T>::infinity() && li > -std::numeric_limits<T>::infinity()) {
+          exp_shifted(logits, count, li);  // the softmax probabilities
+        } else {
+          for (int64_t j = 0; j < count; ++j) logits[j] = std::exp(logits[j] - li);
+        }
         for (int64_t j = 0; j < count; ++j) {
           const int64_t id = ids[j];
           if (id < 0) continue;
-          const T c = gi * (std::exp(logits[j] - lse[i]) - (j == 0 ? T(1) : T(0)));
+          const T c = gi * (logits[j] - (j == 0 ? T(1) : T(0)));
           if (c == T(0)) continue;
           axpy(c, items + id * d, dq, d);
           axpy(c, q, ge + id * d, d);

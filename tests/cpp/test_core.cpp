@@ -16,9 +16,13 @@
 
 #include "common/checked_math.h"
 #include "embedding/embedding_bag.h"
+#include "hstu/attention_dropout.h"
+#include "hstu/hstu_attention.h"
+#include "hstu/hstu_mask.h"
 #include "jagged/jagged.h"
 #include "losses/ordinal.h"
 #include "losses/sampled_softmax.h"
+#include "nn/dropout.h"
 #include "retrieval/ivf_index.h"
 #include "retrieval/topk.h"
 
@@ -749,6 +753,142 @@ uint32_t bits_of(float f) {
   return u;
 }
 
+// Softmax and HSTU attention (both directions, masks, dropout) against a naive double implementation of
+// cpp/hstu/hstu_attention.h, forward and backward; and the dropout kernel against its scalar generator.
+void test_attention(int threads) {
+  using recops::hstu::AttnKind;
+  const std::vector<int64_t> lengths = {0, 1, 5, 70, 130, 3};
+  std::vector<int64_t> off(1, 0);
+  for (int64_t n : lengths) off.push_back(off.back() + n);
+  const int64_t B = static_cast<int64_t>(lengths.size()), L = off.back(), H = 2, D = 7, N = 140;
+  const std::vector<int64_t> targets = {0, 1, 2, 3, 0, 1};
+  std::mt19937 rng(7);
+  std::normal_distribution<double> nd;
+  auto randv = [&](int64_t count) {
+    std::vector<double> x(count);
+    for (auto& e : x) e = nd(rng);
+    return x;
+  };
+  const std::vector<double> q = randv(L * H * D), k = randv(L * H * D), v = randv(L * H * D), go = randv(L * H * D);
+  struct Opt { AttnKind kind; bool causal; int64_t ctx, window; bool tgt; double p; };
+  const Opt opts[] = {{AttnKind::kSoftmax, true, 0, 0, false, 0.0}, {AttnKind::kSoftmax, false, 2, 9, true, 0.3},
+                      {AttnKind::kSoftmax, true, 1, 0, true, 0.5}, {AttnKind::kSilu, false, 0, 5, false, 0.0},
+                      {AttnKind::kSilu, true, 2, 0, true, 0.0}};
+  for (const Opt& o : opts) {
+    const bool sm = o.kind == AttnKind::kSoftmax;
+    const double alpha = 0.4, scale = 0.01;
+    const uint64_t seed = 0x1234567890ABCDEFull;
+    std::vector<double> want(L * H * D, 0.0), wdq(L * H * D, 0.0), wdk(L * H * D, 0.0), wdv(L * H * D, 0.0);
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t s = off[b], n = lengths[b];
+      const auto mk = recops::hstu::HstuMask::make(o.ctx, o.window, n, o.tgt ? targets[b] : 0, o.causal);
+      for (int64_t h = 0; h < H; ++h) {
+        for (int64_t i = 0; i < n; ++i) {
+          std::vector<double> sc(n, 0.0), pr(n, 0.0), kp(n, 1.0);
+          const uint32_t key = recops::hstu::dropout_row_key(seed, b, h, i);
+          double mx = -INFINITY, sum = 0.0;
+          for (int64_t j = 0; j < n; ++j) {
+            double d = 0;
+            for (int64_t e = 0; e < D; ++e) d += q[((s + i) * H + h) * D + e] * k[((s + j) * H + h) * D + e];
+            sc[j] = alpha * d;
+            if (mk.valid(i, j)) mx = std::max(mx, sc[j]);
+            if (o.p > 0) kp[j] = recops::hstu::dropout_bits(key, j) >= recops::hstu::dropout_threshold(o.p)
+                                     ? 1.0 / (1.0 - o.p) : 0.0;
+          }
+          for (int64_t j = 0; j < n; ++j) {
+            if (!mk.valid(i, j)) continue;
+            if (sm) {
+              pr[j] = std::exp(sc[j] - mx);
+              sum += pr[j];
+            } else {
+              pr[j] = scale * sc[j] / (1.0 + std::exp(-sc[j]));
+            }
+          }
+          for (int64_t j = 0; j < n; ++j) {
+            if (sm) pr[j] /= sum;
+            for (int64_t e = 0; e < D; ++e) {
+              want[((s + i) * H + h) * D + e] += pr[j] * kp[j] * v[((s + j) * H + h) * D + e];
+            }
+          }
+          // backward
+          double Di = 0;
+          std::vector<double> dp(n, 0.0);
+          for (int64_t j = 0; j < n; ++j) {
+            for (int64_t e = 0; e < D; ++e) dp[j] += go[((s + i) * H + h) * D + e] * v[((s + j) * H + h) * D + e];
+            Di += pr[j] * kp[j] * dp[j];
+          }
+          for (int64_t j = 0; j < n; ++j) {
+            if (!mk.valid(i, j)) continue;
+            double ds;
+            if (sm) {
+              ds = pr[j] * (dp[j] * kp[j] - Di);
+            } else {
+              const double sg = 1.0 / (1.0 + std::exp(-sc[j]));
+              ds = dp[j] * scale * sg * (1.0 + sc[j] * (1.0 - sg));
+            }
+            for (int64_t e = 0; e < D; ++e) {
+              wdq[((s + i) * H + h) * D + e] += alpha * ds * k[((s + j) * H + h) * D + e];
+              wdk[((s + j) * H + h) * D + e] += alpha * ds * q[((s + i) * H + h) * D + e];
+              wdv[((s + j) * H + h) * D + e] += pr[j] * kp[j] * go[((s + i) * H + h) * D + e];
+            }
+          }
+        }
+      }
+    }
+    recops::hstu::HstuBwdParams a;
+    std::vector<double> out(L * H * D, -1.0), lse(L * H, 0.0), dq(L * H * D), dk(L * H * D), dv(L * H * D);
+    a.kind = o.kind; a.causal = o.causal; a.dropout_p = o.p; a.seed = seed;
+    a.q = q.data(); a.q_row = H * D; a.q_head = D;
+    a.k = k.data(); a.k_row = H * D; a.k_head = D;
+    a.v = v.data(); a.v_row = H * D; a.v_head = D;
+    a.offsets = off.data(); a.num_seqs = B; a.total_len = L; a.num_heads = H; a.dqk = D; a.dv = D;
+    a.max_seq_len = N; a.alpha = alpha; a.scale = scale; a.num_targets = o.tgt ? targets.data() : nullptr;
+    a.contextual_len = o.ctx; a.max_attn_len = o.window; a.out = out.data(); a.lse = sm ? lse.data() : nullptr;
+    recops::hstu::hstu_attention_fwd<double>(a, threads);
+    double err = 0;
+    for (int64_t e = 0; e < L * H * D; ++e) err = std::max(err, std::fabs(out[e] - want[e]));
+    EXPECT(err < 1e-10);
+    a.grad_out = go.data(); a.dq = dq.data(); a.dk = dk.data(); a.dv_out = dv.data();
+    recops::hstu::hstu_attention_bwd<double>(a, threads);
+    double gerr = 0;
+    for (int64_t e = 0; e < L * H * D; ++e) {
+      gerr = std::max({gerr, std::fabs(dq[e] - wdq[e]), std::fabs(dk[e] - wdk[e]), std::fabs(dv[e] - wdv[e])});
+    }
+    EXPECT(gerr < 1e-9);
+  }
+  // rejections of the softmax kind
+  recops::hstu::HstuFwdParams a;
+  a.kind = AttnKind::kSoftmax; a.offsets = off.data(); a.num_seqs = B; a.total_len = L; a.num_heads = H;
+  a.dqk = D; a.dv = D; a.max_seq_len = N; a.q = q.data(); a.k = k.data(); a.v = v.data();
+  std::vector<double> out(L * H * D), lse(L * H);
+  a.out = out.data();
+  expect_value_error("softmax without lse", "needs the lse buffer",
+                     [&] { recops::hstu::hstu_attention_fwd<double>(a, threads); });
+  a.lse = lse.data(); a.dropout_p = 1.0;
+  expect_value_error("dropout_p 1", "dropout_p must be in [0, 1)",
+                     [&] { recops::hstu::hstu_attention_fwd<double>(a, threads); });
+  // dropout: every tail length, both dtypes, against the scalar generator
+  for (int64_t n : {0, 1, 15, 16, 17, 100, 16385, 40000}) {
+    std::vector<float> x(n), y(n);
+    for (int64_t e = 0; e < n; ++e) x[e] = static_cast<float>(e + 1);
+    recops::nn::dropout(x.data(), y.data(), n, 0.3, 99, threads);
+    std::vector<double> xd(x.begin(), x.end()), yd(n);
+    recops::nn::dropout(xd.data(), yd.data(), n, 0.3, 99, threads);
+    const uint32_t key = recops::hstu::dropout_row_key(99, 0xFFFFFFFFLL, 0, 0);
+    int bad = 0;
+    for (int64_t e = 0; e < n; ++e) {
+      const bool keep = recops::hstu::dropout_bits(key, e) >= recops::hstu::dropout_threshold(0.3);
+      bad += keep != (y[e] != 0.0f) || keep != (yd[e] != 0.0) || (keep && std::fabs(yd[e] - xd[e] / 0.7) > 1e-9);
+    }
+    EXPECT(bad == 0);
+  }
+  std::vector<float> x(4);
+  expect_value_error("dropout p", "dropout: p must be in [0, 1)",
+                     [&] { recops::nn::dropout(x.data(), x.data(), 4, 1.0, 0, 1); });
+  expect_value_error("dropout n", "dropout: the element count must be >= 0",
+                     [&] { recops::nn::dropout(x.data(), x.data(), -1, 0.5, 0, 1); });
+}
+
 void test_simd_math() {
   using namespace simd_test;
   float worst = 0;
@@ -807,6 +947,7 @@ int main() {
   test_embedding_overflow();
   for (int threads : {1, 2, 3}) test_topk(threads);
   test_topk_bad_inputs();
+  for (int threads : {1, 3}) test_attention(threads);
   if (g_failures) {
     std::fprintf(stderr, "%d failure(s)\n", g_failures);
     return 1;
