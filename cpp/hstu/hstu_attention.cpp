@@ -162,20 +162,47 @@ void hstu_attention_bwd(const HstuBwdParams& a, int num_threads) {
   T* d_time = typed<T>(a.d_time_bias);
   if (d_pos) std::fill(d_pos, d_pos + npos, T(0));
   if (d_time) std::fill(d_time, d_time + a.num_buckets, T(0));
-  // Every row belongs to one sequence and its task writes all of its dq, dk, dv rows.
+  // Every dk, dv row has one owner task (its key block's); a sequence cut into parts gets its dq from the
+  // parts' partial buffers, added below in part order.
   if (a.total_len == 0 || a.num_heads == 0) return;
-  std::vector<int64_t> order(a.num_seqs);
+  const char* op = op_name(a, true);
+  std::vector<int64_t> t_seq, t_kb0, t_kb1, t_dq, t_cost;
+  int64_t dq_elems = 0, max_len = 0;
+  const int64_t row_elems = checked_mul(a.num_heads, a.dqk, op);
+  for (int64_t b = 0; b < a.num_seqs; ++b) {
+    const int64_t n = seq_len(a.offsets, b), nkb = (n + kBlockK - 1) / kBlockK;
+    max_len = std::max(max_len, n);
+    for (int64_t kb0 = 0, part = 0; kb0 < std::max<int64_t>(nkb, 1); kb0 += kBwdKeyBlocksPerPart, ++part) {
+      t_seq.push_back(b);
+      t_kb0.push_back(kb0);
+      t_kb1.push_back(std::min(nkb, kb0 + kBwdKeyBlocksPerPart));
+      t_dq.push_back(part == 0 ? -1 : dq_elems);
+      if (part > 0) dq_elems = checked_add(dq_elems, checked_mul(n, row_elems, op), op);
+      t_cost.push_back(n * (std::min(nkb, kb0 + kBwdKeyBlocksPerPart) - kb0));
+    }
+  }
+  const int64_t tasks = static_cast<int64_t>(t_seq.size());
+  std::vector<int64_t> order(tasks);
   std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(),
-                   [&](int64_t x, int64_t y) { return seq_len(a.offsets, x) > seq_len(a.offsets, y); });
-  std::vector<T> pos_part(a.d_pos_bias ? checked_mul(a.num_seqs, npos, "hstu_attention_backward") : 0, T(0));
-  std::vector<T> time_part(a.d_time_bias ? checked_mul(a.num_seqs, a.num_buckets, "hstu_attention_backward") : 0,
-                           T(0));
+  std::stable_sort(order.begin(), order.end(), [&](int64_t x, int64_t y) { return t_cost[x] > t_cost[y]; });
+  auto permute = [&](std::vector<int64_t>& v) {
+    std::vector<int64_t> w(v.size());
+    for (int64_t t = 0; t < tasks; ++t) w[t] = v[order[t]];
+    v.swap(w);
+  };
+  for (auto* v : {&t_seq, &t_kb0, &t_kb1, &t_dq}) permute(*v);
+  std::vector<T> dq_part(static_cast<size_t>(dq_elems));
+  std::vector<T> pos_part(a.d_pos_bias ? checked_mul(tasks, npos, op) : 0, T(0));
+  std::vector<T> time_part(a.d_time_bias ? checked_mul(tasks, a.num_buckets, op) : 0, T(0));
   const std::vector<double> thr = bucket_thresholds(std::max<int64_t>(a.num_buckets, 1), a.time_bucket_base);
   HstuPlan plan;
-  plan.seq_order = order.data();
-  plan.num_seq_tasks = a.num_seqs;
-  plan.max_len = a.num_seqs > 0 ? seq_len(a.offsets, order[0]) : 0;  // sizes the per-sequence scratch
+  plan.task_seq_b = t_seq.data();
+  plan.task_kb0 = t_kb0.data();
+  plan.task_kb1 = t_kb1.data();
+  plan.task_dq = t_dq.data();
+  plan.dq_partials = dq_part.data();
+  plan.num_seq_tasks = tasks;
+  plan.max_len = max_len;  // sizes the per-sequence scratch
   plan.bucket_thr = thr.data();
   plan.log2_to_bucket = std::log(2.0) / a.time_bucket_base;
   plan.time_bucket_base = a.time_bucket_base;
@@ -183,11 +210,25 @@ void hstu_attention_bwd(const HstuBwdParams& a, int num_threads) {
   plan.pos_partials = pos_part.data();
   plan.time_partials = time_part.data();
   isa_pick(&generic::run_bwd<T>, &avx2::run_bwd<T>, &avx512::run_bwd<T>)(a, plan, num_threads);
-  // Fixed-order reduction over sequences: bitwise identical for any thread count. Serial: it is O(B * N),
-  // far below the kernel, and a second parallel region costs more than it saves on a busy machine.
+  // Fixed-order reductions (the parts' dq in part order; bias partials in task order): bitwise identical for any
+  // thread count. Serial: they are O(L * H * D) and O(tasks * N), far below the kernel, and a second parallel
+  // region costs more than it saves on a busy machine.
+  std::vector<int64_t> by_part(tasks);
+  std::iota(by_part.begin(), by_part.end(), 0);
+  std::stable_sort(by_part.begin(), by_part.end(), [&](int64_t x, int64_t y) {
+    return t_seq[x] != t_seq[y] ? t_seq[x] < t_seq[y] : t_kb0[x] < t_kb0[y];
+  });
+  T* dq = typed<T>(a.dq);
+  for (int64_t t : by_part) {
+    if (t_dq[t] < 0) continue;
+    const int64_t b = t_seq[t], count = seq_len(a.offsets, b) * row_elems;
+    T* dst = dq + a.offsets[b] * row_elems;
+    const T* src = dq_part.data() + t_dq[t];
+    for (int64_t e = 0; e < count; ++e) dst[e] += src[e];
+  }
   auto reduce = [&](const std::vector<T>& part, int64_t width, T* out) {
-    for (int64_t b = 0; b < a.num_seqs; ++b) {
-      for (int64_t e = 0; e < width; ++e) out[e] += part[b * width + e];
+    for (int64_t t : by_part) {
+      for (int64_t e = 0; e < width; ++e) out[e] += part[t * width + e];
     }
   };
   if (d_pos) reduce(pos_part, npos, d_pos);

@@ -50,7 +50,8 @@ struct BwdSeq {
   T alpha;
   bool has_bias;
   T* dpos;   // this sequence's d pos_bias partial [2N - 1] or null
-  T* dtime;  // this sequence's d time_bias partial [num_buckets] or null
+  T* dtime;  // this task's d time_bias partial [num_buckets] or null
+  T* dq_rows;  // where row r, head h of dq goes: dq_rows + (r * H + h) * dqk
   DropoutTile drop;
   const DropoutTile* dropp;  // softmax with dropout_p > 0, else null
 };
@@ -207,7 +208,7 @@ void bwd_store_rows(const BwdSeq<T>& q) {
   for (int64_t r = 0; r < q.n; ++r) {
     for (int64_t h = 0; h < q.H; ++h) {
       const T* src = q.x.dQacc + (h * q.nblk_q * kBlockQ + r) * DQP;
-      T* dst = typed<T>(q.a.dq) + ((q.s + r) * q.H + h) * DQ;
+      T* dst = q.dq_rows + (r * q.H + h) * DQ;
       for (int64_t d = 0; d < DQ; ++d) dst[d] = q.alpha * src[d];
     }
   }
@@ -217,18 +218,21 @@ void bwd_store_rows(const BwdSeq<T>& q) {
   }
 }
 
-// Sequence b, all heads: key blocks outer, query blocks inner.
+// Task t: key blocks [kb0, kb1) of sequence b, all heads: key blocks outer, query blocks inner.
 template <typename T>
-void bwd_task(const HstuBwdParams& a, const HstuPlan& plan, const BwdLayout<T>& lay, int64_t b, char* mem) {
+void bwd_task(const HstuBwdParams& a, const HstuPlan& plan, const BwdLayout<T>& lay, int64_t t, char* mem) {
+  const int64_t b = plan.task_seq_b[t];
   const int64_t s = a.offsets[b], n = a.offsets[b + 1] - s;
   if (n == 0) return;
   Arena ar{mem, 0};
   const int64_t N = a.max_seq_len, nb = a.num_buckets;
+  T* dq_rows = plan.task_dq[t] < 0 ? typed<T>(a.dq) + s * a.num_heads * a.dqk
+                                   : static_cast<T*>(plan.dq_partials) + plan.task_dq[t];
   BwdSeq<T> q{a, plan, lay, lay.carve(ar, a.num_heads), b, s, n, a.num_heads, (n + kBlockQ - 1) / kBlockQ,
-                    seq_mask(a, b, n), static_cast<T>(a.alpha), a.pos_bias || a.time_bias,
-                    a.d_pos_bias ? static_cast<T*>(plan.pos_partials) + b * (2 * N - 1) : nullptr,
-                    a.d_time_bias ? static_cast<T*>(plan.time_partials) + b * nb : nullptr,
-                    DropoutTile{a.seed, b, dropout_threshold(a.dropout_p), 1.0 / (1.0 - a.dropout_p)}, nullptr};
+              seq_mask(a, b, n), static_cast<T>(a.alpha), a.pos_bias || a.time_bias,
+              a.d_pos_bias ? static_cast<T*>(plan.pos_partials) + t * (2 * N - 1) : nullptr,
+              a.d_time_bias ? static_cast<T*>(plan.time_partials) + t * nb : nullptr, dq_rows,
+              DropoutTile{a.seed, b, dropout_threshold(a.dropout_p), 1.0 / (1.0 - a.dropout_p)}, nullptr};
   if (lay.softmax && a.dropout_p > 0) q.dropp = &q.drop;
   for (int64_t i = 0; i < q.H * q.nblk_q * kBlockQ * lay.DQP; ++i) q.x.dQacc[i] = T(0);
   bwd_pack_rows(q);
@@ -237,8 +241,7 @@ void bwd_task(const HstuBwdParams& a, const HstuPlan& plan, const BwdLayout<T>& 
   if (q.dtime) {
     for (int64_t i = 0; i < 4 * nb; ++i) q.x.dT4[i] = T(0);
   }
-  const int64_t nblk_k = (n + kBlockK - 1) / kBlockK;
-  for (int64_t kb = 0; kb < nblk_k; ++kb) {
+  for (int64_t kb = plan.task_kb0[t]; kb < plan.task_kb1[t]; ++kb) {
     const int64_t j0 = kb * kBlockK, C = imin(kBlockK, n - j0);
     bwd_pack_keys(q, j0, C);
     for (int64_t qb = 0; qb < q.nblk_q; ++qb) {
@@ -270,6 +273,6 @@ void run_bwd(const HstuBwdParams& a, const HstuPlan& plan, int threads) {
   Scratch scratch(nt, probe.used);
   if (!scratch.ok()) throw_alloc_failure(lay.softmax ? "jagged_attention_backward" : "hstu_attention_backward");
   parallel_tasks(plan.num_seq_tasks, nt, [&](int64_t t, int tid) {
-    bwd_task(a, plan, lay, plan.seq_order[t], scratch.blocks[tid]);
+    bwd_task(a, plan, lay, t, scratch.blocks[tid]);
   });
 }

@@ -14,6 +14,7 @@ namespace recops::hstu {
 
 constexpr int64_t kBlockQ = 64;  // query rows per tile
 constexpr int64_t kBlockK = 64;  // key rows per tile
+constexpr int64_t kBwdKeyBlocksPerPart = 8;  // backward: key blocks per task of a long sequence
 
 struct HstuPlan {
   // forward tasks (sequence, query blocks [qbegin, qend)), most work first
@@ -22,15 +23,22 @@ struct HstuPlan {
   const int64_t* task_qend = nullptr;
   int64_t num_tasks = 0;
   int64_t max_len = 0;  // longest sequence in the batch (sizes the per-thread packed K/V and backward rows)
-  // backward tasks: sequences, longest first
-  const int64_t* seq_order = nullptr;
+  // backward tasks (sequence, key blocks [kb0, kb1)), most work first: a sequence longer than
+  // kBwdKeyBlocksPerPart key blocks is cut into parts, so long sequences spread over threads. Part 0 of a
+  // sequence writes its dq rows, part p > 0 writes them at dq_partials + task_dq[t] (elements), added in part order
+  // after the kernel (the cut depends on the lengths only: results are the same for any thread count).
+  const int64_t* task_seq_b = nullptr;
+  const int64_t* task_kb0 = nullptr;
+  const int64_t* task_kb1 = nullptr;
+  const int64_t* task_dq = nullptr;  // -1: the task writes dq itself
+  void* dq_partials = nullptr;
   int64_t num_seq_tasks = 0;
   // time buckets: bucket(x) = k  iff  thr[k] <= x < thr[k + 1]  (thr[0] = 1, thr[num_buckets] = +inf)
   const double* bucket_thr = nullptr;
   double log2_to_bucket = 0.0;  // ln(2) / time_bucket_base, for the first guess
   double time_bucket_base = 1.0;  // the formula's base (x >= 9e15 is bucketed with it directly)
   bool single_step_buckets = false;  // the first guess is off by at most one bucket
-  // backward: per-sequence bias-gradient partials [B][2N - 1] and [B][num_buckets] (zeroed by the caller)
+  // backward: per-task bias-gradient partials [tasks][2N - 1] and [tasks][num_buckets] (zeroed by the caller)
   void* pos_partials = nullptr;
   void* time_partials = nullptr;
 };
