@@ -135,22 +135,36 @@ void bwd_tile(const BwdSeq<T>& q, int64_t i0, int64_t R, int64_t RP, int64_t j0,
   for (int64_t h = 0; h < q.H; ++h) {
     const T* Qp = x.Qp + (h * NQ + i0) * DQP;
     const T* dOp = x.dOp + (h * NQ + i0) * DVP;
-    gemm<T, false>(RP, BKP, DQ, Qp, DQP, x.Kt + h * DQ * BKP, BKP, x.S, BKP);
+    // softmax on a plain-causal diagonal tile: the GEMMs skip the blocks the mask zeroes (hstu_tile_impl.h);
+    // scores past the diagonal are never read unmasked, dS there is forced to 0
+    const bool diag = q.lay.softmax && no_tile && !all_valid && i0 == j0;
+    if (diag) {
+      gemm_diag_scores<T>(RP, BKP, DQ, Qp, DQP, x.Kt + h * DQ * BKP, BKP, x.S, BKP);
+    } else {
+      gemm<T, false>(RP, BKP, DQ, Qp, DQP, x.Kt + h * DQ * BKP, BKP, x.S, BKP);
+    }
     if (q.lay.softmax) {
       softmax_bwd_scores(x.S, x.P, x.keep, no_tile ? nullptr : x.mask, no_tile && !all_valid ? j0 : -1,
                          x.lse + h * NQ + i0, R, RP, C, BKP, q.dropp, h, i0, j0);
     } else {
       bwd_scores(q, i0, R, RP, all_valid);
     }
-    gemm<T, true, true>(BKP, DVP, R, x.P, BKP, dOp, DVP, x.dVacc + h * BKP * DVP, DVP);
-    gemm<T, false>(RP, BKP, DV, dOp, DVP, x.Vt + h * DV * BKP, BKP, x.dP, BKP);
-    if (q.lay.softmax) {  // dS = P * (dP * keep - D_i)
+    if (diag) {
+      gemm_diag_trans<T>(BKP, DVP, R, x.P, BKP, dOp, DVP, x.dVacc + h * BKP * DVP, DVP);
+      gemm_diag_scores<T>(RP, BKP, DV, dOp, DVP, x.Vt + h * DV * BKP, BKP, x.dP, BKP);
+    } else {
+      gemm<T, true, true>(BKP, DVP, R, x.P, BKP, dOp, DVP, x.dVacc + h * BKP * DVP, DVP);
+      gemm<T, false>(RP, BKP, DV, dOp, DVP, x.Vt + h * DV * BKP, BKP, x.dP, BKP);
+    }
+    if (q.lay.softmax) {  // dS = P * (dP * keep - D_i); where P = 0, dS = 0 (dP may be uncomputed there)
       for (int64_t r = 0; r < RP; ++r) {
         const T Dr = r < R ? x.Dsum[h * NQ + i0 + r] : T(0);
         for (int64_t c = 0; c < BKP; c += W) {
           V<T> dp = vload(x.dP + r * BKP + c);
           if (q.dropp) dp *= vload(x.keep + r * BKP + c);
-          vstore(x.dP + r * BKP + c, vload(x.S + r * BKP + c) * (dp - Dr));
+          const V<T> pr = vload(x.S + r * BKP + c);
+          const V<T> ds = pr * (dp - Dr);
+          vstore(x.dP + r * BKP + c, diag ? (pr != T(0) ? ds : V<T>{}) : ds);
         }
       }
     } else {
@@ -162,9 +176,14 @@ void bwd_tile(const BwdSeq<T>& q, int64_t i0, int64_t R, int64_t RP, int64_t j0,
         }
       }
     }
-    gemm<T, true, true>(BKP, DQP, R, x.dP, BKP, Qp, DQP, x.dKacc + h * BKP * DQP, DQP);
-    gemm<T, true>(RP, DQP, C, x.dP, BKP, x.Kp + h * BKP * DQP, DQP, x.dQacc + (h * q.nblk_q * kBlockQ + i0) * DQP,
-                  DQP);
+    T* dq_acc = x.dQacc + (h * q.nblk_q * kBlockQ + i0) * DQP;
+    if (diag) {
+      gemm_diag_trans<T>(BKP, DQP, R, x.dP, BKP, Qp, DQP, x.dKacc + h * BKP * DQP, DQP);
+      gemm_diag_values<T>(RP, DQP, C, x.dP, BKP, x.Kp + h * BKP * DQP, DQP, dq_acc, DQP);
+    } else {
+      gemm<T, true, true>(BKP, DQP, R, x.dP, BKP, Qp, DQP, x.dKacc + h * BKP * DQP, DQP);
+      gemm<T, true>(RP, DQP, C, x.dP, BKP, x.Kp + h * BKP * DQP, DQP, dq_acc, DQP);
+    }
   }
 }
 

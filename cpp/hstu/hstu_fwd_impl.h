@@ -100,7 +100,13 @@ void fwd_task(const HstuFwdParams& a, const HstuPlan& plan, const FwdLayout<T>& 
         const T* Kt = kv + kb * block_elems + h * packed_kv_size(lay);
         const T* Vp = Kt + DQ * BKP;
         T* oh = x.Oacc + h * kBlockQ * DVP;
-        gemm<T, false>(RP, BKP, DQ, x.Qp + h * kBlockQ * DQ, DQ, Kt, BKP, x.S, BKP);
+        // softmax on a plain-causal diagonal tile: only the lower triangle's GEMM blocks (row_limit cuts the rest)
+        const bool diag = kSoftmax && diag_only && i0 == j0;
+        if (diag) {
+          gemm_diag_scores<T>(RP, BKP, DQ, x.Qp + h * kBlockQ * DQ, DQ, Kt, BKP, x.S, BKP);
+        } else {
+          gemm<T, false>(RP, BKP, DQ, x.Qp + h * kBlockQ * DQ, DQ, Kt, BKP, x.S, BKP);
+        }
         if (kSoftmax) {
           // padding key columns (c >= C) get probability 0, not exp(0 - m): masked_scores cuts them
           softmax_fwd_tile(x.S, all_valid || diag_only ? nullptr : x.mask, diag_only ? j0 : -1, R, RP, C, BKP,
@@ -117,7 +123,11 @@ void fwd_task(const HstuFwdParams& a, const HstuPlan& plan, const FwdLayout<T>& 
             }
           }
         }
-        gemm<T, true>(RP, DVP, C, x.S, BKP, Vp, DVP, oh, DVP);
+        if (diag) {
+          gemm_diag_values<T>(RP, DVP, C, x.S, BKP, Vp, DVP, oh, DVP);
+        } else {
+          gemm<T, true>(RP, DVP, C, x.S, BKP, Vp, DVP, oh, DVP);
+        }
       }
     }
 

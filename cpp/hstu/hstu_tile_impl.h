@@ -71,6 +71,52 @@ void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, 
   }
 }
 
+// The two forward GEMMs of a diagonal tile under the plain causal mask (i0 == j0: row r sees key columns c <= r),
+// skipping what the mask zeroes: S = A B computes only the columns [0, round_up(m + kMR, W)) of row block m (the
+// rest of S is left as it was: the caller must not read it unmasked), and C += A B reads only the first
+// min(K, m + kMR) columns of A (the probabilities past the diagonal are 0).
+template <typename T>
+void gemm_diag_scores(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C,
+                      int64_t ldc) {
+  constexpr int W = Vec<T>::kW;
+  constexpr int NV = RECOPS_HSTU_NV;
+  for (int64_t m = 0; m < M; m += kMR) {
+    const int64_t ncol = imin(N, round_up(m + kMR, W));
+    int64_t n = 0;
+    for (; n + NV * W <= ncol; n += NV * W) micro<T, NV, false>(K, A + m * lda, lda, B + n, ldb, C + m * ldc + n, ldc);
+    for (; n < ncol; n += W) micro<T, 1, false>(K, A + m * lda, lda, B + n, ldb, C + m * ldc + n, ldc);
+  }
+}
+
+template <typename T>
+void gemm_diag_values(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C,
+                      int64_t ldc) {
+  constexpr int W = Vec<T>::kW;
+  constexpr int NV = RECOPS_HSTU_NV;
+  for (int64_t m = 0; m < M; m += kMR) {
+    const int64_t k = imin(K, m + kMR);
+    int64_t n = 0;
+    for (; n + NV * W <= N; n += NV * W) micro<T, NV, true>(k, A + m * lda, lda, B + n, ldb, C + m * ldc + n, ldc);
+    for (; n < N; n += W) micro<T, 1, true>(k, A + m * lda, lda, B + n, ldb, C + m * ldc + n, ldc);
+  }
+}
+
+// C[M x N] += A^T B for a plain-causal diagonal tile, A [K x M] read transposed: row block m of C (key rows m ..
+// m + kMR - 1) takes only the rows k >= m of A and B (the query rows at or below the diagonal; the others are 0).
+template <typename T>
+void gemm_diag_trans(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C,
+                     int64_t ldc) {
+  constexpr int W = Vec<T>::kW;
+  constexpr int NV = RECOPS_HSTU_NV;
+  for (int64_t m = 0; m < M && m < K; m += kMR) {
+    const T* a = A + m * lda + m;
+    const T* b = B + m * ldb;
+    int64_t n = 0;
+    for (; n + NV * W <= N; n += NV * W) micro<T, NV, true, true>(K - m, a, lda, b + n, ldb, C + m * ldc + n, ldc);
+    for (; n < N; n += W) micro<T, 1, true, true>(K - m, a, lda, b + n, ldb, C + m * ldc + n, ldc);
+  }
+}
+
 inline V<float> vexp(V<float> x) { return simd_exp(x); }
 
 inline V<double> vexp(V<double> x) {  // float64 is the gradcheck path: exact libm exp
