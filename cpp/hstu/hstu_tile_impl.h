@@ -71,34 +71,42 @@ void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, 
   }
 }
 
-// The two forward GEMMs of a diagonal tile under the plain causal mask (i0 == j0: row r sees key columns c <= r),
-// skipping what the mask zeroes: S = A B computes only the columns [0, round_up(m + kMR, W)) of row block m (the
-// rest of S is left as it was: the caller must not read it unmasked), and C += A B reads only the first
-// min(K, m + kMR) columns of A (the probabilities past the diagonal are 0).
-template <typename T>
-void gemm_diag_scores(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C,
-                      int64_t ldc) {
+struct RowBlockLimits {
+  int64_t cols, depth;  // columns of C and the depth (A columns) one row block computes
+};
+
+// C (+)= A B row block by row block, each block's columns and depth from limits(m).
+template <typename T, bool kAccumulate, typename Limits>
+void gemm_row_blocks(int64_t M, const T* A, int64_t lda, const T* B, int64_t ldb, T* C, int64_t ldc,
+                     Limits&& limits) {
   constexpr int W = Vec<T>::kW;
   constexpr int NV = RECOPS_HSTU_NV;
   for (int64_t m = 0; m < M; m += kMR) {
-    const int64_t ncol = imin(N, round_up(m + kMR, W));
+    const RowBlockLimits l = limits(m);
+    const T* a = A + m * lda;
+    T* c = C + m * ldc;
     int64_t n = 0;
-    for (; n + NV * W <= ncol; n += NV * W) micro<T, NV, false>(K, A + m * lda, lda, B + n, ldb, C + m * ldc + n, ldc);
-    for (; n < ncol; n += W) micro<T, 1, false>(K, A + m * lda, lda, B + n, ldb, C + m * ldc + n, ldc);
+    for (; n + NV * W <= l.cols; n += NV * W) micro<T, NV, kAccumulate>(l.depth, a, lda, B + n, ldb, c + n, ldc);
+    for (; n < l.cols; n += W) micro<T, 1, kAccumulate>(l.depth, a, lda, B + n, ldb, c + n, ldc);
   }
+}
+
+// The GEMMs of a diagonal tile under the plain causal mask (i0 == j0: row r sees key columns c <= r), skipping
+// what the mask zeroes: gemm_diag_scores (S = A B) computes only the columns [0, round_up(m + kMR, W)) of row block
+// m (the rest of S is left as it was: the caller must not read it unmasked); gemm_diag_values (C += A B) reads only
+// the first min(K, m + kMR) columns of A (the probabilities past the diagonal are 0).
+template <typename T>
+void gemm_diag_scores(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C,
+                      int64_t ldc) {
+  gemm_row_blocks<T, false>(M, A, lda, B, ldb, C, ldc, [&](int64_t m) {
+    return RowBlockLimits{imin(N, round_up(m + kMR, Vec<T>::kW)), K};
+  });
 }
 
 template <typename T>
 void gemm_diag_values(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C,
                       int64_t ldc) {
-  constexpr int W = Vec<T>::kW;
-  constexpr int NV = RECOPS_HSTU_NV;
-  for (int64_t m = 0; m < M; m += kMR) {
-    const int64_t k = imin(K, m + kMR);
-    int64_t n = 0;
-    for (; n + NV * W <= N; n += NV * W) micro<T, NV, true>(k, A + m * lda, lda, B + n, ldb, C + m * ldc + n, ldc);
-    for (; n < N; n += W) micro<T, 1, true>(k, A + m * lda, lda, B + n, ldb, C + m * ldc + n, ldc);
-  }
+  gemm_row_blocks<T, true>(M, A, lda, B, ldb, C, ldc, [&](int64_t m) { return RowBlockLimits{N, imin(K, m + kMR)}; });
 }
 
 // C[M x N] += A^T B for a plain-causal diagonal tile, A [K x M] read transposed: row block m of C (key rows m ..
