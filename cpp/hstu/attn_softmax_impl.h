@@ -34,6 +34,11 @@ struct DropoutTile {
   double inv_keep;
 };
 
+// Sequence b's dropout of call a (its threshold and keep scale; used only when a.dropout_p > 0).
+inline DropoutTile dropout_tile(const HstuFwdParams& a, int64_t b) {
+  return DropoutTile{a.seed, b, dropout_threshold(a.dropout_p), 1.0 / (1.0 - a.dropout_p)};
+}
+
 template <typename T>
 inline void dropout_row(const DropoutTile& d, int64_t h, int64_t i, int64_t j0, int64_t BKP, T* dst) {
   const uint32_t key = dropout_row_key(d.seed, d.b, h, i);
@@ -93,7 +98,7 @@ void softmax_fwd_tile(T* S, const T* mask, int64_t causal_j0, int64_t R, int64_t
       vstore(srow + c, x);
       mx = x > mx ? x : mx;
     }
-    const T m_old = rmax[r], m_new = hmax<T>(mx) > m_old ? hmax<T>(mx) : m_old;
+    const T m_old = rmax[r], m_tile = hmax<T>(mx), m_new = m_tile > m_old ? m_tile : m_old;
     const T base = m_new == -inf ? T(0) : m_new;
     const T corr = scalar_exp(m_old - base);
     const bool dropped = drop && r < R;

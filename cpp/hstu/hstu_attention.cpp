@@ -181,21 +181,17 @@ void hstu_attention_bwd(const HstuBwdParams& a, int num_threads) {
       t_cost.push_back(n * (std::min(nkb, kb0 + kBwdKeyBlocksPerPart) - kb0));
     }
   }
+  // tasks are numbered in (sequence, part) order, the order of the reductions below; they run most work first
   const int64_t tasks = static_cast<int64_t>(t_seq.size());
   std::vector<int64_t> order(tasks);
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](int64_t x, int64_t y) { return t_cost[x] > t_cost[y]; });
-  auto permute = [&](std::vector<int64_t>& v) {
-    std::vector<int64_t> w(v.size());
-    for (int64_t t = 0; t < tasks; ++t) w[t] = v[order[t]];
-    v.swap(w);
-  };
-  for (auto* v : {&t_seq, &t_kb0, &t_kb1, &t_dq}) permute(*v);
   std::vector<T> dq_part(static_cast<size_t>(dq_elems));
   std::vector<T> pos_part(a.d_pos_bias ? checked_mul(tasks, npos, op) : 0, T(0));
   std::vector<T> time_part(a.d_time_bias ? checked_mul(tasks, a.num_buckets, op) : 0, T(0));
   const std::vector<double> thr = bucket_thresholds(std::max<int64_t>(a.num_buckets, 1), a.time_bucket_base);
   HstuPlan plan;
+  plan.task_order = order.data();
   plan.task_seq_b = t_seq.data();
   plan.task_kb0 = t_kb0.data();
   plan.task_kb1 = t_kb1.data();
@@ -213,13 +209,8 @@ void hstu_attention_bwd(const HstuBwdParams& a, int num_threads) {
   // Fixed-order reductions (the parts' dq in part order; bias partials in task order): bitwise identical for any
   // thread count. Serial: they are O(L * H * D) and O(tasks * N), far below the kernel, and a second parallel
   // region costs more than it saves on a busy machine.
-  std::vector<int64_t> by_part(tasks);
-  std::iota(by_part.begin(), by_part.end(), 0);
-  std::stable_sort(by_part.begin(), by_part.end(), [&](int64_t x, int64_t y) {
-    return t_seq[x] != t_seq[y] ? t_seq[x] < t_seq[y] : t_kb0[x] < t_kb0[y];
-  });
   T* dq = typed<T>(a.dq);
-  for (int64_t t : by_part) {
+  for (int64_t t = 0; t < tasks; ++t) {
     if (t_dq[t] < 0) continue;
     const int64_t b = t_seq[t], count = seq_len(a.offsets, b) * row_elems;
     T* dst = dq + a.offsets[b] * row_elems;
@@ -227,7 +218,7 @@ void hstu_attention_bwd(const HstuBwdParams& a, int num_threads) {
     for (int64_t e = 0; e < count; ++e) dst[e] += src[e];
   }
   auto reduce = [&](const std::vector<T>& part, int64_t width, T* out) {
-    for (int64_t t : by_part) {
+    for (int64_t t = 0; t < tasks; ++t) {
       for (int64_t e = 0; e < width; ++e) out[e] += part[t * width + e];
     }
   };

@@ -251,7 +251,7 @@ void bwd_task(const HstuBwdParams& a, const HstuPlan& plan, const BwdLayout<T>& 
               seq_mask(a, b, n), static_cast<T>(a.alpha), a.pos_bias || a.time_bias,
               a.d_pos_bias ? static_cast<T*>(plan.pos_partials) + t * (2 * N - 1) : nullptr,
               a.d_time_bias ? static_cast<T*>(plan.time_partials) + t * nb : nullptr, dq_rows,
-              DropoutTile{a.seed, b, dropout_threshold(a.dropout_p), 1.0 / (1.0 - a.dropout_p)}, nullptr};
+              dropout_tile(a, b), nullptr};
   if (lay.softmax && a.dropout_p > 0) q.dropp = &q.drop;
   for (int64_t i = 0; i < q.H * q.nblk_q * kBlockQ * lay.DQP; ++i) q.x.dQacc[i] = T(0);
   bwd_pack_rows(q);
@@ -292,6 +292,6 @@ void run_bwd(const HstuBwdParams& a, const HstuPlan& plan, int threads) {
   Scratch scratch(nt, probe.used);
   if (!scratch.ok()) throw_alloc_failure(lay.softmax ? "jagged_attention_backward" : "hstu_attention_backward");
   parallel_tasks(plan.num_seq_tasks, nt, [&](int64_t t, int tid) {
-    bwd_task(a, plan, lay, t, scratch.blocks[tid]);
+    bwd_task(a, plan, lay, plan.task_order[t], scratch.blocks[tid]);
   });
 }

@@ -66,7 +66,7 @@ void fwd_task(const HstuFwdParams& a, const HstuPlan& plan, const FwdLayout<T>& 
   const bool has_bias = a.pos_bias || a.time_bias;
   const int64_t block_elems = H * packed_kv_size(lay);
   int64_t packed_upto = 0;
-  const DropoutTile drop{a.seed, b, dropout_threshold(a.dropout_p), 1.0 / (1.0 - a.dropout_p)};
+  const DropoutTile drop = dropout_tile(a, b);
   const DropoutTile* dropp = (kSoftmax && a.dropout_p > 0) ? &drop : nullptr;
 
   for (int64_t qb = qb0; qb < qb1; ++qb) {

@@ -23,10 +23,12 @@ struct HstuPlan {
   const int64_t* task_qend = nullptr;
   int64_t num_tasks = 0;
   int64_t max_len = 0;  // longest sequence in the batch (sizes the per-thread packed K/V and backward rows)
-  // backward tasks (sequence, key blocks [kb0, kb1)), most work first: a sequence longer than
-  // kBwdKeyBlocksPerPart key blocks is cut into parts, so long sequences spread over threads. Part 0 of a
-  // sequence writes its dq rows, part p > 0 writes them at dq_partials + task_dq[t] (elements), added in part order
-  // after the kernel (the cut depends on the lengths only: results are the same for any thread count).
+  // backward tasks t (sequence, key blocks [kb0, kb1)), numbered in (sequence, part) order and run in task_order
+  // (most work first): a sequence longer than kBwdKeyBlocksPerPart key blocks is cut into parts, so long sequences
+  // spread over threads. Part 0 of a sequence writes its dq rows, part p > 0 writes them at dq_partials +
+  // task_dq[t] (elements), added in task order after the kernel (the cut depends on the lengths only: results are
+  // the same for any thread count).
+  const int64_t* task_order = nullptr;  // the tasks in the order they run (most work first)
   const int64_t* task_seq_b = nullptr;
   const int64_t* task_kb0 = nullptr;
   const int64_t* task_kb1 = nullptr;

@@ -38,7 +38,7 @@ void launch(void (*kernel)(Params, int), AttnPass pass, bool softmax, const Para
   const int64_t seq_heads = p.num_seqs * p.num_heads;
   if (seq_heads > 0x7FFFFFFF) throw std::invalid_argument("hstu_attention: num_seqs * num_heads must be < 2^31 on cuda");
   const int64_t tiles = (p.max_seq_len + tile - 1) / tile;
-  const int64_t want = std::max<int64_t>(1, std::max<int64_t>(16, 2048 / std::max<int64_t>(seq_heads, 1)));
+  const int64_t want = std::max<int64_t>(16, 2048 / std::max<int64_t>(seq_heads, 1));
   const dim3 grid(static_cast<unsigned>(seq_heads), static_cast<unsigned>(std::min<int64_t>(std::min(tiles, want), 65535)));
   kernel<<<grid, kThreads, smem, stream>>>(p, tile);
   RECOPS_CUDA_CHECK(cudaGetLastError());

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from ..ops import attention_ref as ref
 from ..ops import jagged as jops
 from ..ops.attention import jagged_attention
-from .hstu import lengths_for
+from .hstu import lengths_for, useful_flops
 
 # (name, B, H, D, N, lengths kind)
 SHAPES = [
@@ -20,19 +20,6 @@ SHAPES = [
     ("B=8,H=4,D=64,N=1024,full", 8, 4, 64, 1024, "full"),
 ]
 QUICK = 1
-
-
-def _lengths(kind, batch, max_len, g):
-    if kind == "full":
-        return torch.full((batch,), max_len, dtype=torch.long)
-    if kind == "ml1m":  # ML-1M histories: at least 20 ratings, median ~96, about a third capped at 200
-        return torch.exp(torch.randn(batch, generator=g) * 0.9 + 4.6).long().clamp(20, max_len)
-    return lengths_for(kind, batch, max_len, g)
-
-
-def useful_flops(lengths, heads, dqk, dv, causal):
-    """Forward FLOPs of the masked jagged problem: sum_b 2 H (dqk + dv) n_b^2 (halved when causal)."""
-    return sum(2 * heads * (dqk + dv) * n * n / (2 if causal else 1) for n in lengths.tolist())
 
 
 def attention_cases(device, quick):
@@ -45,7 +32,7 @@ def attention_cases(device, quick):
                       flops=2 * n**3))
     for name, batch, heads, dim, max_len, kind in SHAPES[:QUICK] if quick else SHAPES:
         g = torch.Generator().manual_seed(0)
-        lengths = _lengths(kind, batch, max_len, g)
+        lengths = lengths_for(kind, batch, max_len, g)
         offsets = jops.lengths_to_offsets(lengths).to(device)
         total = int(offsets[-1])
         leaves = [(0.3 * torch.randn(total, heads, dim, generator=g)).to(device).requires_grad_() for _ in range(3)]

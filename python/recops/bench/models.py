@@ -72,10 +72,10 @@ def models_cases(device, quick):
 
 def ml1m_batch(device, batch_size=128, num_items=3706, seed=0):
     """A next-item batch with ML-1M's shape: B=128 histories of at least 20 items (median ~96, capped at 200)."""
-    from .attention import _lengths
+    from .hstu import lengths_for
 
     g = torch.Generator().manual_seed(seed)
-    lengths = _lengths("ml1m", batch_size, 200, g)
+    lengths = lengths_for("ml1m", batch_size, 200, g)
     offsets = lengths_to_offsets(lengths)
     total = int(offsets[-1])
     batch = {"items": torch.randint(0, num_items, (total,), generator=g), "offsets": offsets,

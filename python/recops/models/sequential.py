@@ -100,9 +100,7 @@ class _SeqModel(nn.Module):
                 nn.init.trunc_normal_(table.weight, std=0.02, a=-0.04, b=0.04)
 
     def _positions(self, items: Tensor, offsets: Tensor) -> Tensor:
-        lengths = offsets[1:] - offsets[:-1]
-        seq = torch.repeat_interleave(torch.arange(lengths.numel(), device=items.device), lengths,
-                                      output_size=items.numel())
+        seq = _segment_ids(offsets, items.numel())
         return (torch.arange(items.numel(), device=items.device) - offsets[:-1][seq]).clamp(max=self.cfg.max_len)
 
     def embed(self, items: Tensor, offsets: Tensor, table: Optional[nn.Embedding] = None) -> Tensor:
@@ -213,8 +211,7 @@ class BERT4Rec(_Transformer):
         touched; the random draw uses `generator` (CPU), so a seeded run repeats bit for bit."""
         draw = torch.rand(items.shape[0], generator=generator).to(items.device) < self.cfg.mask_prob
         lengths = offsets[1:] - offsets[:-1]
-        seq = torch.repeat_interleave(torch.arange(lengths.numel(), device=items.device), lengths,
-                                      output_size=items.numel())
+        seq = _segment_ids(offsets, items.numel())
         hits = torch.zeros(lengths.numel(), dtype=torch.long, device=items.device).index_add_(0, seq, draw.long())
         last = offsets[1:][(hits == 0) & (lengths > 0)] - 1
         draw[last] = True
@@ -228,18 +225,22 @@ class BERT4Rec(_Transformer):
         return (forward or self)(masked, full_off)[where], full[where]
 
     def last_outputs(self, items: Tensor, offsets: Tensor, timestamps: Optional[Tensor] = None) -> Tensor:
-        lengths = offsets[1:] - offsets[:-1]
-        extra = torch.full((lengths.numel(),), self.mask_token, dtype=items.dtype, device=items.device)
+        extra = torch.full((offsets.numel() - 1,), self.mask_token, dtype=items.dtype, device=items.device)
         full, full_off = _append_last(items, offsets, extra)
         return self(full, full_off)[full_off[1:] - 1]
+
+
+def _segment_ids(offsets: Tensor, total: int) -> Tensor:
+    """[total]: the sequence of every row of a jagged batch (no host sync: the row count is given)."""
+    lengths = offsets[1:] - offsets[:-1]
+    return torch.repeat_interleave(torch.arange(lengths.numel(), device=offsets.device), lengths, output_size=total)
 
 
 def _append_last(items: Tensor, offsets: Tensor, extra: Tensor):
     """(items with extra[b] appended to sequence b, the new offsets)."""
     B = offsets.numel() - 1
-    lengths = offsets[1:] - offsets[:-1]
     new_off = offsets + torch.arange(B + 1, device=offsets.device, dtype=offsets.dtype)
-    seq = torch.repeat_interleave(torch.arange(B, device=items.device), lengths, output_size=items.numel())
+    seq = _segment_ids(offsets, items.numel())
     out = torch.empty(items.numel() + B, dtype=items.dtype, device=items.device)
     out[torch.arange(items.numel(), device=items.device) + seq] = items
     out[new_off[1:] - 1] = extra

@@ -10,14 +10,10 @@ from torch import Tensor
 
 from .._runtime import core as _C
 from .._runtime import num_threads
+from .attention_ref import check_seed, seed_bits, seed_tensor
 from .hstu import _as_index, _check_qkv, _compute_qkv, _launch
 
 _OP = "jagged_attention"
-_U64 = (1 << 64) - 1
-
-
-def _seed_value(seed: Optional[Tensor]) -> int:
-    return 0 if seed is None else int(seed.item()) & _U64
 
 
 def _lse_dtype(q: Tensor):
@@ -33,7 +29,7 @@ def _jagged_attention(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, max_seq_
     nt = None if num_targets is None else num_targets.detach()
     with _launch(_OP, q, offsets, max_seq_len, num_targets) as launch:
         _C.jagged_attention_fwd(q.detach(), k.detach(), v.detach(), offsets, max_seq_len, scale, nt, contextual_len,
-                                max_attn_len, causal, dropout_p, _seed_value(seed), out, lse,
+                                max_attn_len, causal, dropout_p, seed_bits(seed), out, lse,
                                 num_threads=num_threads(), stream=launch.stream, error_flag=launch.flag)
     launch.raise_errors()
     return out, lse
@@ -57,7 +53,7 @@ def _jagged_attention_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor
     with _launch("jagged_attention_backward", q, offsets, max_seq_len, num_targets) as launch:
         _C.jagged_attention_bwd(grad_out.detach().contiguous(), q.detach(), k.detach(), v.detach(), out.detach(),
                                 lse.detach(), offsets, max_seq_len, scale, nt, contextual_len, max_attn_len, causal,
-                                dropout_p, _seed_value(seed), dq, dk, dv, num_threads=num_threads(),
+                                dropout_p, seed_bits(seed), dq, dk, dv, num_threads=num_threads(),
                                 stream=launch.stream, error_flag=launch.flag)
     launch.raise_errors()
     return dq, dk, dv
@@ -143,18 +139,14 @@ def jagged_attention(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, max_seq_l
         scale = 1.0 / math.sqrt(q.shape[2]) if q.shape[2] > 0 else 1.0
     elif not isinstance(scale, (int, float)) or isinstance(scale, bool) or not math.isfinite(scale):
         raise ValueError(f"{_OP}: scale must be a finite float, got {scale!r}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise TypeError(f"{_OP}: seed must be an int or None, got {type(seed).__name__}")
+    check_seed(_OP, seed)
     batch = offsets.shape[0] - 1
     out_dtype = q.dtype
     q, k, v = _compute_qkv(q, k, v)
     offsets = offsets.to(torch.int64).contiguous()
     if num_targets is not None:
         num_targets = _as_index("num_targets", num_targets, batch, q.device, _OP)
-    seed_t = None
-    if dropout_p > 0:
-        seed_t = (torch.randint(-(1 << 63), (1 << 63) - 1, (), dtype=torch.int64) if seed is None
-                  else torch.tensor(((int(seed) + (1 << 63)) & _U64) - (1 << 63), dtype=torch.int64))
+    seed_t = seed_tensor(_OP, seed) if dropout_p > 0 else None
     out, _ = _jagged_attention(q, k, v, offsets, int(max_seq_len), float(scale), num_targets, int(contextual_len),
                                int(max_attn_len), bool(causal), float(dropout_p), seed_t)
     return out.to(out_dtype)

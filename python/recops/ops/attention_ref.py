@@ -24,21 +24,47 @@ def _mix(x: Tensor) -> Tensor:
     return x ^ (x >> 16)
 
 
+def row_key(seed: int, b, h, i, device="cpu") -> Tensor:
+    """dropout_row_key(seed, b, h, i) of cpp/hstu/attention_dropout.h on int64 tensors (b, h, i broadcast)."""
+    seed &= (1 << 64) - 1
+    x = _mix(torch.tensor((seed & _M32) ^ 0x5851F42D, dtype=torch.int64, device=device))
+    x = _mix(x ^ (seed >> 32))
+    return _mix(_mix(_mix(x ^ b) ^ h) ^ i)
+
+
+def keep_bits(key: Tensor, j: Tensor, p: float) -> Tensor:
+    """dropout_bits(key, j) >= dropout_threshold(p), on int64 tensors (key and j broadcast)."""
+    return _mix(key ^ ((j * 0x9E3779B9) & _M32)) >= dropout_threshold(p)
+
+
 def dropout_keep(seed: int, lengths: Tensor, num_heads: int, n_pad: int, p: float) -> Tensor:
     """Boolean [B, H, n_pad, n_pad] keep mask of the kernels' attention dropout for `seed` (the same bits)."""
-    seed &= (1 << 64) - 1
     dev = lengths.device
     b = torch.arange(lengths.numel(), device=dev, dtype=torch.int64)[:, None, None]
     h = torch.arange(num_heads, device=dev, dtype=torch.int64)[None, :, None]
     i = torch.arange(n_pad, device=dev, dtype=torch.int64)[None, None, :]
-    x = _mix(torch.tensor((seed & _M32) ^ 0x5851F42D, dtype=torch.int64, device=dev))
-    x = _mix(x ^ (seed >> 32))
-    x = _mix(x ^ b)
-    x = _mix(x ^ h)
-    key = _mix(x ^ i)                                                        # [B, H, n]
-    j = (torch.arange(n_pad, device=dev, dtype=torch.int64) * 0x9E3779B9) & _M32
-    bits = _mix(key[..., None] ^ j)                                          # [B, H, n, n]
-    return bits >= dropout_threshold(p)
+    key = row_key(seed, b, h, i, dev)                                        # [B, H, n]
+    return keep_bits(key[..., None], torch.arange(n_pad, device=dev, dtype=torch.int64), p)  # [B, H, n, n]
+
+
+def check_seed(op: str, seed) -> None:
+    """TypeError unless `seed` is an int or None."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise TypeError(f"{op}: seed must be an int or None, got {type(seed).__name__}")
+
+
+def seed_tensor(op: str, seed) -> Tensor:
+    """The 0-d int64 seed tensor a dropout op takes: `seed` (any int, kept modulo 2^64) or, for None, a draw from
+    torch's default generator (traced by torch.compile, repeatable under torch.manual_seed)."""
+    check_seed(op, seed)
+    if seed is None:
+        return torch.randint(-(1 << 63), (1 << 63) - 1, (), dtype=torch.int64)
+    return torch.tensor(((seed + (1 << 63)) & ((1 << 64) - 1)) - (1 << 63), dtype=torch.int64)
+
+
+def seed_bits(seed: Optional[Tensor]) -> int:
+    """The uint64 seed the kernels take from seed_tensor's tensor (0 for None)."""
+    return 0 if seed is None else int(seed.item()) & ((1 << 64) - 1)
 
 
 def dropout_threshold(p: float) -> int:

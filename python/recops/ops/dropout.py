@@ -10,40 +10,28 @@ from torch import Tensor
 
 from .._runtime import core as _C
 from .._runtime import num_threads
-from .attention_ref import _mix, dropout_threshold
+from .attention_ref import check_seed, keep_bits, row_key, seed_bits, seed_tensor
 
 _OP = "dropout"
-_U64 = (1 << 64) - 1
 _M32 = 0xFFFFFFFF
-
-
-def _seed_value(seed: Tensor) -> int:
-    return int(seed.item()) & _U64
 
 
 def dropout_keep(numel: int, p: float, seed: int, device="cpu") -> Tensor:
     """Boolean keep mask of `numel` elements: the bits of cpp/nn/dropout.h, in torch integer ops (the reference,
     and the path on devices without a recops kernel)."""
-    seed &= _U64
     e = torch.arange(numel, device=device, dtype=torch.int64)
-    x = _mix(torch.tensor((seed & _M32) ^ 0x5851F42D, dtype=torch.int64, device=device))
-    x = _mix(x ^ (seed >> 32))
-    x = _mix(x ^ 0xFFFFFFFF)
-    x = _mix(x ^ 0)
-    key = _mix(x ^ (e >> 32))
-    bits = _mix(key ^ (((e & _M32) * 0x9E3779B9) & _M32))
-    return bits >= dropout_threshold(p)
+    return keep_bits(row_key(seed, 0xFFFFFFFF, 0, e >> 32, device), e & _M32, p)
 
 
 @torch.library.custom_op("recops::dropout", mutates_args=())
 def _dropout(x: Tensor, p: float, seed: Tensor) -> Tensor:
     if x.device.type != "cpu":
-        keep = dropout_keep(x.numel(), p, _seed_value(seed), x.device).view(x.shape)
+        keep = dropout_keep(x.numel(), p, seed_bits(seed), x.device).view(x.shape)
         scale = torch.tensor(1.0 / (1.0 - p), dtype=x.dtype, device=x.device)  # as the kernel: x * (1 / (1 - p))
         return torch.where(keep, x * scale, torch.zeros((), dtype=x.dtype, device=x.device))
     xc = x.detach().contiguous()
     out = torch.empty_like(xc)
-    _C.dropout(xc, out, p, _seed_value(seed), num_threads=num_threads())
+    _C.dropout(xc, out, p, seed_bits(seed), num_threads=num_threads())
     return out
 
 
@@ -78,12 +66,10 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, seed: Optional[int
         raise TypeError(f"{_OP}: x must be a floating tensor, got {getattr(x, 'dtype', type(x).__name__)}")
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
         raise ValueError(f"{_OP}: p must be in [0, 1), got {p!r}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise TypeError(f"{_OP}: seed must be an int or None, got {type(seed).__name__}")
+    check_seed(_OP, seed)
     if not training or p == 0:
         return x
-    seed_t = (torch.randint(-(1 << 63), (1 << 63) - 1, (), dtype=torch.int64) if seed is None
-              else torch.tensor(((int(seed) + (1 << 63)) & _U64) - (1 << 63), dtype=torch.int64))
+    seed_t = seed_tensor(_OP, seed)
     if x.device.type == "cpu" and x.dtype not in (torch.float32, torch.float64):
         return _dropout(x.float(), float(p), seed_t).to(x.dtype)
     return _dropout(x, float(p), seed_t)
