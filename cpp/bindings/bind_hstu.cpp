@@ -36,10 +36,23 @@ const void* vec_ptr(const char* op, const char* arg, const Opt& a, const Array& 
   return a->data();
 }
 
+constexpr nb::dlpack::dtype kBf16{static_cast<uint8_t>(nb::dlpack::dtype_code::Bfloat), 16, 1};
+
+// bfloat16 q/k/v on the CPU: the bf16 kernels (hstu_attention.h), whose other floating arrays are float32.
+bool cpu_bf16(const Array& q) { return !is_cuda(q) && q.dtype() == kBf16; }
+
+// The dtype of row_scale, the biases, their gradients and lse on the CPU: q's, float32 beside bf16 q.
+nb::dlpack::dtype cpu_param_dtype(const Array& q) { return cpu_bf16(q) ? nb::dtype<float>() : q.dtype(); }
+
 void check_q(const char* op, const Array& q) {
   check_supported_device(op, "q", q);
-  if (!is_cuda(q) && q.dtype() != nb::dtype<float>() && q.dtype() != nb::dtype<double>()) {
-    type_error(op, ": q must be float32 or float64 on cpu, got ", dtype_name(q.dtype()));
+  if (cpu_bf16(q)) {
+    if (std::string(hstu::hstu_bf16_unit()) == "none") {
+      type_error(op, ": q is bfloat16 but this CPU has no bf16 unit (AMX or AVX512-BF16) or RECOPS_CPU_ISA forced "
+                 "it off; pass float32");
+    }
+  } else if (!is_cuda(q) && q.dtype() != nb::dtype<float>() && q.dtype() != nb::dtype<double>()) {
+    type_error(op, ": q must be float32, float64 or (with a bf16 unit) bfloat16 on cpu, got ", dtype_name(q.dtype()));
   }
   check_ndim(op, "q", q, 3);
   if (q.shape(2) > 1 && q.stride(2) != 1) type_error(op, ": q must have a contiguous last dimension");
@@ -87,13 +100,13 @@ void fill_params(hstu::HstuFwdParams& a, const char* op, const Array& q, const A
   a.num_seqs = static_cast<int64_t>(offsets.shape(0)) - 1;
   a.total_len = L; a.num_heads = H; a.dqk = q.shape(2); a.dv = v.shape(2); a.max_seq_len = max_seq_len;
   a.alpha = alpha; a.scale = scale;
-  a.row_scale = vec_ptr(op, "attn_scale", row_scale, q, q.dtype(), L);
+  a.row_scale = vec_ptr(op, "attn_scale", row_scale, q, cpu_param_dtype(q), L);
   a.num_targets = static_cast<const int64_t*>(
       vec_ptr(op, "num_targets", num_targets, q, nb::dtype<int64_t>(), a.num_seqs));
   a.contextual_len = contextual_len; a.max_attn_len = max_attn_len;
-  a.pos_bias = vec_ptr(op, "pos_bias", pos_bias, q, q.dtype(), 2 * max_seq_len - 1);
+  a.pos_bias = vec_ptr(op, "pos_bias", pos_bias, q, cpu_param_dtype(q), 2 * max_seq_len - 1);
   a.timestamps = static_cast<const int64_t*>(vec_ptr(op, "timestamps", timestamps, q, nb::dtype<int64_t>(), L));
-  a.time_bias = vec_ptr(op, "time_bias", time_bias, q, q.dtype(), -1);
+  a.time_bias = vec_ptr(op, "time_bias", time_bias, q, cpu_param_dtype(q), -1);
   a.num_buckets = time_bias ? static_cast<int64_t>(time_bias->shape(0)) : 0;
   a.time_bucket_base = time_bucket_base;
   if (is_cuda(q)) {
@@ -123,10 +136,19 @@ void* out_ptr(const char* op, const char* arg, const Array& out, const Array& re
 void* bias_grad_ptr(const char* op, const char* arg, const Opt& bias, const Opt& grad, const Array& q,
                     int64_t len) {
   if (!bias || !grad) return nullptr;
-  return const_cast<void*>(vec_ptr(op, arg, grad, q, is_cuda(q) ? nb::dtype<float>() : q.dtype(), len));
+  return const_cast<void*>(vec_ptr(op, arg, grad, q, is_cuda(q) ? nb::dtype<float>() : cpu_param_dtype(q), len));
 }
 
-// Runs the call on q's device: the CPU core for float32/float64, the CUDA launcher otherwise.
+// The CPU entries by compute type: the float32/float64 templates, or the bf16 kernels.
+struct Bf16Tag {};
+template <typename T>
+void cpu_fwd(const hstu::HstuFwdParams& p, T, int threads) { hstu::hstu_attention_fwd<T>(p, threads); }
+void cpu_fwd(const hstu::HstuFwdParams& p, Bf16Tag, int threads) { hstu::hstu_attention_fwd_bf16(p, threads); }
+template <typename T>
+void cpu_bwd(const hstu::HstuBwdParams& p, T, int threads) { hstu::hstu_attention_bwd<T>(p, threads); }
+void cpu_bwd(const hstu::HstuBwdParams& p, Bf16Tag, int threads) { hstu::hstu_attention_bwd_bf16(p, threads); }
+
+// Runs the call on q's device: the CPU core for float32/float64/bfloat16, the CUDA launcher otherwise.
 template <typename Params, typename Cpu, typename Gpu>
 void dispatch([[maybe_unused]] const char* op, const Array& q, const Params& a, Cpu cpu,
               [[maybe_unused]] Gpu gpu, [[maybe_unused]] uintptr_t stream) {
@@ -139,7 +161,13 @@ void dispatch([[maybe_unused]] const char* op, const Array& q, const Params& a, 
     return;
   }
   nb::gil_scoped_release release;
-  if (q.dtype() == nb::dtype<float>()) cpu(a, float{}); else cpu(a, double{});
+  if (cpu_bf16(q)) {
+    cpu(a, Bf16Tag{});
+  } else if (q.dtype() == nb::dtype<float>()) {
+    cpu(a, float{});
+  } else {
+    cpu(a, double{});
+  }
 }
 
 void hstu_attention_fwd(Array q, Array k, Array v, Array offsets, int64_t max_seq_len, double alpha, double scale,
@@ -152,7 +180,7 @@ void hstu_attention_fwd(Array q, Array k, Array v, Array offsets, int64_t max_se
               max_attn_len, pos_bias, timestamps, time_bias, time_bucket_base, error_flag);
   a.causal = causal;
   a.out = out_ptr(op, "out", out, q, a.total_len, a.num_heads, a.dv);
-  dispatch(op, q, a, [&](const auto& p, auto tag) { hstu::hstu_attention_fwd<decltype(tag)>(p, num_threads); },
+  dispatch(op, q, a, [&](const auto& p, auto tag) { cpu_fwd(p, tag, num_threads); },
            RECOPS_CUDA_FN(cuda::launch_hstu_attention_fwd), stream);
 }
 
@@ -173,17 +201,18 @@ void hstu_attention_bwd(Array grad_out, Array q, Array k, Array v, Array offsets
   a.dv_out = out_ptr(op, "dv", dv, q, L, H, a.dv);
   a.d_pos_bias = bias_grad_ptr(op, "d_pos_bias", pos_bias, d_pos_bias, q, 2 * max_seq_len - 1);
   a.d_time_bias = bias_grad_ptr(op, "d_time_bias", time_bias, d_time_bias, q, a.num_buckets);
-  dispatch(op, q, a, [&](const auto& p, auto tag) { hstu::hstu_attention_bwd<decltype(tag)>(p, num_threads); },
+  dispatch(op, q, a, [&](const auto& p, auto tag) { cpu_bwd(p, tag, num_threads); },
            RECOPS_CUDA_FN(cuda::launch_hstu_attention_bwd), stream);
 }
 
-// [L, H] (the softmax rows' log-sum-exp), contiguous: q's dtype on the CPU, float32 on CUDA.
+// [L, H] (the softmax rows' log-sum-exp), contiguous: q's dtype on the CPU (float32 beside bf16), float32 on CUDA.
 void* lse_ptr(const char* op, const Array& lse, const Array& ref, int64_t L, int64_t H) {
   check_same_device(op, "lse", lse, "q", ref);
   if (is_cuda(ref)) {
     if (lse.dtype() != nb::dtype<float>()) type_error(op, ": lse must be float32 on cuda");
-  } else {
-    check_same_dtype(op, "lse", lse, "q", ref);
+  } else if (lse.dtype() != cpu_param_dtype(ref)) {
+    type_error(op, ": lse must be ", dtype_name(cpu_param_dtype(ref)), " (q is ", dtype_name(ref.dtype()), "), got ",
+               dtype_name(lse.dtype()));
   }
   check_ndim(op, "lse", lse, 2);
   check_dim(op, "lse", lse, 0, L);
@@ -218,7 +247,7 @@ void jagged_attention_fwd(Array q, Array k, Array v, Array offsets, int64_t max_
                dropout_p, seed, error_flag);
   a.out = out_ptr(op, "out", out, q, a.total_len, a.num_heads, a.dv);
   a.lse = lse_ptr(op, lse, q, a.total_len, a.num_heads);
-  dispatch(op, q, a, [&](const auto& p, auto tag) { hstu::hstu_attention_fwd<decltype(tag)>(p, num_threads); },
+  dispatch(op, q, a, [&](const auto& p, auto tag) { cpu_fwd(p, tag, num_threads); },
            RECOPS_CUDA_FN(cuda::launch_jagged_attention_fwd), stream);
 }
 
@@ -237,7 +266,7 @@ void jagged_attention_bwd(Array grad_out, Array q, Array k, Array v, Array out, 
   a.dq = out_ptr(op, "dq", dq, q, L, H, a.dqk);
   a.dk = out_ptr(op, "dk", dk, q, L, H, a.dqk);
   a.dv_out = out_ptr(op, "dv", dv, q, L, H, a.dv);
-  dispatch(op, q, a, [&](const auto& p, auto tag) { hstu::hstu_attention_bwd<decltype(tag)>(p, num_threads); },
+  dispatch(op, q, a, [&](const auto& p, auto tag) { cpu_bwd(p, tag, num_threads); },
            RECOPS_CUDA_FN(cuda::launch_jagged_attention_bwd), stream);
 }
 
@@ -283,6 +312,8 @@ void bind_hstu(nb::module_& m) {
         "num_targets"_a.noconvert().none(), "op"_a,
         "Raise the kernels' ValueError for bad offsets, lengths or num_targets (host arrays).");
   m.def("hstu_cpu_isa", &hstu::hstu_cpu_isa, "CPU code path of the HSTU kernels: avx512, avx2 or generic.");
+  m.def("hstu_bf16_unit", &hstu::hstu_bf16_unit,
+        "The bf16 unit of the HSTU and softmax attention kernels' bfloat16 path: amx, avx512_bf16 or none.");
 }
 
 }  // namespace recops::bindings

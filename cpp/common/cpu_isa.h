@@ -3,10 +3,20 @@
 // translation unit per ISA, compiled under `#pragma GCC target`, guarded for x86, after all of its includes).
 // The environment variable RECOPS_CPU_ISA=generic|avx2 forces a narrower ISA than the CPU offers (a testing
 // aid, read once per process); it never selects one the CPU lacks. Off x86 the choice is always generic.
+//
+// bfloat16 matrix units (the HSTU attention's bf16 path) are chosen apart from the vector ISA: AMX tiles
+// (TDPBF16PS; CPUID and the Linux tile permission, requested once per process), else AVX512-BF16 (VDPBF16PS),
+// else none (bf16 inputs are upcast to the float32 kernels). RECOPS_CPU_ISA=avx512_bf16 forces the AVX512-BF16
+// path on an AMX CPU; avx512, avx2 and generic force the upcast path; amx (or unset) takes the best unit.
 #pragma once
 
 #include <cstdlib>
 #include <string>
+#if defined(__linux__) && defined(__x86_64__)
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 namespace recops {
 
@@ -58,5 +68,45 @@ Fn isa_pick(Fn generic, Fn avx2) {
 
 // The selected ISA's name: "avx512", "avx2" or "generic".
 inline const char* selected_isa_name() { return isa_pick("generic", "avx2", "avx512"); }
+
+enum class Bf16Unit { kNone, kAvx512Bf16, kAmx };
+
+inline Bf16Unit detect_bf16_unit() {
+#if defined(__linux__) && defined(__x86_64__)
+  if (detect_isa() != Isa::kAvx512) return Bf16Unit::kNone;
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid_count(7, 1, &a, &b, &c, &d) || !(a & (1u << 5))) return Bf16Unit::kNone;  // AVX512-BF16
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return Bf16Unit::kAvx512Bf16;
+  const bool amx = (d & (1u << 22)) && (d & (1u << 24));  // AMX-BF16, AMX-TILE
+  // ARCH_REQ_XCOMP_PERM (0x1023) for XFEATURE_XTILEDATA (18): Linux keeps the tile state off until asked
+  if (amx && syscall(SYS_arch_prctl, 0x1023, 18) == 0) return Bf16Unit::kAmx;
+  return Bf16Unit::kAvx512Bf16;
+#else
+  return Bf16Unit::kNone;
+#endif
+}
+
+inline Bf16Unit selected_bf16_unit() {
+  static const Bf16Unit unit = [] {
+    const Bf16Unit best = detect_bf16_unit();
+    const char* force = std::getenv("RECOPS_CPU_ISA");
+    if (force) {
+      const std::string f(force);
+      if (f == "avx512_bf16") return best == Bf16Unit::kNone ? best : Bf16Unit::kAvx512Bf16;
+      if (f == "avx512" || f == "avx2" || f == "generic") return Bf16Unit::kNone;
+    }
+    return best;
+  }();
+  return unit;
+}
+
+// "amx", "avx512_bf16" or "none".
+inline const char* selected_bf16_unit_name() {
+  switch (selected_bf16_unit()) {
+    case Bf16Unit::kAmx: return "amx";
+    case Bf16Unit::kAvx512Bf16: return "avx512_bf16";
+    default: return "none";
+  }
+}
 
 }  // namespace recops

@@ -56,10 +56,12 @@ inline void dropout_row(const DropoutTile& d, int64_t h, int64_t i, int64_t j0, 
 }
 
 // The scores of a tile row with the disallowed keys at -inf: from the mask tile (1 = allowed) when the tile is
-// masked, else the columns c >= C (the padding, or past the diagonal of a plain causal tile).
+// masked, else the columns c >= C (the padding, or past the diagonal of a plain causal tile); the bf16 path's
+// scores are multiplied by sscale first (alpha; the fp32 path folds it into q).
 template <typename T>
-inline V<T> masked_scores(const T* srow, const T* mrow, int64_t c, int64_t C) {
-  const V<T> x = vload(srow + c);
+inline V<T> masked_scores(const T* srow, const T* mrow, int64_t c, int64_t C, T sscale) {
+  V<T> x = vload(srow + c);
+  if constexpr (kBf16) x *= sscale;
   const V<T> ninf = V<T>{} - __builtin_inf();
   if (mrow) return vload(mrow + c) != T(0) ? x : ninf;
   if (c + Vec<T>::kW <= C) return x;
@@ -84,7 +86,7 @@ inline int64_t row_limit(int64_t C, int64_t causal_j0, int64_t i) {
 template <typename T>
 void softmax_fwd_tile(T* S, const T* mask, int64_t causal_j0, int64_t R, int64_t RP, int64_t C, int64_t BKP,
                       T* rmax, T* rsum, T* O, int64_t DVP, const DropoutTile* drop, T* keep, int64_t h, int64_t i0,
-                      int64_t j0) {
+                      int64_t j0, T sscale) {
   constexpr int W = Vec<T>::kW;
   const T inf = __builtin_inf();
   const V<T> ninf = V<T>{} - inf;
@@ -94,7 +96,7 @@ void softmax_fwd_tile(T* S, const T* mask, int64_t causal_j0, int64_t R, int64_t
     const int64_t lim = row_limit(C, causal_j0, i0 + r);
     V<T> mx = ninf;
     for (int64_t c = 0; c < BKP; c += W) {
-      const V<T> x = masked_scores(srow, mrow, c, lim);
+      const V<T> x = masked_scores(srow, mrow, c, lim, sscale);
       vstore(srow + c, x);
       mx = x > mx ? x : mx;
     }
@@ -124,7 +126,7 @@ void softmax_fwd_tile(T* S, const T* mask, int64_t causal_j0, int64_t R, int64_t
 // keep [RP x BKP] <- the keep scales when dropout is on.
 template <typename T>
 void softmax_bwd_scores(T* S, T* Pd, T* keep, const T* mask, int64_t causal_j0, const T* lse, int64_t R, int64_t RP,
-                        int64_t C, int64_t BKP, const DropoutTile* drop, int64_t h, int64_t i0, int64_t j0) {
+                        int64_t C, int64_t BKP, const DropoutTile* drop, int64_t h, int64_t i0, int64_t j0, T sscale) {
   constexpr int W = Vec<T>::kW;
   const T inf = __builtin_inf();
   for (int64_t r = 0; r < RP; ++r) {
@@ -141,7 +143,7 @@ void softmax_bwd_scores(T* S, T* Pd, T* keep, const T* mask, int64_t causal_j0, 
       for (int64_t c = 0; c < BKP; ++c) krow[c] = T(0);
     }
     for (int64_t c = 0; c < BKP; c += W) {
-      const V<T> p = vexp(masked_scores(srow, mrow, c, lim) - l);
+      const V<T> p = vexp(masked_scores(srow, mrow, c, lim, sscale) - l);
       vstore(srow + c, p);
       vstore(prow + c, dropped ? p * vload(krow + c) : (drop ? V<T>{} : p));
     }

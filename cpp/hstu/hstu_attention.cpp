@@ -2,6 +2,7 @@
 // HSTU attention: validation, work plan, run-time ISA dispatch and the deterministic bias-gradient reduction.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <numeric>
 #include <stdexcept>
@@ -93,10 +94,27 @@ void check_hstu_lengths(const char* op, const int64_t* offsets, int64_t num_seqs
 }
 
 const char* hstu_cpu_isa() { return selected_isa_name(); }
+const char* hstu_bf16_unit() { return selected_bf16_unit_name(); }
 
-template <typename T>
-void hstu_attention_fwd(const HstuFwdParams& a, int num_threads) {
-  validate(a, op_name(a, false));
+namespace {
+
+// float -> bf16 bits, round to nearest even (NaN stays NaN)
+uint16_t to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);
+  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+void check_bf16_unit(const char* op) {
+  RECOPS_CHECK(selected_bf16_unit() != Bf16Unit::kNone, op,
+               ": bfloat16 inputs need AMX or AVX512-BF16 on the CPU (this one has neither, or RECOPS_CPU_ISA "
+               "forced them off)");
+}
+
+// The forward's plan, then run(a, plan, threads).
+template <typename Run>
+void fwd_plan_run(const HstuFwdParams& a, int num_threads, Run run) {
   // (softmax with dv = 0 still writes lse)
   if (a.total_len == 0 || a.num_heads == 0 || (a.dv == 0 && a.kind != AttnKind::kSoftmax)) return;
   // Work of query block qb ~ the key rows it may see (all n without the causal mask). Sequences are cut into chunks of consecutive query
@@ -149,12 +167,14 @@ void hstu_attention_fwd(const HstuFwdParams& a, int num_threads) {
   plan.log2_to_bucket = std::log(2.0) / a.time_bucket_base;
   plan.time_bucket_base = a.time_bucket_base;
   plan.single_step_buckets = plan.log2_to_bucket * kGuessErrorLog2 < 0.9;
-  isa_pick(&generic::run_fwd<T>, &avx2::run_fwd<T>, &avx512::run_fwd<T>)(a, plan, num_threads);
+  plan.amx = selected_bf16_unit() == Bf16Unit::kAmx;
+  run(a, plan, num_threads);
 }
 
-template <typename T>
-void hstu_attention_bwd(const HstuBwdParams& a, int num_threads) {
-  validate(a, op_name(a, true));
+// The backward's plan, run(a, plan, threads) and the fixed-order reductions; T: the type of dq and the bias
+// gradients (float for the bf16 kernels, whose dq is reduced here in float and rounded once).
+template <typename T, typename Run>
+void bwd_plan_run(const HstuBwdParams& a, int num_threads, Run run) {
   RECOPS_CHECK(a.kind != AttnKind::kSoftmax || a.total_len == 0 || (a.out && a.lse), op_name(a, true),
                ": the softmax backward needs the forward's out and lse");
   const int64_t npos = 2 * a.max_seq_len - 1;
@@ -205,7 +225,8 @@ void hstu_attention_bwd(const HstuBwdParams& a, int num_threads) {
   plan.single_step_buckets = plan.log2_to_bucket * kGuessErrorLog2 < 0.9;
   plan.pos_partials = pos_part.data();
   plan.time_partials = time_part.data();
-  isa_pick(&generic::run_bwd<T>, &avx2::run_bwd<T>, &avx512::run_bwd<T>)(a, plan, num_threads);
+  plan.amx = selected_bf16_unit() == Bf16Unit::kAmx;
+  run(a, plan, num_threads);
   // Fixed-order reductions (the parts' dq in part order; bias partials in task order): bitwise identical for any
   // thread count. Serial: they are O(L * H * D) and O(tasks * N), far below the kernel, and a second parallel
   // region costs more than it saves on a busy machine.
@@ -224,6 +245,40 @@ void hstu_attention_bwd(const HstuBwdParams& a, int num_threads) {
   };
   if (d_pos) reduce(pos_part, npos, d_pos);
   if (d_time) reduce(time_part, a.num_buckets, d_time);
+}
+
+}  // namespace
+
+template <typename T>
+void hstu_attention_fwd(const HstuFwdParams& a, int num_threads) {
+  validate(a, op_name(a, false));
+  fwd_plan_run(a, num_threads, isa_pick(&generic::run_fwd<T>, &avx2::run_fwd<T>, &avx512::run_fwd<T>));
+}
+
+template <typename T>
+void hstu_attention_bwd(const HstuBwdParams& a, int num_threads) {
+  validate(a, op_name(a, true));
+  bwd_plan_run<T>(a, num_threads, isa_pick(&generic::run_bwd<T>, &avx2::run_bwd<T>, &avx512::run_bwd<T>));
+}
+
+void hstu_attention_fwd_bf16(const HstuFwdParams& a, int num_threads) {
+  validate(a, op_name(a, false));
+  check_bf16_unit(op_name(a, false));
+  fwd_plan_run(a, num_threads, &bf16::run_fwd<float>);
+}
+
+void hstu_attention_bwd_bf16(const HstuBwdParams& a, int num_threads) {
+  const char* op = op_name(a, true);
+  validate(a, op);
+  check_bf16_unit(op);
+  // dq is accumulated in float (the parts of a long sequence are added there) and rounded once
+  const int64_t count = checked_mul(checked_mul(a.total_len, a.num_heads, op), a.dqk, op);
+  std::vector<float> dq32(static_cast<size_t>(count));
+  HstuBwdParams b = a;
+  b.dq = dq32.data();
+  bwd_plan_run<float>(b, num_threads, &bf16::run_bwd<float>);
+  uint16_t* dq = typed<uint16_t>(a.dq);
+  for (int64_t e = 0; e < count; ++e) dq[e] = to_bf16(dq32[e]);
 }
 
 template void hstu_attention_fwd<float>(const HstuFwdParams&, int);

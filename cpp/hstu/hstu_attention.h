@@ -62,4 +62,16 @@ void check_hstu_lengths(const char* op, const int64_t* offsets, int64_t num_seqs
 // Which CPU code path runs: "avx512", "avx2" or "generic" (picked at run time from the CPU's features).
 const char* hstu_cpu_isa();
 
+// bfloat16 operands on the CPU's bf16 matrix unit (cpu_isa.h: AMX tiles, else AVX512-BF16): q, k, v, out,
+// grad_out, dq, dk, dv_out hold bf16 bits (uint16); row_scale, pos_bias, time_bias, lse and the bias gradients
+// are float32. Inputs are read once as bf16, every GEMM accumulates in fp32 and the pointwise math is fp32;
+// P (forward, and for dV) and dS (for dq, dk) are rounded to bf16 once before their GEMM, the outputs once at
+// the end. Same semantics, validation and determinism as the templates above. Throws std::invalid_argument if
+// the CPU has no bf16 unit (hstu_bf16_unit() == "none").
+void hstu_attention_fwd_bf16(const HstuFwdParams& args, int num_threads);
+void hstu_attention_bwd_bf16(const HstuBwdParams& args, int num_threads);
+
+// "amx", "avx512_bf16" or "none" (RECOPS_CPU_ISA can force it down).
+const char* hstu_bf16_unit();
+
 }  // namespace recops::hstu

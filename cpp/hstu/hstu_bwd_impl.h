@@ -9,20 +9,35 @@ template <typename T>
 struct BwdLayout {
   int64_t DQ, DV, DQP, DVP, BKP, NQ, NB;
   bool softmax;
+  int64_t DQ32 = 0, DV32 = 0;  // bf16 (kBf16): q/k and v depths padded to the bf16 GEMMs' granule
   struct Bufs {
     T *dQacc, *Kt, *Kp, *Vt, *dKacc, *dVacc, *Qp, *dOp, *S, *P, *dP, *bias, *mask, *dSsum, *dT4, *lse, *Dsum, *keep;
+    // bf16: q and dout of the sequence row-major and pair packed, the key block's K^T, K and V^T pair packed,
+    // and a tile's P^T, dS and dS^T
+    uint16_t *Qb, *Qv, *dOb, *dOv, *KvT, *Kv, *VvT, *Pt, *dSb, *dSt;
     int32_t* buckets;
   };
   Bufs carve(Arena& ar, int64_t H) const {
     Bufs x;
+    const int64_t f = kBf16 ? 0 : 1, g = kBf16 ? 1 : 0;  // which operand set this object's kernels use
     x.dQacc = ar.take<T>(H * NQ * DQP);
-    x.Kt = ar.take<T>(H * DQ * BKP);
-    x.Kp = ar.take<T>(H * BKP * DQP);
-    x.Vt = ar.take<T>(H * DV * BKP);
+    x.Kt = ar.take<T>(f * H * DQ * BKP);
+    x.Kp = ar.take<T>(f * H * BKP * DQP);
+    x.Vt = ar.take<T>(f * H * DV * BKP);
     x.dKacc = ar.take<T>(H * BKP * DQP);
     x.dVacc = ar.take<T>(H * BKP * DVP);
-    x.Qp = ar.take<T>(H * NQ * DQP);
-    x.dOp = ar.take<T>(H * NQ * DVP);
+    x.Qp = ar.take<T>(f * H * NQ * DQP);
+    x.dOp = ar.take<T>(f * H * NQ * DVP);
+    x.Qb = ar.take<uint16_t>(g * H * NQ * DQ32);
+    x.Qv = ar.take<uint16_t>(g * H * NQ * DQP);
+    x.dOb = ar.take<uint16_t>(g * H * NQ * DV32);
+    x.dOv = ar.take<uint16_t>(g * H * NQ * DVP);
+    x.KvT = ar.take<uint16_t>(g * H * DQ32 * BKP);
+    x.Kv = ar.take<uint16_t>(g * H * BKP * DQP);
+    x.VvT = ar.take<uint16_t>(g * H * DV32 * BKP);
+    x.Pt = ar.take<uint16_t>(g * BKP * kBlockQ);
+    x.dSb = ar.take<uint16_t>(g * kBlockQ * BKP);
+    x.dSt = ar.take<uint16_t>(g * BKP * kBlockQ);
     x.S = ar.take<T>(kBlockQ * BKP);
     x.P = ar.take<T>(kBlockQ * BKP);
     x.dP = ar.take<T>(kBlockQ * BKP);
@@ -61,8 +76,26 @@ template <typename T>
 void bwd_pack_rows(const BwdSeq<T>& q) {
   const auto& a = q.a;
   const int64_t DQ = q.lay.DQ, DV = q.lay.DV, DQP = q.lay.DQP, DVP = q.lay.DVP, NQ = q.lay.NQ;
-  const int64_t nr = round_up(q.n, kMR);
+  const int64_t nr = round_up(q.n, kBf16 ? kBlockQ : kMR);
   for (int64_t h = 0; h < q.H; ++h) {
+    if constexpr (kBf16) {  // q (unscaled: alpha scales the fp32 scores) and dout, rows past n zero
+      const uint16_t* q0 = typed<uint16_t>(a.q) + q.s * a.q_row + h * a.q_head;
+      const uint16_t* g0 = typed<uint16_t>(a.grad_out) + q.s * q.H * DV + h * DV;
+      bf16_rows(q0, a.q_row, q.n, DQ, nr, q.lay.DQ32, q.x.Qb + h * NQ * q.lay.DQ32, q.lay.DQ32);
+      bf16_rows(g0, q.H * DV, q.n, DV, nr, q.lay.DV32, q.x.dOb + h * NQ * q.lay.DV32, q.lay.DV32);
+      bf16_pairs(q0, a.q_row, q.n, DQ, nr, DQP, q.x.Qv + h * NQ * DQP);
+      bf16_pairs(g0, q.H * DV, q.n, DV, nr, DVP, q.x.dOv + h * NQ * DVP);
+      for (int64_t r = 0; q.lay.softmax && r < nr; ++r) {
+        const bool in = r < q.n;
+        float acc = 0.0f;
+        for (int64_t d = 0; in && d < DV; ++d) {
+          acc += bf2f(g0[r * q.H * DV + d]) * bf2f(typed<uint16_t>(a.out)[((q.s + r) * q.H + h) * DV + d]);
+        }
+        q.x.Dsum[h * NQ + r] = acc;
+        q.x.lse[h * NQ + r] = in ? typed<T>(a.lse)[(q.s + r) * q.H + h] : __builtin_inf();
+      }
+      continue;
+    }
     for (int64_t r = 0; r < nr; ++r) {
       const bool in = r < q.n;
       const T* qsrc = in ? typed<T>(a.q) + (q.s + r) * a.q_row + h * a.q_head : nullptr;
@@ -88,6 +121,14 @@ void bwd_pack_keys(const BwdSeq<T>& q, int64_t j0, int64_t C) {
   const auto& a = q.a;
   const int64_t DQ = q.lay.DQ, DV = q.lay.DV, DQP = q.lay.DQP, DVP = q.lay.DVP, BKP = q.lay.BKP;
   for (int64_t h = 0; h < q.H; ++h) {
+    if constexpr (kBf16) {
+      const uint16_t* k0 = typed<uint16_t>(a.k) + (q.s + j0) * a.k_row + h * a.k_head;
+      const uint16_t* v0 = typed<uint16_t>(a.v) + (q.s + j0) * a.v_row + h * a.v_head;
+      bf16_pairs_t(k0, a.k_row, C, DQ, q.lay.DQ32, BKP, q.x.KvT + h * q.lay.DQ32 * BKP);
+      bf16_pairs(k0, a.k_row, C, DQ, BKP, DQP, q.x.Kv + h * BKP * DQP);
+      bf16_pairs_t(v0, a.v_row, C, DV, q.lay.DV32, BKP, q.x.VvT + h * q.lay.DV32 * BKP);
+      continue;
+    }
     T* kp = q.x.Kp + h * BKP * DQP;
     const T* k0 = typed<T>(a.k) + (q.s + j0) * a.k_row + h * a.k_head;
     const T* v0 = typed<T>(a.v) + (q.s + j0) * a.v_row + h * a.v_head;
@@ -111,7 +152,9 @@ void bwd_scores(const BwdSeq<T>& q, int64_t i0, int64_t R, int64_t RP, bool all_
     const T sc =
         r < R ? (q.a.row_scale ? typed<T>(q.a.row_scale)[q.s + i0 + r] : static_cast<T>(q.a.scale)) : T(0);
     for (int64_t c = 0; c < BKP; c += W) {
-      V<T> sv = vload(x.S + r * BKP + c) + vload(x.bias + r * BKP + c);
+      V<T> sv = vload(x.S + r * BKP + c);
+      if constexpr (kBf16) sv *= q.alpha;
+      sv += vload(x.bias + r * BKP + c);
       const V<T> sig = vsigmoid<T>(sv);
       V<T> m = V<T>{} + sc;
       if (!all_valid) m *= vload(x.mask + r * BKP + c);
@@ -137,19 +180,29 @@ void bwd_tile(const BwdSeq<T>& q, int64_t i0, int64_t R, int64_t RP, int64_t j0,
     const T* dOp = x.dOp + (h * NQ + i0) * DVP;
     // softmax on a plain-causal diagonal tile: the GEMMs skip the blocks the mask zeroes (hstu_tile_impl.h);
     // scores past the diagonal are never read unmasked, dS there is forced to 0
-    const bool diag = q.lay.softmax && no_tile && !all_valid && i0 == j0;
-    if (diag) {
+    const bool diag = !kBf16 && q.lay.softmax && no_tile && !all_valid && i0 == j0;
+    const bool amx = q.plan.amx;
+    const int64_t DQ32 = q.lay.DQ32, DV32 = q.lay.DV32, R32 = round_up(R, kBf16Depth);
+    if constexpr (kBf16) {
+      bgemm<false>(amx, RP, BKP, DQ32, x.Qb + (h * NQ + i0) * DQ32, DQ32, x.KvT + h * DQ32 * BKP, 2 * BKP, x.S, BKP);
+    } else if (diag) {
       gemm_diag_scores<T>(RP, BKP, DQ, Qp, DQP, x.Kt + h * DQ * BKP, BKP, x.S, BKP);
     } else {
       gemm<T, false>(RP, BKP, DQ, Qp, DQP, x.Kt + h * DQ * BKP, BKP, x.S, BKP);
     }
     if (q.lay.softmax) {
       softmax_bwd_scores(x.S, x.P, x.keep, no_tile ? nullptr : x.mask, no_tile && !all_valid ? j0 : -1,
-                         x.lse + h * NQ + i0, R, RP, C, BKP, q.dropp, h, i0, j0);
+                         x.lse + h * NQ + i0, R, RP, C, BKP, q.dropp, h, i0, j0, kBf16 ? q.alpha : T(1));
     } else {
       bwd_scores(q, i0, R, RP, all_valid);
     }
-    if (diag) {
+    if constexpr (kBf16) {  // dV += P^T dO, dP = dO V^T (P rounded to bf16 once)
+      bf16_from_f32_t(x.P, BKP, R, BKP, R32, x.Pt, kBlockQ);
+      bgemm<true>(amx, BKP, DVP, R32, x.Pt, kBlockQ, x.dOv + (h * NQ + i0) * DVP, 2 * DVP, x.dVacc + h * BKP * DVP,
+                  DVP);
+      bgemm<false>(amx, RP, BKP, DV32, x.dOb + (h * NQ + i0) * DV32, DV32, x.VvT + h * DV32 * BKP, 2 * BKP, x.dP,
+                   BKP);
+    } else if (diag) {
       gemm_diag_trans<T>(BKP, DVP, R, x.P, BKP, dOp, DVP, x.dVacc + h * BKP * DVP, DVP);
       gemm_diag_scores<T>(RP, BKP, DV, dOp, DVP, x.Vt + h * DV * BKP, BKP, x.dP, BKP);
     } else {
@@ -177,7 +230,13 @@ void bwd_tile(const BwdSeq<T>& q, int64_t i0, int64_t R, int64_t RP, int64_t j0,
       }
     }
     T* dq_acc = x.dQacc + (h * q.nblk_q * kBlockQ + i0) * DQP;
-    if (diag) {
+    if constexpr (kBf16) {  // dK += dS^T Q, dQ += dS K (dS rounded to bf16 once)
+      bf16_from_f32(x.dP, BKP, RP, BKP, x.dSb, BKP);
+      bf16_from_f32_t(x.dP, BKP, R, BKP, R32, x.dSt, kBlockQ);
+      bgemm<true>(amx, BKP, DQP, R32, x.dSt, kBlockQ, x.Qv + (h * NQ + i0) * DQP, 2 * DQP, x.dKacc + h * BKP * DQP,
+                  DQP);
+      bgemm<true>(amx, RP, DQP, round_up(C, kBf16Depth), x.dSb, BKP, x.Kv + h * BKP * DQP, 2 * DQP, dq_acc, DQP);
+    } else if (diag) {
       gemm_diag_trans<T>(BKP, DQP, R, x.dP, BKP, Qp, DQP, x.dKacc + h * BKP * DQP, DQP);
       gemm_diag_values<T>(RP, DQP, C, x.dP, BKP, x.Kp + h * BKP * DQP, DQP, dq_acc, DQP);
     } else {
@@ -212,10 +271,14 @@ void bwd_store_keys(const BwdSeq<T>& q, int64_t j0, int64_t C) {
     for (int64_t h = 0; h < q.H; ++h) {
       const T* dks = q.x.dKacc + h * BKP * DQP + c * DQP;
       const T* dvs = q.x.dVacc + h * BKP * DVP + c * DVP;
-      T* dkd = typed<T>(q.a.dk) + ((q.s + j0 + c) * q.H + h) * DQ;
-      T* dvd = typed<T>(q.a.dv_out) + ((q.s + j0 + c) * q.H + h) * DV;
-      for (int64_t d = 0; d < DQ; ++d) dkd[d] = dks[d];
-      for (int64_t d = 0; d < DV; ++d) dvd[d] = dvs[d];
+      const int64_t kr = ((q.s + j0 + c) * q.H + h) * DQ, vr = ((q.s + j0 + c) * q.H + h) * DV;
+      if constexpr (kBf16) {  // bf16 outputs; q was unscaled, so dk takes alpha here
+        for (int64_t d = 0; d < DQ; ++d) typed<uint16_t>(q.a.dk)[kr + d] = f2bf(q.alpha * dks[d]);
+        for (int64_t d = 0; d < DV; ++d) typed<uint16_t>(q.a.dv_out)[vr + d] = f2bf(dvs[d]);
+      } else {
+        for (int64_t d = 0; d < DQ; ++d) typed<T>(q.a.dk)[kr + d] = dks[d];
+        for (int64_t d = 0; d < DV; ++d) typed<T>(q.a.dv_out)[vr + d] = dvs[d];
+      }
     }
   }
 }
@@ -264,7 +327,7 @@ void bwd_task(const HstuBwdParams& a, const HstuPlan& plan, const BwdLayout<T>& 
     const int64_t j0 = kb * kBlockK, C = imin(kBlockK, n - j0);
     bwd_pack_keys(q, j0, C);
     for (int64_t qb = 0; qb < q.nblk_q; ++qb) {
-      const int64_t i0 = qb * kBlockQ, R = imin(kBlockQ, n - i0), RP = round_up(R, kMR);
+      const int64_t i0 = qb * kBlockQ, R = imin(kBlockQ, n - i0), RP = round_up(R, kBf16 ? kBf16Rows : kMR);
       if (!q.mk.any(i0, i0 + R - 1, j0, j0 + C - 1)) continue;
       const bool all_valid = q.mk.all(i0, i0 + R - 1, j0, j0 + C - 1);
       // softmax: no bias tile, and a fully valid or plain causal tile needs no mask tile (row_limit)
@@ -285,13 +348,15 @@ void run_bwd(const HstuBwdParams& a, const HstuPlan& plan, int threads) {
   constexpr int W = Vec<T>::kW;
   BwdLayout<T> lay{a.dqk, a.dv, round_up(a.dqk, W), round_up(a.dv, W), round_up(kBlockK, W),
                    round_up(imax(plan.max_len, 1), kBlockQ), a.time_bias ? a.num_buckets : 0,
-                   a.kind == AttnKind::kSoftmax};
+                   a.kind == AttnKind::kSoftmax, round_up(a.dqk, kBf16Depth), round_up(a.dv, kBf16Depth)};
   Arena probe;
   lay.carve(probe, a.num_heads);
   const int nt = static_cast<int>(imax(1, imin(imin(threads, 256), plan.num_seq_tasks)));
   Scratch scratch(nt, probe.used);
   if (!scratch.ok()) throw_alloc_failure(lay.softmax ? "jagged_attention_backward" : "hstu_attention_backward");
   parallel_tasks(plan.num_seq_tasks, nt, [&](int64_t t, int tid) {
+    if constexpr (kBf16) bf16_begin(plan.amx);
     bwd_task(a, plan, lay, plan.task_order[t], scratch.blocks[tid]);
+    if constexpr (kBf16) bf16_done(plan.amx);
   });
 }

@@ -22,15 +22,22 @@ namespace recops::hstu::RECOPS_HSTU_ISA {
 #include "common/simd_math.inc"
 #undef RECOPS_SIMD_RCP_BYTES
 
+#ifndef RECOPS_HSTU_BF16
+#define RECOPS_HSTU_BF16 0
+#endif
 #include "hstu/hstu_tile_impl.h"
+#include "hstu/bf16_tile_impl.h"
 #include "hstu/hstu_bias_impl.h"
 #include "hstu/attn_softmax_impl.h"
 #include "hstu/hstu_fwd_impl.h"
 #include "hstu/hstu_bwd_impl.h"
 
+// The bf16 object runs float compute on bf16 operands (q/k/v/out/grad_out/dk/dv bf16, the rest float32).
 template void run_fwd<float>(const HstuFwdParams&, const HstuPlan&, int);
-template void run_fwd<double>(const HstuFwdParams&, const HstuPlan&, int);
 template void run_bwd<float>(const HstuBwdParams&, const HstuPlan&, int);
+#if !RECOPS_HSTU_BF16
+template void run_fwd<double>(const HstuFwdParams&, const HstuPlan&, int);
 template void run_bwd<double>(const HstuBwdParams&, const HstuPlan&, int);
+#endif
 
 }  // namespace recops::hstu::RECOPS_HSTU_ISA

@@ -43,6 +43,8 @@ struct HstuPlan {
   // backward: per-task bias-gradient partials [tasks][2N - 1] and [tasks][num_buckets] (zeroed by the caller)
   void* pos_partials = nullptr;
   void* time_partials = nullptr;
+  // bf16 path (hstu_cpu_amx.cpp): AMX tiles, else AVX512-BF16 dot products
+  bool amx = false;
 };
 
 // Throws std::bad_alloc-like failure as ValueError-free RuntimeError (scratch allocation failed).
@@ -56,6 +58,7 @@ struct HstuPlan {
 RECOPS_HSTU_DECLARE_ISA(generic)
 RECOPS_HSTU_DECLARE_ISA(avx2)
 RECOPS_HSTU_DECLARE_ISA(avx512)
+RECOPS_HSTU_DECLARE_ISA(bf16)
 #undef RECOPS_HSTU_DECLARE_ISA
 
 }  // namespace recops::hstu

@@ -11,7 +11,7 @@ from .embedding import (
 )
 from .attention import jagged_attention
 from .dropout import dropout
-from .hstu import hstu_attention
+from .hstu import cpu_bf16_unit, hstu_attention
 from .jagged import (
     jagged_to_padded,
     jagged_to_padded_backward,
@@ -39,6 +39,7 @@ __all__ = [
     "embedding_bags_fused_lookup",
     "embedding_bags_fused_update",
     "hstu_attention",
+    "cpu_bf16_unit",
     "jagged_attention",
     "feedback_to_levels",
     "full_softmax_loss",

@@ -11,13 +11,13 @@ from torch import Tensor
 from .._runtime import core as _C
 from .._runtime import num_threads
 from .attention_ref import check_seed, seed_bits, seed_tensor
-from .hstu import _as_index, _check_qkv, _compute_qkv, _launch
+from .hstu import _as_index, _check_qkv, _compute_qkv, _launch, _param_dtype
 
 _OP = "jagged_attention"
 
 
 def _lse_dtype(q: Tensor):
-    return torch.float32 if q.device.type == "cuda" else q.dtype
+    return torch.float32 if q.device.type == "cuda" else _param_dtype(q)
 
 
 @torch.library.custom_op("recops::jagged_attention", mutates_args=())
@@ -115,7 +115,8 @@ def jagged_attention(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, max_seq_l
 
     Args:
         q, k: [L, H, Dqk]; v: [L, H, Dv]; rows may be strided (views of one fused projection), the last dimension
-            is made contiguous if needed. float32/float64 on CPU (float16/bfloat16 computed in float32);
+            is made contiguous if needed. float32/float64 on CPU; bfloat16 on the CPU's bf16 unit (AMX or AVX512-BF16,
+            as in hstu_attention; lse float32), else computed in float32 like float16;
             float32/float16/bfloat16 on CUDA (float32 accumulation).
         offsets: [B+1] int32/int64; every length must be <= max_seq_len.
         max_seq_len: N, an upper bound of the lengths.

@@ -63,7 +63,7 @@ def _hstu_attention_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, 
     dv = torch.empty(v.shape, dtype=q.dtype, device=q.device)
     # CUDA accumulates bias gradients with float32 atomics into zeroed buffers
     cuda = q.device.type == "cuda"
-    bias_dtype = torch.float32 if cuda else q.dtype
+    bias_dtype = torch.float32 if cuda else _param_dtype(q)
     alloc = torch.zeros if cuda else torch.empty
     dpos = alloc(pos_bias.shape if pos_bias is not None else (0,), dtype=bias_dtype, device=q.device)
     dtime = alloc(time_bias.shape if time_bias is not None else (0,), dtype=bias_dtype, device=q.device)
@@ -75,15 +75,15 @@ def _hstu_attention_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, 
                               dpos if pos_bias is not None else None, dtime if time_bias is not None else None,
                               causal=causal, num_threads=num_threads(), stream=launch.stream, error_flag=launch.flag)
     launch.raise_errors()
-    return dq, dk, dv, dpos.to(q.dtype), dtime.to(q.dtype)
+    return dq, dk, dv, dpos.to(_param_dtype(q)), dtime.to(_param_dtype(q))
 
 
 @_hstu_attention_backward.register_fake
 def _(grad_out, q, k, v, offsets, max_seq_len, alpha, scale, row_scale, num_targets, contextual_len, max_attn_len,
       pos_bias, timestamps, time_bias, time_bucket_base, causal=True):
     return (q.new_empty(q.shape), q.new_empty(k.shape), q.new_empty(v.shape),
-            q.new_empty(pos_bias.shape if pos_bias is not None else (0,)),
-            q.new_empty(time_bias.shape if time_bias is not None else (0,)))
+            q.new_empty(pos_bias.shape if pos_bias is not None else (0,), dtype=_param_dtype(q)),
+            q.new_empty(time_bias.shape if time_bias is not None else (0,), dtype=_param_dtype(q)))
 
 
 _SAVED = ("q", "k", "v", "offsets", "row_scale", "num_targets", "pos_bias", "timestamps", "time_bias")
@@ -141,9 +141,26 @@ def _check_qkv(op: str, q, k, v, offsets, **others) -> None:
     _check_offsets_arg(op, offsets, q, "q")
 
 
+def cpu_bf16_unit() -> str:
+    """The unit the CPU attention kernels run bfloat16 inputs on: "amx" (AMX tiles), "avx512_bf16" (VDPBF16PS) or
+    "none" (bfloat16 is upcast to the float32 kernels). RECOPS_CPU_ISA=avx512_bf16 / avx512 force it down."""
+    return _C.hstu_bf16_unit()
+
+
+def _cpu_bf16(q: Tensor) -> bool:
+    """bfloat16 q on a CPU with a bf16 unit: the kernels read bf16 directly (their other arrays float32)."""
+    return q.device.type == "cpu" and q.dtype == torch.bfloat16 and cpu_bf16_unit() != "none"
+
+
+def _param_dtype(q: Tensor):
+    """The dtype of row scales, biases, their gradients and lse beside compute-dtype q."""
+    return torch.float32 if _cpu_bf16(q) else q.dtype
+
+
 def _compute_qkv(q: Tensor, k: Tensor, v: Tensor):
-    """q, k, v in the dtype the kernels compute in (float16/bfloat16 upcast on the CPU), last dim contiguous."""
-    dtype = torch.float32 if (q.device.type == "cpu" and q.dtype in _LOW_PRECISION) else q.dtype
+    """q, k, v in the dtype the kernels compute in (float16, and bfloat16 without a bf16 unit, upcast on the CPU),
+    last dim contiguous."""
+    dtype = torch.float32 if (q.device.type == "cpu" and q.dtype in _LOW_PRECISION and not _cpu_bf16(q)) else q.dtype
     return tuple(t.to(dtype) if t.stride(-1) == 1 or t.shape[-1] <= 1 else t.to(dtype).contiguous()
                  for t in (q, k, v))
 
@@ -195,7 +212,9 @@ def hstu_attention(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, max_seq_len
         11111100 / 11111100 / 11111100 / 11111100 / 11111100 / 11111100 / 11111110 / 11111101
 
     Args:
-        q, k: [L, H, Dqk]; v: [L, H, Dv]. float32/float64 on CPU (float16/bfloat16 are computed in float32);
+        q, k: [L, H, Dqk]; v: [L, H, Dv]. float32/float64 on CPU; bfloat16 on the CPU's bf16 unit where it has
+            one (AMX tiles or AVX512-BF16: inputs read as bf16, fp32 accumulation and pointwise math, P and dS
+            rounded to bf16 once before their GEMM; `cpu_bf16_unit()`), else computed in float32 like float16;
             rows may be strided (views of a fused projection); the last dimension is made contiguous if needed.
         offsets: [B+1] int32/int64. Every length must be <= max_seq_len.
         max_seq_len: N, the padded length the biases and the default scale refer to.
@@ -223,7 +242,7 @@ def hstu_attention(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, max_seq_len
     L, batch = q.shape[0], offsets.shape[0] - 1
     out_dtype = q.dtype
     q, k, v = _compute_qkv(q, k, v)
-    dtype = q.dtype
+    dtype = _param_dtype(q)
     offsets = offsets.to(torch.int64).contiguous()
     row_scale, scale = None, 1.0 / max_seq_len
     if isinstance(attn_scale, Tensor):
