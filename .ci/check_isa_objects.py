@@ -12,7 +12,7 @@ import re
 import subprocess
 import sys
 
-ISA_OBJECT = re.compile(r"_cpu_(avx2|avx512)\.cpp\.o$")
+ISA_OBJECT = re.compile(r"_cpu_(avx2|avx512|amx)\.cpp\.o$")
 # VEX/EVEX code: a v-prefixed SIMD mnemonic or a ymm/zmm/k-mask register in the operands.
 VEX = re.compile(r"\t(v[a-z0-9]+)\s|%[yz]mm\d+|%k[1-7]\b")
 

@@ -45,8 +45,13 @@ void bf16_from_f32_t(const float* src, int64_t lds, int64_t R, int64_t BKP, int6
 // Pair-packed B = X [K x N] (rows k < Kv of stride ldx, columns n < Nv): Bp[p][n][e] = X[2p + e][n], zero padded
 // to Kp / 2 pair rows of Np columns.
 void bf16_pairs(const uint16_t* X, int64_t ldx, int64_t Kv, int64_t Nv, int64_t Kp, int64_t Np, uint16_t* Bp);
-// Pair-packed B = Y^T for Y [N x K] (rows n < Nv of stride ldy, columns k < Kv): Bp[p][n][e] = Y[n][2p + e].
+// Pair-packed B = Y^T for Y [N x K] (rows n < Nv of stride ldy, columns k < Kv): Bp[p][n][e] = Y[n][2p + e]
+// (Np a multiple of 16).
 void bf16_pairs_t(const uint16_t* Y, int64_t ldy, int64_t Nv, int64_t Kv, int64_t Kp, int64_t Np, uint16_t* Bp);
+// dst[e] = bf16(mul * src[e]), e < count.
+void bf16_store(const float* src, float mul, int64_t count, uint16_t* dst);
+// sum_e a[e] b[e] over bf16 vectors (exact products, fp32 sums).
+float bf16_dot(const uint16_t* a, const uint16_t* b, int64_t count);
 
 #if RECOPS_HSTU_BF16
 
@@ -228,20 +233,43 @@ void bf16_pairs(const uint16_t* X, int64_t ldx, int64_t Kv, int64_t Nv, int64_t 
 }
 
 void bf16_pairs_t(const uint16_t* Y, int64_t ldy, int64_t Nv, int64_t Kv, int64_t Kp, int64_t Np, uint16_t* Bp) {
-  // Bp as 32-bit words: word (p, n) = Y[n][2p .. 2p + 1], a transpose of Y's rows read as pairs
-  const int64_t P = Kp / 2, Pv = Kv / 2;  // whole pairs present in Y
-  for (int64_t n = 0; n < Np; ++n) {
-    const uint16_t* y = n < Nv ? Y + n * ldy : nullptr;
-    for (int64_t p = 0; p < P; ++p) {
-      uint16_t* d = Bp + p * 2 * Np + 2 * n;
-      if (y && p < Pv) {
-        __builtin_memcpy(d, y + 2 * p, 4);
-      } else {
-        d[0] = (y && 2 * p < Kv) ? y[2 * p] : 0;
-        d[1] = 0;
+  // Bp as 32-bit words: word (p, n) = Y[n][2p .. 2p + 1], a transpose of Y's rows read as words; 16 x 16 word
+  // blocks through registers, rows past Nv and elements past Kv loaded as zero (masked loads)
+  for (int64_t n0 = 0; n0 < Np; n0 += 16) {
+    for (int64_t p0 = 0; p0 < Kp / 2; p0 += 16) {
+      const int64_t e0 = 2 * p0, ne = Kv - e0 < 0 ? 0 : (Kv - e0 < 32 ? Kv - e0 : 32);
+      const __mmask32 m = ne >= 32 ? ~__mmask32(0) : ((__mmask32(1) << ne) - 1);
+      V<float> t[16];
+      for (int i = 0; i < 16; ++i) {
+        const __m512i row = (n0 + i < Nv && ne > 0) ? _mm512_maskz_loadu_epi16(m, Y + (n0 + i) * ldy + e0)
+                                                    : _mm512_setzero_si512();
+        t[i] = (V<float>)row;
       }
+      transpose_block(t);  // t[i] = the words of pair p0 + i for rows n0 .. n0 + 15
+      const int64_t np = Kp / 2 - p0 < 16 ? Kp / 2 - p0 : 16;
+      for (int i = 0; i < np; ++i) vstore(reinterpret_cast<float*>(Bp + (p0 + i) * 2 * Np + 2 * n0), t[i]);
     }
   }
+}
+
+// dst[e] = bf16(mul * src[e]) for e < count.
+void bf16_store(const float* src, float mul, int64_t count, uint16_t* dst) {
+  const __m512 vm = _mm512_set1_ps(mul);
+  int64_t e = 0;
+  for (; e + 16 <= count; e += 16) {
+    const __m256bh h = _mm512_cvtneps_pbh(_mm512_mul_ps(vm, _mm512_loadu_ps(src + e)));
+    __builtin_memcpy(dst + e, &h, 32);
+  }
+  for (; e < count; ++e) dst[e] = f2bf(mul * src[e]);
+}
+
+float bf16_dot(const uint16_t* a, const uint16_t* b, int64_t count) {
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t e = 0; e < count; e += 32) {
+    const __mmask32 m = count - e >= 32 ? ~__mmask32(0) : ((__mmask32(1) << (count - e)) - 1);
+    acc = _mm512_dpbf16_ps(acc, (__m512bh)_mm512_maskz_loadu_epi16(m, a + e), (__m512bh)_mm512_maskz_loadu_epi16(m, b + e));
+  }
+  return _mm512_reduce_add_ps(acc);
 }
 
 #endif  // RECOPS_HSTU_BF16

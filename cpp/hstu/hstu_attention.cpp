@@ -174,7 +174,7 @@ void fwd_plan_run(const HstuFwdParams& a, int num_threads, Run run) {
 // The backward's plan, run(a, plan, threads) and the fixed-order reductions; T: the type of dq and the bias
 // gradients (float for the bf16 kernels, whose dq is reduced here in float and rounded once).
 template <typename T, typename Run>
-void bwd_plan_run(const HstuBwdParams& a, int num_threads, Run run) {
+void bwd_plan_run(const HstuBwdParams& a, int num_threads, Run run, bool bf16_dq = false) {
   RECOPS_CHECK(a.kind != AttnKind::kSoftmax || a.total_len == 0 || (a.out && a.lse), op_name(a, true),
                ": the softmax backward needs the forward's out and lse");
   const int64_t npos = 2 * a.max_seq_len - 1;
@@ -196,8 +196,9 @@ void bwd_plan_run(const HstuBwdParams& a, int num_threads, Run run) {
       t_seq.push_back(b);
       t_kb0.push_back(kb0);
       t_kb1.push_back(std::min(nkb, kb0 + kBwdKeyBlocksPerPart));
-      t_dq.push_back(part == 0 ? -1 : dq_elems);
-      if (part > 0) dq_elems = checked_add(dq_elems, checked_mul(n, row_elems, op), op);
+      const bool own = part == 0 && !(bf16_dq && nkb > kBwdKeyBlocksPerPart);  // writes dq itself
+      t_dq.push_back(own ? -1 : dq_elems);
+      if (!own) dq_elems = checked_add(dq_elems, checked_mul(n, row_elems, op), op);
       t_cost.push_back(n * (std::min(nkb, kb0 + kBwdKeyBlocksPerPart) - kb0));
     }
   }
@@ -230,12 +231,23 @@ void bwd_plan_run(const HstuBwdParams& a, int num_threads, Run run) {
   // Fixed-order reductions (the parts' dq in part order; bias partials in task order): bitwise identical for any
   // thread count. Serial: they are O(L * H * D) and O(tasks * N), far below the kernel, and a second parallel
   // region costs more than it saves on a busy machine.
-  T* dq = typed<T>(a.dq);
-  for (int64_t t = 0; t < tasks; ++t) {
+  for (int64_t t = 0, first = -1; t < tasks; ++t) {
     if (t_dq[t] < 0) continue;
     const int64_t b = t_seq[t], count = seq_len(a.offsets, b) * row_elems;
-    T* dst = dq + a.offsets[b] * row_elems;
     const T* src = dq_part.data() + t_dq[t];
+    if (bf16_dq) {  // part 0's float partial takes the others, then becomes the bf16 rows
+      if (t == 0 || t_seq[t - 1] != b) first = t;
+      T* acc = dq_part.data() + t_dq[first];
+      if (t != first) {
+        for (int64_t e = 0; e < count; ++e) acc[e] += src[e];
+      }
+      if (t + 1 == tasks || t_seq[t + 1] != b) {
+        uint16_t* dst = typed<uint16_t>(a.dq) + a.offsets[b] * row_elems;
+        for (int64_t e = 0; e < count; ++e) dst[e] = to_bf16(static_cast<float>(acc[e]));
+      }
+      continue;
+    }
+    T* dst = typed<T>(a.dq) + a.offsets[b] * row_elems;
     for (int64_t e = 0; e < count; ++e) dst[e] += src[e];
   }
   auto reduce = [&](const std::vector<T>& part, int64_t width, T* out) {
@@ -271,14 +283,7 @@ void hstu_attention_bwd_bf16(const HstuBwdParams& a, int num_threads) {
   const char* op = op_name(a, true);
   validate(a, op);
   check_bf16_unit(op);
-  // dq is accumulated in float (the parts of a long sequence are added there) and rounded once
-  const int64_t count = checked_mul(checked_mul(a.total_len, a.num_heads, op), a.dqk, op);
-  std::vector<float> dq32(static_cast<size_t>(count));
-  HstuBwdParams b = a;
-  b.dq = dq32.data();
-  bwd_plan_run<float>(b, num_threads, &bf16::run_bwd<float>);
-  uint16_t* dq = typed<uint16_t>(a.dq);
-  for (int64_t e = 0; e < count; ++e) dq[e] = to_bf16(dq32[e]);
+  bwd_plan_run<float>(a, num_threads, &bf16::run_bwd<float>, /*bf16_dq=*/true);
 }
 
 template void hstu_attention_fwd<float>(const HstuFwdParams&, int);

@@ -87,11 +87,8 @@ void bwd_pack_rows(const BwdSeq<T>& q) {
       bf16_pairs(g0, q.H * DV, q.n, DV, nr, DVP, q.x.dOv + h * NQ * DVP);
       for (int64_t r = 0; q.lay.softmax && r < nr; ++r) {
         const bool in = r < q.n;
-        float acc = 0.0f;
-        for (int64_t d = 0; in && d < DV; ++d) {
-          acc += bf2f(g0[r * q.H * DV + d]) * bf2f(typed<uint16_t>(a.out)[((q.s + r) * q.H + h) * DV + d]);
-        }
-        q.x.Dsum[h * NQ + r] = acc;
+        q.x.Dsum[h * NQ + r] =
+            in ? bf16_dot(g0 + r * q.H * DV, typed<uint16_t>(a.out) + ((q.s + r) * q.H + h) * DV, DV) : 0.0f;
         q.x.lse[h * NQ + r] = in ? typed<T>(a.lse)[(q.s + r) * q.H + h] : __builtin_inf();
       }
       continue;
@@ -154,7 +151,7 @@ void bwd_scores(const BwdSeq<T>& q, int64_t i0, int64_t R, int64_t RP, bool all_
     for (int64_t c = 0; c < BKP; c += W) {
       V<T> sv = vload(x.S + r * BKP + c);
       if constexpr (kBf16) sv *= q.alpha;
-      sv += vload(x.bias + r * BKP + c);
+      if (q.has_bias) sv += vload(x.bias + r * BKP + c);
       const V<T> sig = vsigmoid<T>(sv);
       V<T> m = V<T>{} + sc;
       if (!all_valid) m *= vload(x.mask + r * BKP + c);
@@ -273,8 +270,8 @@ void bwd_store_keys(const BwdSeq<T>& q, int64_t j0, int64_t C) {
       const T* dvs = q.x.dVacc + h * BKP * DVP + c * DVP;
       const int64_t kr = ((q.s + j0 + c) * q.H + h) * DQ, vr = ((q.s + j0 + c) * q.H + h) * DV;
       if constexpr (kBf16) {  // bf16 outputs; q was unscaled, so dk takes alpha here
-        for (int64_t d = 0; d < DQ; ++d) typed<uint16_t>(q.a.dk)[kr + d] = f2bf(q.alpha * dks[d]);
-        for (int64_t d = 0; d < DV; ++d) typed<uint16_t>(q.a.dv_out)[vr + d] = f2bf(dvs[d]);
+        bf16_store(dks, q.alpha, DQ, typed<uint16_t>(q.a.dk) + kr);
+        bf16_store(dvs, 1.0f, DV, typed<uint16_t>(q.a.dv_out) + vr);
       } else {
         for (int64_t d = 0; d < DQ; ++d) typed<T>(q.a.dk)[kr + d] = dks[d];
         for (int64_t d = 0; d < DV; ++d) typed<T>(q.a.dv_out)[vr + d] = dvs[d];
@@ -290,6 +287,12 @@ void bwd_store_rows(const BwdSeq<T>& q) {
   for (int64_t r = 0; r < q.n; ++r) {
     for (int64_t h = 0; h < q.H; ++h) {
       const T* src = q.x.dQacc + (h * q.nblk_q * kBlockQ + r) * DQP;
+      if constexpr (kBf16) {  // a sequence in one part: bf16 dq at once (else a float partial, rounded later)
+        if (!q.dq_rows) {
+          bf16_store(src, q.alpha, DQ, typed<uint16_t>(q.a.dq) + ((q.s + r) * q.H + h) * DQ);
+          continue;
+        }
+      }
       T* dst = q.dq_rows + (r * q.H + h) * DQ;
       for (int64_t d = 0; d < DQ; ++d) dst[d] = q.alpha * src[d];
     }
@@ -308,7 +311,7 @@ void bwd_task(const HstuBwdParams& a, const HstuPlan& plan, const BwdLayout<T>& 
   if (n == 0) return;
   Arena ar{mem, 0};
   const int64_t N = a.max_seq_len, nb = a.num_buckets;
-  T* dq_rows = plan.task_dq[t] < 0 ? typed<T>(a.dq) + s * a.num_heads * a.dqk
+  T* dq_rows = plan.task_dq[t] < 0 ? (kBf16 ? nullptr : typed<T>(a.dq) + s * a.num_heads * a.dqk)
                                    : static_cast<T*>(plan.dq_partials) + plan.task_dq[t];
   BwdSeq<T> q{a, plan, lay, lay.carve(ar, a.num_heads), b, s, n, a.num_heads, (n + kBlockQ - 1) / kBlockQ,
               seq_mask(a, b, n), static_cast<T>(a.alpha), a.pos_bias || a.time_bias,
@@ -330,8 +333,9 @@ void bwd_task(const HstuBwdParams& a, const HstuPlan& plan, const BwdLayout<T>& 
       const int64_t i0 = qb * kBlockQ, R = imin(kBlockQ, n - i0), RP = round_up(R, kBf16 ? kBf16Rows : kMR);
       if (!q.mk.any(i0, i0 + R - 1, j0, j0 + C - 1)) continue;
       const bool all_valid = q.mk.all(i0, i0 + R - 1, j0, j0 + C - 1);
-      // softmax: no bias tile, and a fully valid or plain causal tile needs no mask tile (row_limit)
-      const bool no_tile = lay.softmax && (all_valid || q.mk.plain_causal(n));
+      // softmax: no bias tile, and a fully valid or plain causal tile needs no mask tile (row_limit); SiLU: a
+      // fully valid tile without biases needs neither
+      const bool no_tile = lay.softmax ? (all_valid || q.mk.plain_causal(n)) : (!q.has_bias && all_valid);
       if (!no_tile) {
         fill_tiles(a, plan, q.mk, s, n, i0, R, RP, j0, C, lay.BKP, all_valid, q.x.bias, q.x.mask, q.x.buckets);
       }

@@ -175,7 +175,7 @@ void fwd_task(const HstuFwdParams& a, const HstuPlan& plan, const FwdLayout<T>& 
                                                             : __builtin_inf();
         }
         if constexpr (kBf16) {
-          for (int64_t d = 0; d < DV; ++d) typed<uint16_t>(a.out)[orow + d] = f2bf(mul * src[d]);
+          bf16_store(reinterpret_cast<const float*>(src), static_cast<float>(mul), DV, typed<uint16_t>(a.out) + orow);
         } else {
           for (int64_t d = 0; d < DV; ++d) typed<T>(a.out)[orow + d] = mul * src[d];
         }

@@ -27,7 +27,8 @@ struct HstuPlan {
   // (most work first): a sequence longer than kBwdKeyBlocksPerPart key blocks is cut into parts, so long sequences
   // spread over threads. Part 0 of a sequence writes its dq rows, part p > 0 writes them at dq_partials +
   // task_dq[t] (elements), added in task order after the kernel (the cut depends on the lengths only: results are
-  // the same for any thread count).
+  // the same for any thread count). The bf16 kernels' split sequences write every part, part 0 included, to
+  // float partials (summed in part order, then rounded to bf16 once).
   const int64_t* task_order = nullptr;  // the tasks in the order they run (most work first)
   const int64_t* task_seq_b = nullptr;
   const int64_t* task_kb0 = nullptr;

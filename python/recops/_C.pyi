@@ -69,6 +69,11 @@ def check_hstu(offsets: NDArray, total_len: int, max_seq_len: int, num_targets: 
 def hstu_cpu_isa() -> str:
     """CPU code path of the HSTU kernels: avx512, avx2 or generic."""
 
+def hstu_bf16_unit() -> str:
+    """
+    The bf16 unit of the HSTU and softmax attention kernels' bfloat16 path: amx, avx512_bf16 or none.
+    """
+
 def ordinal_logistic_loss(scores: NDArray, thresholds: NDArray, labels: NDArray, weights: NDArray | None = None, *, reduction: int, min_gap: float, grad_loss: NDArray | None = None, loss: NDArray, grad_scores: NDArray | None = None, grad_thresholds: NDArray | None = None, num_threads: int = 1, stream: int = 0, workspace: NDArray | None = None, error_flag: NDArray | None = None) -> None:
     """
     Proportional-odds loss into loss [B] or [1]; with grad_scores/grad_thresholds also its gradient.
