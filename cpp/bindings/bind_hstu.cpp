@@ -314,6 +314,8 @@ void bind_hstu(nb::module_& m) {
   m.def("hstu_cpu_isa", &hstu::hstu_cpu_isa, "CPU code path of the HSTU kernels: avx512, avx2 or generic.");
   m.def("hstu_bf16_unit", &hstu::hstu_bf16_unit,
         "The bf16 unit of the HSTU and softmax attention kernels' bfloat16 path: amx, avx512_bf16 or none.");
+  m.def("hstu_force_bf16_unit", &hstu::hstu_force_bf16_unit, "unit"_a,
+        "Benchmarks and tests: run later bf16 attention calls on unit amx, avx512_bf16 or none (upcast).");
 }
 
 }  // namespace recops::bindings

@@ -10,6 +10,7 @@
 // path on an AMX CPU; avx512, avx2 and generic force the upcast path; amx (or unset) takes the best unit.
 #pragma once
 
+#include <atomic>
 #include <cstdlib>
 #include <string>
 #if defined(__linux__) && defined(__x86_64__)
@@ -86,18 +87,28 @@ inline Bf16Unit detect_bf16_unit() {
 #endif
 }
 
-inline Bf16Unit selected_bf16_unit() {
-  static const Bf16Unit unit = [] {
+// The unit in use: the best one, lowered by RECOPS_CPU_ISA at start-up or by force_bf16_unit later.
+inline std::atomic<int>& bf16_unit_slot() {
+  static std::atomic<int> unit{[] {
     const Bf16Unit best = detect_bf16_unit();
     const char* force = std::getenv("RECOPS_CPU_ISA");
     if (force) {
       const std::string f(force);
-      if (f == "avx512_bf16") return best == Bf16Unit::kNone ? best : Bf16Unit::kAvx512Bf16;
-      if (f == "avx512" || f == "avx2" || f == "generic") return Bf16Unit::kNone;
+      if (f == "avx512_bf16") return static_cast<int>(best == Bf16Unit::kNone ? best : Bf16Unit::kAvx512Bf16);
+      if (f == "avx512" || f == "avx2" || f == "generic") return static_cast<int>(Bf16Unit::kNone);
     }
-    return best;
-  }();
+    return static_cast<int>(best);
+  }()};
   return unit;
+}
+
+inline Bf16Unit selected_bf16_unit() { return static_cast<Bf16Unit>(bf16_unit_slot().load(std::memory_order_relaxed)); }
+
+// Benchmarks and tests: run later calls on `unit` (never one the CPU lacks: returns false and changes nothing).
+inline bool force_bf16_unit(Bf16Unit unit) {
+  if (static_cast<int>(unit) > static_cast<int>(detect_bf16_unit())) return false;
+  bf16_unit_slot().store(static_cast<int>(unit), std::memory_order_relaxed);
+  return true;
 }
 
 // "amx", "avx512_bf16" or "none".

@@ -73,5 +73,8 @@ void hstu_attention_bwd_bf16(const HstuBwdParams& args, int num_threads);
 
 // "amx", "avx512_bf16" or "none" (RECOPS_CPU_ISA can force it down).
 const char* hstu_bf16_unit();
+// Benchmarks and tests: later calls run on unit "amx", "avx512_bf16" or "none" (the upcast path); throws
+// std::invalid_argument for another name or a unit this CPU lacks.
+void hstu_force_bf16_unit(const char* unit);
 
 }  // namespace recops::hstu

@@ -74,6 +74,11 @@ def hstu_bf16_unit() -> str:
     The bf16 unit of the HSTU and softmax attention kernels' bfloat16 path: amx, avx512_bf16 or none.
     """
 
+def hstu_force_bf16_unit(unit: str) -> None:
+    """
+    Benchmarks and tests: run later bf16 attention calls on unit amx, avx512_bf16 or none (upcast).
+    """
+
 def ordinal_logistic_loss(scores: NDArray, thresholds: NDArray, labels: NDArray, weights: NDArray | None = None, *, reduction: int, min_gap: float, grad_loss: NDArray | None = None, loss: NDArray, grad_scores: NDArray | None = None, grad_thresholds: NDArray | None = None, num_threads: int = 1, stream: int = 0, workspace: NDArray | None = None, error_flag: NDArray | None = None) -> None:
     """
     Proportional-odds loss into loss [B] or [1]; with grad_scores/grad_thresholds also its gradient.

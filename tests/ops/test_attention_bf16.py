@@ -166,6 +166,29 @@ def test_bf16_bias_dtype_and_errors():
                                 torch.empty(3, 1).bfloat16())
 
 
+def test_force_bf16_unit():
+    """force_bf16_unit switches later calls (benchmarks use it) and refuses a unit the CPU lacks or a bad name;
+    "none" is the upcast path: the float32 kernels' result rounded once."""
+    from recops.ops.hstu import force_bf16_unit
+    best = cpu_bf16_unit()
+    with pytest.raises(ValueError, match="unit must be"):
+        force_bf16_unit("tpu")
+    if best == "none":
+        with pytest.raises(ValueError, match="no amx unit"):
+            force_bf16_unit("amx")
+    g = torch.Generator().manual_seed(5)
+    off = _offsets([50, 9])
+    q, k, v = (torch.randn(59, 2, 32, generator=g).bfloat16() for _ in range(3))
+    try:
+        force_bf16_unit("none")
+        assert cpu_bf16_unit() == "none"
+        up = hstu_attention(q, k, v, off, 50)
+    finally:
+        force_bf16_unit(best)
+    assert cpu_bf16_unit() == best
+    assert torch.equal(up, hstu_attention(q.float(), k.float(), v.float(), off, 50).bfloat16())
+
+
 def _levels():
     """The bf16 levels this CPU has, best first, plus the upcast path (always)."""
     best = cpu_bf16_unit()

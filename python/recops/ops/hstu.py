@@ -141,10 +141,22 @@ def _check_qkv(op: str, q, k, v, offsets, **others) -> None:
     _check_offsets_arg(op, offsets, q, "q")
 
 
+_BF16_UNIT = []  # the unit in use, read once (torch.compile traces the wrappers without calling into _C)
+
+
 def cpu_bf16_unit() -> str:
     """The unit the CPU attention kernels run bfloat16 inputs on: "amx" (AMX tiles), "avx512_bf16" (VDPBF16PS) or
     "none" (bfloat16 is upcast to the float32 kernels). RECOPS_CPU_ISA=avx512_bf16 / avx512 force it down."""
-    return _C.hstu_bf16_unit()
+    if not _BF16_UNIT:
+        _BF16_UNIT.append(_C.hstu_bf16_unit())
+    return _BF16_UNIT[0]
+
+
+def force_bf16_unit(unit: str) -> None:
+    """Benchmarks and tests: run later bf16 attention calls on `unit` ("amx", "avx512_bf16", or "none" for the
+    upcast path); ValueError for a unit this CPU lacks."""
+    _C.hstu_force_bf16_unit(unit)
+    _BF16_UNIT[:] = [_C.hstu_bf16_unit()]
 
 
 def _cpu_bf16(q: Tensor) -> bool:
