@@ -22,6 +22,20 @@ SHAPES = [
 QUICK = 1
 
 
+def padders(offsets, max_len, heads, dim):
+    """pad: jagged [L, H, D] -> padded [B, H, N, D]; unpad: the inverse (this shape's values bound)."""
+    total = int(offsets[-1])
+
+    def pad(t):
+        return jops.jagged_to_padded(t.reshape(t.shape[0], -1), offsets, max_len).view(
+            offsets.numel() - 1, max_len, heads, dim).transpose(1, 2)
+
+    def unpad(o):
+        return jops.padded_to_jagged(o.transpose(1, 2).reshape(o.shape[0], o.shape[2], -1), offsets,
+                                     total).view(total, heads, dim)
+    return pad, unpad
+
+
 def attention_cases(device, quick):
     from . import Case
 
@@ -39,13 +53,7 @@ def attention_cases(device, quick):
         grad = torch.randn(total, heads, dim, generator=g).to(device)
         bounds = offsets.tolist()
 
-        def pad(t, offsets=offsets, max_len=max_len, heads=heads, dim=dim):
-            return jops.jagged_to_padded(t.reshape(t.shape[0], -1), offsets, max_len).view(
-                offsets.numel() - 1, max_len, heads, dim).transpose(1, 2)
-
-        def unpad(o, offsets=offsets, total=total, heads=heads, dim=dim):
-            return jops.padded_to_jagged(o.transpose(1, 2).reshape(o.shape[0], o.shape[2], -1), offsets,
-                                         total).view(total, heads, dim)
+        pad, unpad = padders(offsets, max_len, heads, dim)
 
         for causal in (True, False):
             flops = useful_flops(lengths, heads, dim, dim, causal)

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from ..ops import jagged as jops
 from ..ops.attention import jagged_attention
 from ..ops.hstu import cpu_bf16_unit, force_bf16_unit, hstu_attention
+from .attention import padders
 from .hstu import lengths_for, useful_flops
 
 # (name, B, H, D, N, lengths kind)
@@ -49,13 +50,7 @@ def bf16_cases(device, quick):
         grad = torch.randn(total, heads, dim, generator=g)
         flops = useful_flops(lengths, heads, dim, dim, True)
 
-        def pad(t, offsets=offsets, max_len=max_len, heads=heads, dim=dim):
-            return jops.jagged_to_padded(t.reshape(t.shape[0], -1), offsets, max_len).view(
-                offsets.numel() - 1, max_len, heads, dim).transpose(1, 2)
-
-        def unpad(o, offsets=offsets, total=total, heads=heads, dim=dim):
-            return jops.padded_to_jagged(o.transpose(1, 2).reshape(o.shape[0], o.shape[2], -1), offsets,
-                                         total).view(total, heads, dim)
+        pad, unpad = padders(offsets, max_len, heads, dim)
 
         for op in ("hstu_attention", "jagged_attention"):
             leaves = {dt: [t.to(dt).requires_grad_() for t in base] for dt in (torch.float32, torch.bfloat16)}
