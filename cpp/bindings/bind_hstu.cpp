@@ -173,11 +173,13 @@ void dispatch([[maybe_unused]] const char* op, const Array& q, const Params& a, 
 void hstu_attention_fwd(Array q, Array k, Array v, Array offsets, int64_t max_seq_len, double alpha, double scale,
                         Opt row_scale, Opt num_targets, int64_t contextual_len, int64_t max_attn_len, Opt pos_bias,
                         Opt timestamps, Opt time_bias, double time_bucket_base, Array out, bool causal,
-                        int num_threads, uintptr_t stream, Opt error_flag) {
+                        int num_threads, uintptr_t stream, Opt error_flag,
+    int64_t min_full_attn_seq_len) {
   constexpr const char* op = "hstu_attention";
   hstu::HstuFwdParams a;
   fill_params(a, op, q, k, v, offsets, max_seq_len, alpha, scale, row_scale, num_targets, contextual_len,
               max_attn_len, pos_bias, timestamps, time_bias, time_bucket_base, error_flag);
+  a.min_full_attn_seq_len = min_full_attn_seq_len;
   a.causal = causal;
   a.out = out_ptr(op, "out", out, q, a.total_len, a.num_heads, a.dv);
   dispatch(op, q, a, [&](const auto& p, auto tag) { cpu_fwd(p, tag, num_threads); },
@@ -188,11 +190,13 @@ void hstu_attention_bwd(Array grad_out, Array q, Array k, Array v, Array offsets
                         double alpha, double scale, Opt row_scale, Opt num_targets, int64_t contextual_len,
                         int64_t max_attn_len, Opt pos_bias, Opt timestamps, Opt time_bias, double time_bucket_base,
                         Array dq, Array dk, Array dv, Opt d_pos_bias, Opt d_time_bias, bool causal,
-                        int num_threads, uintptr_t stream, Opt error_flag) {
+                        int num_threads, uintptr_t stream, Opt error_flag,
+    int64_t min_full_attn_seq_len) {
   constexpr const char* op = "hstu_attention_backward";
   hstu::HstuBwdParams a;
   fill_params(a, op, q, k, v, offsets, max_seq_len, alpha, scale, row_scale, num_targets, contextual_len,
               max_attn_len, pos_bias, timestamps, time_bias, time_bucket_base, error_flag);
+  a.min_full_attn_seq_len = min_full_attn_seq_len;
   a.causal = causal;
   const int64_t L = a.total_len, H = a.num_heads;
   a.grad_out = out_ptr(op, "grad_out", grad_out, q, L, H, a.dv);
@@ -240,11 +244,13 @@ void fill_softmax(hstu::HstuFwdParams& a, const char* op, const Array& q, const 
 void jagged_attention_fwd(Array q, Array k, Array v, Array offsets, int64_t max_seq_len, double scale,
                           Opt num_targets, int64_t contextual_len, int64_t max_attn_len, bool causal,
                           double dropout_p, uint64_t seed, Array out, Array lse, int num_threads, uintptr_t stream,
-                          Opt error_flag) {
+                          Opt error_flag,
+    int64_t min_full_attn_seq_len) {
   constexpr const char* op = "jagged_attention";
   hstu::HstuFwdParams a;
   fill_softmax(a, op, q, k, v, offsets, max_seq_len, scale, num_targets, contextual_len, max_attn_len, causal,
                dropout_p, seed, error_flag);
+  a.min_full_attn_seq_len = min_full_attn_seq_len;
   a.out = out_ptr(op, "out", out, q, a.total_len, a.num_heads, a.dv);
   a.lse = lse_ptr(op, lse, q, a.total_len, a.num_heads);
   dispatch(op, q, a, [&](const auto& p, auto tag) { cpu_fwd(p, tag, num_threads); },
@@ -254,11 +260,13 @@ void jagged_attention_fwd(Array q, Array k, Array v, Array offsets, int64_t max_
 void jagged_attention_bwd(Array grad_out, Array q, Array k, Array v, Array out, Array lse, Array offsets,
                           int64_t max_seq_len, double scale, Opt num_targets, int64_t contextual_len,
                           int64_t max_attn_len, bool causal, double dropout_p, uint64_t seed, Array dq, Array dk,
-                          Array dv, int num_threads, uintptr_t stream, Opt error_flag) {
+                          Array dv, int num_threads, uintptr_t stream, Opt error_flag,
+    int64_t min_full_attn_seq_len) {
   constexpr const char* op = "jagged_attention_backward";
   hstu::HstuBwdParams a;
   fill_softmax(a, op, q, k, v, offsets, max_seq_len, scale, num_targets, contextual_len, max_attn_len, causal,
                dropout_p, seed, error_flag);
+  a.min_full_attn_seq_len = min_full_attn_seq_len;
   const int64_t L = a.total_len, H = a.num_heads;
   a.out = out_ptr(op, "out", out, q, L, H, a.dv);
   a.lse = lse_ptr(op, lse, q, L, H);
@@ -287,7 +295,7 @@ void bind_hstu(nb::module_& m) {
         "num_targets"_a.noconvert().none(), "contextual_len"_a, "max_attn_len"_a, "pos_bias"_a.noconvert().none(),
         "timestamps"_a.noconvert().none(), "time_bias"_a.noconvert().none(), "time_bucket_base"_a,
         "out"_a.noconvert(), "causal"_a = true, "num_threads"_a = 1, "stream"_a = 0,
-        "error_flag"_a.noconvert() = nb::none(),
+        "error_flag"_a.noconvert() = nb::none(), "min_full_attn_seq_len"_a = 0,
         "HSTU attention forward into out [L, H, dv] (see cpp/hstu/hstu_attention.h).");
   m.def("hstu_attention_bwd", &hstu_attention_bwd, "grad_out"_a.noconvert(), "q"_a.noconvert(),
         "k"_a.noconvert(), "v"_a.noconvert(), "offsets"_a.noconvert(), "max_seq_len"_a, "alpha"_a, "scale"_a,
@@ -296,17 +304,20 @@ void bind_hstu(nb::module_& m) {
         "time_bias"_a.noconvert().none(), "time_bucket_base"_a, "dq"_a.noconvert(), "dk"_a.noconvert(),
         "dv"_a.noconvert(), "d_pos_bias"_a.noconvert().none(), "d_time_bias"_a.noconvert().none(),
         "causal"_a = true, "num_threads"_a = 1, "stream"_a = 0, "error_flag"_a.noconvert() = nb::none(),
+        "min_full_attn_seq_len"_a = 0,
         "HSTU attention backward into dq, dk, dv and the bias gradients.");
   m.def("jagged_attention_fwd", &jagged_attention_fwd, "q"_a.noconvert(), "k"_a.noconvert(), "v"_a.noconvert(),
         "offsets"_a.noconvert(), "max_seq_len"_a, "scale"_a, "num_targets"_a.noconvert().none(),
         "contextual_len"_a, "max_attn_len"_a, "causal"_a, "dropout_p"_a, "seed"_a, "out"_a.noconvert(),
         "lse"_a.noconvert(), "num_threads"_a = 1, "stream"_a = 0, "error_flag"_a.noconvert() = nb::none(),
+        "min_full_attn_seq_len"_a = 0,
         "Jagged softmax attention forward into out [L, H, dv] and lse [L, H] (cpp/hstu/hstu_attention.h).");
   m.def("jagged_attention_bwd", &jagged_attention_bwd, "grad_out"_a.noconvert(), "q"_a.noconvert(),
         "k"_a.noconvert(), "v"_a.noconvert(), "out"_a.noconvert(), "lse"_a.noconvert(), "offsets"_a.noconvert(),
         "max_seq_len"_a, "scale"_a, "num_targets"_a.noconvert().none(), "contextual_len"_a, "max_attn_len"_a,
         "causal"_a, "dropout_p"_a, "seed"_a, "dq"_a.noconvert(), "dk"_a.noconvert(), "dv"_a.noconvert(),
         "num_threads"_a = 1, "stream"_a = 0, "error_flag"_a.noconvert() = nb::none(),
+        "min_full_attn_seq_len"_a = 0,
         "Jagged softmax attention backward into dq, dk, dv.");
   m.def("check_hstu", &check_hstu, "offsets"_a.noconvert(), "total_len"_a, "max_seq_len"_a,
         "num_targets"_a.noconvert().none(), "op"_a,

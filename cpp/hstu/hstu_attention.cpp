@@ -37,6 +37,8 @@ void validate(const HstuFwdParams& a, const char* op) {
   check_hstu_lengths(op, a.offsets, a.num_seqs, a.total_len, a.max_seq_len, a.num_targets);
   RECOPS_CHECK(a.contextual_len >= 0, op, ": contextual_len must be >= 0, got ", a.contextual_len);
   RECOPS_CHECK(a.max_attn_len >= 0, op, ": max_attn_len must be >= 0, got ", a.max_attn_len);
+  RECOPS_CHECK(a.min_full_attn_seq_len >= 0, op, ": min_full_attn_seq_len must be >= 0, got ",
+               a.min_full_attn_seq_len);
   if (a.time_bias) {
     RECOPS_CHECK(a.timestamps != nullptr || a.total_len == 0, op, ": time_bias needs timestamps");
     RECOPS_CHECK(a.num_buckets >= 1, op, ": time_bias must have at least 1 element, got ", a.num_buckets);

@@ -3,7 +3,8 @@
 // the mask of a sequence, the time buckets and the bias and mask tiles.
 
 inline HstuMask seq_mask(const HstuFwdParams& a, int64_t b, int64_t n) {
-  return HstuMask::make(a.contextual_len, a.max_attn_len, n, a.num_targets ? a.num_targets[b] : 0, a.causal);
+  return HstuMask::make(a.contextual_len, a.max_attn_len, n, a.num_targets ? a.num_targets[b] : 0, a.causal,
+                        a.min_full_attn_seq_len);
 }
 
 inline int64_t time_bucket(double x, const HstuPlan& plan, int64_t num_buckets) {

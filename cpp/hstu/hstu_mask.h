@@ -7,6 +7,9 @@
 //                               || (c > 0 && p(i) == 0 && p(j) < m)
 //   bidirectional: valid(i, j) = i == j || (p(j) < m && (W == 0 || |p(i) - p(j)| <= W))
 //                               || (c > 0 && p(i) == 0 && p(j) < m)
+// Semi-local attention (F = min_full_attn_seq_len > 0, with W > 0): the rows with p(i) >= m - F (the last F history
+// rows and the targets) drop the window, "W == 0 ||" above becoming "W == 0 || (F > 0 && p(i) >= m - F) ||"; the
+// reference HSTU kernels' rule.
 // Bidirectional keeps the roles of targets and context: every history row sees every history row within the
 // two-sided window, targets (p = m) see the history and themselves but no row sees another target.
 #pragma once
@@ -21,12 +24,15 @@ namespace recops::hstu {
 struct HstuMask {
   int64_t c, m, window;
   bool causal;
+  int64_t full;  // min_full_attn_seq_len (F): rows with p(i) >= m - F ignore the window; 0: none
 
   RECOPS_HOST_DEVICE static HstuMask make(int64_t contextual_len, int64_t max_attn_len, int64_t n,
-                                          int64_t num_targets, bool causal = true) {
+                                          int64_t num_targets, bool causal = true, int64_t min_full = 0) {
     return HstuMask{contextual_len, (contextual_len > 0 ? n - contextual_len + 1 : n) - num_targets,
-                    max_attn_len, causal};
+                    max_attn_len, causal, min_full};
   }
+  // Row position pi attends without the window (W == 0, or a semi-local full row).
+  RECOPS_HOST_DEVICE bool unwindowed(int64_t pi) const { return window == 0 || (full > 0 && pi >= m - full); }
   RECOPS_HOST_DEVICE int64_t p(int64_t i) const {
     const int64_t x = c > 0 ? (i - c + 1 > 0 ? i - c + 1 : 0) : i;
     return x < m ? x : m;
@@ -34,7 +40,8 @@ struct HstuMask {
   RECOPS_HOST_DEVICE bool valid(int64_t i, int64_t j) const {
     if (i == j) return true;
     const int64_t pi = p(i), pj = p(j), d = pi - pj;
-    if (causal ? (d > 0 && (window == 0 || d <= window)) : (pj < m && (window == 0 || (d < 0 ? -d : d) <= window))) {
+    const bool free = unwindowed(pi);
+    if (causal ? (d > 0 && (free || d <= window)) : (pj < m && (free || (d < 0 ? -d : d) <= window))) {
       return true;
     }
     return c > 0 && pi == 0 && pj < m;
@@ -45,20 +52,22 @@ struct HstuMask {
   RECOPS_HOST_DEVICE bool any(int64_t i0, int64_t i1, int64_t j0, int64_t j1) const {
     if (i0 <= j1 && j0 <= i1) return true;
     const int64_t pi0 = p(i0), pi1 = p(i1), pj0 = p(j0), pj1 = p(j1);
+    const bool free = unwindowed(pi1);  // some row of the block may ignore the window
     if (causal) {
-      if (pi1 - pj0 > 0 && (window == 0 || pi0 - pj1 <= window)) return true;
+      if (pi1 - pj0 > 0 && (free || pi0 - pj1 <= window)) return true;
     } else if (pj0 < m) {  // the smallest |p(i) - p(j)| over the block: 0 where the p ranges overlap
       const int64_t gap = pj0 > pi1 ? pj0 - pi1 : (pi0 > pj1 ? pi0 - pj1 : 0);
-      if (window == 0 || gap <= window) return true;
+      if (free || gap <= window) return true;
     }
     return c > 0 && pi0 == 0 && pj0 < m;
   }
   // Sufficient: every pair is valid through the causal/window rule.
   RECOPS_HOST_DEVICE bool all(int64_t i0, int64_t i1, int64_t j0, int64_t j1) const {
     const int64_t dmin = p(i0) - p(j1), dmax = p(i1) - p(j0);
-    if (causal) return dmin > 0 && (window == 0 || dmax <= window);
+    const bool free = unwindowed(p(i0));  // every row of the block ignores the window
+    if (causal) return dmin > 0 && (free || dmax <= window);
     const int64_t far = dmax > -dmin ? dmax : -dmin;  // the largest |p(i) - p(j)| over the block
-    return p(j1) < m && (window == 0 || far <= window);
+    return p(j1) < m && (free || far <= window);
   }
 };
 

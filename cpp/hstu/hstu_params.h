@@ -36,6 +36,7 @@ struct HstuFwdParams {
   const int64_t* num_targets = nullptr;  // [B] or null
   int64_t contextual_len = 0;
   int64_t max_attn_len = 0;
+  int64_t min_full_attn_seq_len = 0;     // semi-local attention (hstu_mask.h): rows near the end ignore the window
   const void* pos_bias = nullptr;        // [2N - 1] or null
   const int64_t* timestamps = nullptr;   // [L], required with time_bias
   const void* time_bias = nullptr;       // [num_buckets] or null

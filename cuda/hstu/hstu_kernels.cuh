@@ -113,7 +113,7 @@ __device__ __forceinline__ bool hstu_seq(const HstuFwdParams& p, int64_t b, int6
     atomicOr(p.error_flag, kErrBadIndex);
     return false;
   }
-  mk = HstuMask::make(p.contextual_len, p.max_attn_len, n, nt, p.causal);
+  mk = HstuMask::make(p.contextual_len, p.max_attn_len, n, nt, p.causal, p.min_full_attn_seq_len);
   return true;
 }
 

@@ -50,7 +50,7 @@ def _train_one(model_name: str, split, args, log) -> dict:
                            num_negatives=args.negatives, loss=args.loss, logq=args.logq, dropout=args.dropout,
                            negatives="per_position" if args.negatives_per_position else "shared",
                            temperature=args.temperature, lr=args.lr, mask_prob=args.mask_prob,
-                           decoupled_embeddings=args.decoupled_embeddings)
+                           decoupled_embeddings=args.decoupled_embeddings, precision=args.precision)
     rank, world, _ = _ranks()
     model = build_model(split.data.num_items, cfg)
     wrapped = None
@@ -138,7 +138,10 @@ def _sequential_arguments(g) -> List[argparse.Action]:
                            help="attention (queries, keys) reads its own item table, values and scoring the "
                                 "other (DARE)"),
             g.add_argument("--mask-prob", type=_OPEN_RATE, default=0.2,
-                           help="bert4rec: probability that a training position is replaced by [MASK]")]
+                           help="bert4rec: probability that a training position is replaced by [MASK]"),
+            g.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                           help="bf16: training forwards under bfloat16 autocast (linear layers and attention on "
+                                "the CPU's bf16 units; loss, normalisation and weights float32)")]
 
 
 # ---- CTR ranking: dlrm, logistic --------------------------------------------------------------------------------

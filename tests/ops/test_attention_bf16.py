@@ -97,6 +97,7 @@ def test_hstu_bf16_against_reference(lengths, causal):
     dict(biases=True, num_targets="t"), dict(contextual_len=3, max_attn_len=20), dict(biases=True, causal=False,
                                                                                       max_attn_len=7),
     dict(attn_scale=0.01), dict(strided=True), dict(D=40, Dv=24), dict(H=3, D=16),
+    dict(max_attn_len=5, min_full_attn_seq_len=20, num_targets="t"),
 ])
 def test_hstu_bf16_options(opts):
     opts = dict(opts)
@@ -114,6 +115,7 @@ def test_jagged_attention_bf16_against_reference(lengths, causal):
 
 @pytest.mark.parametrize("opts", [
     dict(num_targets="t", max_attn_len=9), dict(contextual_len=2), dict(strided=True), dict(D=24, Dv=40),
+    dict(max_attn_len=5, min_full_attn_seq_len=20),
 ])
 def test_jagged_attention_bf16_options(opts):
     opts = dict(opts)

@@ -18,6 +18,14 @@ from ..ops.sampled_softmax import sampled_softmax_loss as sampled_softmax_loss_f
 
 
 LOSSES = ("sampled_softmax", "full_softmax")
+PRECISIONS = ("fp32", "bf16")
+
+
+def autocast(cfg: "SeqConfig", device) -> "torch.autocast":
+    """The training forward's precision context: bf16 autocast on the device's type with precision "bf16", else a
+    disabled one (float32)."""
+    device = torch.device(device)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
 NEGATIVES = ("per_position", "shared")
 
 
@@ -51,11 +59,17 @@ class SeqConfig:
     mask_prob: float = 0.2
     # DARE: attention (queries and keys) reads its own item embedding table; values and scoring use the other.
     decoupled_embeddings: bool = False
+    # "bf16": training forwards run under CPU/CUDA autocast to bfloat16 (linear layers on oneDNN's AMX/bf16 paths,
+    # attention on the bf16 kernels: recops.ops.cpu_bf16_unit()); the loss, the output and item normalisation and
+    # the weights (and evaluation) stay float32.
+    precision: str = "fp32"
 
     def __post_init__(self):
         for name, allowed in (("loss", LOSSES), ("negatives", NEGATIVES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"SeqConfig: {name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"SeqConfig: precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"SeqConfig: dropout must be in [0, 1), got {self.dropout}")
         if not 0.0 < self.mask_prob < 1.0:
@@ -144,7 +158,7 @@ class HSTU(_SeqModel):
         x_attn = self.embed_attention(items, offsets)
         for layer in self.layers:
             x = layer(x, offsets, timestamps, x_attn=x_attn)
-        return F.normalize(x, dim=-1, eps=1e-6)
+        return F.normalize(x.float(), dim=-1, eps=1e-6)  # float32 even under bf16 autocast
 
     def use_reference_attention(self, enabled: bool = True) -> "HSTU":
         for layer in self.layers:
@@ -171,7 +185,7 @@ class _Transformer(_SeqModel):
         x_attn = self.embed_attention(items, offsets)
         for blk in self.blocks:
             x = blk(x, offsets, x_attn)
-        return F.normalize(self.final_ln(x), dim=-1, eps=1e-6)
+        return F.normalize(self.final_ln(x).float(), dim=-1, eps=1e-6)  # float32 even under bf16 autocast
 
     def use_padded_sdpa(self, enabled: bool = True) -> "_Transformer":
         """Attention as torch SDPA on the padded batch (the earlier formulation; a baseline and a test oracle)."""

@@ -23,20 +23,22 @@ def _lse_dtype(q: Tensor):
 @torch.library.custom_op("recops::jagged_attention", mutates_args=())
 def _jagged_attention(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, max_seq_len: int, scale: float,
                       num_targets: Optional[Tensor], contextual_len: int, max_attn_len: int, causal: bool,
-                      dropout_p: float, seed: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+                      dropout_p: float, seed: Optional[Tensor], min_full_attn_seq_len: int = 0) -> Tuple[Tensor, Tensor]:
     out = torch.empty((q.shape[0], q.shape[1], v.shape[2]), dtype=q.dtype, device=q.device)
     lse = torch.empty((q.shape[0], q.shape[1]), dtype=_lse_dtype(q), device=q.device)
     nt = None if num_targets is None else num_targets.detach()
     with _launch(_OP, q, offsets, max_seq_len, num_targets) as launch:
         _C.jagged_attention_fwd(q.detach(), k.detach(), v.detach(), offsets, max_seq_len, scale, nt, contextual_len,
                                 max_attn_len, causal, dropout_p, seed_bits(seed), out, lse,
-                                num_threads=num_threads(), stream=launch.stream, error_flag=launch.flag)
+                                num_threads=num_threads(), stream=launch.stream, error_flag=launch.flag,
+                                min_full_attn_seq_len=min_full_attn_seq_len)
     launch.raise_errors()
     return out, lse
 
 
 @_jagged_attention.register_fake
-def _(q, k, v, offsets, max_seq_len, scale, num_targets, contextual_len, max_attn_len, causal, dropout_p, seed):
+def _(q, k, v, offsets, max_seq_len, scale, num_targets, contextual_len, max_attn_len, causal, dropout_p, seed,
+      min_full_attn_seq_len=0):
     return (q.new_empty((q.shape[0], q.shape[1], v.shape[2])),
             q.new_empty((q.shape[0], q.shape[1]), dtype=_lse_dtype(q)))
 
@@ -45,7 +47,7 @@ def _(q, k, v, offsets, max_seq_len, scale, num_targets, contextual_len, max_att
 def _jagged_attention_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
                                offsets: Tensor, max_seq_len: int, scale: float, num_targets: Optional[Tensor],
                                contextual_len: int, max_attn_len: int, causal: bool, dropout_p: float,
-                               seed: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+                               seed: Optional[Tensor], min_full_attn_seq_len: int = 0) -> Tuple[Tensor, Tensor, Tensor]:
     dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     dk = torch.empty(k.shape, dtype=q.dtype, device=q.device)
     dv = torch.empty(v.shape, dtype=q.dtype, device=q.device)
@@ -54,32 +56,33 @@ def _jagged_attention_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor
         _C.jagged_attention_bwd(grad_out.detach().contiguous(), q.detach(), k.detach(), v.detach(), out.detach(),
                                 lse.detach(), offsets, max_seq_len, scale, nt, contextual_len, max_attn_len, causal,
                                 dropout_p, seed_bits(seed), dq, dk, dv, num_threads=num_threads(),
-                                stream=launch.stream, error_flag=launch.flag)
+                                stream=launch.stream, error_flag=launch.flag,
+                                min_full_attn_seq_len=min_full_attn_seq_len)
     launch.raise_errors()
     return dq, dk, dv
 
 
 @_jagged_attention_backward.register_fake
 def _(grad_out, q, k, v, out, lse, offsets, max_seq_len, scale, num_targets, contextual_len, max_attn_len, causal,
-      dropout_p, seed):
+      dropout_p, seed, min_full_attn_seq_len=0):
     return q.new_empty(q.shape), q.new_empty(k.shape), q.new_empty(v.shape)
 
 
 def _setup(ctx, inputs, output):
     (q, k, v, offsets, max_seq_len, scale, num_targets, contextual_len, max_attn_len, causal, dropout_p,
-     seed) = inputs
+     seed, min_full_attn_seq_len) = inputs
     out, lse = output
     ctx.save_for_backward(q, k, v, out, lse, offsets, num_targets, seed)
-    ctx.config = (max_seq_len, scale, contextual_len, max_attn_len, causal, dropout_p)
+    ctx.config = (max_seq_len, scale, contextual_len, max_attn_len, causal, dropout_p, min_full_attn_seq_len)
     ctx.mark_non_differentiable(lse)
 
 
 def _backward(ctx, grad_out, grad_lse):
     q, k, v, out, lse, offsets, num_targets, seed = ctx.saved_tensors
-    max_seq_len, scale, contextual_len, max_attn_len, causal, dropout_p = ctx.config
+    max_seq_len, scale, contextual_len, max_attn_len, causal, dropout_p, min_full = ctx.config
     dq, dk, dv = _jagged_attention_backward(grad_out, q, k, v, out, lse, offsets, max_seq_len, scale, num_targets,
-                                            contextual_len, max_attn_len, causal, dropout_p, seed)
-    return dq, dk, dv, None, None, None, None, None, None, None, None, None
+                                            contextual_len, max_attn_len, causal, dropout_p, seed, min_full)
+    return dq, dk, dv, None, None, None, None, None, None, None, None, None, None
 
 
 _jagged_attention.register_autograd(_backward, setup_context=_setup)
@@ -87,7 +90,8 @@ _jagged_attention.register_autograd(_backward, setup_context=_setup)
 
 def jagged_attention(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, max_seq_len: int, *, causal: bool = True,
                      scale: Optional[float] = None, num_targets: Optional[Tensor] = None, contextual_len: int = 0,
-                     max_attn_len: int = 0, dropout_p: float = 0.0, seed: Optional[int] = None) -> Tensor:
+                     max_attn_len: int = 0, dropout_p: float = 0.0, seed: Optional[int] = None,
+                     min_full_attn_seq_len: int = 0) -> Tensor:
     """Jagged softmax attention over packed variable-length sequences, with HSTU's masks and attention dropout.
 
     For sequence b (rows offsets[b] .. offsets[b+1]) with n rows, every head and local rows i, j in [0, n)::
@@ -122,6 +126,8 @@ def jagged_attention(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, max_seq_l
         max_seq_len: N, an upper bound of the lengths.
         causal: False for the bidirectional mask (BERT4Rec). scale: default 1 / sqrt(Dqk).
         num_targets: [B] integers in [0, length]. contextual_len, max_attn_len: ints >= 0.
+        min_full_attn_seq_len: semi-local attention, hstu_attention's rule (the last F history rows and the
+            targets ignore the max_attn_len window); 0 = off.
         dropout_p: in [0, 1); 0 is exactly the plain op. seed: int; None draws one from torch's default
             generator (so torch.manual_seed makes runs repeatable); ignored when dropout_p = 0.
 
@@ -131,7 +137,8 @@ def jagged_attention(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, max_seq_l
     _check_qkv(_OP, q, k, v, offsets, num_targets=num_targets if isinstance(num_targets, Tensor) else None)
     if isinstance(max_seq_len, bool) or not isinstance(max_seq_len, int) or max_seq_len < 1:
         raise ValueError(f"{_OP}: max_seq_len must be an int >= 1, got {max_seq_len!r}")
-    for name, val in (("contextual_len", contextual_len), ("max_attn_len", max_attn_len)):
+    for name, val in (("contextual_len", contextual_len), ("max_attn_len", max_attn_len),
+                      ("min_full_attn_seq_len", min_full_attn_seq_len)):
         if isinstance(val, bool) or not isinstance(val, int) or val < 0:
             raise ValueError(f"{_OP}: {name} must be an int >= 0, got {val!r}")
     if not isinstance(dropout_p, (int, float)) or isinstance(dropout_p, bool) or not 0.0 <= dropout_p < 1.0:
@@ -149,5 +156,5 @@ def jagged_attention(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, max_seq_l
         num_targets = _as_index("num_targets", num_targets, batch, q.device, _OP)
     seed_t = seed_tensor(_OP, seed) if dropout_p > 0 else None
     out, _ = _jagged_attention(q, k, v, offsets, int(max_seq_len), float(scale), num_targets, int(contextual_len),
-                               int(max_attn_len), bool(causal), float(dropout_p), seed_t)
+                               int(max_attn_len), bool(causal), float(dropout_p), seed_t, int(min_full_attn_seq_len))
     return out.to(out_dtype)

@@ -75,7 +75,8 @@ def dropout_threshold(p: float) -> int:
 
 def jagged_attention(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, max_seq_len: int, *, causal: bool = True,
                      scale: Optional[float] = None, num_targets: Optional[Tensor] = None, contextual_len: int = 0,
-                     max_attn_len: int = 0, dropout_p: float = 0.0, seed: Optional[int] = None) -> Tensor:
+                     max_attn_len: int = 0, dropout_p: float = 0.0, seed: Optional[int] = None,
+                     min_full_attn_seq_len: int = 0) -> Tensor:
     """Reference implementation; slow. See recops.ops.jagged_attention (seed is required with dropout here)."""
     L, H, dqk = q.shape
     dv = v.shape[2]
@@ -89,7 +90,7 @@ def jagged_attention(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, max_seq_l
         return jagged_ref.jagged_to_padded(flat, offsets.long(), n_pad).view(batch, n_pad, *x.shape[1:])
 
     s = scale * torch.einsum("bihd,bjhd->bhij", pad(q), pad(k))
-    valid = hstu_mask(lengths, n_pad, num_targets, contextual_len, max_attn_len, causal)[:, None]
+    valid = hstu_mask(lengths, n_pad, num_targets, contextual_len, max_attn_len, causal, min_full_attn_seq_len)[:, None]
     s = s.masked_fill(~valid, float("-inf"))
     m = s.amax(-1, keepdim=True)
     m = torch.where(torch.isfinite(m), m, torch.zeros_like(m)).detach()

@@ -33,21 +33,22 @@ def _launch(op, q, offsets, max_seq_len, num_targets) -> Launch:
 def _hstu_attention(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, max_seq_len: int, alpha: float,
                     scale: float, row_scale: Optional[Tensor], num_targets: Optional[Tensor], contextual_len: int,
                     max_attn_len: int, pos_bias: Optional[Tensor], timestamps: Optional[Tensor],
-                    time_bias: Optional[Tensor], time_bucket_base: float, causal: bool = True) -> Tensor:
+                    time_bias: Optional[Tensor], time_bucket_base: float, causal: bool = True,
+                    min_full_attn_seq_len: int = 0) -> Tensor:
     out = torch.empty((q.shape[0], q.shape[1], v.shape[2]), dtype=q.dtype, device=q.device)
     qd, kd, vd, od, rs, nt, pb, ts, tb = _cpu_args(q, k, v, offsets, row_scale, num_targets, pos_bias, timestamps,
                                                    time_bias)
     with _launch("hstu_attention", q, offsets, max_seq_len, num_targets) as launch:
         _C.hstu_attention_fwd(qd, kd, vd, od, max_seq_len, alpha, scale, rs, nt, contextual_len, max_attn_len, pb,
                               ts, tb, time_bucket_base, out, causal=causal, num_threads=num_threads(),
-                              stream=launch.stream, error_flag=launch.flag)
+                              stream=launch.stream, error_flag=launch.flag, min_full_attn_seq_len=min_full_attn_seq_len)
     launch.raise_errors()
     return out
 
 
 @_hstu_attention.register_fake
 def _(q, k, v, offsets, max_seq_len, alpha, scale, row_scale, num_targets, contextual_len, max_attn_len, pos_bias,
-      timestamps, time_bias, time_bucket_base, causal=True):
+      timestamps, time_bias, time_bucket_base, causal=True, min_full_attn_seq_len=0):
     return q.new_empty((q.shape[0], q.shape[1], v.shape[2]))
 
 
@@ -56,7 +57,7 @@ def _hstu_attention_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, 
                              alpha: float, scale: float, row_scale: Optional[Tensor],
                              num_targets: Optional[Tensor], contextual_len: int, max_attn_len: int,
                              pos_bias: Optional[Tensor], timestamps: Optional[Tensor], time_bias: Optional[Tensor],
-                             time_bucket_base: float, causal: bool = True
+                             time_bucket_base: float, causal: bool = True, min_full_attn_seq_len: int = 0
                              ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     dk = torch.empty(k.shape, dtype=q.dtype, device=q.device)
@@ -73,14 +74,15 @@ def _hstu_attention_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, 
         _C.hstu_attention_bwd(grad_out.detach().contiguous(), qd, kd, vd, od, max_seq_len, alpha, scale, rs, nt,
                               contextual_len, max_attn_len, pb, ts, tb, time_bucket_base, dq, dk, dv,
                               dpos if pos_bias is not None else None, dtime if time_bias is not None else None,
-                              causal=causal, num_threads=num_threads(), stream=launch.stream, error_flag=launch.flag)
+                              causal=causal, num_threads=num_threads(), stream=launch.stream, error_flag=launch.flag,
+                              min_full_attn_seq_len=min_full_attn_seq_len)
     launch.raise_errors()
     return dq, dk, dv, dpos.to(_param_dtype(q)), dtime.to(_param_dtype(q))
 
 
 @_hstu_attention_backward.register_fake
 def _(grad_out, q, k, v, offsets, max_seq_len, alpha, scale, row_scale, num_targets, contextual_len, max_attn_len,
-      pos_bias, timestamps, time_bias, time_bucket_base, causal=True):
+      pos_bias, timestamps, time_bias, time_bucket_base, causal=True, min_full_attn_seq_len=0):
     return (q.new_empty(q.shape), q.new_empty(k.shape), q.new_empty(v.shape),
             q.new_empty(pos_bias.shape if pos_bias is not None else (0,), dtype=_param_dtype(q)),
             q.new_empty(time_bias.shape if time_bias is not None else (0,), dtype=_param_dtype(q)))
@@ -91,19 +93,21 @@ _SAVED = ("q", "k", "v", "offsets", "row_scale", "num_targets", "pos_bias", "tim
 
 def _setup(ctx, inputs, output):
     (q, k, v, offsets, max_seq_len, alpha, scale, row_scale, num_targets, contextual_len, max_attn_len, pos_bias,
-     timestamps, time_bias, time_bucket_base, causal) = inputs
+     timestamps, time_bias, time_bucket_base, causal, min_full_attn_seq_len) = inputs
     ctx.save_for_backward(q, k, v, offsets, row_scale, num_targets, pos_bias, timestamps, time_bias)
-    ctx.config = (max_seq_len, alpha, scale, contextual_len, max_attn_len, time_bucket_base, causal)
+    ctx.config = (max_seq_len, alpha, scale, contextual_len, max_attn_len, time_bucket_base, causal,
+                  min_full_attn_seq_len)
 
 
 def _backward(ctx, grad):
     q, k, v, offsets, row_scale, num_targets, pos_bias, timestamps, time_bias = ctx.saved_tensors
-    max_seq_len, alpha, scale, contextual_len, max_attn_len, time_bucket_base, causal = ctx.config
+    max_seq_len, alpha, scale, contextual_len, max_attn_len, time_bucket_base, causal, min_full = ctx.config
     dq, dk, dv, dpos, dtime = _hstu_attention_backward(
         grad, q, k, v, offsets, max_seq_len, alpha, scale, row_scale, num_targets, contextual_len, max_attn_len,
-        pos_bias, timestamps, time_bias, time_bucket_base, causal)
+        pos_bias, timestamps, time_bias, time_bucket_base, causal, min_full)
     return (dq, dk, dv, None, None, None, None, None, None, None, None,
-            dpos if pos_bias is not None else None, None, dtime if time_bias is not None else None, None, None)
+            dpos if pos_bias is not None else None, None, dtime if time_bias is not None else None, None, None,
+            None)
 
 
 _hstu_attention.register_autograd(_backward, setup_context=_setup)
@@ -190,7 +194,7 @@ def hstu_attention(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, max_seq_len
                    attn_scale: Union[None, float, Tensor] = None, num_targets: Optional[Tensor] = None,
                    contextual_len: int = 0, max_attn_len: int = 0, pos_bias: Optional[Tensor] = None,
                    timestamps: Optional[Tensor] = None, time_bias: Optional[Tensor] = None,
-                   time_bucket_base: float = 0.301, causal: bool = True) -> Tensor:
+                   time_bucket_base: float = 0.301, causal: bool = True, min_full_attn_seq_len: int = 0) -> Tensor:
     """Jagged HSTU attention: causal (or bidirectional) pointwise-SiLU attention with relative position/time bias.
 
     For sequence b (rows offsets[b] .. offsets[b+1]) with n rows and local rows i, j in [0, n)::
@@ -223,6 +227,14 @@ def hstu_attention(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, max_seq_len
 
         11111100 / 11111100 / 11111100 / 11111100 / 11111100 / 11111100 / 11111110 / 11111101
 
+    Semi-local attention (F = min_full_attn_seq_len > 0 together with a window W > 0; the reference HSTU
+    kernels' rule): the rows with p(i) >= m - F, the last F history rows and the targets, ignore the window, so
+    "W = 0" in the rules above reads "W = 0 or (F > 0 and p(i) >= m - F)". Example n=8, c=0, n_t=1, W=2, F=2
+    (m = 7; rows 5, 6 (history) and 7 (the target) see their whole history; with F=0 they would read
+    00011100 / 00001110 / 00000111)::
+
+        10000000 / 11000000 / 11100000 / 01110000 / 00111000 / 11111100 / 11111110 / 11111111
+
     Args:
         q, k: [L, H, Dqk]; v: [L, H, Dv]. float32/float64 on CPU; bfloat16 on the CPU's bf16 unit where it has
             one (AMX tiles or AVX512-BF16: inputs read as bf16, fp32 accumulation and pointwise math, P and dS
@@ -231,7 +243,7 @@ def hstu_attention(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, max_seq_len
         offsets: [B+1] int32/int64. Every length must be <= max_seq_len.
         max_seq_len: N, the padded length the biases and the default scale refer to.
         alpha: multiplies q.k. attn_scale: float or [L] tensor (no gradient), default 1 / max_seq_len.
-        num_targets: [B] integers in [0, length]. contextual_len, max_attn_len: ints >= 0.
+        num_targets: [B] integers in [0, length]. contextual_len, max_attn_len, min_full_attn_seq_len: ints >= 0.
         pos_bias: [2N-1]. timestamps: [L] integer seconds (required with time_bias). time_bias: [num_buckets].
         causal: False for the bidirectional mask above (forward and backward).
 
@@ -247,6 +259,9 @@ def hstu_attention(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, max_seq_len
         raise ValueError(f"{_OP}: contextual_len must be >= 0, got {contextual_len}")
     if max_attn_len < 0:
         raise ValueError(f"{_OP}: max_attn_len must be >= 0, got {max_attn_len}")
+    if isinstance(min_full_attn_seq_len, bool) or not isinstance(min_full_attn_seq_len, int) \
+            or min_full_attn_seq_len < 0:
+        raise ValueError(f"{_OP}: min_full_attn_seq_len must be an int >= 0, got {min_full_attn_seq_len!r}")
     if time_bias is not None and timestamps is None:
         raise ValueError(f"{_OP}: time_bias needs timestamps")
     if not time_bucket_base > 0:
@@ -271,5 +286,5 @@ def hstu_attention(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, max_seq_len
         time_bias = _as_param("time_bias", time_bias, None, dtype, q.device).contiguous()
     out = _hstu_attention(q, k, v, offsets, int(max_seq_len), float(alpha), float(scale), row_scale, num_targets,
                           int(contextual_len), int(max_attn_len), pos_bias, timestamps if time_bias is not None
-                          else None, time_bias, float(time_bucket_base), bool(causal))
+                          else None, time_bias, float(time_bucket_base), bool(causal), int(min_full_attn_seq_len))
     return out.to(out_dtype)

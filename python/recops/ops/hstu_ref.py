@@ -12,7 +12,7 @@ from . import jagged_ref
 
 
 def hstu_mask(lengths: Tensor, n_pad: int, num_targets: Optional[Tensor] = None, contextual_len: int = 0,
-              max_attn_len: int = 0, causal: bool = True) -> Tensor:
+              max_attn_len: int = 0, causal: bool = True, min_full_attn_seq_len: int = 0) -> Tensor:
     """Boolean [B, n_pad, n_pad] mask (query row i, key row j) of the HSTU mask rule (causal, or the
     bidirectional rule of recops.ops.hstu_attention); False outside lengths."""
     lengths = lengths.long()
@@ -24,11 +24,14 @@ def hstu_mask(lengths: Tensor, n_pad: int, num_targets: Optional[Tensor] = None,
     p = idx[None, :] if c == 0 else (idx[None, :] - c + 1).clamp(min=0)
     p = torch.minimum(p.expand(lengths.numel(), n_pad), m[:, None])   # [B, n]
     d = p[:, :, None] - p[:, None, :]
+    near = d.abs() <= max_attn_len  # inside the window (causal: d > 0 is required as well)
+    if min_full_attn_seq_len > 0:  # semi-local: rows with p(i) >= m - F ignore the window
+        near = near | (p >= (m - min_full_attn_seq_len)[:, None])[:, :, None]
     if causal:
-        valid = (d > 0) if max_attn_len == 0 else ((d > 0) & (d <= max_attn_len))
+        valid = (d > 0) if max_attn_len == 0 else ((d > 0) & near)
     else:
         valid = (p[:, None, :] < m[:, None, None]).expand_as(d)
-        valid = valid if max_attn_len == 0 else (valid & (d.abs() <= max_attn_len))
+        valid = valid if max_attn_len == 0 else (valid & near)
     valid = valid | torch.eye(n_pad, dtype=torch.bool, device=lengths.device)[None]
     if c > 0:
         valid = valid | ((p[:, :, None] == 0) & (p[:, None, :] < m[:, None, None]))
@@ -50,7 +53,7 @@ def hstu_attention(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, max_seq_len
                    attn_scale: Union[None, float, Tensor] = None, num_targets: Optional[Tensor] = None,
                    contextual_len: int = 0, max_attn_len: int = 0, pos_bias: Optional[Tensor] = None,
                    timestamps: Optional[Tensor] = None, time_bias: Optional[Tensor] = None,
-                   time_bucket_base: float = 0.301, causal: bool = True) -> Tensor:
+                   time_bucket_base: float = 0.301, causal: bool = True, min_full_attn_seq_len: int = 0) -> Tensor:
     """Reference implementation; slow. See recops.ops.hstu_attention."""
     L, H, dqk = q.shape
     dv = v.shape[2]
@@ -70,7 +73,7 @@ def hstu_attention(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, max_seq_len
     if time_bias is not None:
         buckets = time_buckets(pad(timestamps), lengths, time_bias.numel(), time_bucket_base)
         s = s + time_bias[buckets][:, None]
-    valid = hstu_mask(lengths, n_pad, num_targets, contextual_len, max_attn_len, causal)
+    valid = hstu_mask(lengths, n_pad, num_targets, contextual_len, max_attn_len, causal, min_full_attn_seq_len)
     if attn_scale is None:
         scale = torch.full((batch, n_pad), 1.0 / max_seq_len, dtype=q.dtype, device=q.device)
     elif isinstance(attn_scale, Tensor):

@@ -10,7 +10,7 @@ import torch
 
 from ..data.sequences import SequenceData, SplitData, check_split, next_item_batches, sequence_batch
 from ..metrics import ranking_metrics, ranks_of, topk_with_exclusion
-from ..models.sequential import SeqConfig, next_item_loss
+from ..models.sequential import SeqConfig, autocast, next_item_loss
 from . import checkpoint
 from .loop import EpochStats, check_settings, run_epochs
 
@@ -92,8 +92,9 @@ def fit(model, split: SplitData, cfg: SeqConfig, epochs: int = 20, time_budget_s
         return rank_share(next_item_batches(split.train, cfg.batch_size, generator=gen), rank, world)
 
     def step(batch):
-        out, targets = model.training_outputs(batch, device, gen, forward=net)
-        loss = next_item_loss(out, targets, model.item_vectors(), cfg, gen, item_probs)
+        with autocast(cfg, device):  # bf16: the forward only; the loss and the item vectors in float32
+            out, targets = model.training_outputs(batch, device, gen, forward=net)
+        loss = next_item_loss(out.float(), targets, model.item_vectors(), cfg, gen, item_probs)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
