@@ -77,9 +77,10 @@ void fill_params(hstu::HstuFwdParams& a, const char* op, const Array& q, const A
                  const Array& offsets, int64_t max_seq_len, double alpha, double scale, const Opt& row_scale,
                  const Opt& num_targets, int64_t contextual_len, int64_t max_attn_len, const Opt& pos_bias,
                  const Opt& timestamps, const Opt& time_bias, double time_bucket_base,
-                 [[maybe_unused]] const Opt& error_flag) {
+                 [[maybe_unused]] const Opt& error_flag, const Opt& q_offsets = std::nullopt) {
   check_q(op, q);
-  const int64_t L = q.shape(0), H = q.shape(1);
+  // with q_offsets (incremental inference) q holds only each sequence's last rows: k, v, timestamps have L rows
+  const int64_t Lq = q.shape(0), H = q.shape(1), L = q_offsets ? static_cast<int64_t>(k.shape(0)) : Lq;
   check_qkv(op, "k", k, q);
   check_qkv(op, "v", v, q);
   for (auto [arr, name] : {std::pair<const Array*, const char*>{&k, "k"}, {&v, "v"}}) {
@@ -100,7 +101,7 @@ void fill_params(hstu::HstuFwdParams& a, const char* op, const Array& q, const A
   a.num_seqs = static_cast<int64_t>(offsets.shape(0)) - 1;
   a.total_len = L; a.num_heads = H; a.dqk = q.shape(2); a.dv = v.shape(2); a.max_seq_len = max_seq_len;
   a.alpha = alpha; a.scale = scale;
-  a.row_scale = vec_ptr(op, "attn_scale", row_scale, q, cpu_param_dtype(q), L);
+  a.row_scale = vec_ptr(op, "attn_scale", row_scale, q, cpu_param_dtype(q), Lq);
   a.num_targets = static_cast<const int64_t*>(
       vec_ptr(op, "num_targets", num_targets, q, nb::dtype<int64_t>(), a.num_seqs));
   a.contextual_len = contextual_len; a.max_attn_len = max_attn_len;
@@ -109,6 +110,12 @@ void fill_params(hstu::HstuFwdParams& a, const char* op, const Array& q, const A
   a.time_bias = vec_ptr(op, "time_bias", time_bias, q, cpu_param_dtype(q), -1);
   a.num_buckets = time_bias ? static_cast<int64_t>(time_bias->shape(0)) : 0;
   a.time_bucket_base = time_bucket_base;
+  if (q_offsets) {
+    if (is_cuda(q)) value_error(op, ": q_offsets (incremental inference) runs on the CPU only");
+    a.q_offsets = static_cast<const int64_t*>(
+        vec_ptr(op, "q_offsets", q_offsets, q, nb::dtype<int64_t>(), a.num_seqs + 1));
+    a.q_total_len = Lq;
+  }
   if (is_cuda(q)) {
     if (a.dqk > 256 || a.dv > 256) {
       value_error(op, ": head dims must be <= 256 on cuda, got dqk=", std::to_string(a.dqk), ", dv=",
@@ -174,14 +181,14 @@ void hstu_attention_fwd(Array q, Array k, Array v, Array offsets, int64_t max_se
                         Opt row_scale, Opt num_targets, int64_t contextual_len, int64_t max_attn_len, Opt pos_bias,
                         Opt timestamps, Opt time_bias, double time_bucket_base, Array out, bool causal,
                         int num_threads, uintptr_t stream, Opt error_flag,
-    int64_t min_full_attn_seq_len) {
+    int64_t min_full_attn_seq_len, Opt q_offsets) {
   constexpr const char* op = "hstu_attention";
   hstu::HstuFwdParams a;
   fill_params(a, op, q, k, v, offsets, max_seq_len, alpha, scale, row_scale, num_targets, contextual_len,
-              max_attn_len, pos_bias, timestamps, time_bias, time_bucket_base, error_flag);
+              max_attn_len, pos_bias, timestamps, time_bias, time_bucket_base, error_flag, q_offsets);
   a.min_full_attn_seq_len = min_full_attn_seq_len;
   a.causal = causal;
-  a.out = out_ptr(op, "out", out, q, a.total_len, a.num_heads, a.dv);
+  a.out = out_ptr(op, "out", out, q, q.shape(0), a.num_heads, a.dv);
   dispatch(op, q, a, [&](const auto& p, auto tag) { cpu_fwd(p, tag, num_threads); },
            RECOPS_CUDA_FN(cuda::launch_hstu_attention_fwd), stream);
 }
@@ -229,9 +236,9 @@ void* lse_ptr(const char* op, const Array& lse, const Array& ref, int64_t L, int
 void fill_softmax(hstu::HstuFwdParams& a, const char* op, const Array& q, const Array& k, const Array& v,
                   const Array& offsets, int64_t max_seq_len, double scale, const Opt& num_targets,
                   int64_t contextual_len, int64_t max_attn_len, bool causal, double dropout_p, uint64_t seed,
-                  const Opt& error_flag) {
+                  const Opt& error_flag, const Opt& q_offsets = std::nullopt) {
   fill_params(a, op, q, k, v, offsets, max_seq_len, scale, 1.0, std::nullopt, num_targets, contextual_len,
-              max_attn_len, std::nullopt, std::nullopt, std::nullopt, 0.301, error_flag);
+              max_attn_len, std::nullopt, std::nullopt, std::nullopt, 0.301, error_flag, q_offsets);
   if (!(dropout_p >= 0.0 && dropout_p < 1.0)) {
     value_error(op, ": dropout_p must be in [0, 1), got ", std::to_string(dropout_p));
   }
@@ -245,14 +252,14 @@ void jagged_attention_fwd(Array q, Array k, Array v, Array offsets, int64_t max_
                           Opt num_targets, int64_t contextual_len, int64_t max_attn_len, bool causal,
                           double dropout_p, uint64_t seed, Array out, Array lse, int num_threads, uintptr_t stream,
                           Opt error_flag,
-    int64_t min_full_attn_seq_len) {
+    int64_t min_full_attn_seq_len, Opt q_offsets) {
   constexpr const char* op = "jagged_attention";
   hstu::HstuFwdParams a;
   fill_softmax(a, op, q, k, v, offsets, max_seq_len, scale, num_targets, contextual_len, max_attn_len, causal,
-               dropout_p, seed, error_flag);
+               dropout_p, seed, error_flag, q_offsets);
   a.min_full_attn_seq_len = min_full_attn_seq_len;
-  a.out = out_ptr(op, "out", out, q, a.total_len, a.num_heads, a.dv);
-  a.lse = lse_ptr(op, lse, q, a.total_len, a.num_heads);
+  a.out = out_ptr(op, "out", out, q, q.shape(0), a.num_heads, a.dv);
+  a.lse = lse_ptr(op, lse, q, q.shape(0), a.num_heads);
   dispatch(op, q, a, [&](const auto& p, auto tag) { cpu_fwd(p, tag, num_threads); },
            RECOPS_CUDA_FN(cuda::launch_jagged_attention_fwd), stream);
 }
@@ -296,6 +303,7 @@ void bind_hstu(nb::module_& m) {
         "timestamps"_a.noconvert().none(), "time_bias"_a.noconvert().none(), "time_bucket_base"_a,
         "out"_a.noconvert(), "causal"_a = true, "num_threads"_a = 1, "stream"_a = 0,
         "error_flag"_a.noconvert() = nb::none(), "min_full_attn_seq_len"_a = 0,
+        "q_offsets"_a.noconvert() = nb::none(),
         "HSTU attention forward into out [L, H, dv] (see cpp/hstu/hstu_attention.h).");
   m.def("hstu_attention_bwd", &hstu_attention_bwd, "grad_out"_a.noconvert(), "q"_a.noconvert(),
         "k"_a.noconvert(), "v"_a.noconvert(), "offsets"_a.noconvert(), "max_seq_len"_a, "alpha"_a, "scale"_a,
@@ -310,7 +318,7 @@ void bind_hstu(nb::module_& m) {
         "offsets"_a.noconvert(), "max_seq_len"_a, "scale"_a, "num_targets"_a.noconvert().none(),
         "contextual_len"_a, "max_attn_len"_a, "causal"_a, "dropout_p"_a, "seed"_a, "out"_a.noconvert(),
         "lse"_a.noconvert(), "num_threads"_a = 1, "stream"_a = 0, "error_flag"_a.noconvert() = nb::none(),
-        "min_full_attn_seq_len"_a = 0,
+        "min_full_attn_seq_len"_a = 0, "q_offsets"_a.noconvert() = nb::none(),
         "Jagged softmax attention forward into out [L, H, dv] and lse [L, H] (cpp/hstu/hstu_attention.h).");
   m.def("jagged_attention_bwd", &jagged_attention_bwd, "grad_out"_a.noconvert(), "q"_a.noconvert(),
         "k"_a.noconvert(), "v"_a.noconvert(), "out"_a.noconvert(), "lse"_a.noconvert(), "offsets"_a.noconvert(),

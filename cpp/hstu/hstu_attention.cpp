@@ -25,6 +25,8 @@ void throw_alloc_failure(const char* op) {
 
 namespace {
 
+int64_t seq_len(const int64_t* offsets, int64_t b) { return offsets[b + 1] - offsets[b]; }
+
 // Largest error of the kernels' first bucket guess, log2(x) ~ exponent + (mantissa - 1), in log2 units.
 constexpr double kGuessErrorLog2 = 0.0861;
 
@@ -46,6 +48,14 @@ void validate(const HstuFwdParams& a, const char* op) {
                  ": time_bucket_base must be > 0, got ", a.time_bucket_base);
   }
   RECOPS_CHECK(std::isfinite(a.alpha), op, ": alpha must be finite, got ", a.alpha);
+  if (a.q_offsets) {  // incremental inference: each sequence's q rows are its last ones
+    jagged::check_offsets(op, a.q_offsets, a.num_seqs, a.q_total_len);
+    for (int64_t b = 0; b < a.num_seqs; ++b) {
+      const int64_t nq = seq_len(a.q_offsets, b), n = seq_len(a.offsets, b);
+      RECOPS_CHECK(nq <= n, op, ": q_offsets gives sequence ", b, " ", nq, " query rows, more than its ", n,
+                   " key rows");
+    }
+  }
   if (a.kind == AttnKind::kSoftmax) {
     RECOPS_CHECK(a.dropout_p >= 0.0 && a.dropout_p < 1.0, op, ": dropout_p must be in [0, 1), got ", a.dropout_p);
     RECOPS_CHECK(!a.pos_bias && !a.time_bias && !a.row_scale, op, ": softmax attention takes no biases or row scales");
@@ -78,7 +88,6 @@ std::vector<double> bucket_thresholds(int64_t nb, double base) {
   return thr;
 }
 
-int64_t seq_len(const int64_t* offsets, int64_t b) { return offsets[b + 1] - offsets[b]; }
 
 }  // namespace
 
@@ -136,27 +145,30 @@ template <typename Run>
 void fwd_plan_run(const HstuFwdParams& a, int num_threads, Run run) {
   // (softmax with dv = 0 still writes lse)
   if (a.total_len == 0 || a.num_heads == 0 || (a.dv == 0 && a.kind != AttnKind::kSoftmax)) return;
+  if (a.q_offsets && a.q_total_len == 0) return;
   // Work of query block qb ~ the key rows it may see (all n without the causal mask). Sequences are cut into chunks of consecutive query
   // blocks of about total / (4 * threads) work, so long sequences spread over threads while each chunk packs
   // its sequence's K/V only once; chunks run most-work first.
   auto block_cost = [&](int64_t n, int64_t qb) {
-    if (!a.causal) return n;
+    if (!a.causal || a.q_offsets) return n;  // (incremental: the new rows are the last ones, they see ~all)
     return std::min(n, (qb + 1) * kBlockQ) + (a.contextual_len > 0 && qb == 0 ? n : 0);
   };
   int64_t total = 0, max_len = 0;
+  // q rows of sequence b: all n, or its last nq with q_offsets
+  auto q_len = [&](int64_t b, int64_t n) { return a.q_offsets ? seq_len(a.q_offsets, b) : n; };
   for (int64_t b = 0; b < a.num_seqs; ++b) {
     const int64_t n = seq_len(a.offsets, b);
     max_len = std::max(max_len, n);
-    for (int64_t qb = 0; qb * kBlockQ < n; ++qb) total += block_cost(n, qb);
+    for (int64_t qb = 0; qb * kBlockQ < q_len(b, n); ++qb) total += block_cost(n, qb);
   }
   const int64_t target = std::max<int64_t>(1, total / (4 * std::max(num_threads, 1)));
   std::vector<int64_t> seq, qbegin, qend, cost;
   for (int64_t b = 0; b < a.num_seqs; ++b) {
-    const int64_t n = seq_len(a.offsets, b);
+    const int64_t n = seq_len(a.offsets, b), nq = q_len(b, n);
     int64_t acc = 0, start = 0;
-    for (int64_t qb = 0; qb * kBlockQ < n; ++qb) {
+    for (int64_t qb = 0; qb * kBlockQ < nq; ++qb) {
       acc += block_cost(n, qb);
-      if (acc >= target || (qb + 1) * kBlockQ >= n) {
+      if (acc >= target || (qb + 1) * kBlockQ >= nq) {
         seq.push_back(b);
         qbegin.push_back(start);
         qend.push_back(qb + 1);
@@ -289,6 +301,7 @@ void hstu_attention_fwd(const HstuFwdParams& a, int num_threads) {
 template <typename T>
 void hstu_attention_bwd(const HstuBwdParams& a, int num_threads) {
   validate(a, op_name(a, true));
+  RECOPS_CHECK(!a.q_offsets, op_name(a, true), ": q_offsets (incremental inference) has no backward");
   bwd_plan_run<T>(a, num_threads, isa_pick(&generic::run_bwd<T>, &avx2::run_bwd<T>, &avx512::run_bwd<T>));
 }
 
@@ -302,6 +315,7 @@ void hstu_attention_bwd_bf16(const HstuBwdParams& a, int num_threads) {
   const char* op = op_name(a, true);
   validate(a, op);
   check_bf16_unit(op);
+  RECOPS_CHECK(!a.q_offsets, op, ": q_offsets (incremental inference) has no backward");
   bwd_plan_run<float>(a, num_threads, &bf16::run_bwd<float>, /*bf16_dq=*/true);
 }
 

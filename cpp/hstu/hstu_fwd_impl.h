@@ -74,6 +74,8 @@ void fwd_task(const HstuFwdParams& a, const HstuPlan& plan, const FwdLayout<T>& 
   Arena ar{mem, 0};
   const typename FwdLayout<T>::Bufs x = lay.carve(ar, H);
   const int64_t s = a.offsets[b], n = a.offsets[b + 1] - s;
+  // q rows: the last nq of the sequence (incremental inference) or all; qs = q's row of absolute row i_first
+  const int64_t qs = a.q_offsets ? a.q_offsets[b] : s, i_first = a.q_offsets ? n - (a.q_offsets[b + 1] - qs) : 0;
   const HstuMask mk = seq_mask(a, b, n);
   const T alpha = static_cast<T>(a.alpha);
   const bool has_bias = a.pos_bias || a.time_bias;
@@ -84,15 +86,17 @@ void fwd_task(const HstuFwdParams& a, const HstuPlan& plan, const FwdLayout<T>& 
   const DropoutTile* dropp = (kSoftmax && a.dropout_p > 0) ? &drop : nullptr;
 
   for (int64_t qb = qb0; qb < qb1; ++qb) {
-    const int64_t i0 = qb * kBlockQ, R = imin(kBlockQ, n - i0), RP = round_up(R, kBf16 ? kBf16Rows : kMR);
+    // absolute rows i0 .. i0 + R - 1; their q / out / lse / row_scale rows start at qrow
+    const int64_t i0 = i_first + qb * kBlockQ, R = imin(kBlockQ, n - i0), RP = round_up(R, kBf16 ? kBf16Rows : kMR);
+    const int64_t qrow = qs + qb * kBlockQ;
     for (int64_t h = 0; h < H; ++h) {
       if constexpr (kBf16) {  // bf16 q as it is (alpha scales the fp32 scores)
-        bf16_rows(typed<uint16_t>(a.q) + (s + i0) * a.q_row + h * a.q_head, a.q_row, R, DQ, RP, lay.DQ32,
+        bf16_rows(typed<uint16_t>(a.q) + qrow * a.q_row + h * a.q_head, a.q_row, R, DQ, RP, lay.DQ32,
                   x.Qb + h * kBlockQ * lay.DQ32, lay.DQ32);
       } else {
         T* qh = x.Qp + h * kBlockQ * DQ;
         for (int64_t r = 0; r < RP; ++r) {
-          const T* src = r < R ? typed<T>(a.q) + (s + i0 + r) * a.q_row + h * a.q_head : nullptr;
+          const T* src = r < R ? typed<T>(a.q) + (qrow + r) * a.q_row + h * a.q_head : nullptr;
           for (int64_t d = 0; d < DQ; ++d) qh[r * DQ + d] = r < R ? alpha * src[d] : T(0);
         }
       }
@@ -163,15 +167,15 @@ void fwd_task(const HstuFwdParams& a, const HstuPlan& plan, const FwdLayout<T>& 
     }
 
     for (int64_t r = 0; r < R; ++r) {
-      const T sc = a.row_scale ? typed<T>(a.row_scale)[s + i0 + r] : static_cast<T>(a.scale);
+      const T sc = a.row_scale ? typed<T>(a.row_scale)[qrow + r] : static_cast<T>(a.scale);
       for (int64_t h = 0; h < H; ++h) {
         const T* src = x.Oacc + h * kBlockQ * DVP + r * DVP;
-        const int64_t orow = ((s + i0 + r) * H + h) * DV;
+        const int64_t orow = ((qrow + r) * H + h) * DV;
         T mul = sc;
         if (kSoftmax) {  // out = O / l; lse = m + log(l), +inf for a row with no allowed key (its out is 0)
           const T l = x.rsum[h * kBlockQ + r];
           mul = l > T(0) ? T(1) / l : T(0);
-          typed<T>(a.lse)[(s + i0 + r) * H + h] = l > T(0) ? x.rmax[h * kBlockQ + r] + scalar_log(l)
+          typed<T>(a.lse)[(qrow + r) * H + h] = l > T(0) ? x.rmax[h * kBlockQ + r] + scalar_log(l)
                                                             : __builtin_inf();
         }
         if constexpr (kBf16) {

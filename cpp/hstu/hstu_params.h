@@ -29,6 +29,12 @@ struct HstuFwdParams {
   const void* v = nullptr;
   int64_t v_row = 0, v_head = 0;
   const int64_t* offsets = nullptr;      // [B + 1]
+  // Incremental inference (forward only, CPU): q, out, lse and row_scale hold only the last nq_b =
+  // q_offsets[b + 1] - q_offsets[b] <= n_b rows of each sequence (its new events, absolute rows n_b - nq_b ..
+  // n_b - 1; the mask, biases and timestamps in absolute positions), k/v/timestamps the whole sequences.
+  // Null: q rows are the sequences' rows (q_offsets = offsets).
+  const int64_t* q_offsets = nullptr;    // [B + 1]
+  int64_t q_total_len = 0;               // q rows (with q_offsets)
   int64_t num_seqs = 0, total_len = 0, num_heads = 0, dqk = 0, dv = 0, max_seq_len = 0;
   double alpha = 1.0;
   double scale = 1.0;                    // used when row_scale is null

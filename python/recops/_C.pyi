@@ -45,7 +45,7 @@ def check_jagged(offsets: NDArray, total_len: int, max_len: int, op: str) -> Non
     Raise the CPU core's ValueError naming `op` unless host offsets start at 0, never decrease and end at total_len (and, with max_len >= 0, every length is <= max_len).
     """
 
-def hstu_attention_fwd(q: NDArray, k: NDArray, v: NDArray, offsets: NDArray, max_seq_len: int, alpha: float, scale: float, row_scale: NDArray | None, num_targets: NDArray | None, contextual_len: int, max_attn_len: int, pos_bias: NDArray | None, timestamps: NDArray | None, time_bias: NDArray | None, time_bucket_base: float, out: NDArray, causal: bool = True, num_threads: int = 1, stream: int = 0, error_flag: NDArray | None = None, min_full_attn_seq_len: int = 0) -> None:
+def hstu_attention_fwd(q: NDArray, k: NDArray, v: NDArray, offsets: NDArray, max_seq_len: int, alpha: float, scale: float, row_scale: NDArray | None, num_targets: NDArray | None, contextual_len: int, max_attn_len: int, pos_bias: NDArray | None, timestamps: NDArray | None, time_bias: NDArray | None, time_bucket_base: float, out: NDArray, causal: bool = True, num_threads: int = 1, stream: int = 0, error_flag: NDArray | None = None, min_full_attn_seq_len: int = 0, q_offsets: NDArray | None = None) -> None:
     """
     HSTU attention forward into out [L, H, dv] (see cpp/hstu/hstu_attention.h).
     """
@@ -53,7 +53,7 @@ def hstu_attention_fwd(q: NDArray, k: NDArray, v: NDArray, offsets: NDArray, max
 def hstu_attention_bwd(grad_out: NDArray, q: NDArray, k: NDArray, v: NDArray, offsets: NDArray, max_seq_len: int, alpha: float, scale: float, row_scale: NDArray | None, num_targets: NDArray | None, contextual_len: int, max_attn_len: int, pos_bias: NDArray | None, timestamps: NDArray | None, time_bias: NDArray | None, time_bucket_base: float, dq: NDArray, dk: NDArray, dv: NDArray, d_pos_bias: NDArray | None, d_time_bias: NDArray | None, causal: bool = True, num_threads: int = 1, stream: int = 0, error_flag: NDArray | None = None, min_full_attn_seq_len: int = 0) -> None:
     """HSTU attention backward into dq, dk, dv and the bias gradients."""
 
-def jagged_attention_fwd(q: NDArray, k: NDArray, v: NDArray, offsets: NDArray, max_seq_len: int, scale: float, num_targets: NDArray | None, contextual_len: int, max_attn_len: int, causal: bool, dropout_p: float, seed: int, out: NDArray, lse: NDArray, num_threads: int = 1, stream: int = 0, error_flag: NDArray | None = None, min_full_attn_seq_len: int = 0) -> None:
+def jagged_attention_fwd(q: NDArray, k: NDArray, v: NDArray, offsets: NDArray, max_seq_len: int, scale: float, num_targets: NDArray | None, contextual_len: int, max_attn_len: int, causal: bool, dropout_p: float, seed: int, out: NDArray, lse: NDArray, num_threads: int = 1, stream: int = 0, error_flag: NDArray | None = None, min_full_attn_seq_len: int = 0, q_offsets: NDArray | None = None) -> None:
     """
     Jagged softmax attention forward into out [L, H, dv] and lse [L, H] (cpp/hstu/hstu_attention.h).
     """

@@ -5,7 +5,7 @@ space and the training objective; each optionally with decoupled attention embed
 
 import dataclasses
 import math
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -117,9 +117,12 @@ class _SeqModel(nn.Module):
         seq = _segment_ids(offsets, items.numel())
         return (torch.arange(items.numel(), device=items.device) - offsets[:-1][seq]).clamp(max=self.cfg.max_len)
 
-    def embed(self, items: Tensor, offsets: Tensor, table: Optional[nn.Embedding] = None) -> Tensor:
+    def embed(self, items: Tensor, offsets: Tensor, table: Optional[nn.Embedding] = None,
+              positions: Optional[Tensor] = None) -> Tensor:
+        """Input rows; `positions` (each row's index in its sequence) default to the rows' places in `offsets`."""
         table = self.item_emb if table is None else table
-        return self.drop(table(items) * math.sqrt(self.cfg.dim) + self.pos_emb(self._positions(items, offsets)))
+        pos = self._positions(items, offsets) if positions is None else positions.clamp(max=self.cfg.max_len)
+        return self.drop(table(items) * math.sqrt(self.cfg.dim) + self.pos_emb(pos))
 
     def embed_attention(self, items: Tensor, offsets: Tensor) -> Optional[Tensor]:
         """The attention stream's input with decoupled embeddings (same positions), else None."""
@@ -159,6 +162,74 @@ class HSTU(_SeqModel):
         for layer in self.layers:
             x = layer(x, offsets, timestamps, x_attn=x_attn)
         return F.normalize(x.float(), dim=-1, eps=1e-6)  # float32 even under bf16 autocast
+
+    @torch.no_grad()
+    def cached_forward(self, new_items: Tensor, new_offsets: Tensor, new_timestamps: Optional[Tensor] = None,
+                       cache: Optional["HSTUCache"] = None) -> Tuple[Tensor, "HSTUCache"]:
+        """Incremental inference: the outputs [new events, D] of B users' new events (a jagged batch: new_items,
+        new_offsets [B+1], new_timestamps with the model's time bias) given `cache` (their histories' per-layer keys
+        and values; None starts empty), and the cache with the new events appended. Equal, to float tolerance, to
+        the rows of a full forward over each whole history (eval mode; dropout off).
+
+        Only the attention mixes rows, so each layer recomputes just the new rows and each user's last cached row:
+        query i's time bias uses the timestamp of event i + 1, unknown until the next event arrives, so the last
+        row of every history is provisional and is redone (its output, and the keys and values of the layers
+        above, change) when new events come. Attention runs with q_offsets (the rows recomputed) over the cached
+        plus new keys and values (recops.ops.hstu_attention, CPU). A user with no new event keeps its cache."""
+        if self.training:
+            raise ValueError("HSTU.cached_forward: call model.eval() first (dropout would make outputs random)")
+        if new_offsets.dim() != 1 or new_offsets.numel() < 1:
+            raise ValueError(f"HSTU.cached_forward: new_offsets must be [B+1], got shape {list(new_offsets.shape)}")
+        device = new_items.device
+        new_offsets = new_offsets.to(device=device, dtype=torch.int64)
+        B, Ln = new_offsets.numel() - 1, new_items.numel()
+        if int(new_offsets[-1]) != Ln:
+            raise ValueError(f"HSTU.cached_forward: new_offsets end at {int(new_offsets[-1])}, new_items has {Ln}")
+        if cache is None:
+            cache = HSTUCache.empty(self, B, device, new_timestamps is not None)
+        if cache.offsets.numel() != B + 1:
+            raise ValueError(f"HSTU.cached_forward: the cache holds {cache.offsets.numel() - 1} users, the batch {B}")
+        if (new_timestamps is None) != (cache.timestamps is None):
+            raise ValueError("HSTU.cached_forward: pass new_timestamps on every call or on none")
+        old_len, new_len = cache.offsets.diff(), new_offsets.diff()
+        redo = ((old_len > 0) & (new_len > 0)).long()  # the provisional last row, recomputed
+        q_len, kv_len = new_len + redo, old_len + new_len
+        zero = torch.zeros(1, dtype=torch.int64, device=device)
+        kv_off, q_off = torch.cat([zero, kv_len.cumsum(0)]), torch.cat([zero, q_len.cumsum(0)])
+        Lo, Lkv, Lq = int(cache.offsets[-1]), int(kv_off[-1]), int(q_off[-1])
+        # kv rows: per user its cached rows then its new ones; q rows: the last q_len[b] of them
+        seg_o, seg_n, seg_q = (_segment_ids(cache.offsets, Lo), _segment_ids(new_offsets, Ln),
+                               _segment_ids(q_off, Lq))
+        old_dst = kv_off[seg_o] + torch.arange(Lo, device=device) - cache.offsets[seg_o]
+        new_dst = kv_off[seg_n] + old_len[seg_n] + torch.arange(Ln, device=device) - new_offsets[seg_n]
+        r_q = torch.arange(Lq, device=device) - q_off[seg_q]
+        q_kv = kv_off[seg_q] + kv_len[seg_q] - q_len[seg_q] + r_q
+        is_new = r_q >= redo[seg_q]  # q rows that are new events (the others: redone last rows)
+        q_items = torch.empty(Lq, dtype=torch.int64, device=device)
+        q_items[is_new] = new_items.long()
+        q_items[~is_new] = cache.items[cache.offsets[1:][seg_q[~is_new]] - 1]
+        positions = q_kv - kv_off[seg_q]
+        hist = torch.empty(Lkv, dtype=torch.int64, device=device)
+        hist[old_dst], hist[new_dst] = cache.items, new_items.long()
+        ts = None
+        if new_timestamps is not None:
+            ts = torch.empty(Lkv, dtype=torch.int64, device=device)
+            ts[old_dst] = cache.timestamps
+            ts[new_dst] = new_timestamps.to(device=device, dtype=torch.int64)
+        x = self.embed(q_items, q_off, positions=positions)
+        x_attn = None if self.attn_emb is None else self.embed(q_items, q_off, self.attn_emb, positions)
+        keys, values = [], []
+        for layer, k_old, v_old in zip(self.layers, cache.keys, cache.values):
+            u, q, k, v = layer.project(x, x_attn)
+            K = k.new_empty((Lkv,) + tuple(k.shape[1:]))
+            V = v.new_empty((Lkv,) + tuple(v.shape[1:]))
+            K[old_dst], V[old_dst] = k_old.to(K.dtype), v_old.to(V.dtype)
+            K[q_kv], V[q_kv] = k, v  # the redone rows overwrite their provisional keys and values
+            x = layer.finish(x, u, layer.attend(q, K, V, kv_off, ts, q_offsets=q_off))
+            keys.append(K)
+            values.append(V)
+        out = F.normalize(x[is_new].float(), dim=-1, eps=1e-6)
+        return out, HSTUCache(kv_off, hist, ts, keys, values)
 
     def use_reference_attention(self, enabled: bool = True) -> "HSTU":
         for layer in self.layers:
@@ -242,6 +313,71 @@ class BERT4Rec(_Transformer):
         extra = torch.full((offsets.numel() - 1,), self.mask_token, dtype=items.dtype, device=items.device)
         full, full_off = _append_last(items, offsets, extra)
         return self(full, full_off)[full_off[1:] - 1]
+
+
+@dataclasses.dataclass
+class HSTUCache:
+    """The per-user state of HSTU.cached_forward for B users, jagged by `offsets` [B+1] (each user's history so
+    far): `items` [L] (the history; a user's last row is redone with its next events), `timestamps` [L] (or None:
+    a model used without time bias), and per layer `keys` [L, H, dqk] and `values` [L, H, dv]."""
+
+    offsets: Tensor
+    items: Tensor
+    timestamps: Optional[Tensor]
+    keys: List[Tensor]
+    values: List[Tensor]
+
+    @staticmethod
+    def empty(model: "HSTU", num_users: int, device, with_timestamps: bool) -> "HSTUCache":
+        layers = list(model.layers)
+        return HSTUCache(torch.zeros(num_users + 1, dtype=torch.int64, device=device),
+                         torch.zeros(0, dtype=torch.int64, device=device),
+                         torch.zeros(0, dtype=torch.int64, device=device) if with_timestamps else None,
+                         [torch.zeros(0, l.num_heads, l.attention_dim, device=device) for l in layers],
+                         [torch.zeros(0, l.num_heads, l.linear_dim, device=device) for l in layers])
+
+    def nbytes(self) -> int:
+        """Bytes of the cached keys and values."""
+        return sum(t.numel() * t.element_size() for t in self.keys + self.values)
+
+
+class HSTUServer:
+    """Serving helper over HSTU.cached_forward: holds the cache of `num_users` users and, for each batch of new
+    events (a jagged batch over all users, most of them with none), returns for every user that had one the top-k
+    catalogue items scored against its latest output (model.item_vectors(), inner product), its history excluded
+    (recops.metrics.topk_with_exclusion)."""
+
+    def __init__(self, model: "HSTU", num_users: int, k: int = 10, exclude_history: bool = True,
+                 timestamps: bool = False):
+        if not isinstance(model, HSTU):
+            raise TypeError(f"HSTUServer: model must be an HSTU, got {type(model).__name__}")
+        if num_users < 1 or k < 1:
+            raise ValueError(f"HSTUServer: num_users and k must be >= 1, got {num_users}, {k}")
+        self.model, self.k, self.exclude = model.eval(), k, exclude_history
+        device = next(model.parameters()).device
+        self.cache = HSTUCache.empty(model, num_users, device, timestamps)
+        with torch.no_grad():
+            self.item_vectors = model.item_vectors()
+
+    def add(self, new_items: Tensor, new_offsets: Tensor, new_timestamps: Optional[Tensor] = None):
+        """(users [U], scores [U, k], items [U, k]) for the U users with new events, in user order."""
+        from ..metrics import topk_with_exclusion
+
+        out, self.cache = self.model.cached_forward(new_items, new_offsets, new_timestamps, self.cache)
+        counts = new_offsets.diff()
+        users = torch.nonzero(counts > 0).flatten()
+        last = out[(torch.cumsum(counts, 0) - 1)[users]]  # each user's latest event
+        if self.exclude:
+            off = self.cache.offsets
+            lengths = off[users + 1] - off[users]
+            ex_off = torch.cat([torch.zeros(1, dtype=torch.int64, device=off.device), lengths.cumsum(0)])
+            total = int(ex_off[-1])
+            seg = _segment_ids(ex_off, total)
+            rows = off[users][seg] + torch.arange(total, device=off.device) - ex_off[seg]  # the users' histories
+            scores, ids = topk_with_exclusion(last, self.item_vectors, self.k, self.cache.items[rows], ex_off)
+        else:
+            scores, ids = torch.topk(last @ self.item_vectors.t(), min(self.k, self.item_vectors.shape[0]), dim=1)
+        return users, scores, ids
 
 
 def _segment_ids(offsets: Tensor, total: int) -> Tensor:

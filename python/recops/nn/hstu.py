@@ -81,6 +81,13 @@ class HSTULayer(nn.Module):
 
     def forward(self, x: Tensor, offsets: Tensor, timestamps: Optional[Tensor] = None,
                 num_targets: Optional[Tensor] = None, x_attn: Optional[Tensor] = None) -> Tensor:
+        u, q, k, v = self.project(x, x_attn)
+        o = self.attend(q, k, v, offsets, timestamps, num_targets)
+        return self.finish(x, u, o)
+
+    # The row-wise parts and the attention apart, for HSTU.cached_forward (only the attention mixes rows).
+    def project(self, x: Tensor, x_attn: Optional[Tensor] = None):
+        """(u [L, H dv], q [L, H, dqk], k [L, H, dqk], v [L, H, dv]) of rows x (row-wise)."""
         L = x.shape[0]
         H, dq, dv = self.num_heads, self.attention_dim, self.linear_dim
         if x_attn is not None and self.variant != "research":
@@ -93,22 +100,37 @@ class HSTULayer(nn.Module):
                 ha = F.layer_norm(x_attn, (self.embedding_dim,), eps=self.eps)
                 u, v = torch.split(F.silu(h @ self.uvqk[:, :2 * H * dv]), [H * dv, H * dv], dim=1)
                 q, k = torch.split(F.silu(ha @ self.uvqk[:, 2 * H * dv:]), [H * dq, H * dq], dim=1)
+        else:
+            h = self.input_norm(x)
+            u, v, q, k = torch.split(F.linear(h, self.uvqk.t(), self.uvqk_bias), [H * dv, H * dv, H * dq, H * dq],
+                                     dim=1)
+        return u, q.view(L, H, dq), k.view(L, H, dq), v.view(L, H, dv)
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, timestamps: Optional[Tensor] = None,
+               num_targets: Optional[Tensor] = None, q_offsets: Optional[Tensor] = None) -> Tensor:
+        """The layer's attention [Lq, H dv]; with q_offsets, q holds only each sequence's last rows (inference)."""
+        inc = {} if q_offsets is None else {"q_offsets": q_offsets}
+        if self.variant == "research":
             use_time = timestamps is not None
-            o = self.attention(q.view(L, H, dq), k.view(L, H, dq), v.view(L, H, dv), offsets, self.max_seq_len,
-                               alpha=1.0, num_targets=num_targets, contextual_len=self.contextual_len,
-                               max_attn_len=self.max_attn_len, pos_bias=self.pos_bias,
-                               timestamps=timestamps if use_time else None,
-                               time_bias=self.time_bias if use_time else None,
-                               time_bucket_base=self.time_bucket_base)
-            y = u * F.layer_norm(o.reshape(L, H * dv), (H * dv,), eps=self.eps)
+            o = self.attention(q, k, v, offsets, self.max_seq_len, alpha=1.0, num_targets=num_targets,
+                               contextual_len=self.contextual_len, max_attn_len=self.max_attn_len,
+                               pos_bias=self.pos_bias, timestamps=timestamps if use_time else None,
+                               time_bias=self.time_bias if use_time else None, time_bucket_base=self.time_bucket_base,
+                               **inc)
+        else:
+            o = self.attention(q, k, v, offsets, self.max_seq_len, alpha=1.0 / math.sqrt(self.attention_dim),
+                               num_targets=num_targets, contextual_len=self.contextual_len,
+                               max_attn_len=self.max_attn_len, **inc)
+        return o.reshape(q.shape[0], self.num_heads * self.linear_dim)
+
+    def finish(self, x: Tensor, u: Tensor, o: Tensor) -> Tensor:
+        """The layer's output rows from its input rows x, their u and their attention o (row-wise)."""
+        hv = self.num_heads * self.linear_dim
+        if self.variant == "research":
+            y = u * F.layer_norm(o, (hv,), eps=self.eps)
             return x + self.out(self.dropout(y))
-        h = self.input_norm(x)
-        u, v, q, k = torch.split(F.linear(h, self.uvqk.t(), self.uvqk_bias), [H * dv, H * dv, H * dq, H * dq], dim=1)
-        o = self.attention(q.view(L, H, dq), k.view(L, H, dq), v.view(L, H, dv), offsets, self.max_seq_len,
-                           alpha=1.0 / math.sqrt(dq), num_targets=num_targets, contextual_len=self.contextual_len,
-                           max_attn_len=self.max_attn_len).reshape(L, H * dv)
         u = F.silu(u)
-        y = torch.cat([u, o, u * F.layer_norm(o, (H * dv,), eps=self.eps)], dim=1)
+        y = torch.cat([u, o, u * F.layer_norm(o, (hv,), eps=self.eps)], dim=1)
         return x + self.dropout(self.out(y))
 
     def extra_repr(self) -> str:

@@ -11,7 +11,7 @@ from torch import Tensor
 from .._runtime import core as _C
 from .._runtime import num_threads
 from .attention_ref import check_seed, seed_bits, seed_tensor
-from .hstu import _as_index, _check_qkv, _compute_qkv, _launch, _param_dtype
+from .hstu import _as_index, _check_incremental, _check_qkv, _compute_qkv, _launch, _param_dtype
 
 _OP = "jagged_attention"
 
@@ -88,10 +88,33 @@ def _backward(ctx, grad_out, grad_lse):
 _jagged_attention.register_autograd(_backward, setup_context=_setup)
 
 
+@torch.library.custom_op("recops::jagged_attention_incremental", mutates_args=())
+def _jagged_attention_incremental(q: Tensor, k: Tensor, v: Tensor, q_offsets: Tensor, offsets: Tensor,
+                                  max_seq_len: int, scale: float, num_targets: Optional[Tensor], contextual_len: int,
+                                  max_attn_len: int, causal: bool, min_full_attn_seq_len: int) -> Tensor:
+    """Forward only, no dropout: q holds the last rows of each sequence (q_offsets), k/v the whole sequences."""
+    out = torch.empty((q.shape[0], q.shape[1], v.shape[2]), dtype=q.dtype, device=q.device)
+    lse = torch.empty((q.shape[0], q.shape[1]), dtype=_lse_dtype(q), device=q.device)
+    nt = None if num_targets is None else num_targets.detach()
+    with _launch(_OP, q, offsets, max_seq_len, num_targets) as launch:
+        _C.jagged_attention_fwd(q.detach(), k.detach(), v.detach(), offsets, max_seq_len, scale, nt, contextual_len,
+                                max_attn_len, causal, 0.0, 0, out, lse, num_threads=num_threads(),
+                                stream=launch.stream, error_flag=launch.flag,
+                                min_full_attn_seq_len=min_full_attn_seq_len, q_offsets=q_offsets)
+    launch.raise_errors()
+    return out
+
+
+@_jagged_attention_incremental.register_fake
+def _(q, k, v, q_offsets, offsets, max_seq_len, scale, num_targets, contextual_len, max_attn_len, causal,
+      min_full_attn_seq_len):
+    return q.new_empty((q.shape[0], q.shape[1], v.shape[2]))
+
+
 def jagged_attention(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, max_seq_len: int, *, causal: bool = True,
                      scale: Optional[float] = None, num_targets: Optional[Tensor] = None, contextual_len: int = 0,
                      max_attn_len: int = 0, dropout_p: float = 0.0, seed: Optional[int] = None,
-                     min_full_attn_seq_len: int = 0) -> Tensor:
+                     min_full_attn_seq_len: int = 0, q_offsets: Optional[Tensor] = None) -> Tensor:
     """Jagged softmax attention over packed variable-length sequences, with HSTU's masks and attention dropout.
 
     For sequence b (rows offsets[b] .. offsets[b+1]) with n rows, every head and local rows i, j in [0, n)::
@@ -128,13 +151,19 @@ def jagged_attention(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, max_seq_l
         num_targets: [B] integers in [0, length]. contextual_len, max_attn_len: ints >= 0.
         min_full_attn_seq_len: semi-local attention, hstu_attention's rule (the last F history rows and the
             targets ignore the max_attn_len window); 0 = off.
+        q_offsets: incremental (KV-cached) inference as in hstu_attention (CPU, forward only, no dropout).
         dropout_p: in [0, 1); 0 is exactly the plain op. seed: int; None draws one from torch's default
             generator (so torch.manual_seed makes runs repeatable); ignored when dropout_p = 0.
 
     Returns:
         [L, H, Dv] in q's dtype, differentiable w.r.t. q, k and v.
     """
-    _check_qkv(_OP, q, k, v, offsets, num_targets=num_targets if isinstance(num_targets, Tensor) else None)
+    _check_qkv(_OP, q, k, v, offsets, q_offsets is not None,
+               num_targets=num_targets if isinstance(num_targets, Tensor) else None)
+    if q_offsets is not None:
+        q_offsets = _check_incremental(_OP, q_offsets, offsets, q, k, v)
+        if dropout_p > 0:
+            raise ValueError(f"{_OP}: q_offsets (incremental inference) takes no dropout, got dropout_p={dropout_p}")
     if isinstance(max_seq_len, bool) or not isinstance(max_seq_len, int) or max_seq_len < 1:
         raise ValueError(f"{_OP}: max_seq_len must be an int >= 1, got {max_seq_len!r}")
     for name, val in (("contextual_len", contextual_len), ("max_attn_len", max_attn_len),
@@ -154,6 +183,10 @@ def jagged_attention(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, max_seq_l
     offsets = offsets.to(torch.int64).contiguous()
     if num_targets is not None:
         num_targets = _as_index("num_targets", num_targets, batch, q.device, _OP)
+    if q_offsets is not None:
+        return _jagged_attention_incremental(q, k, v, q_offsets, offsets, int(max_seq_len), float(scale), num_targets,
+                                             int(contextual_len), int(max_attn_len), bool(causal),
+                                             int(min_full_attn_seq_len)).to(out_dtype)
     seed_t = seed_tensor(_OP, seed) if dropout_p > 0 else None
     out, _ = _jagged_attention(q, k, v, offsets, int(max_seq_len), float(scale), num_targets, int(contextual_len),
                                int(max_attn_len), bool(causal), float(dropout_p), seed_t, int(min_full_attn_seq_len))

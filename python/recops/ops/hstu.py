@@ -35,13 +35,21 @@ def _hstu_attention(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, max_seq_le
                     max_attn_len: int, pos_bias: Optional[Tensor], timestamps: Optional[Tensor],
                     time_bias: Optional[Tensor], time_bucket_base: float, causal: bool = True,
                     min_full_attn_seq_len: int = 0) -> Tensor:
+    return _forward(q, k, v, offsets, max_seq_len, alpha, scale, row_scale, num_targets, contextual_len, max_attn_len,
+                    pos_bias, timestamps, time_bias, time_bucket_base, causal, min_full_attn_seq_len, None)
+
+
+def _forward(q, k, v, offsets, max_seq_len, alpha, scale, row_scale, num_targets, contextual_len, max_attn_len,
+             pos_bias, timestamps, time_bias, time_bucket_base, causal, min_full_attn_seq_len, q_offsets):
+    """The forward kernel call of both custom ops (q_offsets: incremental inference, else None)."""
     out = torch.empty((q.shape[0], q.shape[1], v.shape[2]), dtype=q.dtype, device=q.device)
     qd, kd, vd, od, rs, nt, pb, ts, tb = _cpu_args(q, k, v, offsets, row_scale, num_targets, pos_bias, timestamps,
                                                    time_bias)
     with _launch("hstu_attention", q, offsets, max_seq_len, num_targets) as launch:
         _C.hstu_attention_fwd(qd, kd, vd, od, max_seq_len, alpha, scale, rs, nt, contextual_len, max_attn_len, pb,
                               ts, tb, time_bucket_base, out, causal=causal, num_threads=num_threads(),
-                              stream=launch.stream, error_flag=launch.flag, min_full_attn_seq_len=min_full_attn_seq_len)
+                              stream=launch.stream, error_flag=launch.flag, min_full_attn_seq_len=min_full_attn_seq_len,
+                              q_offsets=q_offsets)
     launch.raise_errors()
     return out
 
@@ -113,6 +121,39 @@ def _backward(ctx, grad):
 _hstu_attention.register_autograd(_backward, setup_context=_setup)
 
 
+@torch.library.custom_op("recops::hstu_attention_incremental", mutates_args=())
+def _hstu_attention_incremental(q: Tensor, k: Tensor, v: Tensor, q_offsets: Tensor, offsets: Tensor,
+                                max_seq_len: int, alpha: float, scale: float, row_scale: Optional[Tensor],
+                                num_targets: Optional[Tensor], contextual_len: int, max_attn_len: int,
+                                pos_bias: Optional[Tensor], timestamps: Optional[Tensor], time_bias: Optional[Tensor],
+                                time_bucket_base: float, causal: bool, min_full_attn_seq_len: int) -> Tensor:
+    """Forward only: q holds the last rows of each sequence (q_offsets), k/v the whole sequences (offsets)."""
+    return _forward(q, k, v, offsets, max_seq_len, alpha, scale, row_scale, num_targets, contextual_len, max_attn_len,
+                    pos_bias, timestamps, time_bias, time_bucket_base, causal, min_full_attn_seq_len, q_offsets)
+
+
+@_hstu_attention_incremental.register_fake
+def _(q, k, v, q_offsets, offsets, max_seq_len, alpha, scale, row_scale, num_targets, contextual_len, max_attn_len,
+      pos_bias, timestamps, time_bias, time_bucket_base, causal, min_full_attn_seq_len):
+    return q.new_empty((q.shape[0], q.shape[1], v.shape[2]))
+
+
+def _check_incremental(op: str, q_offsets, offsets, q, k, v, *params) -> Tensor:
+    """q_offsets of incremental inference: a CPU int32/int64 [B+1] tensor like offsets, inputs needing no grad;
+    returns it as int64."""
+    if not isinstance(q_offsets, Tensor):
+        raise TypeError(f"{op}: q_offsets must be a tensor, got {type(q_offsets).__name__}")
+    _check_offsets_arg(op, q_offsets, q, "q")
+    if q_offsets.shape != offsets.shape:
+        raise ValueError(f"{op}: q_offsets must have offsets' shape {list(offsets.shape)}, got {list(q_offsets.shape)}")
+    if q.device.type != "cpu":
+        raise ValueError(f"{op}: q_offsets (incremental inference) runs on the CPU only, got {q.device}")
+    if torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in (q, k, v) + params):
+        raise ValueError(f"{op}: q_offsets (incremental inference) has no backward: call it under torch.no_grad() "
+                         "or with inputs that need no gradient")
+    return q_offsets.to(torch.int64).contiguous()
+
+
 def _tensor(t):
     return t if isinstance(t, Tensor) else None
 
@@ -127,9 +168,10 @@ def _as_index(name: str, t: Tensor, length: int, device, op: str = _OP) -> Tenso
     return t.to(torch.int64).contiguous()
 
 
-def _check_qkv(op: str, q, k, v, offsets, **others) -> None:
+def _check_qkv(op: str, q, k, v, offsets, incremental: bool = False, **others) -> None:
     """The q/k/v/offsets checks both jagged attention ops share (3-D floating tensors of one dtype and device, k
-    shaped like q, v [L, H, Dv], offsets [B+1] int32/int64); `others` join the device check."""
+    shaped like q, v [L, H, Dv], offsets [B+1] int32/int64); `others` join the device check. incremental: q holds
+    only some rows (q_offsets), so k is [L, H, Dqk] with q's H and Dqk."""
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, Tensor) or t.dim() != 3:
             raise ValueError(f"{op}: {name} must have 3 dimensions [L, H, D], got {getattr(t, 'shape', t)}")
@@ -138,10 +180,11 @@ def _check_qkv(op: str, q, k, v, offsets, **others) -> None:
     check_same_device(op, q=q, k=k, v=v, offsets=offsets, **others)
     if k.dtype != q.dtype or v.dtype != q.dtype:
         raise TypeError(f"{op}: q, k and v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
-    if k.shape != q.shape:
-        raise ValueError(f"{op}: k must have q's shape {list(q.shape)}, got {list(k.shape)}")
-    if v.shape[:2] != q.shape[:2]:
-        raise ValueError(f"{op}: v must have shape [L={q.shape[0]}, H={q.shape[1]}, Dv], got {list(v.shape)}")
+    if (k.shape[1:] if incremental else k.shape) != (q.shape[1:] if incremental else q.shape):
+        want = f"shape [L, H={q.shape[1]}, Dqk={q.shape[2]}]" if incremental else f"q's shape {list(q.shape)}"
+        raise ValueError(f"{op}: k must have {want}, got {list(k.shape)}")
+    if v.shape[:2] != k.shape[:2]:
+        raise ValueError(f"{op}: v must have shape [L={k.shape[0]}, H={q.shape[1]}, Dv], got {list(v.shape)}")
     _check_offsets_arg(op, offsets, q, "q")
 
 
@@ -194,7 +237,8 @@ def hstu_attention(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, max_seq_len
                    attn_scale: Union[None, float, Tensor] = None, num_targets: Optional[Tensor] = None,
                    contextual_len: int = 0, max_attn_len: int = 0, pos_bias: Optional[Tensor] = None,
                    timestamps: Optional[Tensor] = None, time_bias: Optional[Tensor] = None,
-                   time_bucket_base: float = 0.301, causal: bool = True, min_full_attn_seq_len: int = 0) -> Tensor:
+                   time_bucket_base: float = 0.301, causal: bool = True, min_full_attn_seq_len: int = 0,
+                   q_offsets: Optional[Tensor] = None) -> Tensor:
     """Jagged HSTU attention: causal (or bidirectional) pointwise-SiLU attention with relative position/time bias.
 
     For sequence b (rows offsets[b] .. offsets[b+1]) with n rows and local rows i, j in [0, n)::
@@ -246,13 +290,20 @@ def hstu_attention(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, max_seq_len
         num_targets: [B] integers in [0, length]. contextual_len, max_attn_len, min_full_attn_seq_len: ints >= 0.
         pos_bias: [2N-1]. timestamps: [L] integer seconds (required with time_bias). time_bias: [num_buckets].
         causal: False for the bidirectional mask above (forward and backward).
+        q_offsets: incremental (KV-cached) inference, CPU, forward only: q (and attn_scale, the output) hold only
+            the last q_offsets[b+1] - q_offsets[b] rows of each sequence (its new events), k, v and timestamps the
+            whole sequences given by offsets; the mask and biases use absolute positions, so the result equals
+            the matching rows of the full call. ValueError when gradients are needed.
 
     Returns:
         [L, H, Dv] in q's dtype. Differentiable w.r.t. q, k, v, pos_bias and time_bias (not timestamps,
         offsets, num_targets or attn_scale); the backward recomputes scores and stores nothing of size N^2.
     """
-    _check_qkv(_OP, q, k, v, offsets, num_targets=_tensor(num_targets), attn_scale=_tensor(attn_scale),
-               pos_bias=_tensor(pos_bias), timestamps=_tensor(timestamps), time_bias=_tensor(time_bias))
+    _check_qkv(_OP, q, k, v, offsets, q_offsets is not None, num_targets=_tensor(num_targets),
+               attn_scale=_tensor(attn_scale), pos_bias=_tensor(pos_bias), timestamps=_tensor(timestamps),
+               time_bias=_tensor(time_bias))
+    if q_offsets is not None:
+        q_offsets = _check_incremental(_OP, q_offsets, offsets, q, k, v, pos_bias, time_bias)
     if max_seq_len < 1:
         raise ValueError(f"{_OP}: max_seq_len must be >= 1, got {max_seq_len}")
     if contextual_len < 0:
@@ -281,10 +332,13 @@ def hstu_attention(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, max_seq_len
     if pos_bias is not None:
         pos_bias = _as_param("pos_bias", pos_bias, 2 * max_seq_len - 1, dtype, q.device).contiguous()
     if timestamps is not None:
-        timestamps = _as_index("timestamps", timestamps, L, q.device)
+        timestamps = _as_index("timestamps", timestamps, k.shape[0], q.device)
     if time_bias is not None:
         time_bias = _as_param("time_bias", time_bias, None, dtype, q.device).contiguous()
-    out = _hstu_attention(q, k, v, offsets, int(max_seq_len), float(alpha), float(scale), row_scale, num_targets,
-                          int(contextual_len), int(max_attn_len), pos_bias, timestamps if time_bias is not None
-                          else None, time_bias, float(time_bucket_base), bool(causal), int(min_full_attn_seq_len))
+    args = (int(max_seq_len), float(alpha), float(scale), row_scale, num_targets, int(contextual_len),
+            int(max_attn_len), pos_bias, timestamps if time_bias is not None else None, time_bias,
+            float(time_bucket_base), bool(causal), int(min_full_attn_seq_len))
+    if q_offsets is not None:
+        return _hstu_attention_incremental(q, k, v, q_offsets, offsets, *args).to(out_dtype)
+    out = _hstu_attention(q, k, v, offsets, *args)
     return out.to(out_dtype)
