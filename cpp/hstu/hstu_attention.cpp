@@ -2,7 +2,9 @@
 // HSTU attention: validation, work plan, run-time ISA dispatch and the deterministic bias-gradient reduction.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <limits>
 #include <numeric>
 #include <string>
@@ -21,6 +23,80 @@ namespace recops::hstu {
 
 void throw_alloc_failure(const char* op) {
   throw std::runtime_error(std::string(op) + ": could not allocate kernel scratch memory");
+}
+
+namespace {
+constexpr int kPoolBlocks = 16;                       // free blocks kept
+constexpr int64_t kPoolBytes = int64_t(1) << 30;      // and at most this many bytes in them
+struct ScratchPool {
+  std::mutex mu;
+  void* block[kPoolBlocks] = {};
+  int64_t size[kPoolBlocks] = {};
+  int64_t total = 0;
+  ~ScratchPool() {
+    for (int i = 0; i < kPoolBlocks; ++i) std::free(block[i]);
+  }
+};
+ScratchPool& pool() {
+  static ScratchPool p;
+  return p;
+}
+}  // namespace
+
+void* scratch_get(int64_t bytes, int64_t* size) {
+  bytes = std::max<int64_t>(bytes, 64);
+  {
+    ScratchPool& p = pool();
+    std::lock_guard<std::mutex> lock(p.mu);
+    int best = -1;  // the smallest free block that fits
+    for (int i = 0; i < kPoolBlocks; ++i) {
+      if (p.block[i] && p.size[i] >= bytes && (best < 0 || p.size[i] < p.size[best])) best = i;
+    }
+    if (best >= 0) {
+      void* b = p.block[best];
+      *size = p.size[best];
+      p.total -= p.size[best];
+      p.block[best] = nullptr;
+      return b;
+    }
+  }
+  void* b = nullptr;
+  if (posix_memalign(&b, 64, static_cast<size_t>(bytes)) != 0) b = nullptr;
+  *size = b ? bytes : 0;
+  return b;
+}
+
+void scratch_put(void* block, int64_t size) {
+  if (!block) return;
+  ScratchPool& p = pool();
+  {
+    std::lock_guard<std::mutex> lock(p.mu);
+    if (size <= kPoolBytes) {
+      // a free slot, else replace the smallest kept block if this one is larger
+      int slot = -1;
+      for (int i = 0; i < kPoolBlocks && slot < 0; ++i) {
+        if (!p.block[i]) slot = i;
+      }
+      if (slot < 0) {
+        int small = 0;
+        for (int i = 1; i < kPoolBlocks; ++i) {
+          if (p.size[i] < p.size[small]) small = i;
+        }
+        if (p.size[small] < size) slot = small;
+      }
+      if (slot >= 0) {
+        void* old = p.block[slot];
+        const int64_t old_size = old ? p.size[slot] : 0;
+        if (p.total - old_size + size <= kPoolBytes) {
+          p.block[slot] = block;
+          p.size[slot] = size;
+          p.total += size - old_size;
+          block = old;  // freed below (outside the lock), or null
+        }
+      }
+    }
+  }
+  std::free(block);
 }
 
 namespace {
@@ -73,7 +149,7 @@ const char* op_name(const HstuFwdParams& a, bool backward) {
 
 // thr[k] = the smallest integer x >= 1 with floor(ln(x) / base) >= k (k = 1 .. nb - 1); thr[0] = 1,
 // thr[nb] = +inf. Uses the formula's own double log, so the kernels' bucket equals the formula's.
-std::vector<double> bucket_thresholds(int64_t nb, double base) {
+std::vector<double> compute_thresholds(int64_t nb, double base) {
   std::vector<double> thr(nb + 1, std::numeric_limits<double>::infinity());
   thr[0] = 1.0;
   auto bucket = [base](double x) { return std::floor(std::log(x) / base); };
@@ -85,6 +161,24 @@ std::vector<double> bucket_thresholds(int64_t nb, double base) {
     while (bucket(x) < static_cast<double>(k)) x += 1.0;
     thr[k] = x;
   }
+  return thr;
+}
+
+// The thresholds of the last (num_buckets, base) asked for, kept: a model calls with the same table every step.
+std::vector<double> bucket_thresholds(int64_t nb, double base) {
+  static std::mutex mu;
+  static int64_t last_nb = -1;
+  static double last_base = 0.0;
+  static std::vector<double> last;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    if (nb == last_nb && base == last_base) return last;
+  }
+  std::vector<double> thr = compute_thresholds(nb, base);
+  std::lock_guard<std::mutex> lock(mu);
+  last_nb = nb;
+  last_base = base;
+  last = thr;
   return thr;
 }
 

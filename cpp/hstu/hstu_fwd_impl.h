@@ -56,9 +56,11 @@ void pack_kv_block(const HstuFwdParams& a, const FwdLayout<T>& lay, int64_t b, i
     T* Kt = reinterpret_cast<T*>(dst + h * packed_kv_bytes(lay));
     T* Vp = Kt + DQ * BKP;
     pack_transposed(typed<T>(a.k) + (s + j0) * a.k_row + h * a.k_head, a.k_row, C, DQ, BKP, Kt);
-    for (int64_t c = 0; c < BKP; ++c) {
-      const T* vs = c < C ? typed<T>(a.v) + (s + j0 + c) * a.v_row + h * a.v_head : nullptr;
-      for (int64_t d = 0; d < DVP; ++d) Vp[c * DVP + d] = (c < C && d < a.dv) ? vs[d] : T(0);
+    for (int64_t c = 0; c < BKP; ++c) {  // rows copied whole, the padding zeroed
+      T* row = Vp + c * DVP;
+      const int64_t w = c < C ? a.dv : 0;
+      if (w) __builtin_memcpy(row, typed<T>(a.v) + (s + j0 + c) * a.v_row + h * a.v_head, w * sizeof(T));
+      for (int64_t d = w; d < DVP; ++d) row[d] = T(0);
     }
   }
 }

@@ -51,6 +51,13 @@ struct HstuPlan {
 // Throws std::bad_alloc-like failure as ValueError-free RuntimeError (scratch allocation failed).
 [[noreturn]] void throw_alloc_failure(const char* op);
 
+// Kernel scratch from a small process-wide pool of 64-byte-aligned blocks (thread safe): scratch_get returns a
+// block of at least `bytes` (its size in *size; null if allocation failed), scratch_put gives it back. The pool
+// keeps a few recent blocks so that calls in a loop (training steps, incremental inference) reuse warm memory
+// instead of faulting in fresh pages every call; contents are not cleared.
+void* scratch_get(int64_t bytes, int64_t* size);
+void scratch_put(void* block, int64_t size);
+
 #define RECOPS_HSTU_DECLARE_ISA(ns)                                                          \
   namespace ns {                                                                             \
   template <typename T> void run_fwd(const HstuFwdParams& a, const HstuPlan& p, int threads);  \

@@ -209,18 +209,16 @@ struct Arena {
   }
 };
 
+// Per-thread scratch blocks from the pool of hstu_plan.h (reused across calls: no fresh pages, no faults).
 struct Scratch {
   char* blocks[256] = {};
+  int64_t sizes[256] = {};
   int n = 0;
   Scratch(int threads, int64_t bytes) : n(threads) {
-    for (int t = 0; t < n; ++t) {
-      void* p = nullptr;
-      if (posix_memalign(&p, 64, static_cast<size_t>(bytes)) != 0) p = nullptr;
-      blocks[t] = static_cast<char*>(p);
-    }
+    for (int t = 0; t < n; ++t) blocks[t] = static_cast<char*>(scratch_get(bytes, &sizes[t]));
   }
   ~Scratch() {
-    for (int t = 0; t < n; ++t) free(blocks[t]);
+    for (int t = 0; t < n; ++t) scratch_put(blocks[t], sizes[t]);
   }
   bool ok() const {
     for (int t = 0; t < n; ++t) {

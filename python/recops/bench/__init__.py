@@ -11,7 +11,7 @@ from typing import Callable, Dict, List
 import torch
 
 from .attention import attention_cases
-from .bf16 import bf16_cases
+from .bf16 import bf16_cases, bf16_model_cases
 from .dlrm import dlrm_cases
 from .embedding import embedding_cases
 from .hstu import hstu_cases
@@ -45,6 +45,7 @@ CASE_BUILDERS: Dict[str, Callable[[torch.device, bool], List[Case]]] = {
     "hstu": hstu_cases,
     "attention": attention_cases,
     "bf16": bf16_cases,
+    "bf16_models": bf16_model_cases,
     "models": models_cases,
     "ordinal": ordinal_cases,
     "embedding": embedding_cases,

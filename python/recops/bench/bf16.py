@@ -83,3 +83,79 @@ def bf16_cases(device, quick):
             unit_name = units[0] if units else "none (upcast)"
             cases.append(Case(f"{op} bf16 fwd+bwd (recops on {unit_name})", name, impls, flops=3.5 * flops))
     return cases
+
+
+def bf16_model_cases(device, quick):
+    """HSTU training steps in bf16 (autocast: linear layers on oneDNN, attention on the bf16 kernels) against float32,
+    same batch; and serving: one new event for a user with a 1,024-event history through HSTU.cached_forward
+    against a full forward over the history, and 1,000 users adding one event each (ML-1M-like histories)."""
+    from . import Case
+    from ..data.sequences import uniform_negatives
+    from ..models.sequential import HSTU, HSTUCache, SeqConfig, autocast, sampled_softmax_loss
+    from .models import ml1m_batch
+
+    if device.type != "cpu":
+        return []
+    cases = []
+    batch, _ = ml1m_batch(device)
+    num_seqs = batch["offsets"].numel() - 1
+    for name, preset in (("HSTU (ML-1M: 2x1, D=50)", "hstu"), ("HSTU-large (8x2x25)", "hstu-large")):
+        if quick and preset == "hstu-large":
+            continue
+        impls = {}
+        for precision in ("bf16", "fp32"):
+            cfg = SeqConfig.preset(preset, precision=precision)
+            torch.manual_seed(0)
+            model = HSTU(3706, cfg).to(device)
+            opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas)
+            negs = uniform_negatives(cfg.num_negatives, 3706, torch.Generator().manual_seed(1)).to(device)
+
+            def step(model=model, opt=opt, cfg=cfg, negs=negs):
+                with autocast(cfg, device):
+                    out = model(batch["items"], batch["offsets"], batch["timestamps"])
+                loss = sampled_softmax_loss(out.float(), batch["targets"], model.item_vectors(), negs,
+                                            cfg.temperature)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            impls["recops" if precision == "bf16" else "recops_fp32"] = step
+        cases.append(Case(f"train step bf16 vs fp32 (attention on {cpu_bf16_unit()})",
+                          f"{name}, B={num_seqs}, L={batch['items'].numel()}", impls, sequences=num_seqs))
+
+    # serving (fp32 weights; the incremental path is the same kernels with q_offsets)
+    cfg = SeqConfig.preset("hstu", max_len=1100)
+    torch.manual_seed(0)
+    model = HSTU(3706, cfg).eval()
+    g = torch.Generator().manual_seed(3)
+    for users, kind, hist_len in ((1, "1,024-event history", 1024), (1000, "ML-1M histories", None)):
+        if quick and users > 1:
+            continue
+        lengths = (torch.full((users,), hist_len) if hist_len else
+                   lengths_for("ml1m", users, 200, g))
+        off = jops.lengths_to_offsets(lengths)
+        L = int(off[-1])
+        items = torch.randint(0, 3706, (L,), generator=g)
+        ts = torch.sort(torch.randint(0, 10**8, (L,), generator=g)).values
+        _, cache = model.cached_forward(items, off, ts, None)
+        new = torch.randint(0, 3706, (users,), generator=g)
+        new_ts = ts[off[1:] - 1] + 60
+        new_off = torch.arange(users + 1)
+        # the full forward: every history with its new event appended
+        full_off = off + torch.arange(users + 1)
+        is_new = torch.zeros(L + users, dtype=torch.bool)
+        is_new[full_off[1:] - 1] = True
+        full_items = torch.empty(L + users, dtype=torch.int64)
+        full_items[is_new], full_items[~is_new] = new, items
+        full_ts = torch.empty(L + users, dtype=torch.int64)
+        full_ts[is_new], full_ts[~is_new] = new_ts, ts
+
+        def cached(model=model, new=new, new_off=new_off, new_ts=new_ts, cache=cache):
+            return model.cached_forward(new, new_off, new_ts, cache)[0]
+
+        def full(model=model, items=full_items, off=full_off, ts=full_ts):
+            with torch.no_grad():
+                return model(items, off, ts)[off[1:] - 1]
+        assert isinstance(cache, HSTUCache)
+        cases.append(Case("serve one new event per user (HSTU ML-1M config, cached)", f"{users} user(s), {kind}",
+                          {"recops": cached, "full_forward": full}, sequences=users))
+    return cases

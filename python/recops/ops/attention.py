@@ -92,6 +92,12 @@ _jagged_attention.register_autograd(_backward, setup_context=_setup)
 def _jagged_attention_incremental(q: Tensor, k: Tensor, v: Tensor, q_offsets: Tensor, offsets: Tensor,
                                   max_seq_len: int, scale: float, num_targets: Optional[Tensor], contextual_len: int,
                                   max_attn_len: int, causal: bool, min_full_attn_seq_len: int) -> Tensor:
+    return _forward_incremental(q, k, v, q_offsets, offsets, max_seq_len, scale, num_targets, contextual_len,
+                                max_attn_len, causal, min_full_attn_seq_len)
+
+
+def _forward_incremental(q, k, v, q_offsets, offsets, max_seq_len, scale, num_targets, contextual_len, max_attn_len,
+                         causal, min_full_attn_seq_len):
     """Forward only, no dropout: q holds the last rows of each sequence (q_offsets), k/v the whole sequences."""
     out = torch.empty((q.shape[0], q.shape[1], v.shape[2]), dtype=q.dtype, device=q.device)
     lse = torch.empty((q.shape[0], q.shape[1]), dtype=_lse_dtype(q), device=q.device)
@@ -184,9 +190,10 @@ def jagged_attention(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, max_seq_l
     if num_targets is not None:
         num_targets = _as_index("num_targets", num_targets, batch, q.device, _OP)
     if q_offsets is not None:
-        return _jagged_attention_incremental(q, k, v, q_offsets, offsets, int(max_seq_len), float(scale), num_targets,
-                                             int(contextual_len), int(max_attn_len), bool(causal),
-                                             int(min_full_attn_seq_len)).to(out_dtype)
+        # eager calls skip the custom-op dispatch (hstu_attention's reason); torch.compile traces the op
+        op = _jagged_attention_incremental if torch.compiler.is_compiling() else _forward_incremental
+        return op(q, k, v, q_offsets, offsets, int(max_seq_len), float(scale), num_targets, int(contextual_len),
+                  int(max_attn_len), bool(causal), int(min_full_attn_seq_len)).to(out_dtype)
     seed_t = seed_tensor(_OP, seed) if dropout_p > 0 else None
     out, _ = _jagged_attention(q, k, v, offsets, int(max_seq_len), float(scale), num_targets, int(contextual_len),
                                int(max_attn_len), bool(causal), float(dropout_p), seed_t, int(min_full_attn_seq_len))

@@ -132,6 +132,10 @@ def _hstu_attention_incremental(q: Tensor, k: Tensor, v: Tensor, q_offsets: Tens
                     pos_bias, timestamps, time_bias, time_bucket_base, causal, min_full_attn_seq_len, q_offsets)
 
 
+def _forward_incremental(q, k, v, q_offsets, offsets, *args):
+    return _forward(q, k, v, offsets, *args, q_offsets)
+
+
 @_hstu_attention_incremental.register_fake
 def _(q, k, v, q_offsets, offsets, max_seq_len, alpha, scale, row_scale, num_targets, contextual_len, max_attn_len,
       pos_bias, timestamps, time_bias, time_bucket_base, causal, min_full_attn_seq_len):
@@ -339,6 +343,9 @@ def hstu_attention(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, max_seq_len
             int(max_attn_len), pos_bias, timestamps if time_bias is not None else None, time_bias,
             float(time_bucket_base), bool(causal), int(min_full_attn_seq_len))
     if q_offsets is not None:
-        return _hstu_attention_incremental(q, k, v, q_offsets, offsets, *args).to(out_dtype)
+        # eager serving calls the kernel directly (the custom-op dispatch costs more than a one-event step);
+        # torch.compile traces the custom op
+        op = _hstu_attention_incremental if torch.compiler.is_compiling() else _forward_incremental
+        return op(q, k, v, q_offsets, offsets, *args).to(out_dtype)
     out = _hstu_attention(q, k, v, offsets, *args)
     return out.to(out_dtype)
