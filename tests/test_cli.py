@@ -16,7 +16,7 @@ from recops.train import checkpoint
 
 FAMILY_ONLY = {"sequential": ["--max-len", "--negatives", "--patience", "--nproc", "--lr", "--loss",
                               "--negatives-per-position", "--logq", "--dropout", "--temperature",
-                              "--decoupled-embeddings", "--mask-prob"],
+                              "--decoupled-embeddings", "--mask-prob", "--precision"],
                "ctr": ["--table-size", "--max-rows", "--lr", "--dense-lr", "--no-baseline", "--nproc"],
                "two_tower": ["--no-baseline"]}
 COMMON = ["--model", "--data", "--format", "--seed", "--epochs", "--batch-size", "--time-budget", "--out",
@@ -371,3 +371,17 @@ def test_user_error_from_the_shell_is_one_line_without_traceback(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert (run.returncode, run.stdout) == (2, "")
     assert run.stderr == f"recops: error: {path}:2: timestamp must be finite, got '1e400'\n"
+
+
+def test_train_precision_bf16(tmp_path, capsys):
+    """--precision bf16 reaches the config and the checkpoint; a bad value is one line, exit 2."""
+    out = tmp_path / "bf16"
+    assert cli.main(["train", "--model", "hstu", "--epochs", "1", "--no-progress", "--precision", "bf16",
+                     "--out", str(out)]) == 0
+    ck = checkpoint.load(str(out / "hstu"))
+    assert ck.config.precision == "bf16"
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", "--model", "hstu", "--precision", "fp8"])
+    assert e.value.code == 2
+    assert "invalid choice: 'fp8'" in capsys.readouterr().err
