@@ -80,13 +80,14 @@ inline int64_t row_limit(int64_t C, int64_t causal_j0, int64_t i) {
 
 // Online softmax over one head's score tile S [RP x BKP] (mask tile: 1 = allowed; null when the tile needs none:
 // every pair allowed or plain causal, see row_limit), in place: S becomes
-// exp(s - m) times the dropout keep scale (drop: null without dropout, else BKP scratch), the running row
+// exp(s - m) times the dropout keep scale (drop: null without dropout, else BKP scratch; the bf16 path writes it
+// as bf16 to Pb [RP x BKP] instead), the running row
 // maximum rmax and sum rsum [RP] are updated and O [RP x DVP] is rescaled to the new maximum. A row with no
 // allowed key so far keeps m = -inf, sum 0 and contributes 0 (never NaN: its exponent base is 0).
 template <typename T>
 void softmax_fwd_tile(T* S, const T* mask, int64_t causal_j0, int64_t R, int64_t RP, int64_t C, int64_t BKP,
                       T* rmax, T* rsum, T* O, int64_t DVP, const DropoutTile* drop, T* keep, int64_t h, int64_t i0,
-                      int64_t j0, T sscale) {
+                      int64_t j0, T sscale, uint16_t* Pb) {
   constexpr int W = Vec<T>::kW;
   const T inf = __builtin_inf();
   const V<T> ninf = V<T>{} - inf;
@@ -110,7 +111,11 @@ void softmax_fwd_tile(T* S, const T* mask, int64_t causal_j0, int64_t R, int64_t
       V<T> p = vexp(vload(srow + c) - base);
       sum += p;
       if (dropped) p *= vload(keep + c);
-      vstore(srow + c, p);
+      if constexpr (kBf16) {
+        store_bf16(Pb + r * BKP + c, p);  // the bf16 path's P goes to its GEMM as bf16 only
+      } else {
+        vstore(srow + c, p);
+      }
     }
     rsum[r] = rsum[r] * corr + hsum<T>(sum);
     rmax[r] = m_new;

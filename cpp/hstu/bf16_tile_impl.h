@@ -38,8 +38,6 @@ void bgemm(bool amx, int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t
 // dst [rows_pad x cols_pad] row-major (ldd) = src rows r < rows (stride lds), columns c < cols, zero elsewhere.
 void bf16_rows(const uint16_t* src, int64_t lds, int64_t rows, int64_t cols, int64_t rows_pad, int64_t cols_pad,
                uint16_t* dst, int64_t ldd);
-// dst [RP x BKP] (ldd) = bf16(src [RP x BKP] fp32, lds).
-void bf16_from_f32(const float* src, int64_t lds, int64_t RP, int64_t BKP, uint16_t* dst, int64_t ldd);
 // dst [BKP x KP] (ldd) = bf16(src^T): dst[c][r] = src[r][c] for r < R, 0 for R <= r < KP (KP a multiple of 32).
 void bf16_from_f32_t(const float* src, int64_t lds, int64_t R, int64_t BKP, int64_t KP, uint16_t* dst, int64_t ldd);
 // Pair-packed B = X [K x N] (rows k < Kv of stride ldx, columns n < Nv): Bp[p][n][e] = X[2p + e][n], zero padded
@@ -50,10 +48,17 @@ void bf16_pairs(const uint16_t* X, int64_t ldx, int64_t Kv, int64_t Nv, int64_t 
 void bf16_pairs_t(const uint16_t* Y, int64_t ldy, int64_t Nv, int64_t Kv, int64_t Kp, int64_t Np, uint16_t* Bp);
 // dst[e] = bf16(mul * src[e]), e < count.
 void bf16_store(const float* src, float mul, int64_t count, uint16_t* dst);
+// dst[0 .. 15] = bf16(v) (16 floats of one vector; the pointwise loops write P / dS this way).
+inline void store_bf16(uint16_t* dst, V<float> v);
 // sum_e a[e] b[e] over bf16 vectors (exact products, fp32 sums).
 float bf16_dot(const uint16_t* a, const uint16_t* b, int64_t count);
 
 #if RECOPS_HSTU_BF16
+
+inline void store_bf16(uint16_t* dst, V<float> v) {
+  const __m256bh h = _mm512_cvtneps_pbh((__m512)v);
+  __builtin_memcpy(dst, &h, 32);
+}
 
 struct alignas(64) TileConfig {
   uint8_t palette, start_row, reserved[14];
@@ -180,15 +185,6 @@ void bf16_rows(const uint16_t* src, int64_t lds, int64_t rows, int64_t cols, int
   }
 }
 
-void bf16_from_f32(const float* src, int64_t lds, int64_t RP, int64_t BKP, uint16_t* dst, int64_t ldd) {
-  for (int64_t r = 0; r < RP; ++r) {
-    for (int64_t c = 0; c < BKP; c += 32) {  // BKP is a multiple of 32
-      const __m512bh h = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + r * lds + c + 16), _mm512_loadu_ps(src + r * lds + c));
-      _mm512_storeu_si512(dst + r * ldd + c, (__m512i)h);
-    }
-  }
-}
-
 void bf16_from_f32_t(const float* src, int64_t lds, int64_t R, int64_t BKP, int64_t KP, uint16_t* dst, int64_t ldd) {
   for (int64_t r0 = 0; r0 < KP; r0 += 16) {
     for (int64_t c0 = 0; c0 < BKP; c0 += 16) {
@@ -269,7 +265,11 @@ float bf16_dot(const uint16_t* a, const uint16_t* b, int64_t count) {
     const __mmask32 m = count - e >= 32 ? ~__mmask32(0) : ((__mmask32(1) << (count - e)) - 1);
     acc = _mm512_dpbf16_ps(acc, (__m512bh)_mm512_maskz_loadu_epi16(m, a + e), (__m512bh)_mm512_maskz_loadu_epi16(m, b + e));
   }
-  return _mm512_reduce_add_ps(acc);
+  alignas(64) float lane[16];  // (not _mm512_reduce_add_ps: GCC 12 warns on its undefined-vector temporaries)
+  _mm512_store_ps(lane, acc);
+  float sum = 0.0f;
+  for (int i = 0; i < 16; ++i) sum += lane[i];
+  return sum;
 }
 
 #endif  // RECOPS_HSTU_BF16

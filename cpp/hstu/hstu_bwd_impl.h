@@ -215,6 +215,7 @@ void bwd_tile(const BwdSeq<T>& q, int64_t i0, int64_t R, int64_t RP, int64_t j0,
           const V<T> pr = vload(x.S + r * BKP + c);
           const V<T> ds = pr * (dp - Dr);
           vstore(x.dP + r * BKP + c, diag ? (pr != T(0) ? ds : V<T>{}) : ds);
+          if constexpr (kBf16) store_bf16(x.dSb + r * BKP + c, ds);
         }
       }
     } else {
@@ -222,13 +223,13 @@ void bwd_tile(const BwdSeq<T>& q, int64_t i0, int64_t R, int64_t RP, int64_t j0,
         for (int64_t c = 0; c < BKP; c += W) {
           const V<T> ds = vload(x.dP + r * BKP + c) * vload(x.S + r * BKP + c);
           vstore(x.dP + r * BKP + c, ds);
+          if constexpr (kBf16) store_bf16(x.dSb + r * BKP + c, ds);
           if (q.has_bias) vstore(x.dSsum + r * BKP + c, vload(x.dSsum + r * BKP + c) + ds);
         }
       }
     }
     T* dq_acc = x.dQacc + (h * q.nblk_q * kBlockQ + i0) * DQP;
     if constexpr (kBf16) {  // dK += dS^T Q, dQ += dS K (dS rounded to bf16 once)
-      bf16_from_f32(x.dP, BKP, RP, BKP, x.dSb, BKP);
       bf16_from_f32_t(x.dP, BKP, R, BKP, R32, x.dSt, kBlockQ);
       bgemm<true>(amx, BKP, DQP, R32, x.dSt, kBlockQ, x.Qv + (h * NQ + i0) * DQP, 2 * DQP, x.dKacc + h * BKP * DQP,
                   DQP);

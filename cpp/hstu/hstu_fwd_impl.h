@@ -142,7 +142,7 @@ void fwd_task(const HstuFwdParams& a, const HstuPlan& plan, const FwdLayout<T>& 
           // padding key columns (c >= C) get probability 0, not exp(0 - m): masked_scores cuts them
           softmax_fwd_tile(x.S, all_valid || diag_only ? nullptr : x.mask, diag_only ? j0 : -1, R, RP, C, BKP,
                            x.rmax + h * kBlockQ, x.rsum + h * kBlockQ, oh, DVP, dropp, x.keep, h, i0, j0,
-                           kBf16 ? alpha : T(1));
+                           kBf16 ? alpha : T(1), x.Pb);
         } else {
           for (int64_t r = 0; r < RP; ++r) {
             T* srow = x.S + r * BKP;
@@ -152,12 +152,15 @@ void fwd_task(const HstuFwdParams& a, const HstuPlan& plan, const FwdLayout<T>& 
               if (has_bias) sv += vload(x.bias + r * BKP + c);
               V<T> p = sv * vsigmoid<T>(sv);
               if (!all_valid) p *= vload(x.mask + r * BKP + c);
-              vstore(srow + c, p);
+              if constexpr (kBf16) {
+                store_bf16(x.Pb + r * BKP + c, p);  // P goes to its GEMM as bf16 only
+              } else {
+                vstore(srow + c, p);
+              }
             }
           }
         }
         if constexpr (kBf16) {
-          bf16_from_f32(reinterpret_cast<const float*>(x.S), BKP, RP, BKP, x.Pb, BKP);
           bgemm<true>(amx, RP, DVP, round_up(C, kBf16Depth), x.Pb, BKP, Vb, 2 * DVP, reinterpret_cast<float*>(oh),
                       DVP);
         } else if (diag) {

@@ -125,7 +125,29 @@ void gemm_diag_trans(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, c
   }
 }
 
+#if RECOPS_HSTU_BF16
+// The bf16 object's exp: 2^n * 2^f (n = round(x log2 e), |f| <= 1/2, degree-5 Taylor polynomial of 2^f, relative
+// error < 3e-6, far below the 2^-9 of the bf16 rounding P and dS get next), scaled by VSCALEFPS; NaN stays NaN,
+// x < -104 (-inf included) gives exactly 0.
+inline V<float> vexp(V<float> x) {
+  const V<float> lo = V<float>{} - 104.0f, hi = V<float>{} + 89.0f;
+  V<float> xc = x >= lo ? x : lo;
+  xc = xc <= hi ? xc : hi;
+  const V<float> t = xc * 1.44269504088896341f;
+  const V<float> n = (V<float>)_mm512_roundscale_ps((__m512)t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const V<float> f = t - n;
+  V<float> p = V<float>{} + 1.3333558146e-3f;
+  p = p * f + 9.6181291076e-3f;
+  p = p * f + 5.5504108665e-2f;
+  p = p * f + 2.4022650696e-1f;
+  p = p * f + 6.9314718056e-1f;
+  p = p * f + 1.0f;
+  const V<float> r = (V<float>)_mm512_scalef_ps((__m512)p, (__m512)n);
+  return x != x ? x : (x >= lo ? r : V<float>{});
+}
+#else
 inline V<float> vexp(V<float> x) { return simd_exp(x); }
+#endif
 
 inline V<double> vexp(V<double> x) {  // float64 is the gradcheck path: exact libm exp
   for (int i = 0; i < Vec<double>::kW; ++i) x[i] = ::exp(x[i]);
