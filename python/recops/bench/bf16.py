@@ -54,8 +54,9 @@ def bf16_cases(device, quick):
 
         for op in ("hstu_attention", "jagged_attention"):
             leaves = {dt: [t.to(dt).requires_grad_() for t in base] for dt in (torch.float32, torch.bfloat16)}
+            grads = {dt: grad.to(dt) for dt in (torch.float32, torch.bfloat16)}  # converted once, not per call
 
-            def step(dt, unit=None, op=op, leaves=leaves, grad=grad, offsets=offsets, max_len=max_len, best=best):
+            def step(dt, unit=None, op=op, leaves=leaves, grads=grads, offsets=offsets, max_len=max_len, best=best):
                 if unit is not None:
                     force_bf16_unit(unit)
                 try:
@@ -64,15 +65,15 @@ def bf16_cases(device, quick):
                         out = hstu_attention(q, k, v, offsets, max_len, alpha=0.125)
                     else:
                         out = jagged_attention(q, k, v, offsets, max_len)
-                    return torch.autograd.grad(out, (q, k, v), grad.to(dt))
+                    return torch.autograd.grad(out, (q, k, v), grads[dt])
                 finally:
                     if unit is not None:
                         force_bf16_unit(best)
 
-            def sdpa(dt, leaves=leaves, grad=grad, pad=pad, unpad=unpad):
+            def sdpa(dt, leaves=leaves, grads=grads, pad=pad, unpad=unpad):
                 q, k, v = leaves[dt]
                 out = unpad(F.scaled_dot_product_attention(pad(q), pad(k), pad(v), is_causal=True))
-                return torch.autograd.grad(out, (q, k, v), grad.to(dt))
+                return torch.autograd.grad(out, (q, k, v), grads[dt])
 
             impls = {"recops": lambda s=step: s(torch.bfloat16)}
             for unit in units[1:]:
