@@ -300,7 +300,7 @@ void fwd_plan_run(const HstuFwdParams& a, int num_threads, Run run) {
 // gradients (float for the bf16 kernels, whose dq is reduced here in float and rounded once).
 template <typename T, typename Run>
 void bwd_plan_run(const HstuBwdParams& a, int num_threads, Run run, bool bf16_dq = false) {
-  RECOPS_CHECK(a.kind != AttnKind::kSoftmax || a.total_len == 0 || (a.out && a.lse), op_name(a, true),
+  RECOPS_CHECK(a.kind != AttnKind::kSoftmax || a.total_len == 0 || a.dv == 0 || (a.out && a.lse), op_name(a, true),
                ": the softmax backward needs the forward's out and lse");
   const int64_t npos = 2 * a.max_seq_len - 1;
   T* d_pos = typed<T>(a.d_pos_bias);
@@ -311,6 +311,15 @@ void bwd_plan_run(const HstuBwdParams& a, int num_threads, Run run, bool bf16_dq
   // parts' partial buffers, added below in part order.
   if (a.total_len == 0 || a.num_heads == 0) return;
   const char* op = op_name(a, true);
+  if (a.kind == AttnKind::kSoftmax && a.dv == 0) {  // empty values: out is empty, so dq = dk = 0
+    const int64_t count = checked_mul(checked_mul(a.total_len, a.num_heads, op), a.dqk, op);
+    const size_t bytes = static_cast<size_t>(count) * (bf16_dq ? sizeof(uint16_t) : sizeof(T));
+    if (count) {
+      std::memset(a.dq, 0, bytes);
+      std::memset(a.dk, 0, bytes);
+    }
+    return;
+  }
   std::vector<int64_t> t_seq, t_kb0, t_kb1, t_dq, t_cost;
   int64_t dq_elems = 0, max_len = 0;
   const int64_t row_elems = checked_mul(a.num_heads, a.dqk, op);

@@ -97,7 +97,8 @@ def test_hstu_bf16_against_reference(lengths, causal):
     dict(biases=True, num_targets="t"), dict(contextual_len=3, max_attn_len=20), dict(biases=True, causal=False,
                                                                                       max_attn_len=7),
     dict(attn_scale=0.01), dict(strided=True), dict(D=40, Dv=24), dict(H=3, D=16),
-    dict(max_attn_len=5, min_full_attn_seq_len=20, num_targets="t"),
+    dict(max_attn_len=5, min_full_attn_seq_len=20, num_targets="t"), dict(D=1, Dv=1), dict(D=200, Dv=72),
+    dict(D=8, Dv=0),
 ])
 def test_hstu_bf16_options(opts):
     opts = dict(opts)
@@ -115,7 +116,7 @@ def test_jagged_attention_bf16_against_reference(lengths, causal):
 
 @pytest.mark.parametrize("opts", [
     dict(num_targets="t", max_attn_len=9), dict(contextual_len=2), dict(strided=True), dict(D=24, Dv=40),
-    dict(max_attn_len=5, min_full_attn_seq_len=20),
+    dict(max_attn_len=5, min_full_attn_seq_len=20), dict(D=1, Dv=1), dict(D=200, Dv=72), dict(D=8, Dv=0),
 ])
 def test_jagged_attention_bf16_options(opts):
     opts = dict(opts)
@@ -212,3 +213,15 @@ def test_every_bf16_level(level):
     want = {"amx": _levels()[0] if _levels()[0] != "avx512" else "none",
             "avx512_bf16": "avx512_bf16" if "avx512_bf16" in _levels() else "none", "avx512": "none"}[level]
     assert unit == want
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_softmax_backward_with_empty_values(dtype):
+    """Dv = 0: out is empty, so dq = dk = 0 (this used to raise 'needs the forward's out and lse')."""
+    off = _offsets([3, 2])
+    q = torch.randn(5, 1, 8, dtype=dtype, requires_grad=True)
+    v = torch.randn(5, 1, 0, dtype=dtype, requires_grad=True)
+    out = jagged_attention(q, q, v, off, 3)
+    assert out.shape == (5, 1, 0)
+    dq, dv = torch.autograd.grad(out, (q, v), torch.zeros_like(out))
+    assert torch.equal(dq, torch.zeros_like(q)) and dv.shape == v.shape
