@@ -112,12 +112,13 @@ inline bool force_bf16_unit(Bf16Unit unit) {
 }
 
 // "amx", "avx512_bf16" or "none".
-inline const char* selected_bf16_unit_name() {
-  switch (selected_bf16_unit()) {
+inline const char* bf16_unit_name(Bf16Unit unit) {
+  switch (unit) {
     case Bf16Unit::kAmx: return "amx";
     case Bf16Unit::kAvx512Bf16: return "avx512_bf16";
     default: return "none";
   }
 }
+inline const char* selected_bf16_unit_name() { return bf16_unit_name(selected_bf16_unit()); }
 
 }  // namespace recops

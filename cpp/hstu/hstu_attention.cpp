@@ -202,20 +202,13 @@ void check_hstu_lengths(const char* op, const int64_t* offsets, int64_t num_seqs
 const char* hstu_cpu_isa() { return selected_isa_name(); }
 const char* hstu_bf16_unit() { return selected_bf16_unit_name(); }
 
-namespace {
-const char* best_name() {
-  const Bf16Unit b = detect_bf16_unit();
-  return b == Bf16Unit::kAmx ? "amx" : (b == Bf16Unit::kAvx512Bf16 ? "avx512_bf16" : "none");
-}
-}  // namespace
-
 void hstu_force_bf16_unit(const char* unit) {
   const std::string u(unit);
   const Bf16Unit want = u == "amx" ? Bf16Unit::kAmx : u == "avx512_bf16" ? Bf16Unit::kAvx512Bf16 : Bf16Unit::kNone;
   RECOPS_CHECK(u == "amx" || u == "avx512_bf16" || u == "none", "force_bf16_unit: unit must be amx, avx512_bf16 or "
                "none, got '", u, "'");
   RECOPS_CHECK(force_bf16_unit(want), "force_bf16_unit: this CPU has no ", u, " unit (best: ",
-               best_name(), ")");
+               bf16_unit_name(detect_bf16_unit()), ")");
 }
 
 namespace {
