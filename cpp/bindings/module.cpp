@@ -15,6 +15,7 @@ void bind_jagged(nb::module_& m);
 void bind_hstu(nb::module_& m);
 void bind_losses(nb::module_& m);
 void bind_embedding(nb::module_& m);
+void bind_dynamic(nb::module_& m);
 void bind_retrieval(nb::module_& m);
 void bind_nn(nb::module_& m);
 }
@@ -70,6 +71,7 @@ NB_MODULE(_C, m) {
   recops::bindings::bind_hstu(m);
   recops::bindings::bind_losses(m);
   recops::bindings::bind_embedding(m);
+  recops::bindings::bind_dynamic(m);
   recops::bindings::bind_retrieval(m);
   recops::bindings::bind_nn(m);
 }

@@ -16,6 +16,7 @@ from ..data.keyed_jagged import KeyedJagged
 from ..ops import embedding as ops
 from ..ops.embedding import META_COLS, OPTIMIZERS, POOLING, meta_row
 from ..ops.jagged import check_offsets_values
+from .dynamic import DynamicState, DynamicTable
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _DEFAULT_EPS = {"sgd": 0.0, "adagrad": 1e-10, "rowwise_adagrad": 1e-8, "adam": 1e-8}
@@ -24,7 +25,10 @@ _DEFAULT_EPS = {"sgd": 0.0, "adagrad": 1e-10, "rowwise_adagrad": 1e-8, "adam": 1
 @dataclasses.dataclass
 class EmbeddingBagConfig:
     """One table: `num_embeddings` x `embedding_dim` rows in `dtype` storage, read by `feature_names`
-    (default [name]) with `pooling` "sum", "mean" or "max"."""
+    (default [name]) with `pooling` "sum", "mean" or "max".
+
+    dynamic: a DynamicTable makes it a collisionless table of raw int64 ids that get rows during training
+    (num_embeddings must equal its capacity; see recops.nn.dynamic)."""
 
     name: str
     num_embeddings: int
@@ -32,6 +36,7 @@ class EmbeddingBagConfig:
     feature_names: Optional[List[str]] = None
     pooling: str = "sum"
     dtype: torch.dtype = torch.float32
+    dynamic: Optional[DynamicTable] = None
 
     def __post_init__(self):
         if self.feature_names is None:
@@ -45,6 +50,13 @@ class EmbeddingBagConfig:
         if self.dtype not in _DTYPES:
             raise TypeError(f"EmbeddingBagConfig {self.name!r}: dtype must be float32, float16 or bfloat16, "
                             f"got {self.dtype}")
+        if self.dynamic is not None:
+            if not isinstance(self.dynamic, DynamicTable):
+                raise TypeError(f"EmbeddingBagConfig {self.name!r}: dynamic must be a DynamicTable, got "
+                                f"{type(self.dynamic).__name__}")
+            if self.num_embeddings != self.dynamic.capacity:
+                raise ValueError(f"EmbeddingBagConfig {self.name!r}: num_embeddings must equal the dynamic "
+                                 f"table's capacity {self.dynamic.capacity}, got {self.num_embeddings}")
 
 
 @dataclasses.dataclass
@@ -77,12 +89,15 @@ class EmbeddingBagOutput(dict):
     """feature name -> [B, D] pooled embeddings (views into one [B, sum D] tensor per storage dtype).
 
     `groups`: those [B, total_dim] tensors, in the collection's group order (EmbeddingBagCollection.groups);
-    `dtypes`: the dtype of each group's tables (TableGroup.dtype; None when the producer did not record them)."""
+    `dtypes`: the dtype of each group's tables (TableGroup.dtype; None when the producer did not record them);
+    `keys`: each group's TableGroup.suffix (None when not recorded)."""
 
-    def __init__(self, items, groups: List[Tensor], dtypes: Optional[Sequence[torch.dtype]] = None):
+    def __init__(self, items, groups: List[Tensor], dtypes: Optional[Sequence[torch.dtype]] = None,
+                 keys: Optional[Sequence[str]] = None):
         super().__init__(items)
         self._groups = groups
         self.dtypes = dtypes
+        self.keys_ = keys
 
     @property
     def groups(self) -> List[Tensor]:
@@ -93,7 +108,16 @@ class EmbeddingBagOutput(dict):
         """tables' dtype -> the [B, total_dim] output of their group."""
         if self.dtypes is None:
             raise ValueError("EmbeddingBagOutput.by_dtype: this output does not record its groups' dtypes")
+        if len(set(self.dtypes)) != len(self.dtypes):
+            raise ValueError("EmbeddingBagOutput.by_dtype: static and dynamic tables share a dtype here; use "
+                             "by_group()")
         return dict(zip(self.dtypes, self._groups))
+
+    def by_group(self) -> Dict[str, Tensor]:
+        """TableGroup.suffix -> the [B, total_dim] output of that group."""
+        if self.keys_ is None:
+            raise ValueError("EmbeddingBagOutput.by_group: this output does not record its groups")
+        return dict(zip(self.keys_, self._groups))
 
     def concat(self) -> Tensor:
         """[B, sum D] of every feature (config order within each dtype group, groups in order of first use); a
@@ -109,18 +133,22 @@ class TableGroup:
     Read-only attributes: `dtype`; `tables` (configs, in config order); `features`: (feature name, table config,
     first output column) of every feature reading them; `feature_names`; `total_dim` (output columns, sum of the
     features' dims); `max_dim`; `has_max` (some feature max-pools); `numel` / `num_rows` of the flat buffer and
-    `table_elem` / `table_row`: table name -> its first element / global row there; `suffix` (the dtype's name,
-    in the buffer names `weights_<suffix>`, `state0_<suffix>`, `state1_<suffix>`); `int8` (quantize_() packed
-    the group into int8 rows)."""
+    `table_elem` / `table_row`: table name -> its first element / global row there; `table_rows`: table name ->
+    its rows in the buffer; `suffix` (the dtype's name, `dyn_` before it for dynamic tables, in the buffer
+    names `weights_<suffix>`, `state0_<suffix>`, `state1_<suffix>`); `int8` (quantize_() packed the group into
+    int8 rows); `dynamic` (the group holds the dynamic tables of its dtype: each has its current capacity plus
+    one zero row, the row of ids without one, given by `capacities`)."""
 
-    def __init__(self, dtype: torch.dtype, tables: List[EmbeddingBagConfig]):
-        self.dtype, self.tables = dtype, tables
-        self.table_elem, self.table_row = {}, {}
+    def __init__(self, dtype: torch.dtype, tables: List[EmbeddingBagConfig], dynamic: bool = False,
+                 capacities: Optional[Dict[str, int]] = None):
+        self.dtype, self.tables, self.dynamic = dtype, tables, dynamic
+        self.table_elem, self.table_row, self.table_rows = {}, {}, {}
         elem = row = 0
         for t in tables:
-            self.table_elem[t.name], self.table_row[t.name] = elem, row
-            elem += t.num_embeddings * t.embedding_dim
-            row += t.num_embeddings
+            rows = (capacities or {}).get(t.name, t.num_embeddings) + 1 if dynamic else t.num_embeddings
+            self.table_elem[t.name], self.table_row[t.name], self.table_rows[t.name] = elem, row, rows
+            elem += rows * t.embedding_dim
+            row += rows
         self.numel, self.num_rows = elem, row
         self.features: List[Tuple[str, EmbeddingBagConfig, int]] = []  # (feature, table, output column)
         col = 0
@@ -140,18 +168,18 @@ class TableGroup:
         rows, int8_elem, pos = [], {}, 0
         for t in self.tables:  # int8 rows carry 8 bytes of scale and bias
             int8_elem[t.name] = pos
-            pos += t.num_embeddings * (t.embedding_dim + 8)
+            pos += self.table_rows[t.name] * (t.embedding_dim + 8)
         for _, t, col in self.features:
             d = t.embedding_dim
             stride = d + 8 if self.int8 else d
             elem = int8_elem[t.name] if self.int8 else self.table_elem[t.name]
-            rows.append(meta_row(weight_offset=elem, row_offset=self.table_row[t.name], num_rows=t.num_embeddings,
+            rows.append(meta_row(weight_offset=elem, row_offset=self.table_row[t.name], num_rows=self.table_rows[t.name],
                                  dim=d, row_stride=stride, pooling=POOLING[t.pooling], out_column=col))
         return torch.tensor(rows, dtype=torch.int64, device=device).reshape(-1, META_COLS)
 
     @property
     def suffix(self) -> str:
-        return str(self.dtype).replace("torch.", "")
+        return ("dyn_" if self.dynamic else "") + str(self.dtype).replace("torch.", "")
 
 
 Features = Union[KeyedJagged, Dict[str, Tuple[Tensor, Tensor]]]
@@ -206,6 +234,13 @@ class EmbeddingBagCollection(nn.Module):
 
     forward(features) takes a KeyedJagged (keys = feature names; per-id weights, sum pooling only) or a dict
     name -> (indices, offsets [B + 1]) and returns an EmbeddingBagOutput: name -> [B, D] and `.concat()`.
+
+    Dynamic tables (EmbeddingBagConfig(dynamic=DynamicTable(...)), recops.nn.dynamic) read raw int64 ids: a
+    training forward with grad (the one that steps the fused optimizer, which they need) admits, evicts and
+    expires ids and re-initialises reassigned rows (weights and optimizer state); any other forward never
+    changes the map, and ids without a row read zeros. Their state_dict entries hold only the live rows
+    (`dynamic.<table>.*`); num_live / live_ids / export / set_time serve them. The id map is CPU-only: a CUDA
+    collection resolves ids on the host and copies rows over.
     """
 
     def __init__(self, tables: Sequence[EmbeddingBagConfig], optimizer: Optional[FusedOptimizer] = None,
@@ -219,20 +254,31 @@ class EmbeddingBagCollection(nn.Module):
                              f"and {feats}")
         self.tables = tables
         self.optimizer = optimizer
+        dyn = [t for t in tables if t.dynamic is not None]
+        if dyn and optimizer is None:
+            raise ValueError(f"EmbeddingBagCollection: dynamic tables {[t.name for t in dyn]} need a FusedOptimizer "
+                             "(their rows change owners, so their optimizer state must live with them)")
+        self._dyn: Dict[str, DynamicState] = {t.name: DynamicState(t.name, t.embedding_dim, t.dynamic) for t in dyn}
+        self._clock: Optional[float] = None  # None: ttl counts steps
         self._groups = self.layout(tables)
+        self._zero_dirty = [g.dynamic for g in self._groups]
         self._names = ["\n".join(g.feature_names) for g in self._groups]
         self._weights_need_check = any(t.pooling != "sum" for t in tables)  # per-id weights are then rejected
         self._table_group = {t.name: gi for gi, g in enumerate(self._groups) for t in g.tables}
         self._dtypes = tuple(g.dtype for g in self._groups)
+        self._order = [gi for gi, g in enumerate(self._groups) if not g.dynamic] + [
+            gi for gi, g in enumerate(self._groups) if g.dynamic]
         for gi, g in enumerate(self._groups):
             flat = _huge(torch.empty(g.numel, dtype=g.dtype, device=device))
             if optimizer is None:
                 self.register_parameter(g.weights_name, nn.Parameter(flat))
-            else:
-                self.register_buffer(g.weights_name, flat)
+            else:  # dynamic groups save their live rows only (_save_to_state_dict)
+                self.register_buffer(g.weights_name, flat, persistent=not g.dynamic)
                 s0, s1 = self._state_sizes(g)
-                self.register_buffer(g.state_names[0], _huge(torch.empty(s0, device=device)).zero_())
-                self.register_buffer(g.state_names[1], _huge(torch.empty(s1, device=device)).zero_())
+                self.register_buffer(g.state_names[0], _huge(torch.empty(s0, device=device)).zero_(),
+                                     persistent=not g.dynamic)
+                self.register_buffer(g.state_names[1], _huge(torch.empty(s1, device=device)).zero_(),
+                                     persistent=not g.dynamic)
             self.register_buffer(g.meta_name, g.meta(device), persistent=False)
         # CPU int64 0-d (never moved by .to()): the fused ops read it without a device sync, and a compiled graph
         # takes it as an input, so neither specialises on its value.
@@ -247,10 +293,16 @@ class EmbeddingBagCollection(nn.Module):
                 "adam": (g.numel, g.numel)}[kind]
 
     def reset_parameters(self) -> None:
-        """Uniform(-1/sqrt(V), 1/sqrt(V)) per table (TorchRec's default); optimizer state and step to zero."""
+        """Uniform(-1/sqrt(V), 1/sqrt(V)) per table (TorchRec's default); optimizer state and step to zero.
+        Dynamic tables become empty (no id holds a row; rows are initialised when assigned)."""
         with torch.no_grad():
+            for st in self._dyn.values():
+                st.map.clear()
+            for gi, g in enumerate(self._groups):
+                if g.dynamic:
+                    self._weights(gi).zero_()
             for t in self.tables:
-                if t.num_embeddings:
+                if t.num_embeddings and t.dynamic is None:
                     bound = 1.0 / math.sqrt(t.num_embeddings)
                     self.table(t.name).copy_(torch.empty(t.num_embeddings, t.embedding_dim).uniform_(-bound, bound))
         self.reset_optimizer_state()
@@ -289,11 +341,24 @@ class EmbeddingBagCollection(nn.Module):
         if self.optimizer is not None:
             device = self._weights(0).device if self._groups else None
             destination[prefix + "step"] = self._step_counter.to(device, copy=True)
+        for name, st in self._dyn.items():
+            _, g, t = self._dyn_table(name, "state_dict")
+            d = st.dump()
+            views = self._views(g, t, g.table_rows[name], "state_dict")
+            rows = d["rows"].to(views["weight"].device)
+            for k, v in views.items():  # weight, state0, state1: the held rows only
+                d[k] = v[rows].detach().clone()
+            for k, v in d.items():
+                destination[f"{prefix}dynamic.{name}.{k}"] = v
+        if self._dyn:
+            destination[prefix + "dynamic_clock"] = torch.tensor(
+                [0.0 if self._clock is None else 1.0, self._clock or 0.0], dtype=torch.float64)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
+        self._load_dynamic(state_dict, prefix, strict, missing_keys, unexpected_keys, error_msgs)
         key = prefix + "step"
         if self.optimizer is None:  # a "step" entry stays unexpected, as for any other unknown key
             return
@@ -310,14 +375,73 @@ class EmbeddingBagCollection(nn.Module):
             return
         self.step = value
 
+    _DYN_KEYS = ("ids", "rows", "last_use", "last_seen", "freq", "sketch", "info", "weight")
+
+    @torch.no_grad()
+    def _load_dynamic(self, state_dict, prefix, strict, missing_keys, unexpected_keys, error_msgs) -> None:
+        """The dynamic tables' entries: each table's map, capacity and held rows (weights, optimizer state); the
+        other rows start at zero. A table with a bad entry is left as it was and the problem is reported."""
+        for name, st in self._dyn.items():
+            _, g, t = self._dyn_table(name, "load_state_dict")
+            want = list(self._DYN_KEYS) + [k for k in ("state0", "state1")
+                                           if k in self._views(g, t, 1, "load_state_dict")]
+            keys = {k: f"{prefix}dynamic.{name}.{k}" for k in want}
+            for full in keys.values():
+                if full in unexpected_keys:
+                    unexpected_keys.remove(full)
+            absent = [full for full in keys.values() if full not in state_dict]
+            if absent:
+                if strict:
+                    missing_keys.extend(absent)
+                continue
+            d = {k: state_dict[full] for k, full in keys.items()}
+            n, dim = d["ids"].shape[0], t.embedding_dim
+            shapes = {"weight": (n, dim), "state0": (n,) if self.optimizer.kind == "rowwise_adagrad" else (n, dim),
+                      "state1": (n, dim), "info": (2,)}
+            bad = [f"{keys[k]}: expected shape {shp}, got {tuple(d[k].shape)}" for k, shp in shapes.items()
+                   if k in d and tuple(d[k].shape) != shp]
+            bad += [f"{keys[k]}: expected {n} entries, got {d[k].shape[0]}" for k in ("rows", "last_use", "last_seen",
+                                                                                      "freq") if d[k].shape[0] != n]
+            if bad:
+                error_msgs.extend(bad)
+                continue
+            capacity = int(d["info"][0])
+            old_map = st.map
+            try:
+                st.load(d)
+            except ValueError as e:
+                st.map = old_map
+                error_msgs.append(f"{prefix}dynamic.{name}: {e}")
+                continue
+            self._relayout(self._table_group[name])
+            g = self._groups[self._table_group[name]]
+            views = self._views(g, t, g.table_rows[name], "load_state_dict")
+            rows = d["rows"].to(torch.int64).to(views["weight"].device)
+            for k, v in views.items():
+                v.zero_()
+                v[rows] = d[k].to(v)
+            assert st.capacity == capacity
+        key = prefix + "dynamic_clock"
+        if self._dyn and key in state_dict:
+            if key in unexpected_keys:
+                unexpected_keys.remove(key)
+            mode, clock = state_dict[key].tolist()
+            self._clock = float(clock) if mode else None
+        elif self._dyn and strict:
+            missing_keys.append(key)
+
     # ---- layout and tables -------------------------------------------------------------------------------------
 
     @staticmethod
-    def layout(tables: Sequence[EmbeddingBagConfig]) -> List[TableGroup]:
-        """The storage groups an EmbeddingBagCollection over `tables` builds: one TableGroup per storage dtype,
-        in order of first use (the order of EmbeddingBagOutput.groups and of `.concat()`)."""
+    def layout(tables: Sequence[EmbeddingBagConfig], capacities: Optional[Dict[str, int]] = None) -> List[TableGroup]:
+        """The storage groups an EmbeddingBagCollection over `tables` builds: one TableGroup per storage dtype for
+        the static tables and one per dtype for the dynamic ones, in order of first use (the order of
+        EmbeddingBagOutput.groups and of `.concat()`). capacities: current rows of dynamic tables (default
+        their configured capacity)."""
         tables = list(tables)
-        return [TableGroup(dt, [t for t in tables if t.dtype == dt]) for dt in dict.fromkeys(t.dtype for t in tables)]
+        keys = dict.fromkeys((t.dtype, t.dynamic is not None) for t in tables)
+        return [TableGroup(dt, [t for t in tables if t.dtype == dt and (t.dynamic is not None) == dyn], dyn,
+                           capacities) for dt, dyn in keys]
 
     @property
     def groups(self) -> List[TableGroup]:
@@ -343,20 +467,30 @@ class EmbeddingBagCollection(nn.Module):
         return g, next(t for t in g.tables if t.name == name)
 
     def table(self, name: str) -> Tensor:
-        """Writable [num_embeddings, embedding_dim] view of one table's weights (float tables only)."""
+        """Writable [num_embeddings, embedding_dim] view of one table's weights (float tables only; a dynamic
+        table: [capacity, D], row r the row of the id the map gives r)."""
         g, t = self._float_group(name, "table()")
-        start = g.table_elem[name]
-        flat = self._weights(self._table_group[name])
-        return flat[start:start + t.num_embeddings * t.embedding_dim].view(t.num_embeddings, t.embedding_dim)
+        return self._views(g, t, self._rows_of(g, t), "table()")["weight"]
 
     def table_views(self, name: str) -> Dict[str, Tensor]:
         """Writable per-row views of one table (float tables only), detached from autograd: "weight" [V, D] and,
         with a fused optimizer, "state0" ([V, D] for adagrad and adam, [V] for rowwise_adagrad) and "state1"
-        [V, D] (adam). Row r of every view belongs to row r of the table."""
+        [V, D] (adam). Row r of every view belongs to row r of the table (V: the capacity of a dynamic table)."""
         g, t = self._float_group(name, "table_views()")
-        v, d = t.num_embeddings, t.embedding_dim
+        views = self._views(g, t, self._rows_of(g, t), "table_views()")
+        views["weight"] = views["weight"].detach()
+        return views
+
+    @staticmethod
+    def _rows_of(g: TableGroup, t: EmbeddingBagConfig) -> int:
+        """Rows a user sees (the zero row of a dynamic table excluded)."""
+        return g.table_rows[t.name] - 1 if g.dynamic else t.num_embeddings
+
+    def _views(self, g: TableGroup, t: EmbeddingBagConfig, v: int, what: str) -> Dict[str, Tensor]:
+        d, name = t.embedding_dim, t.name
         e, r = g.table_elem[name], g.table_row[name]
-        views = {"weight": self.table(name).detach()}
+        flat = self._weights(self._table_group[name])
+        views = {"weight": flat[e:e + v * d].view(v, d)}
         kind = self.optimizer.kind if self.optimizer is not None else None
         if kind in ("adagrad", "adam"):
             views["state0"] = self._buffers[g.state_names[0]][e:e + v * d].view(v, d)
@@ -365,6 +499,128 @@ class EmbeddingBagCollection(nn.Module):
         if kind == "adam":
             views["state1"] = self._buffers[g.state_names[1]][e:e + v * d].view(v, d)
         return views
+
+    # ---- dynamic tables ------------------------------------------------------------------------------------------
+
+    def _dyn_table(self, name: str, what: str) -> Tuple[DynamicState, TableGroup, EmbeddingBagConfig]:
+        st = self._dyn.get(name)
+        if st is None:
+            kind = "a static table" if name in self._table_group else "no table"
+            raise KeyError(f"EmbeddingBagCollection.{what}: {name!r} is {kind}; dynamic tables: {sorted(self._dyn)}")
+        g = self._groups[self._table_group[name]]
+        return st, g, next(t for t in g.tables if t.name == name)
+
+    def _now(self, training: bool) -> float:
+        """The ttl clock: the collection's time once set_time() was called, else the step (the step being taken
+        in a training forward)."""
+        if self._clock is not None:
+            return self._clock
+        return float(self.step + (1 if training else 0))
+
+    def set_time(self, seconds: float) -> None:
+        """Advance the clock that dynamic tables' ttl counts in seconds from now on (it never goes back). The
+        first call switches ttl from steps to this clock: every held id counts as seen at `seconds`."""
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
+            raise ValueError(f"EmbeddingBagCollection.set_time: seconds must be a finite number, got {seconds!r}")
+        if self._clock is None:
+            for st in self._dyn.values():
+                st.map.restamp(float(seconds))
+        elif seconds < self._clock:
+            raise ValueError(f"EmbeddingBagCollection.set_time: the clock cannot go back, got {seconds} after "
+                             f"{self._clock}")
+        self._clock = float(seconds)
+
+    def num_live(self, name: str) -> int:
+        """Ids holding a row of dynamic table `name` (expired ones excluded)."""
+        st, _, _ = self._dyn_table(name, "num_live")
+        return int(st.map.num_live(self._now(False)))
+
+    def live_ids(self, name: str) -> Tensor:
+        """The ids holding a row of dynamic table `name`, ascending (int64, cpu)."""
+        st, _, _ = self._dyn_table(name, "live_ids")
+        return st.live(self._now(False))[0]
+
+    def capacity(self, name: str) -> int:
+        """Rows of dynamic table `name` now (it grows by doubling up to max_capacity)."""
+        return self._dyn_table(name, "capacity")[0].capacity
+
+    @torch.no_grad()
+    def export(self, name: str) -> Tuple[Tensor, Tensor]:
+        """(ids ascending [n] int64 cpu, weights [n, D]) of the live ids of dynamic table `name`, for serving
+        (recops.nn.dynamic.static_table turns them into a static table plus an IdMap)."""
+        st, g, t = self._dyn_table(name, "export")
+        if g.int8:
+            raise TypeError(f"EmbeddingBagCollection.export: table {name!r} is int8-quantised")
+        ids, rows = st.live(self._now(False))
+        w = self._views(g, t, g.table_rows[name], "export")["weight"]
+        return ids, w[rows.to(w.device)].clone()
+
+    def _grow(self, st: DynamicState, capacity: int) -> None:
+        st.map.grow(capacity)
+        self._relayout(self._table_group[st.name])
+
+    @torch.no_grad()
+    def _relayout(self, gi: int) -> None:
+        """Lay dynamic group gi out again for its tables' current capacities, keeping every row of each table
+        (the zero rows start at zero)."""
+        old = self._groups[gi]
+        caps = {t.name: self._dyn[t.name].capacity for t in old.tables}
+        new = TableGroup(old.dtype, old.tables, True, caps)
+        device = self._weights(gi).device
+        sizes = dict(zip(("weights",) + old.state_names, (new.numel,) + self._state_sizes(new)))
+        bufs = {"weights": torch.zeros(new.numel, dtype=old.dtype, device=device)}
+        for sname in old.state_names:
+            bufs[sname] = torch.zeros(sizes[sname], device=device)
+        keep = {t.name: min(old.table_rows[t.name], new.table_rows[t.name]) - 1 for t in old.tables}
+        olds = {t.name: self._views(old, t, keep[t.name], "relayout") for t in old.tables}
+        self._buffers[new.weights_name] = _huge(bufs["weights"])
+        for sname in old.state_names:
+            self._buffers[sname] = _huge(bufs[sname])
+        self._groups[gi] = new
+        for t in old.tables:
+            for k, v in self._views(new, t, keep[t.name], "relayout").items():
+                v.copy_(olds[t.name][k])
+        self._buffers[new.meta_name] = new.meta(device)
+
+    @torch.no_grad()
+    def _reset_zero_rows(self, gi: int) -> None:
+        """The zero row of every table of dynamic group gi back to zero (weights and state): the fused backward
+        updates it like any row; ids without a row must keep reading zeros."""
+        g = self._groups[gi]
+        views = []
+        for t in g.tables:
+            views += [v[-1] for v in self._views(g, t, g.table_rows[t.name], "zero rows").values()]
+        torch._foreach_zero_(views)
+        self._zero_dirty[gi] = False
+
+    @torch.no_grad()
+    def _resolve(self, gi: int, values: Tensor, offsets: Tensor, batch: int, training: bool) -> Tensor:
+        """Rows (int64, the device of values) of group gi's raw ids, table by table; training admits and
+        initialises the rows it assigns."""
+        g = self._groups[gi]
+        host = values.to(torch.int64)
+        host = host.cpu().contiguous() if host.device.type != "cpu" else host.contiguous()
+        rows = torch.empty_like(host)
+        nf = len(g.features)
+        bounds = offsets[torch.arange(0, nf + 1, device=offsets.device) * batch].tolist()
+        now = self._now(training)
+        assigned, f = [], 0
+        for t in g.tables:
+            lo, hi = bounds[f], bounds[f + len(t.feature_names)]
+            f += len(t.feature_names)
+            st = self._dyn[t.name]
+            new_rows, new_ids = st.resolve(host[lo:hi], rows[lo:hi], training, now, self._grow)
+            if new_rows.numel():
+                assigned.append((t, st, new_rows, new_ids))
+        g = self._groups[gi]  # growth may have laid the group out again
+        for t, st, new_rows, new_ids in assigned:
+            views = self._views(g, t, g.table_rows[t.name], "init")
+            r = new_rows.to(views["weight"].device)
+            views["weight"][r] = st.init_values(new_ids).to(views["weight"])
+            for k in ("state0", "state1"):
+                if k in views:
+                    views[k][r] = 0
+        return rows.to(values.device)
 
     # ---- input ---------------------------------------------------------------------------------------------------
 
@@ -413,13 +669,23 @@ class EmbeddingBagCollection(nn.Module):
         opt = self.optimizer
         fused = opt is not None and grad_mode and self.training
         step = self._step_counter + 1 if fused else None
-        items, outs = {}, []
-        for gi, g in enumerate(self._groups):
+        items, outs = {}, [None] * len(self._groups)
+        if self._dyn:  # raw ids are sliced on the host by these offsets before any kernel sees them
+            check_offsets_values("EmbeddingBagCollection: offsets", kjt.offsets, kjt.values.shape[0])
+        # Static groups first: their kernels validate every id before a dynamic table changes anything.
+        for gi in self._order:
+            g = self._groups[gi]
             values, offsets, weights = kjt.select(g.feature_names)
-            psw = None if weights is None else weights.to(ops.acc_dtype(g.dtype))
-            w, meta = self._weights(gi), self._buffers[g.meta_name]
             if fused and g.int8:
                 raise ValueError("EmbeddingBagCollection: int8-quantised tables are inference-only; call eval()")
+            if g.dynamic:
+                if self._zero_dirty[gi]:
+                    self._reset_zero_rows(gi)
+                values = self._resolve(gi, values, offsets, batch, fused)
+                g = self._groups[gi]
+                self._zero_dirty[gi] = fused
+            psw = None if weights is None else weights.to(ops.acc_dtype(g.dtype))
+            w, meta = self._weights(gi), self._buffers[g.meta_name]
             if fused:
                 out = ops.embedding_bags_fused(
                     self._anchor, w, meta, values, offsets, psw, batch, g.total_dim, g.max_dim, g.has_max,
@@ -433,12 +699,13 @@ class EmbeddingBagCollection(nn.Module):
                 lookup = ops.embedding_bags_impl if direct else ops.embedding_bags
                 out, _ = lookup(w, meta, values, offsets, psw, batch, g.total_dim, g.max_dim, need_argmax,
                                 self._names[gi])
-            outs.append(out)
+            outs[gi] = out
             for f, t, col in g.features:
                 items[f] = out[:, col:col + t.embedding_dim]
         if fused:  # after every group's lookup succeeded: a rejected batch changes nothing
             self._step_counter.copy_(step)
-        return EmbeddingBagOutput(items, outs, self._dtypes)
+        return EmbeddingBagOutput({f: items[f] for g in self._groups for f in g.feature_names}, outs, self._dtypes,
+                                  [g.suffix for g in self._groups])
 
     @torch.no_grad()
     def quantize_(self, dtype: torch.dtype = torch.int8) -> "EmbeddingBagCollection":
@@ -449,9 +716,11 @@ class EmbeddingBagCollection(nn.Module):
         for gi, g in enumerate(self._groups):
             if g.int8:
                 continue
+            if g.dynamic and self._zero_dirty[gi]:
+                self._reset_zero_rows(gi)
             rows = []
             for t in g.tables:
-                w = self.table(t.name).float()
+                w = self._views(g, t, g.table_rows[t.name], "quantize_")["weight"].float()
                 lo = w.amin(dim=1, keepdim=True) if t.embedding_dim else w.new_zeros(w.shape[0], 1)
                 hi = w.amax(dim=1, keepdim=True) if t.embedding_dim else w.new_zeros(w.shape[0], 1)
                 scale = (hi - lo) / 255.0
