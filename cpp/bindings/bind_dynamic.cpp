@@ -4,6 +4,7 @@
 // two Python threads at once.
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/pair.h>
+#include <nanobind/stl/vector.h>
 
 #include <cstdint>
 #include <cmath>
@@ -11,6 +12,7 @@
 #include <string>
 #include <optional>
 #include <utility>
+#include <vector>
 
 #include "bindings/checks.h"
 #include "embedding/dynamic_table.h"
@@ -44,6 +46,31 @@ std::pair<int64_t, int64_t> resolve(emb::DynamicIdMap& map, Array ids, Array row
   if (!std::isfinite(now)) value_error(kOp, ": now must be finite, got ", std::to_string(now));
   const emb::ResolveResult r = map.resolve(in, n, out, training, now, num_threads, nr, ni);
   return {r.grow_to, r.num_new};
+}
+
+std::pair<int64_t, int64_t> resolve_many(const std::vector<emb::DynamicIdMap*>& maps, Array ids, Array bounds,
+                                         Array rows, bool training, double now, int num_threads, Array new_rows,
+                                         Array new_ids, Array new_counts) {
+  const int64_t n = static_cast<int64_t>(ids.shape(0));
+  const int64_t nm = static_cast<int64_t>(maps.size());
+  const int64_t* in = host_vec<int64_t>(kOp, "ids", ids);
+  const int64_t* bd = host_vec<int64_t>(kOp, "bounds", bounds, nm + 1);
+  for (int64_t t = 0; t < nm; ++t) {
+    if (maps[t] == nullptr) type_error(kOp, ": maps[", std::to_string(t), "] is None");
+  }
+  if (bd[0] != 0 || bd[nm] != n) {
+    value_error(kOp, ": bounds must start at 0 and end at len(ids)=", std::to_string(n));
+  }
+  for (int64_t t = 0; t < nm; ++t) {
+    if (bd[t + 1] < bd[t]) value_error(kOp, ": bounds must be non-decreasing, got bounds[", std::to_string(t), "]=",
+                                       std::to_string(bd[t]), " > ", std::to_string(bd[t + 1]));
+  }
+  int64_t* out = host_out<int64_t>("rows", rows, n);
+  int64_t* nr = host_out<int64_t>("new_rows", new_rows, n);
+  int64_t* ni = host_out<int64_t>("new_ids", new_ids, n);
+  int64_t* nc = host_out<int64_t>("new_counts", new_counts, nm);
+  if (!std::isfinite(now)) value_error(kOp, ": now must be finite, got ", std::to_string(now));
+  return emb::resolve_many(maps.data(), nm, in, bd, out, training, now, num_threads, nr, ni, nc);
 }
 
 void dump(const emb::DynamicIdMap& map, Array ids, Array rows, Array last_use, Array last_seen, Array freq) {
@@ -134,6 +161,11 @@ void bind_dynamic(nb::module_& m) {
   m.def("dynamic_init_values", &init_values, "ids"_a.noconvert(), "dim"_a, "seed"_a, "bound"_a,
         "out"_a.noconvert(), "num_threads"_a = 1,
         "Deterministic uniform(-bound, bound) initial rows of new ids (cpp/embedding/dynamic_table.h).");
+  m.def("dynamic_resolve_many", &resolve_many, "maps"_a, "ids"_a.noconvert(), "bounds"_a.noconvert(),
+        "rows"_a.noconvert(), "training"_a, "now"_a, "num_threads"_a, "new_rows"_a.noconvert(),
+        "new_ids"_a.noconvert(), "new_counts"_a.noconvert(),
+        "resolve of maps[t] over ids[bounds[t]:bounds[t+1]], lookups in one parallel region. Returns (t, grow_to): "
+        "t = -1 when done, else map t must grow and the call resume from it.");
   m.def("dynamic_route", &route, "ids"_a.noconvert(), "world"_a, "out"_a.noconvert(),
         "out[i] = the rank owning raw id ids[i] among `world`: mix64(id ^ salt) % world.");
 }

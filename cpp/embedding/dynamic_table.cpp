@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <new>
 #include <cstring>
 #include <limits>
 #include <utility>
@@ -13,10 +15,14 @@
 #include "common/checked_math.h"
 #include "common/parallel.h"
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 namespace recops::embedding {
 namespace {
 
-constexpr int64_t kMaxRows = int64_t{1} << 40;  // slots stay addressable (2 per row, 16 bytes each)
+constexpr int64_t kMaxRows = (int64_t{1} << 31) - 1;  // rows are int32 in the slots
 constexpr uint32_t kFreqMax = uint32_t{1} << 31;  // LFU counts saturate here
 
 uint64_t next_pow2(uint64_t x) {
@@ -65,9 +71,9 @@ class Dedup {
 }  // namespace
 
 void check_dynamic_config(const char* op, const DynamicMapConfig& c) {
-  RECOPS_CHECK(c.capacity >= 1 && c.capacity <= kMaxRows, op, ": capacity must be in [1, 2^40], got ", c.capacity);
+  RECOPS_CHECK(c.capacity >= 1 && c.capacity <= kMaxRows, op, ": capacity must be in [1, 2^31 - 1], got ", c.capacity);
   RECOPS_CHECK(c.max_capacity >= c.capacity && c.max_capacity <= kMaxRows, op,
-               ": max_capacity must be in [capacity, 2^40], got ", c.max_capacity, " with capacity ", c.capacity);
+               ": max_capacity must be in [capacity, 2^31 - 1], got ", c.max_capacity, " with capacity ", c.capacity);
   RECOPS_CHECK(c.admit_after >= 1 && c.admit_after <= 255, op, ": admit_after must be in [1, 255], got ",
                c.admit_after);
   RECOPS_CHECK(!c.has_ttl || (c.ttl >= 0 && std::isfinite(c.ttl)), op, ": ttl must be finite and >= 0, got ", c.ttl);
@@ -82,6 +88,26 @@ void check_dynamic_config(const char* op, const DynamicMapConfig& c) {
   }
 }
 
+DynamicIdMap::SlotBlock::SlotBlock(size_t n) : count(n) {
+  constexpr size_t kHuge = size_t{1} << 21;
+  const size_t bytes = std::max<size_t>(n * sizeof(Slot), 64);
+  const size_t align = bytes >= kHuge ? kHuge : 64;
+  data = static_cast<Slot*>(std::aligned_alloc(align, (bytes + align - 1) / align * align));
+  if (data == nullptr) throw std::bad_alloc();
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  if (bytes >= kHuge) madvise(data, bytes / kHuge * kHuge, MADV_HUGEPAGE);
+#endif
+  for (size_t i = 0; i < n; ++i) data[i] = Slot{0, 0, 0.0, -1, 0};
+}
+
+DynamicIdMap::SlotBlock& DynamicIdMap::SlotBlock::operator=(SlotBlock&& o) noexcept {
+  std::swap(data, o.data);
+  std::swap(count, o.count);
+  return *this;
+}
+
+DynamicIdMap::SlotBlock::~SlotBlock() { std::free(data); }
+
 DynamicIdMap::DynamicIdMap(const char* op, const DynamicMapConfig& config) : cfg_(config) {
   check_dynamic_config(op, cfg_);
   const int64_t cap = cfg_.capacity;
@@ -94,20 +120,18 @@ DynamicIdMap::DynamicIdMap(const char* op, const DynamicMapConfig& config) : cfg
 
 void DynamicIdMap::rehash(int64_t capacity) {
   const int64_t old = cfg_.capacity;
-  row_key_.resize(static_cast<size_t>(capacity), 0);
-  last_use_.resize(static_cast<size_t>(capacity), -1);
-  if (cfg_.has_ttl) last_seen_.resize(static_cast<size_t>(capacity), 0.0);
-  if (cfg_.eviction == Eviction::kLfu) freq_.resize(static_cast<size_t>(capacity), 0);
-  // New rows join the free heap; rows above every old one keep it a valid min-heap when appended in order.
-  for (int64_t r = old; r < capacity; ++r) free_.push_back(r);
+  free_bits_.resize(static_cast<size_t>((capacity + 63) / 64), 0);
+  for (int64_t r = old; r < capacity; ++r) free_bits_[r >> 6] |= uint64_t{1} << (r & 63);
+  num_free_ += capacity - old;
+  free_hint_ = std::min<int64_t>(free_hint_, old >> 6);
   cfg_.capacity = capacity;
   const uint64_t size = next_pow2(static_cast<uint64_t>(capacity) * 2);
   if (size != slots_.size()) {
-    std::vector<Slot> fresh(size, Slot{0, -1});
-    slots_.swap(fresh);
+    SlotBlock fresh(size);
+    std::swap(fresh, slots_);
     mask_ = size - 1;
-    for (int64_t r = 0; r < old; ++r) {
-      if (last_use_[r] >= 0) insert(row_key_[r], r);
+    for (const Slot& e : fresh) {
+      if (e.row >= 0) slots_[static_cast<size_t>(insert(e.key, e.row))] = e;
     }
   }
 }
@@ -121,10 +145,11 @@ int64_t DynamicIdMap::find(int64_t key) const {
   return -1;
 }
 
-void DynamicIdMap::insert(int64_t key, int64_t row) {
+int64_t DynamicIdMap::insert(int64_t key, int64_t row) {
   uint64_t s = mix64(static_cast<uint64_t>(key)) & mask_;
   while (slots_[s].row >= 0) s = (s + 1) & mask_;
-  slots_[s] = Slot{key, row};
+  slots_[s] = Slot{key, 0, 0.0, static_cast<int32_t>(row), 0};
+  return static_cast<int64_t>(s);
 }
 
 // Backward-shift deletion: later members of the probe run move into the hole when their home slot allows it.
@@ -146,39 +171,41 @@ void DynamicIdMap::erase_slot(int64_t slot) {
 }
 
 void DynamicIdMap::push_free(int64_t row) {
-  free_.push_back(row);
-  std::push_heap(free_.begin(), free_.end(), std::greater<int64_t>());
+  free_bits_[row >> 6] |= uint64_t{1} << (row & 63);
+  free_hint_ = std::min<int64_t>(free_hint_, row >> 6);
+  ++num_free_;
 }
 
-int64_t DynamicIdMap::pop_free() {
-  std::pop_heap(free_.begin(), free_.end(), std::greater<int64_t>());
-  const int64_t r = free_.back();
-  free_.pop_back();
+int64_t DynamicIdMap::pop_free() {  // the lowest free row (num_free_ > 0)
+  int64_t w = free_hint_;
+  while (free_bits_[w] == 0) ++w;
+  free_hint_ = w;
+  const int64_t r = w * 64 + __builtin_ctzll(free_bits_[w]);
+  free_bits_[w] &= free_bits_[w] - 1;
+  --num_free_;
   return r;
 }
 
-void DynamicIdMap::release_row(int64_t row) {
-  const int64_t slot = find(row_key_[row]);
-  if (slot >= 0) erase_slot(slot);
-  last_use_[row] = -1;
+void DynamicIdMap::release_key(int64_t key) {
+  const int64_t slot = find(key);
+  if (slot < 0) return;
+  const int64_t row = slots_[slot].row;
+  erase_slot(slot);
   --used_;
   push_free(row);
 }
 
-bool DynamicIdMap::expired(int64_t row, double now) const {
-  return cfg_.has_ttl && now - last_seen_[row] > cfg_.ttl;
+bool DynamicIdMap::expired(const Slot& e, double now) const {
+  return cfg_.has_ttl && now - e.last_seen > cfg_.ttl;
 }
 
-int64_t DynamicIdMap::reclaim_expired(double now) {
-  if (!cfg_.has_ttl) return 0;
-  int64_t n = 0;
-  for (int64_t r = 0; r < cfg_.capacity; ++r) {
-    if (last_use_[r] >= 0 && expired(r, now)) {
-      release_row(r);
-      ++n;
-    }
+void DynamicIdMap::reclaim_expired(double now) {
+  if (!cfg_.has_ttl) return;
+  std::vector<int64_t> keys;
+  for (const Slot& e : slots_) {
+    if (e.row >= 0 && expired(e, now)) keys.push_back(e.key);
   }
-  return n;
+  for (int64_t k : keys) release_key(k);
 }
 
 uint32_t DynamicIdMap::estimate(int64_t key) const {
@@ -202,51 +229,82 @@ void DynamicIdMap::count(int64_t key, int64_t occurrences) {
   }
 }
 
-ResolveResult DynamicIdMap::resolve(const int64_t* ids, int64_t n, int64_t* rows, bool training, double now,
-                                    int num_threads, int64_t* new_rows, int64_t* new_ids) {
-  ResolveResult res;
-  const int64_t zero_row = cfg_.capacity;
-  const bool ttl = cfg_.has_ttl;
-  // 1. lookups (read-only), 16 ids at a time with their slots prefetched.
-  parallel_for(0, n, 4096, num_threads, [&](int64_t b, int64_t e) {
-    constexpr int64_t kBlock = 16;
-    uint64_t home[kBlock];
-    for (int64_t i0 = b; i0 < e; i0 += kBlock) {
-      const int64_t m = std::min(kBlock, e - i0);
-      for (int64_t j = 0; j < m; ++j) {
-        home[j] = mix64(static_cast<uint64_t>(ids[i0 + j])) & mask_;
-        __builtin_prefetch(&slots_[home[j]]);
+// Training stamps the rows it finds right in the lookup (the slot's line is in cache): last_use = this call's serial,
+// last_seen = now, freq + 1 per occurrence. A call that returns grow_to is repeated by the caller with the same
+// serial and now, so those last_use / last_seen stamps are the ones it writes anyway; the freq counts are taken back
+// (unstamp) before it returns.
+void DynamicIdMap::lookup_range(const int64_t* ids, int64_t b, int64_t e, int64_t* rows, bool training,
+                                double now) {
+  const int64_t zero_row = cfg_.capacity, stamp = serial_ + 1;
+  const bool ttl = cfg_.has_ttl, lfu = cfg_.eviction == Eviction::kLfu;
+  // Software-pipelined: the home slot of id i + kAhead is prefetched while id i is probed, so the probes find their
+  // lines in cache (a probe is one cache miss otherwise). Absent and expired ids get -1 (training) or the zero row.
+  constexpr int64_t kAhead = 24;
+  for (int64_t i = b; i < std::min(e, b + kAhead); ++i) {
+    __builtin_prefetch(&slots_[mix64(static_cast<uint64_t>(ids[i])) & mask_], 1);
+  }
+  for (int64_t i = b; i < e; ++i) {
+    if (i + kAhead < e) __builtin_prefetch(&slots_[mix64(static_cast<uint64_t>(ids[i + kAhead])) & mask_], 1);
+    const int64_t key = ids[i];
+    uint64_t s = mix64(static_cast<uint64_t>(key)) & mask_;
+    int64_t row = -1;
+    while (slots_[s].row >= 0) {
+      if (slots_[s].key == key) {
+        row = slots_[s].row;
+        break;
       }
-      for (int64_t j = 0; j < m; ++j) {
-        const int64_t key = ids[i0 + j];
-        uint64_t s = home[j];
-        int64_t row = -1;
-        while (slots_[s].row >= 0) {
-          if (slots_[s].key == key) {
-            row = slots_[s].row;
-            break;
-          }
-          s = (s + 1) & mask_;
+      s = (s + 1) & mask_;
+    }
+    if (row >= 0) {
+      Slot& slot = slots_[s];
+      if (ttl && now - slot.last_seen > cfg_.ttl) {
+        row = -1;
+      } else if (training) {
+        relaxed_store(&slot.last_use, stamp);
+        if (ttl) relaxed_store(&slot.last_seen, now);
+        // saturating near 2^31 instead of wrapping (the check and the add race by at most a few threads)
+        if (lfu && __atomic_load_n(&slot.freq, __ATOMIC_RELAXED) < kFreqMax) {
+          __atomic_fetch_add(&slot.freq, 1u, __ATOMIC_RELAXED);
         }
-        if (row >= 0 && ttl && now - last_seen_[row] > cfg_.ttl) row = -1;
-        rows[i0 + j] = row;
       }
     }
-  });
-  if (!training) {
-    parallel_for(0, n, 1 << 14, num_threads, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        if (rows[i] < 0) rows[i] = zero_row;
-      }
-    });
-    return res;
+    rows[i] = training ? row : (row < 0 ? zero_row : row);
   }
+}
 
+void DynamicIdMap::unstamp(const int64_t* ids, int64_t n, const int64_t* rows) {
+  if (cfg_.eviction != Eviction::kLfu) return;
+  for (int64_t i = 0; i < n; ++i) {
+    if (rows[i] < 0) continue;
+    const int64_t s = find(ids[i]);
+    if (s >= 0 && slots_[s].freq > 0) --slots_[s].freq;
+  }
+}
+
+ResolveResult DynamicIdMap::resolve(const int64_t* ids, int64_t n, int64_t* rows, bool training, double now,
+                                    int num_threads, int64_t* new_rows, int64_t* new_ids) {
+  parallel_for(0, n, 4096, num_threads,
+               [&](int64_t b, int64_t e) { lookup_range(ids, b, e, rows, training, now); });
+  if (!training) return ResolveResult{};
+  const ResolveResult res = finish(ids, n, rows, now, new_rows, new_ids);
+  if (res.grow_to) unstamp(ids, n, rows);
+  return res;
+}
+
+ResolveResult DynamicIdMap::finish(const int64_t* ids, int64_t n, int64_t* rows, double now, int64_t* new_rows,
+                                   int64_t* new_ids) {
+  ResolveResult res;
+  const int64_t zero_row = cfg_.capacity, stamp = serial_ + 1;
+  const bool ttl = cfg_.has_ttl, lfu = cfg_.eviction == Eviction::kLfu;
   // 2. the absent ids, deduplicated in first-occurrence order, with their occurrence counts.
   int64_t misses = 0;
   for (int64_t i = 0; i < n; ++i) misses += rows[i] < 0;
+  if (misses == 0) {
+    ++serial_;
+    return res;
+  }
   std::vector<int64_t> uniq, occ, miss_pos, miss_idx;
-  if (misses > 0) {
+  {
     Dedup dedup(misses);
     miss_pos.reserve(static_cast<size_t>(misses));
     miss_idx.reserve(static_cast<size_t>(misses));
@@ -273,15 +331,12 @@ ResolveResult DynamicIdMap::resolve(const int64_t* ids, int64_t n, int64_t* rows
       wanted += admit[u];
     }
   }
-  // Expired rows of ids that came back are released first (their ids count as absent), then, when the free rows
-  // cannot hold every admitted id, all expired rows; when they still cannot, grow if allowed.
+  // 3. rows. Expired rows of ids that came back are released first (their ids count as absent), then, when the
+  // free rows cannot hold every admitted id, all expired rows; when they still cannot, grow if allowed.
   if (ttl) {
-    for (int64_t u = 0; u < nu; ++u) {
-      const int64_t slot = find(uniq[u]);
-      if (slot >= 0) release_row(slots_[slot].row);
-    }
+    for (int64_t u = 0; u < nu; ++u) release_key(uniq[u]);
   }
-  if (wanted > static_cast<int64_t>(free_.size())) {
+  if (wanted > num_free()) {
     reclaim_expired(now);
     const int64_t need = used_ + wanted;
     if (need > cfg_.capacity && cfg_.capacity < cfg_.max_capacity) {
@@ -292,50 +347,31 @@ ResolveResult DynamicIdMap::resolve(const int64_t* ids, int64_t n, int64_t* rows
     }
   }
   ++serial_;
-  const int64_t stamp = serial_;
-  // Stamp the rows found in step 1, so they are not eviction victims (freq counts every occurrence).
-  const bool lfu = cfg_.eviction == Eviction::kLfu;
-  parallel_for(0, n, 1 << 13, num_threads, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) {
-      const int64_t r = rows[i];
-      if (r < 0) continue;
-      relaxed_store(&last_use_[r], stamp);
-      if (ttl) relaxed_store(&last_seen_[r], now);
-      // saturating near 2^31 instead of wrapping (the check and the add race by at most a few threads)
-      if (lfu && __atomic_load_n(&freq_[r], __ATOMIC_RELAXED) < kFreqMax) {
-        __atomic_fetch_add(&freq_[r], 1u, __ATOMIC_RELAXED);
-      }
-    }
-  });
   if (cfg_.admit_after > 1) {
     for (int64_t u = 0; u < nu; ++u) count(uniq[u], occ[u]);
   }
   // Evict when the free rows do not suffice: victims in ascending policy key among rows not used in this call.
-  if (wanted > static_cast<int64_t>(free_.size())) {
-    const int64_t short_by = wanted - static_cast<int64_t>(free_.size());
-    if (short_by > 0) {
-      std::vector<std::pair<std::pair<int64_t, int64_t>, int64_t>> cand;  // ((freq or 0, last_use), row)
-      cand.reserve(static_cast<size_t>(used_));
-      for (int64_t r = 0; r < cfg_.capacity; ++r) {
-        const int64_t lu = last_use_[r];
-        if (lu >= 0 && lu != stamp) cand.push_back({{lfu ? static_cast<int64_t>(freq_[r]) : 0, lu}, r});
+  if (wanted > num_free()) {
+    const int64_t short_by = wanted - num_free();
+    std::vector<std::pair<std::pair<int64_t, int64_t>, std::pair<int64_t, int64_t>>> cand;  // ((freq, use), (row, key))
+    cand.reserve(static_cast<size_t>(used_));
+    for (const Slot& e : slots_) {
+      if (e.row >= 0 && e.last_use != stamp) {
+        cand.push_back({{lfu ? static_cast<int64_t>(e.freq) : 0, e.last_use}, {e.row, e.key}});
       }
-      const int64_t k = std::min<int64_t>(short_by, static_cast<int64_t>(cand.size()));
-      if (k < static_cast<int64_t>(cand.size())) {
-        std::nth_element(cand.begin(), cand.begin() + k, cand.end());
-      }
-      for (int64_t j = 0; j < k; ++j) release_row(cand[static_cast<size_t>(j)].second);
     }
+    const int64_t k = std::min<int64_t>(short_by, static_cast<int64_t>(cand.size()));
+    if (k < static_cast<int64_t>(cand.size())) std::nth_element(cand.begin(), cand.begin() + k, cand.end());
+    for (int64_t j = 0; j < k; ++j) release_key(cand[static_cast<size_t>(j)].second.second);
   }
   std::vector<int64_t> urow(static_cast<size_t>(nu), zero_row);
   for (int64_t u = 0; u < nu; ++u) {
-    if (!admit[u] || free_.empty()) continue;
+    if (!admit[u] || num_free() == 0) continue;
     const int64_t r = pop_free();
-    insert(uniq[u], r);
-    row_key_[r] = uniq[u];
-    last_use_[r] = stamp;
-    if (ttl) last_seen_[r] = now;
-    if (lfu) freq_[r] = static_cast<uint32_t>(std::min<int64_t>(occ[u], kFreqMax));
+    Slot& e = slots_[static_cast<size_t>(insert(uniq[u], r))];
+    e.last_use = stamp;
+    e.last_seen = ttl ? now : 0.0;
+    e.freq = lfu ? static_cast<uint32_t>(std::min<int64_t>(occ[u], kFreqMax)) : 0;
     ++used_;
     urow[u] = r;
     new_rows[res.num_new] = r;
@@ -346,6 +382,34 @@ ResolveResult DynamicIdMap::resolve(const int64_t* ids, int64_t n, int64_t* rows
   return res;
 }
 
+std::pair<int64_t, int64_t> resolve_many(DynamicIdMap* const* maps, int64_t num_maps, const int64_t* ids,
+                                         const int64_t* bounds, int64_t* rows, bool training, double now,
+                                         int num_threads, int64_t* new_rows, int64_t* new_ids, int64_t* new_counts) {
+  const int64_t n = bounds[num_maps];
+  parallel_for(0, n, 4096, num_threads, [&](int64_t b, int64_t e) {
+    // the segments overlapping [b, e)
+    int64_t t = static_cast<int64_t>(std::upper_bound(bounds, bounds + num_maps + 1, b) - bounds) - 1;
+    for (; t < num_maps && bounds[t] < e; ++t) {
+      const int64_t lo = std::max(b, bounds[t]), hi = std::min(e, bounds[t + 1]);
+      if (lo < hi) maps[t]->lookup_range(ids, lo, hi, rows, training, now);
+    }
+  });
+  for (int64_t t = 0; t < num_maps; ++t) new_counts[t] = 0;
+  if (!training) return {-1, 0};
+  for (int64_t t = 0; t < num_maps; ++t) {
+    const int64_t lo = bounds[t], len = bounds[t + 1] - bounds[t];
+    const ResolveResult r = maps[t]->finish(ids + lo, len, rows + lo, now, new_rows + lo, new_ids + lo);
+    if (r.grow_to) {  // this map and the ones after it take their frequency counts back; the caller grows and resumes
+      for (int64_t u = t; u < num_maps; ++u) {
+        maps[u]->unstamp(ids + bounds[u], bounds[u + 1] - bounds[u], rows + bounds[u]);
+      }
+      return {t, r.grow_to};
+    }
+    new_counts[t] = r.num_new;
+  }
+  return {-1, 0};
+}
+
 void DynamicIdMap::grow(int64_t new_capacity) {
   RECOPS_CHECK(new_capacity > cfg_.capacity && new_capacity <= cfg_.max_capacity, "DynamicTable",
                ": grow needs a capacity in (", cfg_.capacity, ", ", cfg_.max_capacity, "], got ", new_capacity);
@@ -354,20 +418,24 @@ void DynamicIdMap::grow(int64_t new_capacity) {
 
 int64_t DynamicIdMap::num_live(double now) const {
   int64_t n = 0;
-  for (int64_t r = 0; r < cfg_.capacity; ++r) n += last_use_[r] >= 0 && !expired(r, now);
+  for (const Slot& e : slots_) n += e.row >= 0 && !expired(e, now);
   return n;
 }
 
 void DynamicIdMap::dump(int64_t* ids, int64_t* rows, int64_t* last_use, double* last_seen, int64_t* freq) const {
-  int64_t j = 0;
-  for (int64_t r = 0; r < cfg_.capacity; ++r) {
-    if (last_use_[r] < 0) continue;
-    ids[j] = row_key_[r];
-    rows[j] = r;
-    last_use[j] = last_use_[r];
-    last_seen[j] = cfg_.has_ttl ? last_seen_[r] : 0.0;
-    freq[j] = cfg_.eviction == Eviction::kLfu ? static_cast<int64_t>(freq_[r]) : 0;
-    ++j;
+  std::vector<std::pair<int32_t, int64_t>> order;  // (row, slot)
+  order.reserve(static_cast<size_t>(used_));
+  for (size_t s = 0; s < slots_.size(); ++s) {
+    if (slots_[s].row >= 0) order.emplace_back(slots_[s].row, static_cast<int64_t>(s));
+  }
+  std::sort(order.begin(), order.end());
+  for (size_t j = 0; j < order.size(); ++j) {
+    const Slot& e = slots_[static_cast<size_t>(order[j].second)];
+    ids[j] = e.key;
+    rows[j] = e.row;
+    last_use[j] = e.last_use;
+    last_seen[j] = cfg_.has_ttl ? e.last_seen : 0.0;
+    freq[j] = cfg_.eviction == Eviction::kLfu ? static_cast<int64_t>(e.freq) : 0;
   }
 }
 
@@ -394,40 +462,33 @@ void DynamicIdMap::load(const char* op, const int64_t* ids, const int64_t* rows,
     RECOPS_CHECK(dup == sorted.end(), op, ": id ", dup == sorted.end() ? 0 : *dup, " is listed twice");
   }
   clear();
-  std::fill(sketch_.begin(), sketch_.end(), uint8_t{0});  // the caller loads it next
-  free_.clear();
   for (int64_t j = 0; j < n; ++j) {
-    const int64_t r = rows[j];
-    row_key_[r] = ids[j];
-    last_use_[r] = last_use[j];
-    if (cfg_.has_ttl) last_seen_[r] = last_seen[j];
-    if (cfg_.eviction == Eviction::kLfu) {
-      freq_[r] = static_cast<uint32_t>(std::min<int64_t>(freq[j], kFreqMax));
-    }
-    insert(ids[j], r);
+    Slot& e = slots_[static_cast<size_t>(insert(ids[j], rows[j]))];
+    e.last_use = last_use[j];
+    e.last_seen = cfg_.has_ttl ? last_seen[j] : 0.0;
+    e.freq = cfg_.eviction == Eviction::kLfu ? static_cast<uint32_t>(std::min<int64_t>(freq[j], kFreqMax)) : 0;
+    free_bits_[rows[j] >> 6] &= ~(uint64_t{1} << (rows[j] & 63));
   }
-  for (int64_t r = 0; r < cfg_.capacity; ++r) {
-    if (!taken[r]) free_.push_back(r);  // ascending: a valid min-heap
-  }
+  num_free_ = cfg_.capacity - n;
+  free_hint_ = 0;
   used_ = n;
   serial_ = serial;
 }
 
 void DynamicIdMap::restamp(double now) {
   if (!cfg_.has_ttl) return;
-  for (int64_t r = 0; r < cfg_.capacity; ++r) {
-    if (last_use_[r] >= 0) last_seen_[r] = now;
+  for (Slot& e : slots_) {
+    if (e.row >= 0) e.last_seen = now;
   }
 }
 
 void DynamicIdMap::clear() {
-  for (auto& s : slots_) s.row = -1;
-  std::fill(last_use_.begin(), last_use_.end(), int64_t{-1});
-  std::fill(last_seen_.begin(), last_seen_.end(), 0.0);
-  std::fill(freq_.begin(), freq_.end(), 0u);
+  for (auto& e : slots_) e.row = -1;
   std::fill(sketch_.begin(), sketch_.end(), uint8_t{0});
-  free_.clear();
-  for (int64_t r = 0; r < cfg_.capacity; ++r) free_.push_back(r);
+  std::fill(free_bits_.begin(), free_bits_.end(), uint64_t{0});
+  for (int64_t r = 0; r < cfg_.capacity; ++r) free_bits_[r >> 6] |= uint64_t{1} << (r & 63);
+  num_free_ = cfg_.capacity;
+  free_hint_ = 0;
   used_ = 0;
   serial_ = 0;
 }

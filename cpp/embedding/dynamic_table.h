@@ -28,11 +28,15 @@
 // Expired rows are reclaimed lazily (step 1 when the id comes back, step 3 before an eviction, and when asked):
 // what callers observe (num_live, live rows, rows of ids) is the eager rule's.
 //
-// Memory per row of capacity: 32 bytes of slots (16-byte slots, 2 per row), 8 key, 8 last_use, 8 free-heap entry,
-// plus 8 last_seen with a ttl and 4 freq for LFU; the sketch adds depth * width bytes per table.
+// Layout: one 32-byte slot per entry holds the key, the row and the row's counters (last_use, last_seen, freq), so
+// a lookup and its stamp touch one cache line; free rows are a bitmap (lowest first). Memory per row of capacity:
+// 2 to 4 slots (the slot count is the power of two >= 2 * capacity), i.e. 64 bytes at a power-of-two capacity,
+// plus 1 bit; the sketch adds depth * width bytes per table. Rows are int32: capacity <= 2^31 - 1.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 namespace recops::embedding {
@@ -40,7 +44,7 @@ namespace recops::embedding {
 enum class Eviction : int { kLru = 0, kLfu = 1 };
 
 struct DynamicMapConfig {
-  int64_t capacity = 0;       // rows now, >= 1
+  int64_t capacity = 0;       // rows now, in [1, 2^31 - 1]
   int64_t max_capacity = 0;   // >= capacity; growth doubles up to it
   int64_t admit_after = 1;    // in [1, 255]
   bool has_ttl = false;
@@ -83,6 +87,14 @@ class DynamicIdMap {
   ResolveResult resolve(const int64_t* ids, int64_t n, int64_t* rows, bool training, double now, int num_threads,
                         int64_t* new_rows, int64_t* new_ids);
 
+  // The two halves of resolve, for resolve_many: the lookups of ids[b, e) (no parallel region; training stamps the
+  // rows found), then the serial phase over the whole call's ids (training only); unstamp takes the frequency
+  // counts of a lookup back when the call asked to grow.
+  void lookup_range(const int64_t* ids, int64_t b, int64_t e, int64_t* rows, bool training, double now);
+  ResolveResult finish(const int64_t* ids, int64_t n, int64_t* rows, double now, int64_t* new_rows,
+                       int64_t* new_ids);
+  void unstamp(const int64_t* ids, int64_t n, const int64_t* rows);
+
   // More rows (new_capacity in (capacity, max_capacity]); the new rows are free.
   void grow(int64_t new_capacity);
 
@@ -110,35 +122,67 @@ class DynamicIdMap {
   void clear();
 
  private:
-  struct Slot {
+  struct alignas(32) Slot {
     int64_t key;
-    int64_t row;  // -1: empty
+    int64_t last_use;  // serial of the last training call that used the row
+    double last_seen;  // step or clock of that call (ttl)
+    int32_t row;       // -1: empty slot
+    uint32_t freq;     // occurrences since the row was assigned (LFU)
   };
 
   int64_t find(int64_t key) const;   // slot index holding key, or -1
-  void insert(int64_t key, int64_t row);
+  int64_t insert(int64_t key, int64_t row);  // returns the slot
   void erase_slot(int64_t slot);
-  void release_row(int64_t row);     // removes row's key from the map, row becomes free
-  bool expired(int64_t row, double now) const;
-  int64_t reclaim_expired(double now);
+  void release_key(int64_t key);     // removes key from the map, its row becomes free
+  bool expired(const Slot& s, double now) const;
+  void reclaim_expired(double now);
   void rehash(int64_t capacity);
   uint32_t estimate(int64_t key) const;
   void count(int64_t key, int64_t occurrences);
   int64_t pop_free();
   void push_free(int64_t row);
+  int64_t num_free() const { return num_free_; }
+
+  // Slots in one 2 MiB-aligned block advised to transparent huge pages (Linux): random probes then stop missing
+  // the TLB once the tables around them fill the caches.
+  struct SlotBlock {
+    Slot* data = nullptr;
+    size_t count = 0;
+    SlotBlock() = default;
+    explicit SlotBlock(size_t n);
+    SlotBlock(SlotBlock&& o) noexcept : data(o.data), count(o.count) { o.data = nullptr, o.count = 0; }
+    SlotBlock& operator=(SlotBlock&& o) noexcept;
+    SlotBlock(const SlotBlock&) = delete;
+    SlotBlock& operator=(const SlotBlock&) = delete;
+    ~SlotBlock();
+    Slot& operator[](size_t i) { return data[i]; }
+    const Slot& operator[](size_t i) const { return data[i]; }
+    size_t size() const { return count; }
+    Slot* begin() { return data; }
+    Slot* end() { return data + count; }
+    const Slot* begin() const { return data; }
+    const Slot* end() const { return data + count; }
+  };
 
   DynamicMapConfig cfg_;
-  std::vector<Slot> slots_;
+  SlotBlock slots_;
   uint64_t mask_ = 0;
-  std::vector<int64_t> row_key_;
-  std::vector<int64_t> last_use_;   // -1: free row
-  std::vector<double> last_seen_;   // with a ttl
-  std::vector<uint32_t> freq_;      // LFU
-  std::vector<int64_t> free_;       // min-heap of free rows
+  std::vector<uint64_t> free_bits_;  // bit r: row r is free
+  int64_t free_hint_ = 0;            // no free row below word free_hint_
+  int64_t num_free_ = 0;
   std::vector<uint8_t> sketch_;
   int64_t used_ = 0;
-  int64_t serial_ = 0;              // training calls so far
+  int64_t serial_ = 0;               // training calls so far
 };
+
+// resolve for several maps at once (the dynamic tables of one collection group): map t resolves ids[bounds[t],
+// bounds[t + 1]) into the same positions of rows, all lookups in one parallel region, then each map's serial phase
+// in order. Map t's new (row, id) pairs go to new_rows / new_ids from position bounds[t], new_counts[t] of them.
+// Returns (-1, 0), or (t, grow_to) when map t must grow first: maps before t are done, maps from t on changed
+// nothing; the caller grows map t and calls again with the maps and ids from t on.
+std::pair<int64_t, int64_t> resolve_many(DynamicIdMap* const* maps, int64_t num_maps, const int64_t* ids,
+                                         const int64_t* bounds, int64_t* rows, bool training, double now,
+                                         int num_threads, int64_t* new_rows, int64_t* new_ids, int64_t* new_counts);
 
 // Deterministic initial values of the rows of new ids: out [n, dim] (float32),
 // uniform in [-bound, bound): u = (mix64(mix64(seed ^ id) + j) >> 11) * 2^-53, value = float((2u - 1) * bound).

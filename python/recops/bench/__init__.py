@@ -13,6 +13,7 @@ import torch
 from .attention import attention_cases
 from .bf16 import bf16_cases, bf16_model_cases
 from .dlrm import dlrm_cases
+from .dynamic import dynamic_cases
 from .embedding import embedding_cases
 from .hstu import hstu_cases
 from .jagged import jagged_cases
@@ -52,4 +53,5 @@ CASE_BUILDERS: Dict[str, Callable[[torch.device, bool], List[Case]]] = {
     "retrieval": retrieval_cases,
     "dlrm": dlrm_cases,
     "sampled_softmax": sampled_softmax_cases,
+    "dynamic": dynamic_cases,
 }

@@ -19,6 +19,7 @@ from .._runtime import core as _C
 from .._runtime import num_threads
 
 EVICTION = {"lru": 0, "lfu": 1}
+MAX_ROWS = (1 << 31) - 1  # rows are int32 in the map's slots
 SKETCH_DEPTH = 4
 
 
@@ -56,13 +57,13 @@ class DynamicTable:
             v = getattr(self, arg)
             if isinstance(v, bool) or not isinstance(v, int):
                 raise TypeError(f"{op}: {arg} must be an int, got {type(v).__name__}")
-        if not 1 <= self.capacity <= 1 << 40:
-            raise ValueError(f"{op}: capacity must be in [1, 2^40], got {self.capacity}")
+        if not 1 <= self.capacity <= MAX_ROWS:
+            raise ValueError(f"{op}: capacity must be in [1, 2^31 - 1], got {self.capacity}")
         if self.max_capacity is None:
             self.max_capacity = self.capacity
         if isinstance(self.max_capacity, bool) or not isinstance(self.max_capacity, int) or not (
-                self.capacity <= self.max_capacity <= 1 << 40):
-            raise ValueError(f"{op}: max_capacity must be an int in [capacity={self.capacity}, 2^40], got "
+                self.capacity <= self.max_capacity <= MAX_ROWS):
+            raise ValueError(f"{op}: max_capacity must be an int in [capacity={self.capacity}, 2^31 - 1], got "
                              f"{self.max_capacity!r}")
         if not 1 <= self.admit_after <= 255:
             raise ValueError(f"{op}: admit_after must be in [1, 255], got {self.admit_after}")
@@ -89,10 +90,12 @@ class DynamicTable:
         """Memory of the admission sketch (0 when admit_after is 1)."""
         return self.sketch_depth * self.sketch_width if self.admit_after > 1 else 0
 
-    def row_overhead_bytes(self) -> int:
-        """Bytes per row of capacity held by the map besides the embedding row and its optimizer state (slots,
-        key, last use, free list, last seen with a ttl, frequency for LFU); see cpp/embedding/dynamic_table.h."""
-        return 56 + (8 if self.ttl is not None else 0) + (4 if self.eviction == "lfu" else 0)
+    def map_bytes(self, capacity: Optional[int] = None) -> int:
+        """Memory of the id map at `capacity` rows (default: the configured one) besides the embedding rows and
+        their optimizer state: 32-byte slots (the power of two >= 2 * capacity of them: key, row, last use, last
+        seen, frequency), a free-row bitmap and the sketch; see cpp/embedding/dynamic_table.h."""
+        cap = self.capacity if capacity is None else capacity
+        return 32 * _pow2_at_least(2 * cap) + (cap + 63) // 64 * 8 + self.sketch_bytes()
 
 
 def table_seed(name: str, seed: int) -> int:

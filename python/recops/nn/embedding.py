@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from .._runtime import core as _C
-from .._runtime import eager
+from .._runtime import eager, num_threads
 from ..data.keyed_jagged import KeyedJagged
 from ..ops import embedding as ops
 from ..ops.embedding import META_COLS, OPTIMIZERS, POOLING, meta_row
@@ -604,14 +604,33 @@ class EmbeddingBagCollection(nn.Module):
         nf = len(g.features)
         bounds = offsets[torch.arange(0, nf + 1, device=offsets.device) * batch].tolist()
         now = self._now(training)
-        assigned, f = [], 0
+        # feature bounds -> table bounds (each table's features are adjacent in the group)
+        first = [0]
         for t in g.tables:
-            lo, hi = bounds[f], bounds[f + len(t.feature_names)]
-            f += len(t.feature_names)
-            st = self._dyn[t.name]
-            new_rows, new_ids = st.resolve(host[lo:hi], rows[lo:hi], training, now, self._grow)
-            if new_rows.numel():
-                assigned.append((t, st, new_rows, new_ids))
+            first.append(first[-1] + len(t.feature_names))
+        states = [self._dyn[t.name] for t in g.tables]
+        tb = torch.tensor([bounds[k] for k in first], dtype=torch.int64)
+        n = host.shape[0]
+        new_rows = torch.empty(n, dtype=torch.int64)
+        new_ids = torch.empty(n, dtype=torch.int64)
+        counts = torch.zeros(len(states), dtype=torch.int64)
+        start = 0
+        while True:  # resumes at the table that had to grow
+            lo = int(tb[start])
+            part = counts[start:]
+            t, grow_to = _C.dynamic_resolve_many(
+                [st.map for st in states[start:]], host[lo:], tb[start:] - lo, rows[lo:], training, now,
+                num_threads(), new_rows[lo:], new_ids[lo:], part)
+            if t < 0:
+                break
+            start += t
+            self._grow(states[start], grow_to)
+        assigned = []
+        for k, (t, st) in enumerate(zip(g.tables, states)):
+            c = int(counts[k])
+            if c:
+                lo = int(tb[k])
+                assigned.append((t, st, new_rows[lo:lo + c], new_ids[lo:lo + c]))
         g = self._groups[gi]  # growth may have laid the group out again
         for t, st, new_rows, new_ids in assigned:
             views = self._views(g, t, g.table_rows[t.name], "init")
