@@ -97,7 +97,7 @@ DynamicIdMap::SlotBlock::SlotBlock(size_t n) : count(n) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
   if (bytes >= kHuge) madvise(data, bytes / kHuge * kHuge, MADV_HUGEPAGE);
 #endif
-  for (size_t i = 0; i < n; ++i) data[i] = Slot{0, 0, 0.0, -1, 0};
+  for (size_t i = 0; i < n; ++i) data[i] = Slot{0, -1, 0};
 }
 
 DynamicIdMap::SlotBlock& DynamicIdMap::SlotBlock::operator=(SlotBlock&& o) noexcept {
@@ -121,6 +121,8 @@ DynamicIdMap::DynamicIdMap(const char* op, const DynamicMapConfig& config) : cfg
 void DynamicIdMap::rehash(int64_t capacity) {
   const int64_t old = cfg_.capacity;
   free_bits_.resize(static_cast<size_t>((capacity + 63) / 64), 0);
+  if (cfg_.has_ttl) last_seen_.resize(static_cast<size_t>(capacity), 0.0);
+  if (cfg_.eviction == Eviction::kLfu) freq_.resize(static_cast<size_t>(capacity), 0);
   for (int64_t r = old; r < capacity; ++r) free_bits_[r >> 6] |= uint64_t{1} << (r & 63);
   num_free_ += capacity - old;
   free_hint_ = std::min<int64_t>(free_hint_, old >> 6);
@@ -148,7 +150,7 @@ int64_t DynamicIdMap::find(int64_t key) const {
 int64_t DynamicIdMap::insert(int64_t key, int64_t row) {
   uint64_t s = mix64(static_cast<uint64_t>(key)) & mask_;
   while (slots_[s].row >= 0) s = (s + 1) & mask_;
-  slots_[s] = Slot{key, 0, 0.0, static_cast<int32_t>(row), 0};
+  slots_[s] = Slot{key, static_cast<int32_t>(row), 0};
   return static_cast<int64_t>(s);
 }
 
@@ -196,7 +198,11 @@ void DynamicIdMap::release_key(int64_t key) {
 }
 
 bool DynamicIdMap::expired(const Slot& e, double now) const {
-  return cfg_.has_ttl && now - e.last_seen > cfg_.ttl;
+  return cfg_.has_ttl && now - last_seen_[static_cast<size_t>(e.row)] > cfg_.ttl;
+}
+
+int64_t DynamicIdMap::last_use(const Slot& e) const {
+  return serial_ - static_cast<int64_t>(static_cast<uint32_t>(static_cast<uint32_t>(serial_) - e.use));
 }
 
 void DynamicIdMap::reclaim_expired(double now) {
@@ -235,11 +241,12 @@ void DynamicIdMap::count(int64_t key, int64_t occurrences) {
 // (unstamp) before it returns.
 void DynamicIdMap::lookup_range(const int64_t* ids, int64_t b, int64_t e, int64_t* rows, bool training,
                                 double now) {
-  const int64_t zero_row = cfg_.capacity, stamp = serial_ + 1;
+  const int64_t zero_row = cfg_.capacity;
+  const uint32_t use = static_cast<uint32_t>(serial_ + 1);
   const bool ttl = cfg_.has_ttl, lfu = cfg_.eviction == Eviction::kLfu;
   // Software-pipelined: the home slot of id i + kAhead is prefetched while id i is probed, so the probes find their
   // lines in cache (a probe is one cache miss otherwise). Absent and expired ids get -1 (training) or the zero row.
-  constexpr int64_t kAhead = 24;
+  constexpr int64_t kAhead = 32;
   for (int64_t i = b; i < std::min(e, b + kAhead); ++i) {
     __builtin_prefetch(&slots_[mix64(static_cast<uint64_t>(ids[i])) & mask_], 1);
   }
@@ -257,27 +264,30 @@ void DynamicIdMap::lookup_range(const int64_t* ids, int64_t b, int64_t e, int64_
     }
     if (row >= 0) {
       Slot& slot = slots_[s];
-      if (ttl && now - slot.last_seen > cfg_.ttl) {
+      double* seen = ttl ? &last_seen_[static_cast<size_t>(row)] : nullptr;
+      double was = 0;
+      if (ttl) __atomic_load(seen, &was, __ATOMIC_RELAXED);
+      if (ttl && now - was > cfg_.ttl) {
         row = -1;
       } else if (training) {
-        relaxed_store(&slot.last_use, stamp);
-        if (ttl) relaxed_store(&slot.last_seen, now);
+        // store only when the value changes: hot ids (Zipf) would otherwise bounce their line between cores
+        if (__atomic_load_n(&slot.use, __ATOMIC_RELAXED) != use) relaxed_store(&slot.use, use);
+        if (ttl && was != now) relaxed_store(seen, now);
         // saturating near 2^31 instead of wrapping (the check and the add race by at most a few threads)
-        if (lfu && __atomic_load_n(&slot.freq, __ATOMIC_RELAXED) < kFreqMax) {
-          __atomic_fetch_add(&slot.freq, 1u, __ATOMIC_RELAXED);
-        }
+        uint32_t* f = lfu ? &freq_[static_cast<size_t>(row)] : nullptr;
+        if (lfu && __atomic_load_n(f, __ATOMIC_RELAXED) < kFreqMax) __atomic_fetch_add(f, 1u, __ATOMIC_RELAXED);
       }
     }
     rows[i] = training ? row : (row < 0 ? zero_row : row);
   }
 }
 
-void DynamicIdMap::unstamp(const int64_t* ids, int64_t n, const int64_t* rows) {
+void DynamicIdMap::unstamp(const int64_t* /*ids*/, int64_t n, const int64_t* rows) {
   if (cfg_.eviction != Eviction::kLfu) return;
   for (int64_t i = 0; i < n; ++i) {
     if (rows[i] < 0) continue;
-    const int64_t s = find(ids[i]);
-    if (s >= 0 && slots_[s].freq > 0) --slots_[s].freq;
+    uint32_t& f = freq_[static_cast<size_t>(rows[i])];
+    if (f > 0) --f;
   }
 }
 
@@ -347,6 +357,13 @@ ResolveResult DynamicIdMap::finish(const int64_t* ids, int64_t n, int64_t* rows,
     }
   }
   ++serial_;
+  if ((serial_ & ((int64_t{1} << 30) - 1)) == 0) {  // keep every age below 2^31, so 32-bit uses never alias
+    for (Slot& e : slots_) {
+      if (e.row >= 0 && static_cast<uint32_t>(static_cast<uint32_t>(serial_) - e.use) > (uint32_t{1} << 31)) {
+        e.use = static_cast<uint32_t>(serial_ - (int64_t{1} << 31));
+      }
+    }
+  }
   if (cfg_.admit_after > 1) {
     for (int64_t u = 0; u < nu; ++u) count(uniq[u], occ[u]);
   }
@@ -356,8 +373,9 @@ ResolveResult DynamicIdMap::finish(const int64_t* ids, int64_t n, int64_t* rows,
     std::vector<std::pair<std::pair<int64_t, int64_t>, std::pair<int64_t, int64_t>>> cand;  // ((freq, use), (row, key))
     cand.reserve(static_cast<size_t>(used_));
     for (const Slot& e : slots_) {
-      if (e.row >= 0 && e.last_use != stamp) {
-        cand.push_back({{lfu ? static_cast<int64_t>(e.freq) : 0, e.last_use}, {e.row, e.key}});
+      if (e.row >= 0 && e.use != static_cast<uint32_t>(stamp)) {
+        cand.push_back({{lfu ? static_cast<int64_t>(freq_[static_cast<size_t>(e.row)]) : 0, last_use(e)},
+                        {e.row, e.key}});
       }
     }
     const int64_t k = std::min<int64_t>(short_by, static_cast<int64_t>(cand.size()));
@@ -368,10 +386,9 @@ ResolveResult DynamicIdMap::finish(const int64_t* ids, int64_t n, int64_t* rows,
   for (int64_t u = 0; u < nu; ++u) {
     if (!admit[u] || num_free() == 0) continue;
     const int64_t r = pop_free();
-    Slot& e = slots_[static_cast<size_t>(insert(uniq[u], r))];
-    e.last_use = stamp;
-    e.last_seen = ttl ? now : 0.0;
-    e.freq = lfu ? static_cast<uint32_t>(std::min<int64_t>(occ[u], kFreqMax)) : 0;
+    slots_[static_cast<size_t>(insert(uniq[u], r))].use = static_cast<uint32_t>(stamp);
+    if (ttl) last_seen_[static_cast<size_t>(r)] = now;
+    if (lfu) freq_[static_cast<size_t>(r)] = static_cast<uint32_t>(std::min<int64_t>(occ[u], kFreqMax));
     ++used_;
     urow[u] = r;
     new_rows[res.num_new] = r;
@@ -433,9 +450,9 @@ void DynamicIdMap::dump(int64_t* ids, int64_t* rows, int64_t* last_use, double* 
     const Slot& e = slots_[static_cast<size_t>(order[j].second)];
     ids[j] = e.key;
     rows[j] = e.row;
-    last_use[j] = e.last_use;
-    last_seen[j] = cfg_.has_ttl ? e.last_seen : 0.0;
-    freq[j] = cfg_.eviction == Eviction::kLfu ? static_cast<int64_t>(e.freq) : 0;
+    last_use[j] = this->last_use(e);
+    last_seen[j] = cfg_.has_ttl ? last_seen_[static_cast<size_t>(e.row)] : 0.0;
+    freq[j] = cfg_.eviction == Eviction::kLfu ? static_cast<int64_t>(freq_[static_cast<size_t>(e.row)]) : 0;
   }
 }
 
@@ -463,10 +480,11 @@ void DynamicIdMap::load(const char* op, const int64_t* ids, const int64_t* rows,
   }
   clear();
   for (int64_t j = 0; j < n; ++j) {
-    Slot& e = slots_[static_cast<size_t>(insert(ids[j], rows[j]))];
-    e.last_use = last_use[j];
-    e.last_seen = cfg_.has_ttl ? last_seen[j] : 0.0;
-    e.freq = cfg_.eviction == Eviction::kLfu ? static_cast<uint32_t>(std::min<int64_t>(freq[j], kFreqMax)) : 0;
+    const size_t r = static_cast<size_t>(rows[j]);
+    slots_[static_cast<size_t>(insert(ids[j], rows[j]))].use =
+        static_cast<uint32_t>(std::max<int64_t>(last_use[j], serial - (int64_t{1} << 31)));
+    if (cfg_.has_ttl) last_seen_[r] = last_seen[j];
+    if (cfg_.eviction == Eviction::kLfu) freq_[r] = static_cast<uint32_t>(std::min<int64_t>(freq[j], kFreqMax));
     free_bits_[rows[j] >> 6] &= ~(uint64_t{1} << (rows[j] & 63));
   }
   num_free_ = cfg_.capacity - n;
@@ -478,7 +496,7 @@ void DynamicIdMap::load(const char* op, const int64_t* ids, const int64_t* rows,
 void DynamicIdMap::restamp(double now) {
   if (!cfg_.has_ttl) return;
   for (Slot& e : slots_) {
-    if (e.row >= 0) e.last_seen = now;
+    if (e.row >= 0) last_seen_[static_cast<size_t>(e.row)] = now;
   }
 }
 

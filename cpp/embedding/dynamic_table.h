@@ -28,10 +28,11 @@
 // Expired rows are reclaimed lazily (step 1 when the id comes back, step 3 before an eviction, and when asked):
 // what callers observe (num_live, live rows, rows of ids) is the eager rule's.
 //
-// Layout: one 32-byte slot per entry holds the key, the row and the row's counters (last_use, last_seen, freq), so
-// a lookup and its stamp touch one cache line; free rows are a bitmap (lowest first). Memory per row of capacity:
-// 2 to 4 slots (the slot count is the power of two >= 2 * capacity), i.e. 64 bytes at a power-of-two capacity,
-// plus 1 bit; the sketch adds depth * width bytes per table. Rows are int32: capacity <= 2^31 - 1.
+// Layout: 16-byte slots {key, row, use} (use: the last training call that used the row), so a lookup and its LRU
+// stamp touch one cache line; with a ttl a per-row last_seen (8 bytes), with LFU a per-row count (4 bytes); free
+// rows are a bitmap (lowest first). Memory per row of capacity: 2 to 4 slots (the slot count is the power of two
+// >= 2 * capacity), i.e. 32 bytes at a power-of-two capacity, plus 1 bit (+ 8 ttl, + 4 LFU); the sketch adds
+// depth * width bytes per table. Rows are int32: capacity <= 2^31 - 1.
 #pragma once
 
 #include <cstddef>
@@ -122,12 +123,10 @@ class DynamicIdMap {
   void clear();
 
  private:
-  struct alignas(32) Slot {
+  struct Slot {
     int64_t key;
-    int64_t last_use;  // serial of the last training call that used the row
-    double last_seen;  // step or clock of that call (ttl)
-    int32_t row;       // -1: empty slot
-    uint32_t freq;     // occurrences since the row was assigned (LFU)
+    int32_t row;   // -1: empty slot
+    uint32_t use;  // low 32 bits of the serial of the last training call that used the row
   };
 
   int64_t find(int64_t key) const;   // slot index holding key, or -1
@@ -135,6 +134,7 @@ class DynamicIdMap {
   void erase_slot(int64_t slot);
   void release_key(int64_t key);     // removes key from the map, its row becomes free
   bool expired(const Slot& s, double now) const;
+  int64_t last_use(const Slot& s) const;  // the full serial (ages stay below 2^31, see resolve)
   void reclaim_expired(double now);
   void rehash(int64_t capacity);
   uint32_t estimate(int64_t key) const;
@@ -167,6 +167,8 @@ class DynamicIdMap {
   DynamicMapConfig cfg_;
   SlotBlock slots_;
   uint64_t mask_ = 0;
+  std::vector<double> last_seen_;    // per row, with a ttl: step or clock of the last training call using it
+  std::vector<uint32_t> freq_;       // per row, LFU: occurrences since the row was assigned
   std::vector<uint64_t> free_bits_;  // bit r: row r is free
   int64_t free_hint_ = 0;            // no free row below word free_hint_
   int64_t num_free_ = 0;
