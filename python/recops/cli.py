@@ -146,11 +146,11 @@ def _sequential_arguments(g) -> List[argparse.Action]:
 
 # ---- CTR ranking: dlrm, logistic --------------------------------------------------------------------------------
 
-def _ctr_data(data: str, sizes, seed: int, max_rows: Optional[int]):
+def _ctr_data(data: str, sizes, seed: int, max_rows: Optional[int], raw_ids: bool = False, vocab_size=None):
     from .data.criteo import ctr_data
 
     with _user_input():
-        return ctr_data(data, sizes, seed=seed, max_rows=max_rows)
+        return ctr_data(data, sizes, seed=seed, max_rows=max_rows, raw_ids=raw_ids, vocab_size=vocab_size)
 
 
 def cmd_train_ctr(args) -> int:
@@ -161,8 +161,17 @@ def cmd_train_ctr(args) -> int:
 
     rank, world, say = _ranks()
     t0 = time.perf_counter()
-    sizes = args.table_size if args.table_size is not None else (2000 if args.data == "synthetic" else 1_000_000)
-    data = _ctr_data(args.data, sizes, args.seed, args.max_rows)
+    sizes = args.table_size if args.table_size is not None else (
+        (args.vocab_size or 2000) if args.data == "synthetic" else 1_000_000)
+    if args.vocab_size is not None and args.data != "synthetic":
+        raise UserError("--vocab-size: only synthetic data has a vocabulary to choose")
+    dynamic = None
+    if args.dynamic_tables:
+        dynamic = {"admit_after": args.admit_after, "ttl": args.ttl, "max_growth": args.max_growth}
+    elif (args.admit_after, args.ttl, args.max_growth) != (1, None, 1):
+        raise UserError("--admit-after, --ttl and --max-growth need --dynamic-tables")
+    data = _ctr_data(args.data, sizes, args.seed, args.max_rows, raw_ids=args.dynamic_tables,
+                     vocab_size=args.vocab_size)
     say(f"data: {data.num_train} train / {data.num_test} test samples, tables {data.table_sizes[:3]}... "
         f"({time.perf_counter() - t0:.1f}s)" + (f"; oracle AUC {data.oracle_auc:.4f}" if data.oracle_auc else "")
         + (f"; {world} processes, batch {args.batch_size} each" if world > 1 else ""), flush=True)
@@ -170,8 +179,9 @@ def cmd_train_ctr(args) -> int:
     results, runs = {}, {}
     for name in CTR.runs(args):
         torch.manual_seed(args.seed)
-        cfg = DLRMConfig(data.table_sizes, embedding_dim=d, bottom_mlp=(256, 128, d), top_mlp=(256, 128),
-                         embedding_optimizer=FusedOptimizer("rowwise_adagrad", lr=args.lr))
+        with _user_input():
+            cfg = DLRMConfig(data.table_sizes, embedding_dim=d, bottom_mlp=(256, 128, d), top_mlp=(256, 128),
+                             embedding_optimizer=FusedOptimizer("rowwise_adagrad", lr=args.lr), dynamic=dynamic)
         model = CTR_MODELS[name](cfg)
         wrapped = None
         if world > 1:
@@ -183,8 +193,10 @@ def cmd_train_ctr(args) -> int:
                       rank=rank, world=world, wrapped=wrapped)
         metrics = {"model": name, "test": res.test, "history": res.history, "train_seconds": res.seconds,
                    "train_samples_per_second": res.samples_per_second,
+                   "embedding_bytes": model.embeddings.memory_bytes(),
                    "data": {"path": args.data, "format": "criteo", "seed": args.seed,
-                            "table_sizes": data.table_sizes, "max_rows": args.max_rows}}
+                            "table_sizes": data.table_sizes, "max_rows": args.max_rows,
+                            "raw_ids": bool(args.dynamic_tables), "vocab_size": args.vocab_size}}
         metrics["processes"] = world
         results[name] = {k: res.test[k] for k in ("AUC", "logloss")}
         runs[name] = metrics
@@ -224,7 +236,8 @@ def _save_ctr(path, model, name, metrics, cfg, rank, world) -> None:
 def _eval_ctr(ck, spec: dict) -> Dict[str, float]:
     from .train.ctr import evaluate_ctr
 
-    data = _ctr_data(spec["path"], spec["table_sizes"], spec["seed"], spec["max_rows"])
+    data = _ctr_data(spec["path"], spec["table_sizes"], spec["seed"], spec["max_rows"], spec.get("raw_ids", False),
+                     spec.get("vocab_size"))
     _same(spec["path"], "table sizes", data.table_sizes, list(ck.config.table_sizes))
     return evaluate_ctr(ck.model, data.test_batches(8192))
 
@@ -236,7 +249,19 @@ def _ctr_arguments(g) -> List[argparse.Action]:
             g.add_argument("--lr", type=_POSITIVE, default=0.05,
                            help="fused rowwise-Adagrad learning rate (embeddings)"),
             g.add_argument("--dense-lr", type=_POSITIVE, default=1e-3, help="Adam learning rate of the MLPs"),
-            g.add_argument("--no-baseline", action="store_true", help="dlrm: skip the logistic baseline")]
+            g.add_argument("--no-baseline", action="store_true", help="dlrm: skip the logistic baseline"),
+            g.add_argument("--dynamic-tables", action="store_true",
+                           help="collisionless tables over the raw 64-bit ids (no modulo); --table-size is then "
+                                "their capacity"),
+            g.add_argument("--admit-after", type=_COUNT, default=1,
+                           help="--dynamic-tables: an id gets a row at its N-th sighting"),
+            g.add_argument("--ttl", type=_POSITIVE, default=None,
+                           help="--dynamic-tables: ids unseen for more than this many steps lose their row"),
+            g.add_argument("--max-growth", type=_COUNT, default=1,
+                           help="--dynamic-tables: tables double up to this factor of their capacity when full"),
+            g.add_argument("--vocab-size", type=_COUNT, default=None,
+                           help="synthetic data: ids per table, as raw 64-bit ids (hashed modulo --table-size "
+                                "unless --dynamic-tables)")]
 
 
 # ---- two-tower retrieval: gnolr, bce-two-tower ------------------------------------------------------------------

@@ -140,3 +140,36 @@ def test_sparse_to_kjt_makes_empty_bags_for_missing_ids():
     assert kjt.keys == ["a", "b"] and kjt.stride() == 3
     assert kjt.offsets.tolist() == [0, 1, 1, 2, 2, 2, 3]
     assert kjt.values.tolist() == [3, 0, 2]
+
+
+def test_reader_keeps_raw_ids(tmp_path):
+    cats = ["1f", "ffffffff", "8000000000000000", "fffffffffffffffe"] + [""] * 22
+    path = tmp_path / "raw.tsv"
+    path.write_text(_line("1", ["1"] * 13, cats))
+    b = load_criteo(str(path), table_sizes=None)
+    assert b.sparse[0, :5].tolist() == [0x1F, 0xFFFFFFFF, -(1 << 63), -2, -1]
+    kjt = sparse_to_kjt(b.sparse)
+    assert kjt.values.tolist() == [0x1F, 0xFFFFFFFF, -(1 << 63), -2]  # negative raw ids are ids, -1 is empty
+    path.write_text(_line("1", ["1"] * 13, ["ffffffffffffffff"] + [""] * 25))
+    with pytest.raises(DataError, match="empty-field marker"):
+        load_criteo(str(path), table_sizes=None)
+    path.write_text(_line("1", ["1"] * 13, ["1" + "0" * 16] + [""] * 25))
+    with pytest.raises(DataError, match="64 bits"):
+        load_criteo(str(path), table_sizes=None)
+
+
+def test_synthetic_raw_ids_keep_the_vocabulary_and_hash_modulo():
+    s = synthetic_criteo(3000, 500, table_sizes=50, seed=3)
+    r = synthetic_criteo(3000, 500, table_sizes=50, seed=3, raw_ids=True)
+    assert torch.equal(s.train.labels, r.train.labels)
+    for f in range(NUM_SPARSE):  # the same ids, renamed one to one
+        a, b = s.train.sparse[:, f], r.train.sparse[:, f]
+        assert torch.equal(a == -1, b == -1)
+        pairs = set(zip(a.tolist(), b.tolist()))
+        assert len(pairs) == len(set(a.tolist())) == len(set(b.tolist()))
+    assert (r.train.sparse < -1).any()
+    d = ctr_data("synthetic", 10, num_train=300, num_test=50, vocab_size=50)
+    sp = next(iter(d.train_batches(300))).sparse
+    assert int(sp.max()) < 10 and int(sp.min()) >= -1 and d.table_sizes == [10] * NUM_SPARSE
+    raw = ctr_data("synthetic", 10, num_train=300, num_test=50, vocab_size=50, raw_ids=True)
+    assert int(next(iter(raw.train_batches(300))).sparse.abs().max()) > 1000

@@ -75,3 +75,19 @@ def test_cli_ranking_data_with_a_byte_order_mark(tmp_path, capsys):
                      "--batch-size", "128", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "data: 270 train / 30 test samples" in out
+
+
+def test_cli_dlrm_dynamic_tables(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", "--model", "dlrm", "--data", "synthetic", "--vocab-size", "30", "--table-size", "16",
+                     "--dynamic-tables", "--max-growth", "2", "--admit-after", "2", "--embedding-dim", "4",
+                     "--epochs", "1", "--batch-size", "512", "--no-progress", "--no-baseline",
+                     "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    run = metrics["runs"]["dlrm"]
+    assert run["data"]["raw_ids"] is True and run["embedding_bytes"] > 0
+    assert cli.main(["eval", "--checkpoint", str(out / "dlrm")]) == 0
+    assert "AUC" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", "--model", "dlrm", "--data", "synthetic", "--ttl", "3", "--epochs", "1"])
+    assert e.value.code == 2 and "--dynamic-tables" in capsys.readouterr().err

@@ -139,3 +139,20 @@ def test_evaluate_ctr_metrics():
     model = LogisticCTR(_config(None, sizes=[20] * 26))
     out = evaluate_ctr(model, [s.test])
     assert out["samples"] == 400 and 0 <= out["AUC"] <= 1 and out["logloss"] > 0
+
+
+def test_dlrm_with_dynamic_tables_trains_on_raw_ids_and_round_trips():
+    data = ctr_data("synthetic", 64, num_train=3000, num_test=500, vocab_size=64, raw_ids=True)
+    cfg = DLRMConfig([32] * 26, embedding_dim=8, bottom_mlp=(16, 8), top_mlp=(16,),
+                     embedding_optimizer=FusedOptimizer("rowwise_adagrad", lr=0.05),
+                     dynamic={"admit_after": 1, "max_growth": 4})
+    torch.manual_seed(0)
+    model = DLRM(cfg)
+    res = fit_ctr(model, data, epochs=2, batch_size=256, progress=False, log=lambda m: None)
+    assert res.test["AUC"] > 0.6
+    assert model.embeddings.capacity("t_C1") == 64 and model.embeddings.num_live("t_C1") <= 64
+    again = DLRM(DLRMConfig.from_dict(cfg.to_dict()))
+    again.load_state_dict(model.state_dict())
+    assert evaluate_ctr(again, data.test_batches(500))["AUC"] == pytest.approx(res.test["AUC"])
+    with pytest.raises(ValueError, match="dynamic"):
+        DLRMConfig([4] * 26, embedding_dim=8, bottom_mlp=(8,), dynamic={"capacity": 3})

@@ -3,8 +3,10 @@
 
 A Criteo line is `label \\t I1..I13 \\t C1..C26`: label 0/1, 13 integer counts (possibly empty or negative), 26
 categorical values as hexadecimal hashes (possibly empty). Dense features become log(1 + max(x, 0)) (DLRM's
-preprocessing; empty -> 0). Categorical value h of feature f becomes row int(h, 16) % table_sizes[f]; an empty
-categorical field is an empty bag (its pooled embedding is zero)."""
+preprocessing; empty -> 0). Categorical value h of feature f becomes row int(h, 16) % table_sizes[f], or, with
+table_sizes None (raw ids, for dynamic tables), the int64 with h's 64 bits (values >= 2^63 wrap to negative;
+all 64 bits set is refused: -1 marks an empty field); an empty categorical field is an empty bag (its pooled
+embedding is zero)."""
 
 import dataclasses
 import math
@@ -45,10 +47,11 @@ class CTRBatch:
 
 
 def sparse_to_kjt(sparse: Tensor, keys: Optional[Sequence[str]] = None) -> KeyedJagged:
-    """[B, F] ids with -1 for "no id" -> KeyedJagged with F keys, key-major, at most one id per bag."""
+    """[B, F] ids with -1 for "no id" -> KeyedJagged with F keys, key-major, at most one id per bag (raw ids may be
+    any other negative value)."""
     keys = list(keys) if keys is not None else [f"C{i + 1}" for i in range(sparse.shape[1])]
     by_key = sparse.t().reshape(-1)
-    present = by_key >= 0
+    present = by_key != -1
     offsets = torch.zeros(by_key.shape[0] + 1, dtype=torch.int64)
     offsets[1:] = torch.cumsum(present, 0)
     return KeyedJagged(keys, by_key[present].contiguous(), offsets)
@@ -61,7 +64,7 @@ def _check_table_sizes(table_sizes: Union[int, Sequence[int]]) -> List[int]:
     return sizes
 
 
-def _parse_line(line: str, path: str, lineno: int, sizes: List[int], dense_row, sparse_row) -> float:
+def _parse_line(line: str, path: str, lineno: int, sizes: Optional[List[int]], dense_row, sparse_row) -> float:
     fields = line.split("\t")
     if len(fields) > _FIELDS:
         raise _text.DataError(f"{path}:{lineno}: expected at most {_FIELDS} tab-separated fields, got {len(fields)}")
@@ -86,26 +89,33 @@ def _parse_line(line: str, path: str, lineno: int, sizes: List[int], dense_row, 
             if h < 0:
                 raise _text.DataError(f"{path}:{lineno}: categorical feature C{j + 1} must be non-negative, "
                                       f"got {s!r}")
-            sparse_row[j] = h % sizes[j]
+            if sizes is not None:
+                sparse_row[j] = h % sizes[j]
+                continue
+            if h >= 1 << 64 or h == (1 << 64) - 1:
+                raise _text.DataError(f"{path}:{lineno}: categorical feature C{j + 1} must fit 64 bits and not be "
+                                      f"ffffffffffffffff (the empty-field marker) as a raw id, got {s!r}")
+            sparse_row[j] = h - (1 << 64) if h >= 1 << 63 else h
         else:
             sparse_row[j] = -1
     return float(fields[0] == "1")
 
 
-def read_criteo(path: str, table_sizes: Union[int, Sequence[int]] = 1_000_000, batch_size: int = 65536,
+def read_criteo(path: str, table_sizes: Optional[Union[int, Sequence[int]]] = 1_000_000, batch_size: int = 65536,
                 max_rows: Optional[int] = None, skip_rows: int = 0) -> Iterator[CTRBatch]:
     """Stream a Criteo TSV file in batches of `batch_size` lines (the file is never held in memory).
 
     Args:
         path: the TSV file (Criteo Kaggle `train.txt` / Terabyte `day_N` layout, no header).
-        table_sizes: rows per categorical table (modulo hashing), one int or 26.
+        table_sizes: rows per categorical table (modulo hashing), one int or 26; None keeps the raw 64-bit ids
+            (dynamic tables).
         batch_size: lines per yielded batch (the last may be shorter).
         max_rows: stop after this many lines.
         skip_rows: skip this many (non-blank) lines first (they are not parsed).
     Raises DataError (a ValueError) with file and line number on a malformed line (text that is not UTF-8, wrong
     label, a dense value that is not an integer within int64, non-hex categorical value, more than 40 fields).
     A leading byte-order mark is dropped; blank lines are skipped."""
-    sizes = _check_table_sizes(table_sizes)
+    sizes = None if table_sizes is None else _check_table_sizes(table_sizes)
     if batch_size < 1:
         raise ValueError(f"read_criteo: batch_size must be >= 1, got {batch_size}")
     dense = np.zeros((batch_size, NUM_DENSE), np.float32)
@@ -134,7 +144,7 @@ def read_criteo(path: str, table_sizes: Union[int, Sequence[int]] = 1_000_000, b
         yield emit(n)
 
 
-def load_criteo(path: str, table_sizes: Union[int, Sequence[int]] = 1_000_000,
+def load_criteo(path: str, table_sizes: Optional[Union[int, Sequence[int]]] = 1_000_000,
                 max_rows: Optional[int] = None) -> CTRBatch:
     """The whole file (or its first max_rows lines) as one CTRBatch (for files that fit in memory)."""
     parts = list(read_criteo(path, table_sizes, max_rows=max_rows))
@@ -170,13 +180,15 @@ class SyntheticCTR:
 
 def synthetic_criteo(num_train: int = 200_000, num_test: int = 50_000, table_sizes: Union[int, Sequence[int]] = 2000,
                      crosses: int = 12, latent_dim: int = 4, missing_rate: float = 0.05, base_ctr: float = 0.25,
-                     seed: int = 0) -> SyntheticCTR:
+                     seed: int = 0, raw_ids: bool = False) -> SyntheticCTR:
     """Criteo-format samples with a known logistic ground truth over feature crosses.
 
     Ids follow a Zipf-like law per table; 5% of categorical fields are empty. The true logit is
     b + sum_f w_f[id_f] + sum over `crosses` random feature pairs (f, g) of <u_f[id_f], u_g[id_g]>
     + a linear term in log(1 + dense), so a model with embeddings and pairwise interactions (DLRM) can approach
-    `oracle_auc` while a first-order model cannot."""
+    `oracle_auc` while a first-order model cannot. raw_ids: each table's ids become distinct random 64-bit
+    values (negative ones included, never -1), the vocabulary of a table stays table_sizes[f] ids: the input of
+    dynamic tables, or of modulo hashing into smaller tables (hash_ids)."""
     sizes = _check_table_sizes(table_sizes)
     g = torch.Generator().manual_seed(seed)
     n = num_train + num_test
@@ -210,6 +222,14 @@ def synthetic_criteo(num_train: int = 200_000, num_test: int = 50_000, table_siz
     prob = torch.sigmoid(logit)
     labels = (torch.rand(n, generator=g, dtype=torch.float64) < prob).float()
 
+    if raw_ids:
+        for f, v in enumerate(sizes):
+            vocab = torch.randint(-2**63, 2**63 - 1, (v + v // 64 + 8,), generator=g, dtype=torch.int64).unique()
+            vocab = vocab[vocab != -1]
+            vocab = vocab[torch.randperm(vocab.shape[0], generator=g)[:v]]
+            col = sparse[:, f]
+            sparse[:, f] = torch.where(col >= 0, vocab[col.clamp_min(0)], col)
+
     def part(sl):
         return CTRBatch(dense[sl].float().contiguous(), sparse[sl].contiguous(), labels[sl].contiguous())
 
@@ -217,6 +237,17 @@ def synthetic_criteo(num_train: int = 200_000, num_test: int = 50_000, table_siz
     tr, te = slice(0, num_train), slice(num_train, n)
     return SyntheticCTR(part(tr), part(te), sizes, prob[te].float(), roc_auc(prob[te], labels[te]),
                         raw_dense[tr], raw_dense[te])
+
+
+def hash_ids(batch: CTRBatch, table_sizes: Sequence[int]) -> CTRBatch:
+    """Raw ids -> rows by modulo hashing (id mod table_sizes[f], non-negative for negative ids); -1 stays empty."""
+    sizes = torch.tensor(list(table_sizes), dtype=torch.int64)
+    s = batch.sparse
+    return CTRBatch(batch.dense, torch.where(s == -1, s, torch.remainder(s, sizes)), batch.labels)
+
+
+def _hashed(batches, sizes):
+    return lambda bs: (hash_ids(b, sizes) for b in batches(bs))
 
 
 def count_rows(path: str) -> int:
@@ -252,14 +283,24 @@ def _in_memory_batches(data: CTRBatch, shuffle_seed: Optional[int] = None):
 
 
 def ctr_data(data: str, table_sizes=1_000_000, seed: int = 0, test_fraction: float = 0.1,
-             max_rows: Optional[int] = None, num_train: int = 200_000, num_test: int = 50_000) -> CTRData:
+             max_rows: Optional[int] = None, num_train: int = 200_000, num_test: int = 50_000,
+             raw_ids: bool = False, vocab_size=None) -> CTRData:
     """'synthetic' (synthetic_criteo with these sizes) or a Criteo TSV path, streamed: its last test_fraction of
     rows (of the first max_rows) are the test set, like the Kaggle last-day split. ValueError when the file is
-    missing or either part would be empty; a malformed line raises ValueError when the streams reach it."""
+    missing or either part would be empty; a malformed line raises ValueError when the streams reach it.
+
+    raw_ids: batches carry raw 64-bit ids (dynamic tables; table_sizes are then their capacities).
+    vocab_size (synthetic only): the vocabulary per table, with raw 64-bit ids that are hashed modulo table_sizes
+    unless raw_ids (default: vocabulary = table_sizes, ids are rows)."""
     if data == "synthetic":
-        s = synthetic_criteo(num_train, num_test, table_sizes=table_sizes, seed=seed)
-        return CTRData(_in_memory_batches(s.train, seed), _in_memory_batches(s.test), s.table_sizes,
-                       len(s.train), len(s.test), s.oracle_auc)
+        sizes = _check_table_sizes(table_sizes)
+        vocab = sizes if vocab_size is None else _check_table_sizes(vocab_size)
+        raw = raw_ids or vocab_size is not None
+        s = synthetic_criteo(num_train, num_test, table_sizes=vocab, seed=seed, raw_ids=raw)
+        train, test = _in_memory_batches(s.train, seed), _in_memory_batches(s.test)
+        if raw and not raw_ids:
+            train, test = _hashed(train, sizes), _hashed(test, sizes)
+        return CTRData(train, test, sizes, len(s.train), len(s.test), s.oracle_auc)
     _text.require_file(data)
     sizes = _check_table_sizes(table_sizes)
     rows = count_rows(data)
@@ -271,6 +312,7 @@ def ctr_data(data: str, table_sizes=1_000_000, seed: int = 0, test_fraction: flo
     if not 0 < cut < rows:
         raise _text.DataError(f"{data}: {rows} rows make {cut} training and {rows - cut} test rows; each part "
                               f"needs at least 1")
-    return CTRData(lambda bs: read_criteo(data, sizes, bs, max_rows=cut),
-                   lambda bs: read_criteo(data, sizes, bs, max_rows=rows - cut, skip_rows=cut),
+    read = None if raw_ids else sizes
+    return CTRData(lambda bs: read_criteo(data, read, bs, max_rows=cut),
+                   lambda bs: read_criteo(data, read, bs, max_rows=rows - cut, skip_rows=cut),
                    sizes, cut, rows - cut)

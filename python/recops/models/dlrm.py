@@ -3,13 +3,14 @@
 dot-product interaction and a top MLP giving one click logit."""
 
 import dataclasses
-from typing import List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from ..data.criteo import SPARSE_KEYS
 from ..data.keyed_jagged import KeyedJagged
+from ..nn.dynamic import DynamicTable
 from ..nn.embedding import EmbeddingBagCollection, EmbeddingBagConfig, FusedOptimizer
 from ._checkpoint import ConfigDict
 
@@ -17,7 +18,11 @@ from ._checkpoint import ConfigDict
 @dataclasses.dataclass
 class DLRMConfig(ConfigDict):
     """Sizes of a DLRM. bottom_mlp ends with embedding_dim (its output joins the interaction); top_mlp's last
-    layer is followed by a 1-unit output layer. embedding_optimizer is fused into the embedding backward."""
+    layer is followed by a 1-unit output layer. embedding_optimizer is fused into the embedding backward.
+
+    dynamic: None (tables of table_sizes rows, ids are rows) or the options of collisionless tables over raw
+    64-bit ids (recops.nn.DynamicTable: admit_after, ttl, eviction, and max_growth = max_capacity / capacity,
+    default 1), table_sizes then being their capacities."""
 
     table_sizes: List[int]
     embedding_dim: int = 64
@@ -27,6 +32,7 @@ class DLRMConfig(ConfigDict):
     embedding_optimizer: Optional[FusedOptimizer] = dataclasses.field(
         default_factory=lambda: FusedOptimizer("rowwise_adagrad", lr=0.05))
     sparse_keys: Optional[List[str]] = None
+    dynamic: Optional[Dict[str, Any]] = None
 
     def __post_init__(self):
         self.bottom_mlp, self.top_mlp = tuple(self.bottom_mlp), tuple(self.top_mlp)
@@ -38,6 +44,28 @@ class DLRMConfig(ConfigDict):
                                 else [f"C{i + 1}" for i in range(len(self.table_sizes))])
         if len(self.sparse_keys) != len(self.table_sizes):
             raise ValueError(f"DLRMConfig: {len(self.sparse_keys)} sparse_keys for {len(self.table_sizes)} tables")
+        if self.dynamic is not None:
+            known = {"admit_after", "ttl", "eviction", "max_growth"}
+            if not isinstance(self.dynamic, dict) or set(self.dynamic) - known:
+                raise ValueError(f"DLRMConfig: dynamic must be a dict with keys in {sorted(known)}, got "
+                                 f"{self.dynamic!r}")
+            self.dynamic_tables(1)  # validates the options
+
+    def dynamic_tables(self, dim: int) -> Optional[List[DynamicTable]]:
+        """The DynamicTable of every table (None without `dynamic`)."""
+        if self.dynamic is None:
+            return None
+        opts = dict(self.dynamic)
+        growth = opts.pop("max_growth", 1)
+        if isinstance(growth, bool) or not isinstance(growth, int) or growth < 1:
+            raise ValueError(f"DLRMConfig: dynamic max_growth must be an int >= 1, got {growth!r}")
+        return [DynamicTable(int(v), max_capacity=int(v) * growth, **opts) for v in self.table_sizes]
+
+
+def _tables(config: "DLRMConfig", dim: int) -> List[EmbeddingBagConfig]:
+    dyn = config.dynamic_tables(dim) or [None] * len(config.table_sizes)
+    return [EmbeddingBagConfig(f"t_{k}", v, dim, feature_names=[k], dynamic=dt)
+            for k, v, dt in zip(config.sparse_keys, config.table_sizes, dyn)]
 
 
 
@@ -71,8 +99,7 @@ class DLRM(nn.Module):
         super().__init__()
         self.config = config
         d = config.embedding_dim
-        tables = [EmbeddingBagConfig(f"t_{k}", v, d, feature_names=[k])
-                  for k, v in zip(config.sparse_keys, config.table_sizes)]
+        tables = _tables(config, d)
         self.embeddings = EmbeddingBagCollection(tables, optimizer=config.embedding_optimizer, device=device)
         self.bottom = mlp((config.num_dense,) + config.bottom_mlp, last_relu=True)
         f = len(config.table_sizes)
@@ -103,12 +130,12 @@ class LogisticCTR(nn.Module):
     def __init__(self, config: DLRMConfig, device=None):
         super().__init__()
         self.config = config
-        tables = [EmbeddingBagConfig(f"t_{k}", v, 1, feature_names=[k])
-                  for k, v in zip(config.sparse_keys, config.table_sizes)]
+        tables = _tables(config, 1)
         self.embeddings = EmbeddingBagCollection(tables, optimizer=config.embedding_optimizer, device=device)
         with torch.no_grad():
             for t in tables:
-                self.embeddings.table(t.name).zero_()
+                if t.dynamic is None:
+                    self.embeddings.table(t.name).zero_()
         self.linear = nn.Linear(config.num_dense, 1, device=device)
 
     def dense_parameters(self):

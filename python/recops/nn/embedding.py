@@ -555,6 +555,11 @@ class EmbeddingBagCollection(nn.Module):
         w = self._views(g, t, g.table_rows[name], "export")["weight"]
         return ids, w[rows.to(w.device)].clone()
 
+    def memory_bytes(self) -> int:
+        """Bytes held by the tables: weight and optimizer-state buffers plus the dynamic tables' id maps."""
+        bufs = sum(b.nbytes for b in self.buffers()) + sum(p.nbytes for p in self.parameters())
+        return int(bufs + sum(st.config.map_bytes(st.capacity) for st in self._dyn.values()))
+
     def _grow(self, st: DynamicState, capacity: int) -> None:
         st.map.grow(capacity)
         self._relayout(self._table_group[st.name])
