@@ -22,6 +22,7 @@ from recops.distributed import ShardedEmbeddingBagCollection, load, save, wrap
 from recops.distributed._comm import agree_on_errors
 from recops.distributed.sharded_embedding import _regroup, even_bounds, table_owners
 from recops.nn import EmbeddingBagCollection, EmbeddingBagConfig, FusedOptimizer
+from recops.nn.dynamic import DynamicTable
 
 WORLDS = (2, 3, 1)  # 2 first: it writes the checkpoints the others load
 JOIN_TIMEOUT_S = 240
@@ -324,6 +325,82 @@ def scenario_checkpoint(rank, world, tmp):
     got = model.module.emb.unshard().state_dict()
     for k, v in want["emb"].items():
         assert torch.equal(got[k], v), k
+
+
+# Raw 64-bit ids of the dynamic tables' features: _batch's ids 0..39 name these.
+RAW = torch.tensor([(-1) ** i * ((i * 0x9E3779B97F4A7C15) % (1 << 62)) - (i % 2) for i in range(40)] +
+                   [-(1 << 63), (1 << 63) - 1], dtype=torch.int64)[-40:]
+
+
+def _dyn_tables():
+    return [EmbeddingBagConfig("s0", 25, 4, pooling="mean"),
+            EmbeddingBagConfig("d0", 40, 8, ["a", "b"], dynamic=DynamicTable(40, admit_after=2, max_capacity=256)),
+            EmbeddingBagConfig("d1", 40, 4, ["c"], pooling="max", dynamic=DynamicTable(40, ttl=2, max_capacity=256))]
+
+
+def _dyn_batch(tables, sizes, gen):
+    per_rank, glob = _batch(tables, sizes, gen)
+    dyn = {f for t in tables if t.dynamic is not None for f in t.feature_names}
+    for d in per_rank + [glob]:
+        for f in dyn:
+            d[f] = (RAW[d[f][0]],) + tuple(d[f][1:])
+    return per_rank, glob
+
+
+def _assert_same_dynamic(full: EmbeddingBagCollection, ref: EmbeddingBagCollection):
+    for t in ref.tables:
+        if t.dynamic is None:
+            torch.testing.assert_close(full.table(t.name), ref.table(t.name), atol=1e-5, rtol=1e-5)
+            continue
+        (ids, w), (rids, rw) = full.export(t.name), ref.export(t.name)
+        assert torch.equal(ids, rids), t.name
+        torch.testing.assert_close(w, rw, atol=1e-5, rtol=1e-5, msg=t.name)
+
+
+def scenario_dynamic_tables_match_single_process(rank, world, tmp):
+    """Dynamic tables (raw ids routed by hash, admission, ttl, growth on the ranks) beside a static one, row and
+    table sharding, rowwise_adagrad and adam: outputs every step, then the live ids and their weights."""
+    tables = _dyn_tables()
+    for sharding in ("row", "table"):
+        for kind in ("rowwise_adagrad", "adam"):
+            ref, sharded = _pair(tables, kind, sharding, world)
+            gen = torch.Generator().manual_seed(3)
+            for _ in range(4):
+                per_rank, glob = _dyn_batch(tables, BATCH[world], gen)
+                _step_both(ref, sharded, per_rank, glob, _grads(tables, gen), _rows(world, rank), rank)
+            assert sharded.step == ref.step
+            _assert_same_dynamic(sharded.unshard(), ref)
+
+
+def scenario_dynamic_checkpoint(rank, world, tmp):
+    """World 2 trains dynamic tables and saves; worlds 3 and 1 load (re-routing the ids) and hold the same live
+    ids and weights; the loaded module keeps training like the saved one."""
+    tables = _dyn_tables()
+    path = os.path.join(tmp, "ckpt-dynamic")
+    if world == 2:
+        ref, sharded = _pair(tables, "rowwise_adagrad", "row", world)
+        gen = torch.Generator().manual_seed(4)
+        for _ in range(3):
+            per_rank, _ = _dyn_batch(tables, BATCH[world], gen)
+            out = sharded(per_rank[rank])
+            sum((out[f] * out[f]).sum() for f in out).backward()
+        save(sharded, path)
+        full = sharded.unshard()
+        if rank == 0:
+            torch.save({t.name: full.export(t.name) for t in tables if t.dynamic is not None},
+                       os.path.join(tmp, "ckpt-dynamic-exports.pt"))
+        return
+    want = torch.load(os.path.join(tmp, "ckpt-dynamic-exports.pt"))
+    for sharding in ("row", "table"):
+        sharded = ShardedEmbeddingBagCollection(tables, optimizer=FusedOptimizer("rowwise_adagrad", lr=0.05),
+                                                sharding=sharding)
+        load(sharded, path)
+        full = sharded.unshard()
+        for name, (ids, w) in want.items():
+            got_ids, got_w = full.export(name)
+            assert torch.equal(got_ids, ids), (sharding, name)
+            assert torch.equal(got_w, w), (sharding, name)
+        assert full.step == 3
 
 
 SCENARIOS = {name[len("scenario_"):]: fn for name, fn in globals().items() if name.startswith("scenario_")}

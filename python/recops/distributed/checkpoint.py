@@ -9,6 +9,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..nn.dynamic import repack_states
 from ..nn.embedding import EmbeddingBagCollection
 from .sharded_embedding import ShardedEmbeddingBagCollection
 
@@ -88,6 +89,12 @@ def save(module: nn.Module, path: str) -> None:
             shards, views = _holding(m, t.name, rank, world)
             entry["tables"][t.name] = {"num_embeddings": t.num_embeddings, "embedding_dim": t.embedding_dim,
                                        "dtype": str(t.dtype).replace("torch.", ""), "shards": shards}
+            if t.dynamic is not None:  # live ids and their state; loading routes them to their new owners
+                entry["tables"][t.name]["dynamic"] = True
+                local = m.local if isinstance(m, ShardedEmbeddingBagCollection) else m
+                if views is not None:
+                    mine[t.name] = {"dynamic": local.dynamic_state(t.name)}
+                continue
             if views is not None:
                 mine[t.name] = {k: v.detach().cpu().clone() for k, v in views.items()}  # clone: not the flat buffer
         manifest["modules"][name] = entry
@@ -118,6 +125,26 @@ def _state_loadable(name: str, m: nn.Module, entry: Dict) -> bool:
     if mine is not None and saved is not None and mine != saved:
         raise ValueError(f"load: module {name!r} uses optimizer {mine!r}, the checkpoint holds {saved!r} state")
     return mine is not None and mine == saved
+
+
+def _load_dynamic(m, name, t, entry, saved_world: int, shard_file, with_state: bool) -> None:
+    """Dynamic table t: every holder's saved ids, re-cut for this rank (rows renumbered; optimizer state only when
+    the checkpoint used the same fused optimizer)."""
+    states = []
+    for r in range(saved_world):  # the holders: every rank of a row-sharded table, else one
+        part = shard_file(r)["tables"].get(name, {}).get(t.name)
+        if part is not None and "dynamic" in part:
+            states.append(part["dynamic"])
+    sharded = isinstance(m, ShardedEmbeddingBagCollection)
+    if sharded and m.table_views(t.name) is None:
+        return
+    target = m.local if sharded else m
+    d = m._repack(t.name, states) if sharded else repack_states(states, t.dynamic.capacity, t.dynamic.max_capacity)
+    if not with_state:
+        for k in ("state0", "state1"):
+            if k in d:
+                d[k] = torch.zeros_like(d[k])
+    target.load_dynamic_state(t.name, d)
 
 
 def load(module: nn.Module, path: str) -> None:
@@ -154,6 +181,9 @@ def load(module: nn.Module, path: str) -> None:
         with_state = _state_loadable(name, m, entry)
         with torch.no_grad():
             for t in m.tables:
+                if t.dynamic is not None:
+                    _load_dynamic(m, name, t, entry, manifest["world_size"], shard_file, with_state)
+                    continue
                 if isinstance(m, ShardedEmbeddingBagCollection):
                     lo, hi = m.shard_rows(t.name)
                     dst = m.table_views(t.name)

@@ -12,6 +12,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from ..data.keyed_jagged import KeyedJagged
+from ..nn.dynamic import repack_states
+from ..nn.dynamic import route as route_ids
 from ..nn.embedding import EmbeddingBagCollection, EmbeddingBagConfig, EmbeddingBagOutput, FusedOptimizer
 from ._comm import OP, AllToAll, CommStats, agree_on_errors, all_to_all, broadcast_rows, gather_rows, global_rank
 
@@ -148,7 +150,14 @@ class ShardedEmbeddingBagCollection(nn.Module):
         if self.sharding == "table":
             return [copy.deepcopy(t) for t in self.tables if self._owners[t.name] == self.rank]
         out = []
+        w = self.world_size
         for t in self.tables:
+            if t.dynamic is not None:  # ids go to the rank of hash(id) % world; capacity is split evenly
+                cap, top = -(-t.dynamic.capacity // w), -(-t.dynamic.max_capacity // w)
+                dyn = dataclasses.replace(t.dynamic, capacity=cap, max_capacity=top)
+                out.append(dataclasses.replace(t, num_embeddings=cap, feature_names=list(t.feature_names),
+                                               pooling="sum" if t.pooling == "mean" else t.pooling, dynamic=dyn))
+                continue
             lo, hi = self.bounds[t.name][self.rank], self.bounds[t.name][self.rank + 1]
             # partial mean bags are summed here and divided by the global bag length on the requesting rank
             out.append(dataclasses.replace(t, num_embeddings=hi - lo, feature_names=list(t.feature_names),
@@ -158,6 +167,9 @@ class ShardedEmbeddingBagCollection(nn.Module):
     def _register_routing(self, device) -> None:
         w = self.world_size
         num_rows = [t.num_embeddings for _, t in self._features]
+        self.register_buffer("_route_dynamic", torch.tensor([t.dynamic is not None for _, t in self._features],
+                                                            dtype=torch.bool, device=device), persistent=False)
+        self._any_dynamic = any(t.dynamic is not None for t in self.tables)
         base = [v // w for v in num_rows]
         owner = [self._owners.get(t.name, 0) for _, t in self._features]
         extra = [v % w if self.sharding == "row" else 0 for v in num_rows]
@@ -240,7 +252,7 @@ class ShardedEmbeddingBagCollection(nn.Module):
         seed = self._shared_seed()
         for ti, t in enumerate(self.tables):
             lo, hi = self.shard_rows(t.name)
-            if hi <= lo:
+            if hi <= lo or t.dynamic is not None:  # dynamic tables start empty (local.reset_parameters)
                 continue
             dst, bound = self.table(t.name), 1.0 / math.sqrt(t.num_embeddings)
             for c in range(lo // _INIT_CHUNK, (hi - 1) // _INIT_CHUNK + 1):
@@ -249,6 +261,8 @@ class ShardedEmbeddingBagCollection(nn.Module):
                 block = torch.empty(c1 - c0, t.embedding_dim).uniform_(-bound, bound, generator=gen)
                 a, b = max(lo, c0), min(hi, c1)
                 dst[a - lo:b - lo].copy_(block[a - c0:b - c0])
+        if self._any_dynamic:
+            self.local.clear_dynamic()
         self.local.reset_optimizer_state()
 
     def _check_same_tables(self, other_tables, what: str) -> None:
@@ -271,6 +285,9 @@ class ShardedEmbeddingBagCollection(nn.Module):
             dst = self.table_views(t.name)
             if dst is None:
                 continue
+            if t.dynamic is not None:  # the ids this rank owns, on fresh rows
+                self.local.load_dynamic_state(t.name, self._repack(t.name, [ebc.dynamic_state(t.name)]))
+                continue
             lo, hi = self.shard_rows(t.name)
             src = ebc.table_views(t.name)
             for k, d in dst.items():
@@ -280,6 +297,13 @@ class ShardedEmbeddingBagCollection(nn.Module):
             self.local.step = ebc.step
         return self
 
+    def _repack(self, name: str, states: List[dict]) -> dict:
+        """The states of table `name`'s holders re-cut for this rank's local table."""
+        local = next(t for t in self.local.tables if t.name == name)
+        row = self.sharding == "row"
+        return repack_states(states, local.dynamic.capacity, local.dynamic.max_capacity,
+                             world=self.world_size if row else 1, rank=self.rank if row else 0)
+
     @torch.no_grad()
     def unshard(self) -> EmbeddingBagCollection:
         """The whole collection (weights, optimizer state, step) as an EmbeddingBagCollection on every rank
@@ -287,6 +311,13 @@ class ShardedEmbeddingBagCollection(nn.Module):
         with torch.random.fork_rng(devices=[]):
             full = EmbeddingBagCollection(self.tables, optimizer=copy.copy(self.optimizer), device=self.device)
         for t in self.tables:
+            if t.dynamic is not None:  # every rank's ids, gathered
+                mine = [self.local.dynamic_state(t.name)] if self.table_views(t.name) is not None else []
+                every = [None] * self.world_size
+                dist.all_gather_object(every, mine, group=self.group)
+                full.load_dynamic_state(t.name, repack_states([d for part in every for d in part],
+                                                              t.dynamic.capacity, t.dynamic.max_capacity))
+                continue
             src, dst = self.table_views(t.name), full.table_views(t.name)
             for k, d in dst.items():
                 if self.sharding == "row":
@@ -330,6 +361,8 @@ class ShardedEmbeddingBagCollection(nn.Module):
         fid = bag // max(batch, 1)
         rows = self._route_num_rows[fid]
         bad = (values < 0) | (values >= rows)
+        if self._any_dynamic:  # raw ids: every int64 is valid
+            bad &= ~self._route_dynamic[fid]
         if bool(bad.any()):
             p = int(torch.nonzero(bad)[0, 0])
             f = int(fid[p])
@@ -356,6 +389,13 @@ class ShardedEmbeddingBagCollection(nn.Module):
         """(rank holding each id, its row number within that rank's shard) for ids of features `fid`."""
         if self.sharding == "table":
             return self._route_owner[fid], values
+        if self._any_dynamic:
+            dyn = self._route_dynamic[fid]
+            owner, local = self._row_owners(values.clamp(0, None), fid)
+            return torch.where(dyn, route_ids(values, self.world_size), owner), torch.where(dyn, values, local)
+        return self._row_owners(values, fid)
+
+    def _row_owners(self, values: Tensor, fid: Tensor) -> Tuple[Tensor, Tensor]:
         base, extra = self._route_base[fid], self._route_extra[fid]
         cut = extra * (base + 1)  # the first `extra` ranks hold base + 1 rows, the others base
         low = values < cut
@@ -365,7 +405,7 @@ class ShardedEmbeddingBagCollection(nn.Module):
     def forward(self, features) -> EmbeddingBagOutput:
         route = self._agree(features)
         local_out = self.local(self._exchange_ids(route))
-        return self._gather_pooled(local_out.by_dtype(), route)
+        return self._gather_pooled(local_out.by_group(), route)
 
     def _agree(self, features) -> _Route:
         """Route this rank's input and exchange the headers; raises on every rank when any rank's input is bad."""
@@ -410,13 +450,13 @@ class ShardedEmbeddingBagCollection(nn.Module):
         return KeyedJagged([self._features[i][0] for i in self._served[self.rank]], torch.cat(ids)[perm], offsets,
                            weights)
 
-    def _gather_pooled(self, by_dtype: Dict[torch.dtype, Tensor], route: _Route) -> EmbeddingBagOutput:
+    def _gather_pooled(self, by_group: Dict[str, Tensor], route: _Route) -> EmbeddingBagOutput:
         w, grad, batch = self.world_size, torch.is_grad_enabled(), route.batch
         scale = 1.0 / w if self.grad_reduction == "mean" else 1.0
         items, outs = {}, []
         for gi, g in enumerate(self._layout):
             mine = self._owner_dims[gi][self.rank]
-            x = by_dtype.get(g.dtype)
+            x = by_group.get(g.suffix)
             if x is None:
                 x = torch.empty(0, dtype=g.dtype, device=self.device)
             send = [b * mine for b in route.src_batch]
@@ -433,7 +473,7 @@ class ShardedEmbeddingBagCollection(nn.Module):
             outs.append(out)
             for f, t, col in g.features:
                 items[f] = out[:, col:col + t.embedding_dim]
-        return EmbeddingBagOutput(items, outs, [g.dtype for g in self._layout])
+        return EmbeddingBagOutput(items, outs, [g.dtype for g in self._layout], [g.suffix for g in self._layout])
 
     def _reduce_partials(self, gi: int, parts: Tensor, lengths: Tensor, counts: Tensor, batch: int) -> Tensor:
         """parts [W, B, D] partial pools of this rank's bags -> [B, D] (sum / mean / max rules)."""

@@ -234,3 +234,28 @@ def static_table(ids: Tensor, weights: Tensor) -> Tuple[Tensor, IdMap]:
     a static EmbeddingBagConfig(num_embeddings=n + 1) and remap raw ids with the IdMap."""
     table = torch.cat([weights, weights.new_zeros(1, weights.shape[1])])
     return table, IdMap(ids)
+
+
+def repack_states(states: List[dict], capacity: int, max_capacity: int, keep: Optional[Tensor] = None,
+                  world: int = 1, rank: int = 0) -> dict:
+    """One dynamic_state() dict from the states of several holders of a table (the ranks of a sharded table, or
+    one plain table), keeping the ids that `rank` of `world` owns (route(id, world) == rank; world 1: all):
+    ids ascending on rows 0..n-1, their counters, weights and optimizer state; the sketches summed (saturating,
+    an over-estimate like the sketch itself); the serial counter the largest; capacity max(capacity, n)
+    (ValueError beyond max_capacity). Used to re-shard checkpoints, copy_from and unshard."""
+    keys = [k for k in states[0] if k not in ("sketch", "info")] if states else []
+    cat = {k: torch.cat([s[k].cpu() for s in states]) for k in keys}
+    ids = cat.get("ids", torch.zeros(0, dtype=torch.int64))
+    sel = torch.ones(ids.shape[0], dtype=torch.bool) if world == 1 else route(ids, world) == rank
+    order = torch.sort(ids[sel]).indices
+    out = {k: v[sel][order] for k, v in cat.items()}
+    n = out["ids"].shape[0] if "ids" in out else 0
+    if n > max_capacity:
+        raise ValueError(f"dynamic table: {n} ids do not fit its max_capacity {max_capacity}")
+    out["rows"] = torch.arange(n, dtype=torch.int64)
+    sketches = [s["sketch"].to(torch.int32) for s in states if s["sketch"].numel()]
+    out["sketch"] = (torch.stack(sketches).sum(0).clamp(max=255).to(torch.uint8) if sketches
+                     else torch.zeros(0, dtype=torch.uint8))
+    serial = max((int(s["info"][1]) for s in states), default=0)
+    out["info"] = torch.tensor([max(capacity, n), serial], dtype=torch.int64)
+    return out

@@ -295,12 +295,8 @@ class EmbeddingBagCollection(nn.Module):
     def reset_parameters(self) -> None:
         """Uniform(-1/sqrt(V), 1/sqrt(V)) per table (TorchRec's default); optimizer state and step to zero.
         Dynamic tables become empty (no id holds a row; rows are initialised when assigned)."""
+        self.clear_dynamic()
         with torch.no_grad():
-            for st in self._dyn.values():
-                st.map.clear()
-            for gi, g in enumerate(self._groups):
-                if g.dynamic:
-                    self._weights(gi).zero_()
             for t in self.tables:
                 if t.num_embeddings and t.dynamic is None:
                     bound = 1.0 / math.sqrt(t.num_embeddings)
@@ -341,14 +337,8 @@ class EmbeddingBagCollection(nn.Module):
         if self.optimizer is not None:
             device = self._weights(0).device if self._groups else None
             destination[prefix + "step"] = self._step_counter.to(device, copy=True)
-        for name, st in self._dyn.items():
-            _, g, t = self._dyn_table(name, "state_dict")
-            d = st.dump()
-            views = self._views(g, t, g.table_rows[name], "state_dict")
-            rows = d["rows"].to(views["weight"].device)
-            for k, v in views.items():  # weight, state0, state1: the held rows only
-                d[k] = v[rows].detach().clone()
-            for k, v in d.items():
+        for name in self._dyn:
+            for k, v in self.dynamic_state(name).items():
                 destination[f"{prefix}dynamic.{name}.{k}"] = v
         if self._dyn:
             destination[prefix + "dynamic_clock"] = torch.tensor(
@@ -378,6 +368,51 @@ class EmbeddingBagCollection(nn.Module):
     _DYN_KEYS = ("ids", "rows", "last_use", "last_seen", "freq", "sketch", "info", "weight")
 
     @torch.no_grad()
+    def dynamic_state(self, name: str) -> Dict[str, Tensor]:
+        """The state of dynamic table `name` as its state_dict entries `dynamic.<name>.*` hold it: the held ids
+        (expired ones not yet reclaimed included) with their rows, counters (last_use, last_seen, freq), weights
+        and optimizer state (those rows only), the sketch and info = [capacity, serial]."""
+        st, g, t = self._dyn_table(name, "dynamic_state")
+        d = st.dump()
+        views = self._views(g, t, g.table_rows[name], "state_dict")
+        rows = d["rows"].to(views["weight"].device)
+        for k, v in views.items():  # weight, state0, state1: the held rows only
+            d[k] = v[rows].detach().clone()
+        return d
+
+    @torch.no_grad()
+    def load_dynamic_state(self, name: str, d: Dict[str, Tensor]) -> None:
+        """Replace dynamic table `name` by a dynamic_state() dict (capacity included). ValueError naming the entry
+        for bad shapes or contents; the table is unchanged then."""
+        st, g, t = self._dyn_table(name, "load_dynamic_state")
+        want = list(self._DYN_KEYS) + [k for k in ("state0", "state1") if k in self._views(g, t, 1, "load")]
+        missing = [k for k in want if k not in d]
+        if missing:
+            raise ValueError(f"dynamic table {name!r}: missing entries {missing}")
+        n, dim = d["ids"].shape[0], t.embedding_dim
+        shapes = {"weight": (n, dim), "state0": (n,) if self.optimizer.kind == "rowwise_adagrad" else (n, dim),
+                  "state1": (n, dim), "info": (2,)}
+        bad = [f"{k}: expected shape {shp}, got {tuple(d[k].shape)}" for k, shp in shapes.items()
+               if k in d and tuple(d[k].shape) != shp]
+        bad += [f"{k}: expected {n} entries, got {d[k].shape[0]}" for k in ("rows", "last_use", "last_seen", "freq")
+                if d[k].shape[0] != n]
+        if bad:
+            raise ValueError(f"dynamic table {name!r}: " + "; ".join(bad))
+        old_map = st.map
+        try:
+            st.load(d)
+        except ValueError:
+            st.map = old_map
+            raise
+        self._relayout(self._table_group[name])
+        g = self._groups[self._table_group[name]]
+        views = self._views(g, t, g.table_rows[name], "load_dynamic_state")
+        rows = d["rows"].to(torch.int64).to(views["weight"].device)
+        for k, v in views.items():
+            v.zero_()
+            v[rows] = d[k].to(v)
+
+    @torch.no_grad()
     def _load_dynamic(self, state_dict, prefix, strict, missing_keys, unexpected_keys, error_msgs) -> None:
         """The dynamic tables' entries: each table's map, capacity and held rows (weights, optimizer state); the
         other rows start at zero. A table with a bad entry is left as it was and the problem is reported."""
@@ -395,32 +430,10 @@ class EmbeddingBagCollection(nn.Module):
                     missing_keys.extend(absent)
                 continue
             d = {k: state_dict[full] for k, full in keys.items()}
-            n, dim = d["ids"].shape[0], t.embedding_dim
-            shapes = {"weight": (n, dim), "state0": (n,) if self.optimizer.kind == "rowwise_adagrad" else (n, dim),
-                      "state1": (n, dim), "info": (2,)}
-            bad = [f"{keys[k]}: expected shape {shp}, got {tuple(d[k].shape)}" for k, shp in shapes.items()
-                   if k in d and tuple(d[k].shape) != shp]
-            bad += [f"{keys[k]}: expected {n} entries, got {d[k].shape[0]}" for k in ("rows", "last_use", "last_seen",
-                                                                                      "freq") if d[k].shape[0] != n]
-            if bad:
-                error_msgs.extend(bad)
-                continue
-            capacity = int(d["info"][0])
-            old_map = st.map
             try:
-                st.load(d)
+                self.load_dynamic_state(name, d)
             except ValueError as e:
-                st.map = old_map
                 error_msgs.append(f"{prefix}dynamic.{name}: {e}")
-                continue
-            self._relayout(self._table_group[name])
-            g = self._groups[self._table_group[name]]
-            views = self._views(g, t, g.table_rows[name], "load_state_dict")
-            rows = d["rows"].to(torch.int64).to(views["weight"].device)
-            for k, v in views.items():
-                v.zero_()
-                v[rows] = d[k].to(v)
-            assert st.capacity == capacity
         key = prefix + "dynamic_clock"
         if self._dyn and key in state_dict:
             if key in unexpected_keys:
@@ -554,6 +567,17 @@ class EmbeddingBagCollection(nn.Module):
         ids, rows = st.live(self._now(False))
         w = self._views(g, t, g.table_rows[name], "export")["weight"]
         return ids, w[rows.to(w.device)].clone()
+
+    @torch.no_grad()
+    def clear_dynamic(self) -> None:
+        """Every dynamic table empty again (no id holds a row; weights, state and counters to zero)."""
+        for st in self._dyn.values():
+            st.map.clear()
+        for gi, g in enumerate(self._groups):
+            if g.dynamic:
+                self._weights(gi).zero_()
+                for sname in g.state_names:
+                    self._buffers[sname].zero_()
 
     def memory_bytes(self) -> int:
         """Bytes held by the tables: weight and optimizer-state buffers plus the dynamic tables' id maps."""
