@@ -16,6 +16,9 @@
 
 #include "bindings/checks.h"
 #include "embedding/dynamic_table.h"
+#ifdef RECOPS_WITH_CUDA
+#include "embedding/embedding_cuda.h"
+#endif
 
 namespace recops::bindings {
 namespace {
@@ -109,6 +112,48 @@ void init_values(Array ids, int64_t dim, uint64_t seed, double bound, Array out,
   emb::dynamic_init_values(in, n, dim, seed, bound, static_cast<float*>(out.data()), num_threads);
 }
 
+void copy_slots(const emb::DynamicIdMap& map, Array out) {
+  const int64_t bytes = map.num_slots() * static_cast<int64_t>(sizeof(emb::DynamicSlot));
+  std::memcpy(host_out<uint8_t>("out", out, bytes), map.slots(), static_cast<size_t>(bytes));
+}
+
+void copy_last_seen(const emb::DynamicIdMap& map, Array out) {
+  if (!map.config().has_ttl) value_error(kOp, ": copy_last_seen needs a table with a ttl");
+  std::memcpy(host_out<double>("out", out, map.capacity()), map.last_seen(),
+              static_cast<size_t>(map.capacity()) * sizeof(double));
+}
+
+#ifdef RECOPS_WITH_CUDA
+void lookup_cuda(Array slots, int64_t num_slots, Array ids, Array rows, int64_t zero_row,
+                 std::optional<Array> last_seen, double now, double ttl, uintptr_t stream) {
+  constexpr const char* op = "dynamic_lookup_cuda";
+  for (const Array* a : {&slots, &ids, &rows}) {
+    if (!is_cuda(*a)) type_error(op, ": slots, ids and rows must be CUDA arrays");
+    check_contiguous(op, "array", *a);
+  }
+  if (num_slots < 1 || (num_slots & (num_slots - 1)) != 0 ||
+      static_cast<int64_t>(slots.nbytes()) != num_slots * static_cast<int64_t>(sizeof(emb::DynamicSlot))) {
+    value_error(op, ": slots must hold num_slots (a power of two) 16-byte slots, got ", std::to_string(num_slots));
+  }
+  if (ids.dtype() != nb::dtype<int64_t>() || rows.dtype() != nb::dtype<int64_t>() || ids.ndim() != 1 ||
+      rows.ndim() != 1 || ids.shape(0) != rows.shape(0)) {
+    type_error(op, ": ids and rows must be 1-D int64 arrays of one length");
+  }
+  const double* seen = nullptr;
+  if (last_seen) {
+    if (!is_cuda(*last_seen) || last_seen->dtype() != nb::dtype<double>() ||
+        static_cast<int64_t>(last_seen->size()) != zero_row) {
+      type_error(op, ": last_seen must be a CUDA float64 array of one entry per row");
+    }
+    seen = static_cast<const double*>(last_seen->data());
+  }
+  recops::cuda::launch_dynamic_lookup(slots.data(), static_cast<uint64_t>(num_slots - 1),
+                                      static_cast<const int64_t*>(ids.data()), static_cast<int64_t>(ids.shape(0)),
+                                      static_cast<int64_t*>(rows.data()), zero_row, seen, now, ttl,
+                                      as_stream(stream));
+}
+#endif
+
 void route(Array ids, int64_t world, Array out) {
   const int64_t* in = host_vec<int64_t>("dynamic_route", "ids", ids);
   const int64_t n = static_cast<int64_t>(ids.shape(0));
@@ -156,6 +201,10 @@ void bind_dynamic(nb::module_& m) {
       .def("load", &load, "ids"_a.noconvert(), "rows"_a.noconvert(), "last_use"_a.noconvert(),
            "last_seen"_a.noconvert(), "freq"_a.noconvert(), "serial"_a, "sketch"_a.noconvert())
       .def("get_sketch", &get_sketch, "out"_a.noconvert())
+      .def_prop_ro("num_slots", &emb::DynamicIdMap::num_slots)
+      .def_prop_ro("version", &emb::DynamicIdMap::version)
+      .def("copy_slots", &copy_slots, "out"_a.noconvert(), "The slots as bytes (num_slots * 16), for a device mirror.")
+      .def("copy_last_seen", &copy_last_seen, "out"_a.noconvert())
       .def("restamp", &emb::DynamicIdMap::restamp, "now"_a)
       .def("clear", &emb::DynamicIdMap::clear);
   m.def("dynamic_init_values", &init_values, "ids"_a.noconvert(), "dim"_a, "seed"_a, "bound"_a,
@@ -166,6 +215,11 @@ void bind_dynamic(nb::module_& m) {
         "new_ids"_a.noconvert(), "new_counts"_a.noconvert(),
         "resolve of maps[t] over ids[bounds[t]:bounds[t+1]], lookups in one parallel region. Returns (t, grow_to): "
         "t = -1 when done, else map t must grow and the call resume from it.");
+#ifdef RECOPS_WITH_CUDA
+  m.def("dynamic_lookup_cuda", &lookup_cuda, "slots"_a.noconvert(), "num_slots"_a, "ids"_a.noconvert(),
+        "rows"_a.noconvert(), "zero_row"_a, "last_seen"_a.noconvert().none(), "now"_a, "ttl"_a, "stream"_a,
+        "Eval lookups on the GPU through a device mirror of a DynamicIdMap's slots.");
+#endif
   m.def("dynamic_route", &route, "ids"_a.noconvert(), "world"_a, "out"_a.noconvert(),
         "out[i] = the rank owning raw id ids[i] among `world`: mix64(id ^ salt) % world.");
 }

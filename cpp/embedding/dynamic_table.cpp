@@ -119,6 +119,7 @@ DynamicIdMap::DynamicIdMap(const char* op, const DynamicMapConfig& config) : cfg
 }
 
 void DynamicIdMap::rehash(int64_t capacity) {
+  ++version_;
   const int64_t old = cfg_.capacity;
   free_bits_.resize(static_cast<size_t>((capacity + 63) / 64), 0);
   if (cfg_.has_ttl) last_seen_.resize(static_cast<size_t>(capacity), 0.0);
@@ -139,12 +140,8 @@ void DynamicIdMap::rehash(int64_t capacity) {
 }
 
 int64_t DynamicIdMap::find(int64_t key) const {
-  uint64_t s = mix64(static_cast<uint64_t>(key)) & mask_;
-  while (slots_[s].row >= 0) {
-    if (slots_[s].key == key) return static_cast<int64_t>(s);
-    s = (s + 1) & mask_;
-  }
-  return -1;
+  uint64_t s = 0;
+  return probe_slots(slots_.data, mask_, key, &s) >= 0 ? static_cast<int64_t>(s) : -1;
 }
 
 int64_t DynamicIdMap::insert(int64_t key, int64_t row) {
@@ -252,16 +249,8 @@ void DynamicIdMap::lookup_range(const int64_t* ids, int64_t b, int64_t e, int64_
   }
   for (int64_t i = b; i < e; ++i) {
     if (i + kAhead < e) __builtin_prefetch(&slots_[mix64(static_cast<uint64_t>(ids[i + kAhead])) & mask_], 1);
-    const int64_t key = ids[i];
-    uint64_t s = mix64(static_cast<uint64_t>(key)) & mask_;
-    int64_t row = -1;
-    while (slots_[s].row >= 0) {
-      if (slots_[s].key == key) {
-        row = slots_[s].row;
-        break;
-      }
-      s = (s + 1) & mask_;
-    }
+    uint64_t s = 0;
+    int64_t row = probe_slots(slots_.data, mask_, ids[i], &s);
     if (row >= 0) {
       Slot& slot = slots_[s];
       double* seen = ttl ? &last_seen_[static_cast<size_t>(row)] : nullptr;
@@ -304,6 +293,7 @@ ResolveResult DynamicIdMap::resolve(const int64_t* ids, int64_t n, int64_t* rows
 ResolveResult DynamicIdMap::finish(const int64_t* ids, int64_t n, int64_t* rows, double now, int64_t* new_rows,
                                    int64_t* new_ids) {
   ResolveResult res;
+  ++version_;
   const int64_t zero_row = cfg_.capacity, stamp = serial_ + 1;
   const bool ttl = cfg_.has_ttl, lfu = cfg_.eviction == Eviction::kLfu;
   // 2. the absent ids, deduplicated in first-occurrence order, with their occurrence counts.
@@ -494,6 +484,7 @@ void DynamicIdMap::load(const char* op, const int64_t* ids, const int64_t* rows,
 }
 
 void DynamicIdMap::restamp(double now) {
+  ++version_;
   if (!cfg_.has_ttl) return;
   for (Slot& e : slots_) {
     if (e.row >= 0) last_seen_[static_cast<size_t>(e.row)] = now;
@@ -501,6 +492,7 @@ void DynamicIdMap::restamp(double now) {
 }
 
 void DynamicIdMap::clear() {
+  ++version_;
   for (auto& e : slots_) e.row = -1;
   std::fill(sketch_.begin(), sketch_.end(), uint8_t{0});
   std::fill(free_bits_.begin(), free_bits_.end(), uint64_t{0});

@@ -40,6 +40,8 @@
 #include <utility>
 #include <vector>
 
+#include "embedding/dynamic_params.h"
+
 namespace recops::embedding {
 
 enum class Eviction : int { kLru = 0, kLfu = 1 };
@@ -57,18 +59,6 @@ struct DynamicMapConfig {
 
 // Checks a config, throwing std::invalid_argument naming `op` and the bad field.
 void check_dynamic_config(const char* op, const DynamicMapConfig& c);
-
-// The 64-bit mixer of the map (one splitmix64 step: golden-ratio increment, then the finaliser), also used to
-// initialise rows; python/recops/nn/dynamic_ref.py spells the same function.
-inline uint64_t mix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x ^= x >> 30;
-  x *= 0xbf58476d1ce4e5b9ULL;
-  x ^= x >> 27;
-  x *= 0x94d049bb133111ebULL;
-  x ^= x >> 31;
-  return x;
-}
 
 struct ResolveResult {
   int64_t grow_to = 0;  // > 0: nothing changed; grow the table to this capacity and call again
@@ -116,6 +106,13 @@ class DynamicIdMap {
   const uint8_t* sketch() const { return sketch_.data(); }
   uint8_t* sketch_mut() { return sketch_.data(); }
 
+  // For a device mirror (the CUDA lookup): the slots (num_slots() of them, DynamicSlot bytes), the per-row
+  // last_seen (with a ttl; capacity entries) and a version that changes with every mutation.
+  int64_t num_slots() const { return static_cast<int64_t>(slots_.size()); }
+  const DynamicSlot* slots() const { return slots_.data; }
+  const double* last_seen() const { return last_seen_.data(); }
+  int64_t version() const { return version_; }
+
   // Every held row's last_seen set to `now` (the caller switched ttl from steps to a clock).
   void restamp(double now);
 
@@ -123,11 +120,7 @@ class DynamicIdMap {
   void clear();
 
  private:
-  struct Slot {
-    int64_t key;
-    int32_t row;   // -1: empty slot
-    uint32_t use;  // low 32 bits of the serial of the last training call that used the row
-  };
+  using Slot = DynamicSlot;  // dynamic_params.h
 
   int64_t find(int64_t key) const;   // slot index holding key, or -1
   int64_t insert(int64_t key, int64_t row);  // returns the slot
@@ -175,6 +168,7 @@ class DynamicIdMap {
   std::vector<uint8_t> sketch_;
   int64_t used_ = 0;
   int64_t serial_ = 0;               // training calls so far
+  int64_t version_ = 0;              // bumped by every mutation
 };
 
 // resolve for several maps at once (the dynamic tables of one collection group): map t resolves ids[bounds[t],

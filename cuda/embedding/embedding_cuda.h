@@ -43,4 +43,10 @@ void launch_embedding_bags_backward(int storage, void* weights, const int64_t* m
                                     float* state0, float* state1, float* grad_per_sample_weights,
                                     int32_t* error_flag, cudaStream_t stream);
 
+// Dynamic tables, eval side (cuda/embedding/dynamic_lookup.cu): rows[i] = the row of ids[i] in a device copy of the
+// CPU map's slots [mask + 1] (embedding::DynamicSlot), zero_row for an id without one; with last_seen (device,
+// one double per row) an id with now - last_seen[row] > ttl counts as absent.
+void launch_dynamic_lookup(const void* slots, uint64_t mask, const int64_t* ids, int64_t n, int64_t* rows,
+                           int64_t zero_row, const double* last_seen, double now, double ttl, cudaStream_t stream);
+
 }  // namespace recops::cuda

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "common/checked_math.h"
+#include "embedding/dynamic_table.h"
 #include "embedding/embedding_bag.h"
 #include "hstu/attention_dropout.h"
 #include "hstu/hstu_attention.h"
@@ -889,6 +890,72 @@ void test_attention(int threads) {
                      [&] { recops::nn::dropout(x.data(), x.data(), -1, 0.5, 0, 1); });
 }
 
+// The dynamic-table id map under churn: many evictions and expiries (backward-shift deletion), growth, load;
+// every held id must stay findable at its row, rows distinct, and the map must agree with itself after a dump/load.
+void test_dynamic_map(int threads) {
+  namespace emb = recops::embedding;
+  for (int policy = 0; policy < 2; ++policy) {
+    emb::DynamicMapConfig c;
+    c.capacity = 50;
+    c.max_capacity = 200;
+    c.admit_after = 2;
+    c.has_ttl = true;
+    c.ttl = 5;
+    c.eviction = static_cast<emb::Eviction>(policy);
+    c.sketch_width = 256;
+    emb::DynamicIdMap m("test", c);
+    std::mt19937_64 rng(7 + policy);
+    std::vector<int64_t> ids(300), rows(300), nr(300), ni(300);
+    for (int step = 1; step <= 60; ++step) {
+      const int64_t n = static_cast<int64_t>(rng() % 300);
+      for (int64_t i = 0; i < n; ++i) {
+        const uint64_t r = rng() % 400;
+        ids[i] = r < 3 ? (r == 0 ? std::numeric_limits<int64_t>::min() : std::numeric_limits<int64_t>::max())
+                       : static_cast<int64_t>(r * 0x9E3779B97F4A7C15ULL);
+      }
+      emb::ResolveResult res;
+      do {
+        res = m.resolve(ids.data(), n, rows.data(), step % 9 != 0, step, threads, nr.data(), ni.data());
+        if (res.grow_to) m.grow(res.grow_to);
+      } while (res.grow_to);
+      for (int64_t i = 0; i < n; ++i) EXPECT(rows[i] >= 0 && rows[i] <= m.capacity());
+      // every held row's id resolves (eval) to that row unless expired
+      const int64_t k = m.num_used();
+      std::vector<int64_t> hid(k), hrow(k), hu(k), hf(k), back(k);
+      std::vector<double> hs(k);
+      m.dump(hid.data(), hrow.data(), hu.data(), hs.data(), hf.data());
+      m.resolve(hid.data(), k, back.data(), false, step, threads, nullptr, nullptr);
+      for (int64_t j = 0; j < k; ++j) EXPECT(back[j] == (step - hs[j] > c.ttl ? m.capacity() : hrow[j]));
+      std::vector<int64_t> sorted = hrow;
+      std::sort(sorted.begin(), sorted.end());
+      EXPECT(std::adjacent_find(sorted.begin(), sorted.end()) == sorted.end());
+    }
+    EXPECT(m.capacity() > 50 && m.capacity() <= 200);
+    const int64_t k = m.num_used();
+    std::vector<int64_t> hid(k), hrow(k), hu(k), hf(k);
+    std::vector<double> hs(k);
+    m.dump(hid.data(), hrow.data(), hu.data(), hs.data(), hf.data());
+    c.capacity = m.capacity();
+    emb::DynamicIdMap copy("test", c);
+    copy.load("test", hid.data(), hrow.data(), hu.data(), hs.data(), hf.data(), k, m.serial());
+    std::vector<int64_t> a(k), b(k);
+    m.resolve(hid.data(), k, a.data(), false, 0, threads, nullptr, nullptr);
+    copy.resolve(hid.data(), k, b.data(), false, 0, threads, nullptr, nullptr);
+    EXPECT(a == b);
+    if (k > 1) {
+      hrow[1] = hrow[0];
+      expect_value_error("dynamic load: duplicate row", "held by two ids", [&] {
+        copy.load("test", hid.data(), hrow.data(), hu.data(), hs.data(), hf.data(), k, m.serial());
+      });
+    }
+  }
+  emb::DynamicMapConfig bad;
+  bad.capacity = 0;
+  bad.max_capacity = 4;
+  expect_value_error("dynamic config", "capacity", [&] { emb::DynamicIdMap x("test", bad); });
+}
+
+
 void test_simd_math() {
   using namespace simd_test;
   float worst = 0;
@@ -937,6 +1004,7 @@ int main() {
     test_round_trips<int64_t>(threads);
   }
   test_simd_math();
+  for (int threads : {1, 2}) test_dynamic_map(threads);
   test_bad_inputs();
   test_empty();
   for (int threads : {1, 3}) test_losses(threads);

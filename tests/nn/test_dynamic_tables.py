@@ -451,3 +451,25 @@ def test_load_rejects_bad_dynamic_entries():
     del bad["dynamic.d0.weight"]
     with pytest.raises(RuntimeError, match="Missing"):
         other.load_state_dict(bad)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not (torch.cuda.is_available() and _C.has_cuda()), reason="needs a CUDA device and build")
+def test_cuda_eval_lookup_matches_the_cpu_map():
+    tables = [EmbeddingBagConfig("d", 64, 8, ["a"], dynamic=DynamicTable(64, ttl=3.0, max_capacity=128))]
+    ebc = EmbeddingBagCollection(tables, FusedOptimizer("rowwise_adagrad", lr=0.1), device="cuda")
+    rng = random.Random(0)
+    vocab = _vocab(rng, 100)
+    for _ in range(5):  # training resolves on the host, rows copied to the GPU
+        ids = torch.tensor(_stream(rng, vocab, 50))
+        kjt = KeyedJagged(["a"], ids.cuda(), torch.arange(0, 51, 5).cuda())
+        ebc(kjt).concat().sum().backward()
+    ebc.eval()
+    ids = torch.tensor(vocab + [12345, -12345])
+    kjt = KeyedJagged(["a"], ids.cuda(), torch.arange(ids.shape[0] + 1).cuda())
+    got = ebc(kjt)["a"].cpu()
+    cpu = EmbeddingBagCollection(tables, FusedOptimizer("rowwise_adagrad", lr=0.1))
+    cpu.load_state_dict({k: v.cpu() for k, v in ebc.state_dict().items()})
+    cpu.eval()
+    want = cpu(KeyedJagged(["a"], ids, torch.arange(ids.shape[0] + 1)))["a"]
+    torch.testing.assert_close(got, want)

@@ -134,6 +134,24 @@ class DynamicState:
                 return new_rows[:num_new], new_ids[:num_new]
             grow(self, grow_to)
 
+    def device_lookup(self, ids: Tensor, rows: Tensor, now: float) -> None:
+        """Eval lookups of CUDA ids into CUDA rows through a device mirror of the map (refreshed when the map
+        changed since the last call: one host-to-device copy of the slots per training step at most)."""
+        dev = ids.device
+        mirror = getattr(self, "_mirror", None)
+        if mirror is None or mirror[0] != (self.map.version, str(dev)):
+            host = torch.empty(self.map.num_slots * 16, dtype=torch.uint8)
+            self.map.copy_slots(host)
+            seen = None
+            if self.config.ttl is not None:
+                seen = torch.empty(self.capacity, dtype=torch.float64)
+                self.map.copy_last_seen(seen)
+                seen = seen.to(dev)
+            mirror = ((self.map.version, str(dev)), host.to(dev), seen)
+            self._mirror = mirror
+        _C.dynamic_lookup_cuda(mirror[1], self.map.num_slots, ids, rows, self.capacity, mirror[2], float(now),
+                               float(self.config.ttl or 0.0), torch.cuda.current_stream(dev).cuda_stream)
+
     def init_values(self, ids: Tensor) -> Tensor:
         """[len(ids), dim] float32 initial rows of ids (uniform +-init_scale from hash(seed, table, id))."""
         out = torch.empty(ids.shape[0], self.dim)

@@ -622,11 +622,25 @@ class EmbeddingBagCollection(nn.Module):
         torch._foreach_zero_(views)
         self._zero_dirty[gi] = False
 
+    def _resolve_on_device(self, g: TableGroup, values: Tensor, offsets: Tensor, batch: int) -> Tensor:
+        ids = values.to(torch.int64).contiguous()
+        rows = torch.empty_like(ids)
+        nf = len(g.features)
+        bounds = offsets[torch.arange(0, nf + 1, device=offsets.device) * batch].tolist()
+        now, f = self._now(False), 0
+        for t in g.tables:
+            lo, hi = bounds[f], bounds[f + len(t.feature_names)]
+            f += len(t.feature_names)
+            self._dyn[t.name].device_lookup(ids[lo:hi], rows[lo:hi], now)
+        return rows
+
     @torch.no_grad()
     def _resolve(self, gi: int, values: Tensor, offsets: Tensor, batch: int, training: bool) -> Tensor:
         """Rows (int64, the device of values) of group gi's raw ids, table by table; training admits and
         initialises the rows it assigns."""
         g = self._groups[gi]
+        if values.is_cuda and not training and _C.has_cuda():  # eval on the GPU: a device mirror of each map
+            return self._resolve_on_device(g, values, offsets, batch)
         host = values.to(torch.int64)
         host = host.cpu().contiguous() if host.device.type != "cpu" else host.contiguous()
         rows = torch.empty_like(host)
