@@ -92,10 +92,12 @@ class DynamicTable:
 
     def map_bytes(self, capacity: Optional[int] = None) -> int:
         """Memory of the id map at `capacity` rows (default: the configured one) besides the embedding rows and
-        their optimizer state: 32-byte slots (the power of two >= 2 * capacity of them: key, row, last use, last
-        seen, frequency), a free-row bitmap and the sketch; see cpp/embedding/dynamic_table.h."""
+        their optimizer state: 16-byte slots (the power of two >= 2 * capacity of them: key, row, last use), a
+        free-row bitmap, 8 bytes per row of last-seen time with a ttl, 4 of counts for LFU, and the sketch; see
+        cpp/embedding/dynamic_table.h."""
         cap = self.capacity if capacity is None else capacity
-        return 32 * _pow2_at_least(2 * cap) + (cap + 63) // 64 * 8 + self.sketch_bytes()
+        per_row = (8 if self.ttl is not None else 0) + (4 if self.eviction == "lfu" else 0)
+        return 16 * _pow2_at_least(2 * cap) + (cap + 63) // 64 * 8 + per_row * cap + self.sketch_bytes()
 
 
 def table_seed(name: str, seed: int) -> int:

@@ -597,14 +597,15 @@ class EmbeddingBagCollection(nn.Module):
         new = TableGroup(old.dtype, old.tables, True, caps)
         device = self._weights(gi).device
         sizes = dict(zip(("weights",) + old.state_names, (new.numel,) + self._state_sizes(new)))
-        bufs = {"weights": torch.zeros(new.numel, dtype=old.dtype, device=device)}
+        # advised before the first touch (zero_), so large buffers get huge pages
+        bufs = {"weights": _huge(torch.empty(new.numel, dtype=old.dtype, device=device)).zero_()}
         for sname in old.state_names:
-            bufs[sname] = torch.zeros(sizes[sname], device=device)
+            bufs[sname] = _huge(torch.empty(sizes[sname], device=device)).zero_()
         keep = {t.name: min(old.table_rows[t.name], new.table_rows[t.name]) - 1 for t in old.tables}
         olds = {t.name: self._views(old, t, keep[t.name], "relayout") for t in old.tables}
-        self._buffers[new.weights_name] = _huge(bufs["weights"])
+        self._buffers[new.weights_name] = bufs["weights"]
         for sname in old.state_names:
-            self._buffers[sname] = _huge(bufs[sname])
+            self._buffers[sname] = bufs[sname]
         self._groups[gi] = new
         for t in old.tables:
             for k, v in self._views(new, t, keep[t.name], "relayout").items():
