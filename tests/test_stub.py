@@ -6,12 +6,12 @@ import pathlib
 
 from recops import _C
 
-_CUDA_ONLY = {"loss_workspace_numel", "topk_workspace_numel"}
+_CUDA_ONLY = {"loss_workspace_numel", "topk_workspace_numel", "dynamic_lookup_cuda"}
 
 
 def _stub_names():
     tree = ast.parse((pathlib.Path(__file__).parents[1] / "python" / "recops" / "_C.pyi").read_text())
-    funcs = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    funcs = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
     attrs = {n.target.id for n in tree.body if isinstance(n, ast.AnnAssign)}
     return funcs, attrs
 

@@ -139,6 +139,71 @@ def embedding_bags_backward(weights: NDArray, meta: NDArray, indices: NDArray, o
     Backward of embedding_bags_forward fused with an optimizer update (0 = dense gradient).
     """
 
+class DynamicIdMap:
+    """
+    Raw int64 id -> row map of one dynamic embedding table (cpp/embedding/dynamic_table.h).
+    """
+
+    def __init__(self, capacity: int, max_capacity: int, admit_after: int, ttl: float | None, eviction: int, sketch_width: int, sketch_depth: int) -> None: ...
+
+    @property
+    def capacity(self) -> int: ...
+
+    @property
+    def serial(self) -> int: ...
+
+    @property
+    def num_used(self) -> int: ...
+
+    @property
+    def sketch_size(self) -> int: ...
+
+    def resolve(self, ids: NDArray, rows: NDArray, training: bool, now: float, num_threads: int, new_rows: NDArray, new_ids: NDArray) -> tuple[int, int]:
+        """
+        rows of ids (the zero row `capacity` for ids without one); training admits, evicts and stamps. Returns (grow_to, num_new): grow_to > 0 means nothing changed, grow and call again.
+        """
+
+    def grow(self, capacity: int) -> None: ...
+
+    def num_live(self, now: float) -> int: ...
+
+    def dump(self, ids: NDArray, rows: NDArray, last_use: NDArray, last_seen: NDArray, freq: NDArray) -> None:
+        """Every held row (num_used of them) in row order."""
+
+    def load(self, ids: NDArray, rows: NDArray, last_use: NDArray, last_seen: NDArray, freq: NDArray, serial: int, sketch: NDArray) -> None: ...
+
+    def get_sketch(self, out: NDArray) -> None: ...
+
+    @property
+    def num_slots(self) -> int: ...
+
+    @property
+    def version(self) -> int: ...
+
+    def copy_slots(self, out: NDArray) -> None:
+        """The slots as bytes (num_slots * 16), for a device mirror."""
+
+    def copy_last_seen(self, out: NDArray) -> None: ...
+
+    def restamp(self, now: float) -> None: ...
+
+    def clear(self) -> None: ...
+
+def dynamic_init_values(ids: NDArray, dim: int, seed: int, bound: float, out: NDArray, num_threads: int = 1) -> None:
+    """
+    Deterministic uniform(-bound, bound) initial rows of new ids (cpp/embedding/dynamic_table.h).
+    """
+
+def dynamic_resolve_many(maps: Sequence[DynamicIdMap], ids: NDArray, bounds: NDArray, rows: NDArray, training: bool, now: float, num_threads: int, new_rows: NDArray, new_ids: NDArray, new_counts: NDArray) -> tuple[int, int]:
+    """
+    resolve of maps[t] over ids[bounds[t]:bounds[t+1]], lookups in one parallel region. Returns (t, grow_to): t = -1 when done, else map t must grow and the call resume from it.
+    """
+
+def dynamic_route(ids: NDArray, world: int, out: NDArray) -> None:
+    """
+    out[i] = the rank owning raw id ids[i] among `world`: mix64(id ^ salt) % world.
+    """
+
 def topk_inner_product(queries: NDArray, items: NDArray, item_bias: NDArray | None, exclude_ids: NDArray | None, exclude_offsets: NDArray | None, k: int, out_scores: NDArray, out_ids: NDArray, num_threads: int = 1, stream: int = 0, workspace_scores: NDArray | None = None, workspace_ids: NDArray | None = None, error_flag: NDArray | None = None) -> None:
     """
     Exact top-k by inner product (+ item_bias) with per-query exclusions into out_scores/out_ids [Q, k].

@@ -2,6 +2,7 @@
 """Small nn.Modules over recops.ops."""
 
 from .embedding import EmbeddingBagCollection, EmbeddingBagConfig, EmbeddingBagOutput, FusedOptimizer, TableGroup
+from .dynamic import DynamicTable, IdMap, static_table
 from .attention import Dropout, TransformerLayer, use_torch_dropout
 from .hstu import HSTULayer
 from .ordinal import GNOLRHead, OrdinalHead, thresholds_from_positive_rates
@@ -12,4 +13,5 @@ __all__ = [
     "EmbeddingBagOutput",
     "FusedOptimizer",
     "TableGroup",
+    "DynamicTable", "IdMap", "static_table",
     "Dropout", "GNOLRHead", "HSTULayer", "OrdinalHead", "TransformerLayer", "thresholds_from_positive_rates", "use_torch_dropout"]
