@@ -193,7 +193,7 @@ def cmd_train_ctr(args) -> int:
                       rank=rank, world=world, wrapped=wrapped)
         metrics = {"model": name, "test": res.test, "history": res.history, "train_seconds": res.seconds,
                    "train_samples_per_second": res.samples_per_second,
-                   "embedding_bytes": model.embeddings.memory_bytes(),
+                   "embedding_bytes": model.embeddings.memory_bytes(),  # this process's share
                    "data": {"path": args.data, "format": "criteo", "seed": args.seed,
                             "table_sizes": data.table_sizes, "max_rows": args.max_rows,
                             "raw_ids": bool(args.dynamic_tables), "vocab_size": args.vocab_size}}

@@ -224,6 +224,10 @@ class ShardedEmbeddingBagCollection(nn.Module):
             return None
         return self.local.table_views(name)
 
+    def memory_bytes(self) -> int:
+        """Bytes this rank's shard holds (EmbeddingBagCollection.memory_bytes of the local collection)."""
+        return self.local.memory_bytes()
+
     @property
     def step(self) -> int:
         """Fused-optimizer step counter (identical on every rank; EmbeddingBagCollection.step)."""
