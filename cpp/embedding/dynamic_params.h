@@ -29,10 +29,12 @@ RECOPS_HOST_DEVICE uint64_t mix64(uint64_t x) {
   return x;
 }
 
-// The row of key in slots [mask + 1] (linear probing from mix64(key) & mask), or -1. The table is never full
+// The row of key in slots [mask + 1], probing linearly from slot `start` (its home mix64(key) & mask, which a
+// caller may have computed ahead), or -1; *slot_out (when given) gets the slot reached. The table is never full
 // (load <= 1/2), so the probe ends at an empty slot.
-RECOPS_HOST_DEVICE int64_t probe_slots(const DynamicSlot* slots, uint64_t mask, int64_t key, uint64_t* slot_out) {
-  uint64_t s = mix64(static_cast<uint64_t>(key)) & mask;
+RECOPS_HOST_DEVICE int64_t probe_from(const DynamicSlot* slots, uint64_t mask, int64_t key, uint64_t start,
+                                      uint64_t* slot_out) {
+  uint64_t s = start;
   while (slots[s].row >= 0) {
     if (slots[s].key == key) {
       if (slot_out) *slot_out = s;
@@ -42,6 +44,10 @@ RECOPS_HOST_DEVICE int64_t probe_slots(const DynamicSlot* slots, uint64_t mask, 
   }
   if (slot_out) *slot_out = s;
   return -1;
+}
+
+RECOPS_HOST_DEVICE int64_t probe_slots(const DynamicSlot* slots, uint64_t mask, int64_t key, uint64_t* slot_out) {
+  return probe_from(slots, mask, key, mix64(static_cast<uint64_t>(key)) & mask, slot_out);
 }
 
 }  // namespace recops::embedding

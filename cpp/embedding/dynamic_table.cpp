@@ -236,39 +236,60 @@ void DynamicIdMap::count(int64_t key, int64_t occurrences) {
 // last_seen = now, freq + 1 per occurrence. A call that returns grow_to is repeated by the caller with the same
 // serial and now, so those last_use / last_seen stamps are the ones it writes anyway; the freq counts are taken back
 // (unstamp) before it returns.
-void DynamicIdMap::lookup_range(const int64_t* ids, int64_t b, int64_t e, int64_t* rows, bool training,
-                                double now) {
+// Software-pipelined: the home slot of id i + kAhead is prefetched (and its index kept in a ring) while id i is
+// probed, so the probes find their lines in cache (a probe is one cache miss otherwise). Absent and expired ids get
+// -1 (training) or the zero row. Specialised on the configuration so the common loop (no ttl, LRU) has no
+// branches for options it does not use.
+template <bool kTtl, bool kLfu, bool kTrain>
+void DynamicIdMap::lookup_impl(const int64_t* ids, int64_t b, int64_t e, int64_t* rows, double now) {
   const int64_t zero_row = cfg_.capacity;
   const uint32_t use = static_cast<uint32_t>(serial_ + 1);
-  const bool ttl = cfg_.has_ttl, lfu = cfg_.eviction == Eviction::kLfu;
-  // Software-pipelined: the home slot of id i + kAhead is prefetched while id i is probed, so the probes find their
-  // lines in cache (a probe is one cache miss otherwise). Absent and expired ids get -1 (training) or the zero row.
-  constexpr int64_t kAhead = 32;
+  constexpr int64_t kAhead = 32;  // a power of two: the ring index is i & (kAhead - 1)
+  uint64_t ring[kAhead];
+  Slot* const slots = slots_.data;
+  const uint64_t mask = mask_;
   for (int64_t i = b; i < std::min(e, b + kAhead); ++i) {
-    __builtin_prefetch(&slots_[mix64(static_cast<uint64_t>(ids[i])) & mask_], 1);
+    ring[i & (kAhead - 1)] = mix64(static_cast<uint64_t>(ids[i])) & mask;
+    __builtin_prefetch(&slots[ring[i & (kAhead - 1)]], 1);
   }
   for (int64_t i = b; i < e; ++i) {
-    if (i + kAhead < e) __builtin_prefetch(&slots_[mix64(static_cast<uint64_t>(ids[i + kAhead])) & mask_], 1);
-    uint64_t s = 0;
-    int64_t row = probe_slots(slots_.data, mask_, ids[i], &s);
+    uint64_t s = ring[i & (kAhead - 1)];
+    if (i + kAhead < e) {
+      const uint64_t h = mix64(static_cast<uint64_t>(ids[i + kAhead])) & mask;
+      ring[i & (kAhead - 1)] = h;
+      __builtin_prefetch(&slots[h], 1);
+    }
+    int64_t row = probe_from(slots, mask, ids[i], s, &s);
     if (row >= 0) {
-      Slot& slot = slots_[s];
-      double* seen = ttl ? &last_seen_[static_cast<size_t>(row)] : nullptr;
+      double* seen = kTtl ? &last_seen_[static_cast<size_t>(row)] : nullptr;
       double was = 0;
-      if (ttl) __atomic_load(seen, &was, __ATOMIC_RELAXED);
-      if (ttl && now - was > cfg_.ttl) {
+      if (kTtl) __atomic_load(seen, &was, __ATOMIC_RELAXED);
+      if (kTtl && now - was > cfg_.ttl) {
         row = -1;
-      } else if (training) {
+      } else if (kTrain) {
         // store only when the value changes: hot ids (Zipf) would otherwise bounce their line between cores
-        if (__atomic_load_n(&slot.use, __ATOMIC_RELAXED) != use) relaxed_store(&slot.use, use);
-        if (ttl && was != now) relaxed_store(seen, now);
-        // saturating near 2^31 instead of wrapping (the check and the add race by at most a few threads)
-        uint32_t* f = lfu ? &freq_[static_cast<size_t>(row)] : nullptr;
-        if (lfu && __atomic_load_n(f, __ATOMIC_RELAXED) < kFreqMax) __atomic_fetch_add(f, 1u, __ATOMIC_RELAXED);
+        if (__atomic_load_n(&slots[s].use, __ATOMIC_RELAXED) != use) relaxed_store(&slots[s].use, use);
+        if (kTtl && was != now) relaxed_store(seen, now);
+        if (kLfu) {  // saturating near 2^31 instead of wrapping (the check and the add race by a few threads)
+          uint32_t* f = &freq_[static_cast<size_t>(row)];
+          if (__atomic_load_n(f, __ATOMIC_RELAXED) < kFreqMax) __atomic_fetch_add(f, 1u, __ATOMIC_RELAXED);
+        }
       }
     }
-    rows[i] = training ? row : (row < 0 ? zero_row : row);
+    rows[i] = kTrain ? row : (row < 0 ? zero_row : row);
   }
+}
+
+void DynamicIdMap::lookup_range(const int64_t* ids, int64_t b, int64_t e, int64_t* rows, bool training,
+                                double now) {
+  const bool ttl = cfg_.has_ttl, lfu = cfg_.eviction == Eviction::kLfu;
+  using Fn = void (DynamicIdMap::*)(const int64_t*, int64_t, int64_t, int64_t*, double);
+  static constexpr Fn kTable[8] = {
+      &DynamicIdMap::lookup_impl<false, false, false>, &DynamicIdMap::lookup_impl<false, false, true>,
+      &DynamicIdMap::lookup_impl<false, true, false>,  &DynamicIdMap::lookup_impl<false, true, true>,
+      &DynamicIdMap::lookup_impl<true, false, false>,  &DynamicIdMap::lookup_impl<true, false, true>,
+      &DynamicIdMap::lookup_impl<true, true, false>,   &DynamicIdMap::lookup_impl<true, true, true>};
+  (this->*kTable[(ttl ? 4 : 0) + (lfu ? 2 : 0) + (training ? 1 : 0)])(ids, b, e, rows, now);
 }
 
 void DynamicIdMap::unstamp(const int64_t* /*ids*/, int64_t n, const int64_t* rows) {

@@ -122,6 +122,8 @@ class DynamicIdMap {
  private:
   using Slot = DynamicSlot;  // dynamic_params.h
 
+  template <bool kTtl, bool kLfu, bool kTrain>
+  void lookup_impl(const int64_t* ids, int64_t b, int64_t e, int64_t* rows, double now);
   int64_t find(int64_t key) const;   // slot index holding key, or -1
   int64_t insert(int64_t key, int64_t row);  // returns the slot
   void erase_slot(int64_t slot);
