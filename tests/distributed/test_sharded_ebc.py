@@ -491,6 +491,22 @@ def test_checkpoint_loads_into_plain_modules(worlds):
         assert torch.equal(again.state_dict()[k], v), k
 
 
+def test_dynamic_checkpoint_loads_into_a_plain_collection(worlds):
+    tmp = worlds[0]
+    ebc = EmbeddingBagCollection(_dyn_tables(), optimizer=FusedOptimizer("rowwise_adagrad", lr=0.05))
+    load(ebc, os.path.join(tmp, "ckpt-dynamic"))
+    for name, (ids, w) in torch.load(os.path.join(tmp, "ckpt-dynamic-exports.pt")).items():
+        got_ids, got_w = ebc.export(name)
+        assert torch.equal(got_ids, ids) and torch.equal(got_w, w), name
+    assert ebc.step == 3
+    save(ebc, os.path.join(tmp, "plain-dynamic"))  # and back, one process: the exact placement survives
+    again = EmbeddingBagCollection(_dyn_tables(), optimizer=FusedOptimizer("rowwise_adagrad", lr=0.05))
+    load(again, os.path.join(tmp, "plain-dynamic"))
+    for t in ("d0", "d1"):
+        a, b = ebc.export(t), again.export(t)
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]), t
+
+
 def test_init_is_world_size_independent(worlds):
     tmp = worlds[0]
     states = [torch.load(os.path.join(tmp, f"init-{w}.pt")) for w in WORLDS]
