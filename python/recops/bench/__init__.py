@@ -15,6 +15,7 @@ from .bf16 import bf16_cases, bf16_model_cases
 from .dlrm import dlrm_cases
 from .dynamic import dynamic_cases
 from .embedding import embedding_cases
+from .graph import graph_cases
 from .hstu import hstu_cases
 from .jagged import jagged_cases
 from .models import models_cases
@@ -54,4 +55,5 @@ CASE_BUILDERS: Dict[str, Callable[[torch.device, bool], List[Case]]] = {
     "dlrm": dlrm_cases,
     "sampled_softmax": sampled_softmax_cases,
     "dynamic": dynamic_cases,
+    "graph": graph_cases,
 }
