@@ -22,6 +22,7 @@ from .jagged import (
 from .retrieval import topk_inner_product
 from .full_softmax import full_softmax_loss
 from .sampled_softmax import sampled_softmax_loss
+from .gbce import gbce_beta, gbce_loss
 from .ordinal import (
     feedback_to_levels,
     gnolr_loss,
@@ -53,5 +54,7 @@ __all__ = [
     "ordinal_logistic_loss_backward",
     "padded_to_jagged",
     "sampled_softmax_loss",
+    "gbce_beta",
+    "gbce_loss",
     "topk_inner_product",
 ]
