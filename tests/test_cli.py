@@ -17,8 +17,9 @@ from recops.train import checkpoint
 FAMILY_ONLY = {"sequential": ["--max-len", "--negatives", "--patience", "--nproc", "--lr", "--loss",
                               "--negatives-per-position", "--logq", "--dropout", "--temperature",
                               "--decoupled-embeddings", "--mask-prob", "--precision"],
-               "ctr": ["--table-size", "--max-rows", "--lr", "--dense-lr", "--no-baseline", "--nproc"],
-               "two_tower": ["--no-baseline"]}
+               "ctr": ["--table-size", "--max-rows", "--lr", "--dense-lr", "--no-baseline", "--nproc",
+                       "--dynamic-tables", "--admit-after", "--ttl", "--max-growth", "--vocab-size"],
+               "two_tower": ["--no-baseline", "--layers", "--gcn-lr"]}
 COMMON = ["--model", "--data", "--format", "--seed", "--epochs", "--batch-size", "--time-budget", "--out",
           "--no-progress", "--dim", "--embedding-dim"]
 
@@ -35,7 +36,8 @@ def _flags(text):
 
 
 def test_registry_families_are_checkpoint_families():
-    assert set(cli.MODELS) == {"hstu", "hstu-large", "sasrec", "bert4rec", "dlrm", "logistic", "gnolr", "bce-two-tower"}
+    assert set(cli.MODELS) == {"hstu", "hstu-large", "sasrec", "bert4rec", "dlrm", "logistic", "gnolr", "bce-two-tower",
+                              "lightgcn"}
     assert {m.family.name for m in cli.MODELS.values()} == set(checkpoint.FAMILIES) == set(cli.FAMILIES)
     assert cli.MODELS["dlrm"].family is cli.CTR and cli.MODELS["sasrec"].family is cli.SEQUENTIAL
 

@@ -266,7 +266,7 @@ def _ctr_arguments(g) -> List[argparse.Action]:
 
 # ---- two-tower retrieval: gnolr, bce-two-tower ------------------------------------------------------------------
 
-_TWO_TOWER_KINDS = {"gnolr": "gnolr", "bce-two-tower": "bce"}
+_TWO_TOWER_KINDS = {"gnolr": "gnolr", "bce-two-tower": "bce", "lightgcn": "lightgcn"}
 
 
 def _feedback_data(data: str, fmt: Optional[str], seed: int):
@@ -282,7 +282,7 @@ def _feedback_data(data: str, fmt: Optional[str], seed: int):
 
 def cmd_train_two_tower(args) -> int:
     """GNOLR two-tower (and, unless --no-baseline, the per-feedback BCE two-tower) on multi-level feedback."""
-    from .train.two_tower import build_two_tower, fit_two_tower, save_two_tower_checkpoint
+    from .train.two_tower import build_two_tower, fit_lightgcn, fit_two_tower, save_two_tower_checkpoint
 
     data, train, test = _feedback_data(args.data, args.format, args.seed)
     print(f"data: {data.num_users} users, {data.num_items} items, {len(data)} pairs, levels {data.behaviours} "
@@ -290,11 +290,16 @@ def cmd_train_two_tower(args) -> int:
     results, runs = {}, {}
     for name in TWO_TOWER.runs(args):
         torch.manual_seed(args.seed)
-        model = build_two_tower(_TWO_TOWER_KINDS[name], train, embedding_dim=args.dim)
         budget = args.time_budget * 60 if args.time_budget else None
-        res = fit_two_tower(model, train, test, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                            time_budget_s=budget, progress=not args.no_progress,
-                            log=lambda m: print(f"{name} {m}", flush=True))
+        log = lambda m: print(f"{name} {m}", flush=True)  # noqa: E731
+        if name == "lightgcn":
+            model = build_two_tower("lightgcn", train, embedding_dim=args.dim, num_layers=args.layers)
+            res = fit_lightgcn(model, train, test, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                               lr=args.gcn_lr, time_budget_s=budget, progress=not args.no_progress, log=log)
+        else:
+            model = build_two_tower(_TWO_TOWER_KINDS[name], train, embedding_dim=args.dim)
+            res = fit_two_tower(model, train, test, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                                time_budget_s=budget, progress=not args.no_progress, log=log)
         metrics = {"model": name, "test": res.test, "history": res.history, "train_seconds": res.seconds,
                    "train_pairs_per_second": res.pairs_per_second,
                    "data": {"path": args.data, "format": "multibehavior", "seed": args.seed}}
@@ -318,7 +323,9 @@ def _eval_two_tower(ck, spec: dict) -> Dict[str, float]:
 
 
 def _two_tower_arguments(g) -> List[argparse.Action]:
-    return [g.add_argument("--no-baseline", action="store_true", help="gnolr: skip the per-feedback BCE baseline")]
+    return [g.add_argument("--no-baseline", action="store_true", help="gnolr: skip the per-feedback BCE baseline"),
+            g.add_argument("--layers", type=_COUNT, default=3, help="lightgcn: propagation layers"),
+            g.add_argument("--gcn-lr", type=_POSITIVE, default=1e-3, help="lightgcn: Adam learning rate of the embeddings")]
 
 
 # ---- the registry -----------------------------------------------------------------------------------------------
@@ -374,6 +381,7 @@ MODELS: Dict[str, ModelSpec] = {m.name: m for m in (
     ModelSpec("logistic", CTR, "first-order logistic CTR baseline"),
     ModelSpec("gnolr", TWO_TOWER, "GNOLR two-tower (and the per-feedback BCE baseline unless --no-baseline)"),
     ModelSpec("bce-two-tower", TWO_TOWER, "per-feedback BCE two-tower"),
+    ModelSpec("lightgcn", TWO_TOWER, "LightGCN over the user-item graph of every feedback level (BPR)"),
 )}
 DEFAULT_MODEL = "hstu"
 DEMO_MODELS = ("hstu", "sasrec", "bert4rec")

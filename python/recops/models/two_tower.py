@@ -30,6 +30,7 @@ class TwoTowerConfig(ConfigDict):
     positive_rates: Optional[List[float]] = None
     embedding_optimizer: Optional[FusedOptimizer] = dataclasses.field(
         default_factory=lambda: FusedOptimizer("rowwise_adagrad", lr=0.05))
+    num_layers: int = 3  # lightgcn: propagation layers
 
 
 
@@ -142,4 +143,9 @@ class BCETwoTower(_TwoTower):
         return F.normalize(self.item_tower(items)[:, level - 1], dim=-1)
 
 
-TWO_TOWER_MODELS = {"gnolr": GNOLRTwoTower, "bce": BCETwoTower}
+def _lightgcn(cfg):
+    from .graph_cf import LightGCN
+    return LightGCN(cfg)
+
+
+TWO_TOWER_MODELS = {"gnolr": GNOLRTwoTower, "bce": BCETwoTower, "lightgcn": _lightgcn}

@@ -211,11 +211,59 @@ def fit_two_tower(model, train: FeedbackData, test: FeedbackData, epochs: int = 
     return TwoTowerFitResult(result, res.history, time.perf_counter() - res.started, res.samples_per_second)
 
 
+def fit_lightgcn(model, train: FeedbackData, test: FeedbackData, epochs: int = 20, batch_size: int = 8192,
+                 lr: float = 1e-3, reg: float = 1e-4, seed: int = 0, ks: Sequence[int] = (50,),
+                 time_budget_s: Optional[float] = None, progress: bool = True, log: Callable[[str], None] = print,
+                 eval_every: int = 0) -> TwoTowerFitResult:
+    """LightGCN with BPR: every step propagates the whole graph (recops.nn.graph.propagate), scores a batch of
+    training pairs against one uniform negative each, Adam(lr) on the embeddings; the two-tower evaluation at
+    the end. The graph is set from `train` here."""
+    check_settings("fit_lightgcn", epochs=epochs, batch_size=batch_size, dense_lr=lr, time_budget_s=time_budget_s,
+                   eval_every=eval_every)
+    check_split(train, test, "fit_lightgcn")
+    model.set_graph(train)
+    model.train()
+    opt = torch.optim.Adam(model.dense_parameters(), lr=lr)
+    g = torch.Generator().manual_seed(seed)
+
+    def batches(epoch: int):
+        order = torch.randperm(len(train), generator=g)
+        return (order[b:b + batch_size] for b in range(0, len(train), batch_size))
+
+    def step(sel: torch.Tensor):
+        neg = torch.randint(0, model.config.num_items, (sel.shape[0],), generator=g)
+        opt.zero_grad(set_to_none=True)
+        loss = model.bpr_loss(train.users[sel], train.items[sel], neg, reg)
+        loss.backward()
+        opt.step()
+        return float(loss.detach()), sel.shape[0]
+
+    def end_epoch(stats: EpochStats) -> dict:
+        entry = {"epoch": stats.epoch, "train_loss": stats.mean_loss}
+        if eval_every and stats.epoch % eval_every == 0:
+            entry.update(evaluate_two_tower(model, train, test, ks))
+            model.train()
+        return entry
+
+    res = run_epochs(step, batches, epochs, end_epoch=end_epoch,
+                     report=lambda entry, improved: f"epoch {entry['epoch']}: train loss {entry['train_loss']:.4f}",
+                     time_budget_s=time_budget_s, progress=progress, unit="pair", total=lambda epoch: len(train),
+                     log=log)
+    result = evaluate_two_tower(model, train, test, ks)
+    return TwoTowerFitResult(result, res.history, time.perf_counter() - res.started, res.samples_per_second)
+
+
 def build_two_tower(kind: str, train: FeedbackData, in_batch_negatives: int = 4, uniform_negatives: int = 4,
                     **config) -> torch.nn.Module:
-    """A GNOLR ('gnolr') or BCE ('bce') two-tower sized for `train`, thresholds/biases from its level rates."""
+    """A GNOLR ('gnolr') or BCE ('bce') two-tower sized for `train`, thresholds/biases from its level rates, or
+    LightGCN ('lightgcn', its graph set from `train`)."""
     if kind not in TWO_TOWER_MODELS:
         raise ValueError(f"build_two_tower: kind must be one of {sorted(TWO_TOWER_MODELS)}, got {kind!r}")
+    if kind == "lightgcn":
+        cfg = TwoTowerConfig(train.num_users, train.num_items, train.num_levels, **config)
+        model = TWO_TOWER_MODELS[kind](cfg)
+        model.set_graph(train)
+        return model
     rates = pair_rates(train, in_batch_negatives + uniform_negatives)
     cfg = TwoTowerConfig(train.num_users, train.num_items, train.num_levels, positive_rates=rates, **config)
     return TWO_TOWER_MODELS[kind](cfg)
