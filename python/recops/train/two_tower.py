@@ -188,19 +188,29 @@ def fit_two_tower(model, train: FeedbackData, test: FeedbackData, epochs: int = 
     opt = torch.optim.Adam(model.dense_parameters(), lr=dense_lr)
     g = torch.Generator().manual_seed(seed)
 
-    def batches(epoch: int):
-        order = torch.randperm(len(train), generator=g)
-        return (order[b:b + batch_size] for b in range(0, len(train), batch_size))
-
     def step(sel: torch.Tensor):
         loss = train_step(model, opt, train.users[sel], train.items[sel], train.levels[sel], model.config.num_items,
                           in_batch_negatives, uniform_negatives, g)
         return loss, sel.shape[0]
 
+    return _pair_epochs(model, train, test, step, g, epochs, batch_size, ks, time_budget_s, progress, log, eval_every)
+
+
+def _pair_epochs(model, train: FeedbackData, test: FeedbackData, step, g: torch.Generator, epochs: int,
+                 batch_size: int, ks: Sequence[int], time_budget_s: Optional[float], progress: bool,
+                 log: Callable[[str], None], eval_every: int) -> TwoTowerFitResult:
+    """The epoch loop of the two-tower trainers: shuffled batches of training pairs through `step`, the two-tower
+    evaluation every eval_every epochs (when > 0) and at the end."""
+
+    def batches(epoch: int):
+        order = torch.randperm(len(train), generator=g)
+        return (order[b:b + batch_size] for b in range(0, len(train), batch_size))
+
     def end_epoch(stats: EpochStats) -> dict:
         entry = {"epoch": stats.epoch, "train_loss": stats.mean_loss}
         if eval_every and stats.epoch % eval_every == 0:
             entry.update(evaluate_two_tower(model, train, test, ks))
+            model.train()
         return entry
 
     res = run_epochs(step, batches, epochs, end_epoch=end_epoch,
@@ -226,10 +236,6 @@ def fit_lightgcn(model, train: FeedbackData, test: FeedbackData, epochs: int = 2
     opt = torch.optim.Adam(model.dense_parameters(), lr=lr)
     g = torch.Generator().manual_seed(seed)
 
-    def batches(epoch: int):
-        order = torch.randperm(len(train), generator=g)
-        return (order[b:b + batch_size] for b in range(0, len(train), batch_size))
-
     def step(sel: torch.Tensor):
         neg = torch.randint(0, model.config.num_items, (sel.shape[0],), generator=g)
         opt.zero_grad(set_to_none=True)
@@ -238,19 +244,7 @@ def fit_lightgcn(model, train: FeedbackData, test: FeedbackData, epochs: int = 2
         opt.step()
         return float(loss.detach()), sel.shape[0]
 
-    def end_epoch(stats: EpochStats) -> dict:
-        entry = {"epoch": stats.epoch, "train_loss": stats.mean_loss}
-        if eval_every and stats.epoch % eval_every == 0:
-            entry.update(evaluate_two_tower(model, train, test, ks))
-            model.train()
-        return entry
-
-    res = run_epochs(step, batches, epochs, end_epoch=end_epoch,
-                     report=lambda entry, improved: f"epoch {entry['epoch']}: train loss {entry['train_loss']:.4f}",
-                     time_budget_s=time_budget_s, progress=progress, unit="pair", total=lambda epoch: len(train),
-                     log=log)
-    result = evaluate_two_tower(model, train, test, ks)
-    return TwoTowerFitResult(result, res.history, time.perf_counter() - res.started, res.samples_per_second)
+    return _pair_epochs(model, train, test, step, g, epochs, batch_size, ks, time_budget_s, progress, log, eval_every)
 
 
 def build_two_tower(kind: str, train: FeedbackData, in_batch_negatives: int = 4, uniform_negatives: int = 4,
