@@ -130,14 +130,26 @@ def _check_out(out: str, runs: Sequence[str]) -> None:
             raise ValueError(f"--out: {existing} must be a writable folder, got {e.strerror or e}") from None
 
 
+_FOLDER_FORMATS = ("mbcgcn",)  # data formats read from a folder of files
+
+
 def _check_train(args, family: "Family", runs: Sequence[str]) -> None:
     """What argparse cannot check alone, before any work: the data file, its format and --out."""
     from .data._text import require_file
 
     if args.data != "synthetic":
+        if args.format is None:  # a folder, or a file, settles it when the family has one format of that kind
+            kind = [f for f in family.formats if (f in _FOLDER_FORMATS) == os.path.isdir(args.data)]
+            if len(kind) == 1 and len(family.formats) == 2 and any(f in _FOLDER_FORMATS for f in family.formats):
+                args.format = kind[0]
         if args.format is None and len(family.formats) > 1:
             raise ValueError(f"--format is required with a data file ({', '.join(family.formats)})")
-        require_file(args.data)
+        if args.format in _FOLDER_FORMATS:
+            if not os.path.isdir(args.data):
+                raise ValueError(f"{args.data}: format {args.format} reads a folder, got "
+                                 f"{'a file' if os.path.exists(args.data) else 'no such folder'}")
+        else:
+            require_file(args.data)
     if args.out is not None:
         _check_out(args.out, runs)
 

@@ -269,22 +269,31 @@ def _ctr_arguments(g) -> List[argparse.Action]:
 _TWO_TOWER_KINDS = {"gnolr": "gnolr", "bce-two-tower": "bce", "lightgcn": "lightgcn"}
 
 
+_TWO_TOWER_KS = (20, 50)
+
+
 def _feedback_data(data: str, fmt: Optional[str], seed: int):
-    """(FeedbackData, train, test) of 'synthetic' or a file; a UserError when unreadable or nothing is held out."""
-    from .data.multibehavior import check_split, load_feedback, split_feedback
+    """(FeedbackData, train, test, exclude_level) of 'synthetic', a multibehavior file (random 80/20 split of the
+    pairs; every training item excluded from the rankings) or an MBCGCN folder (its own buy test split; only the
+    user's bought training items excluded); a UserError when unreadable or nothing is held out."""
+    from .data.multibehavior import check_split, load_feedback, read_mbcgcn, split_feedback
 
     with _user_input():
+        if fmt == "mbcgcn":
+            train, test = read_mbcgcn(data)
+            check_split(train, test, data)
+            return train, train, test, train.num_levels
         pairs = load_feedback(data, fmt, seed)
         train, test = split_feedback(pairs, 0.2, seed)
         check_split(train, test, data)
-    return pairs, train, test
+    return pairs, train, test, 1
 
 
 def cmd_train_two_tower(args) -> int:
     """GNOLR two-tower (and, unless --no-baseline, the per-feedback BCE two-tower) on multi-level feedback."""
     from .train.two_tower import build_two_tower, fit_lightgcn, fit_two_tower, save_two_tower_checkpoint
 
-    data, train, test = _feedback_data(args.data, args.format, args.seed)
+    data, train, test, exclude_level = _feedback_data(args.data, args.format, args.seed)
     print(f"data: {data.num_users} users, {data.num_items} items, {len(data)} pairs, levels {data.behaviours} "
           f"with rates {[round(r, 3) for r in data.level_rates()]}", flush=True)
     results, runs = {}, {}
@@ -295,14 +304,16 @@ def cmd_train_two_tower(args) -> int:
         if name == "lightgcn":
             model = build_two_tower("lightgcn", train, embedding_dim=args.dim, num_layers=args.layers)
             res = fit_lightgcn(model, train, test, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                               lr=args.gcn_lr, time_budget_s=budget, progress=not args.no_progress, log=log)
+                               lr=args.gcn_lr, time_budget_s=budget, progress=not args.no_progress, log=log,
+                               ks=_TWO_TOWER_KS, exclude_level=exclude_level)
         else:
             model = build_two_tower(_TWO_TOWER_KINDS[name], train, embedding_dim=args.dim)
             res = fit_two_tower(model, train, test, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                                time_budget_s=budget, progress=not args.no_progress, log=log)
+                                time_budget_s=budget, progress=not args.no_progress, log=log, ks=_TWO_TOWER_KS,
+                                exclude_level=exclude_level)
         metrics = {"model": name, "test": res.test, "history": res.history, "train_seconds": res.seconds,
                    "train_pairs_per_second": res.pairs_per_second,
-                   "data": {"path": args.data, "format": "multibehavior", "seed": args.seed}}
+                   "data": {"path": args.data, "format": args.format or "multibehavior", "seed": args.seed}}
         results[name], runs[name] = res.test, metrics
         if args.out:
             with _user_input(OSError):
@@ -316,10 +327,10 @@ def cmd_train_two_tower(args) -> int:
 def _eval_two_tower(ck, spec: dict) -> Dict[str, float]:
     from .train.two_tower import evaluate_two_tower
 
-    data, train, test = _feedback_data(spec["path"], spec["format"], spec["seed"])
+    data, train, test, exclude_level = _feedback_data(spec["path"], spec["format"], spec["seed"])
     _same(spec["path"], "(users, items, levels)", (data.num_users, data.num_items, data.num_levels),
           (ck.config.num_users, ck.config.num_items, ck.config.num_levels))
-    return evaluate_two_tower(ck.model, train, test)
+    return evaluate_two_tower(ck.model, train, test, _TWO_TOWER_KS, exclude_level=exclude_level)
 
 
 def _two_tower_arguments(g) -> List[argparse.Action]:
@@ -367,7 +378,7 @@ CTR = Family(
     _eval_ctr, nproc=True, runs=_with_baseline("dlrm", "logistic"),
     spec_keys=("path", "seed", "table_sizes", "max_rows"))
 TWO_TOWER = Family(
-    "two_tower", "multi-feedback two-tower retrieval", ("multibehavior",),
+    "two_tower", "multi-feedback two-tower retrieval", ("multibehavior", "mbcgcn"),
     {"epochs": 8, "batch_size": 1024, "dim": 64}, _two_tower_arguments, cmd_train_two_tower, _eval_two_tower,
     nproc=False, runs=_with_baseline("gnolr", "bce-two-tower"), spec_keys=("path", "format", "seed"))
 FAMILIES: Dict[str, Family] = {f.name: f for f in (SEQUENTIAL, CTR, TWO_TOWER)}

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 import pytest
+import torch
 
 from recops.data import DataError
 from recops.data.multibehavior import (check_split, feedback_to_levels, load_feedback, read_multibehavior,
@@ -91,3 +92,34 @@ def test_synthetic_levels_get_rarer_and_split_keeps_users():
     assert set(test.users.tolist()) <= set(train.users.tolist())
     with pytest.raises(ValueError, match="test_fraction"):
         split_feedback(d, 1.5)
+
+
+def test_read_mbcgcn_levels_and_test_split(tmp_path):
+    from recops.data.multibehavior import read_mbcgcn
+
+    (tmp_path / "view_train.txt").write_text("0 1 2 3\n1 0\n")
+    (tmp_path / "cart_train.txt").write_text("0 2\n")
+    (tmp_path / "buy_train.txt").write_text("0 3\n1 0 4\n")
+    (tmp_path / "buy_test.txt").write_text("0\t5\n1\t2\n")
+    train, test = read_mbcgcn(str(tmp_path))
+    pairs = dict(zip(zip(train.users.tolist(), train.items.tolist()), train.levels.tolist()))
+    assert pairs == {(0, 1): 1, (0, 2): 2, (0, 3): 3, (1, 0): 3, (1, 4): 3}
+    assert test.users.tolist() == [0, 1] and test.items.tolist() == [5, 2] and test.levels.tolist() == [3, 3]
+    assert train.num_items == test.num_items == 6 and train.behaviours == ["view", "cart", "buy"]
+    (tmp_path / "buy_test.txt").write_text("0 5 6\n")
+    with pytest.raises(ValueError, match="buy_test.txt:1"):
+        read_mbcgcn(str(tmp_path))
+
+
+def test_exclude_level_and_ndcg_of_popularity():
+    from recops.data.multibehavior import FeedbackData
+    from recops.train.two_tower import popularity_two_tower_metrics
+
+    # item 0 most popular; user 0 viewed it (level 1) and the held-out buy is item 0
+    train = FeedbackData(torch.tensor([0, 1, 2, 1]), torch.tensor([0, 0, 0, 1]), torch.tensor([1, 3, 3, 3]), 3, 3,
+                         ["view", "cart", "buy"])
+    test = FeedbackData(torch.tensor([0]), torch.tensor([0]), torch.tensor([3]), 3, 3, ["view", "cart", "buy"])
+    every = popularity_two_tower_metrics(train, test, ks=(1,))
+    buys_only = popularity_two_tower_metrics(train, test, ks=(1,), exclude_level=3)
+    assert every["L3/Recall@1"] == 0.0  # the viewed item is excluded, so it can never be found
+    assert buys_only["L3/Recall@1"] == 1.0 and buys_only["L3/NDCG@1"] == 1.0

@@ -167,6 +167,55 @@ def check_split(train: FeedbackData, test: FeedbackData, source: str) -> None:
                               f"2 or more pairs give one), got {len(train)} pairs of {train.num_users} users")
 
 
+def read_mbcgcn(folder: str, behaviours: Sequence[str] = ("view", "cart", "buy"), target: str = "buy"):
+    """(train, test) of the MBCGCN / CascadingRank layout (../shared/data/taobao-mbcgcn): `<b>_train.txt` lines
+    `user item item ...` (0-based ids) per behaviour b, and `<target>_test.txt` lines `user<TAB>item`. A train
+    pair's level is its deepest behaviour (behaviours in increasing depth); test pairs are at the target's level.
+    Evaluate with exclude_level = the target's level (the protocol: only the target behaviour's training items are
+    excluded from a user's ranking)."""
+    import os
+
+    if target not in behaviours:
+        raise ValueError(f"read_mbcgcn: target {target!r} is not one of the behaviours {list(behaviours)}")
+    best: Dict[int, int] = {}
+    users_max = items_max = -1
+    for lvl, b in enumerate(behaviours, start=1):
+        path = os.path.join(folder, f"{b}_train.txt")
+        _text.require_file(path)
+        for lineno, line in _text.lines(path):
+            parts = line.split()
+            try:
+                u, its = int(parts[0]), [int(x) for x in parts[1:]]
+            except ValueError:
+                raise _text.DataError(f"{path}:{lineno}: expected integer ids 'user item item ...'") from None
+            if u < 0 or any(i < 0 for i in its):
+                raise _text.DataError(f"{path}:{lineno}: ids must be >= 0")
+            users_max = max(users_max, u)
+            for i in its:
+                items_max = max(items_max, i)
+                key = u * (1 << 32) + i
+                if best.get(key, 0) < lvl:
+                    best[key] = lvl
+    tpath = os.path.join(folder, f"{target}_test.txt")
+    _text.require_file(tpath)
+    tu, ti = [], []
+    for lineno, line in _text.lines(tpath):
+        parts = line.split()
+        if len(parts) != 2:
+            raise _text.DataError(f"{tpath}:{lineno}: expected 'user item', got {line.strip()!r}")
+        tu.append(int(parts[0]))
+        ti.append(int(parts[1]))
+    nu = max([users_max] + tu) + 1
+    ni = max([items_max] + ti) + 1
+    keys = torch.tensor(sorted(best), dtype=torch.int64)
+    levels = torch.tensor([best[k] for k in keys.tolist()], dtype=torch.int64)
+    train = FeedbackData(keys // (1 << 32), keys % (1 << 32), levels, nu, ni, list(behaviours))
+    test = FeedbackData(torch.tensor(tu, dtype=torch.int64), torch.tensor(ti, dtype=torch.int64),
+                        torch.full((len(tu),), behaviours.index(target) + 1, dtype=torch.int64), nu, ni,
+                        list(behaviours))
+    return train, test
+
+
 def load_feedback(data: str, fmt: Optional[str] = None, seed: int = 0, order: Optional[Sequence[str]] = None):
     """'synthetic' or a multibehavior file (fmt 'multibehavior')."""
     if data == "synthetic":

@@ -26,24 +26,30 @@ def _per_user(data: FeedbackData, values: torch.Tensor):
 
 def _recall_hr(level: int, ids: np.ndarray, test_users: torch.Tensor, test: FeedbackData,
                ks: Sequence[int]) -> Dict[str, float]:
-    """Recall@K and HR@K at one level: row r of ids is the ranking for test_users[r]; relevant = the user's test
-    items at level >= `level`; users without any are skipped."""
+    """Recall@K, HR@K and NDCG@K at one level: row r of ids is the ranking for test_users[r]; relevant = the user's
+    test items at level >= `level`; users without any are skipped. NDCG: binary gains, 1 / log2(rank + 2), ideal =
+    min(|relevant|, K) hits on top."""
     rel = test.subset(test.levels >= level)
     rel_off, rel_items = _per_user(rel, rel.items)
     recall: Dict[int, List[float]] = {k: [] for k in ks}
     hr: Dict[int, List[float]] = {k: [] for k in ks}
+    ndcg: Dict[int, List[float]] = {k: [] for k in ks}
+    disc = 1.0 / np.log2(np.arange(2, max(ks) + 2))
     for row, u in enumerate(test_users.tolist()):
         r = set(rel_items[rel_off[u]:rel_off[u + 1]].tolist())
         if not r:
             continue
+        hit_row = np.array([x in r for x in ids[row, :max(ks)].tolist()], dtype=np.float64)
         for k in ks:
-            hits = len(r.intersection(ids[row, :k].tolist()))
+            hits = int(hit_row[:k].sum())
             recall[k].append(hits / len(r))
             hr[k].append(float(hits > 0))
+            ndcg[k].append(float((hit_row[:k] * disc[:k]).sum() / disc[:min(len(r), k)].sum()))
     out = {}
     for k in ks:
         out[f"L{level}/Recall@{k}"] = float(np.mean(recall[k])) if recall[k] else float("nan")
         out[f"L{level}/HR@{k}"] = float(np.mean(hr[k])) if hr[k] else float("nan")
+        out[f"L{level}/NDCG@{k}"] = float(np.mean(ndcg[k])) if ndcg[k] else float("nan")
     return out
 
 
@@ -90,18 +96,21 @@ def train_step(model, optimizer, users, items, levels, num_items, in_batch, unif
 @torch.no_grad()
 def evaluate_two_tower(model, train: FeedbackData, test: FeedbackData, ks: Sequence[int] = (50,),
                        auc_negatives: int = 50, index: str = "exact", seed: int = 0,
-                       nprobe: Optional[int] = None) -> Dict[str, float]:
+                       nprobe: Optional[int] = None, exclude_level: int = 1) -> Dict[str, float]:
     """Per level t: Recall@K and HR@K of full-corpus retrieval (the user's training items excluded; relevant = the
     user's held-out items at level >= t; users with none are skipped), and AUC / GAUC of the level-t scores over
     each test user's held-out pairs plus `auc_negatives` random items the user never interacted with (level 0).
-    index: "exact" (recops ExactIndex) or "ivf" (IVFIndex, int8, nprobe = half the k-means lists unless given)."""
+    index: "exact" (recops ExactIndex) or "ivf" (IVFIndex, int8, nprobe = half the k-means lists unless given).
+    exclude_level: only training pairs at level >= this are excluded from the rankings (1: all; the MBCGCN
+    protocol excludes the target behaviour's training pairs only, since a bought item was often viewed first)."""
     from ..retrieval import ExactIndex, IVFIndex
 
     was_training = model.training
     model.eval()
     out: Dict[str, float] = {}
     test_users = torch.unique(test.users)
-    train_off, train_items = _per_user(train, train.items)
+    seen = train.subset(train.levels >= exclude_level)
+    train_off, train_items = _per_user(seen, seen.items)
     exclude = [train_items[train_off[u]:train_off[u + 1]].numpy() for u in test_users.tolist()]
     all_items = torch.arange(model.config.num_items)
     kmax = max(ks)
@@ -144,14 +153,16 @@ def evaluate_two_tower(model, train: FeedbackData, test: FeedbackData, ks: Seque
     return out
 
 
-def popularity_two_tower_metrics(train: FeedbackData, test: FeedbackData, ks: Sequence[int] = (50,)) -> Dict[str, float]:
-    """Recall@K / HR@K per level of the popularity baseline: items ranked by their number of training pairs at
-    level >= t, the user's training items excluded (same protocol as evaluate_two_tower)."""
+def popularity_two_tower_metrics(train: FeedbackData, test: FeedbackData, ks: Sequence[int] = (50,),
+                                 exclude_level: int = 1) -> Dict[str, float]:
+    """Recall@K / HR@K / NDCG@K per level of the popularity baseline: items ranked by their number of training pairs
+    at level >= t, the user's training items at level >= exclude_level excluded (evaluate_two_tower's protocol)."""
     from ..metrics import topk_with_exclusion
 
     out: Dict[str, float] = {}
     test_users = torch.unique(test.users)
-    train_off, train_items = _per_user(train, train.items)
+    seen = train.subset(train.levels >= exclude_level)
+    train_off, train_items = _per_user(seen, seen.items)
     lengths = train_off[test_users + 1] - train_off[test_users]
     ex_off = torch.zeros(test_users.shape[0] + 1, dtype=torch.int64)
     ex_off[1:] = torch.cumsum(lengths, 0)
@@ -177,7 +188,8 @@ class TwoTowerFitResult:
 def fit_two_tower(model, train: FeedbackData, test: FeedbackData, epochs: int = 10, batch_size: int = 1024,
                   in_batch_negatives: int = 4, uniform_negatives: int = 4, dense_lr: float = 3e-3, seed: int = 0,
                   ks: Sequence[int] = (50,), time_budget_s: Optional[float] = None, progress: bool = True,
-                  log: Callable[[str], None] = print, eval_every: int = 0) -> TwoTowerFitResult:
+                  log: Callable[[str], None] = print, eval_every: int = 0,
+                  exclude_level: int = 1) -> TwoTowerFitResult:
     """Adam on the tower MLPs and heads, the fused optimizer on the id embeddings; evaluation at the end (and
     every eval_every epochs when > 0). ValueError before any step on a setting no run can train with
     (loop.check_settings) or a test set without pairs."""
@@ -193,12 +205,13 @@ def fit_two_tower(model, train: FeedbackData, test: FeedbackData, epochs: int = 
                           in_batch_negatives, uniform_negatives, g)
         return loss, sel.shape[0]
 
-    return _pair_epochs(model, train, test, step, g, epochs, batch_size, ks, time_budget_s, progress, log, eval_every)
+    return _pair_epochs(model, train, test, step, g, epochs, batch_size, ks, time_budget_s, progress, log, eval_every,
+                        exclude_level)
 
 
 def _pair_epochs(model, train: FeedbackData, test: FeedbackData, step, g: torch.Generator, epochs: int,
                  batch_size: int, ks: Sequence[int], time_budget_s: Optional[float], progress: bool,
-                 log: Callable[[str], None], eval_every: int) -> TwoTowerFitResult:
+                 log: Callable[[str], None], eval_every: int, exclude_level: int = 1) -> TwoTowerFitResult:
     """The epoch loop of the two-tower trainers: shuffled batches of training pairs through `step`, the two-tower
     evaluation every eval_every epochs (when > 0) and at the end."""
 
@@ -209,7 +222,7 @@ def _pair_epochs(model, train: FeedbackData, test: FeedbackData, step, g: torch.
     def end_epoch(stats: EpochStats) -> dict:
         entry = {"epoch": stats.epoch, "train_loss": stats.mean_loss}
         if eval_every and stats.epoch % eval_every == 0:
-            entry.update(evaluate_two_tower(model, train, test, ks))
+            entry.update(evaluate_two_tower(model, train, test, ks, exclude_level=exclude_level))
             model.train()
         return entry
 
@@ -217,14 +230,14 @@ def _pair_epochs(model, train: FeedbackData, test: FeedbackData, step, g: torch.
                      report=lambda entry, improved: f"epoch {entry['epoch']}: train loss {entry['train_loss']:.4f}",
                      time_budget_s=time_budget_s, progress=progress, unit="pair", total=lambda epoch: len(train),
                      log=log)
-    result = evaluate_two_tower(model, train, test, ks)
+    result = evaluate_two_tower(model, train, test, ks, exclude_level=exclude_level)
     return TwoTowerFitResult(result, res.history, time.perf_counter() - res.started, res.samples_per_second)
 
 
 def fit_lightgcn(model, train: FeedbackData, test: FeedbackData, epochs: int = 20, batch_size: int = 8192,
                  lr: float = 1e-3, reg: float = 1e-4, seed: int = 0, ks: Sequence[int] = (50,),
                  time_budget_s: Optional[float] = None, progress: bool = True, log: Callable[[str], None] = print,
-                 eval_every: int = 0) -> TwoTowerFitResult:
+                 eval_every: int = 0, exclude_level: int = 1) -> TwoTowerFitResult:
     """LightGCN with BPR: every step propagates the whole graph (recops.nn.graph.propagate), scores a batch of
     training pairs against one uniform negative each, Adam(lr) on the embeddings; the two-tower evaluation at
     the end. The graph is set from `train` here."""
@@ -244,7 +257,8 @@ def fit_lightgcn(model, train: FeedbackData, test: FeedbackData, epochs: int = 2
         opt.step()
         return float(loss.detach()), sel.shape[0]
 
-    return _pair_epochs(model, train, test, step, g, epochs, batch_size, ks, time_budget_s, progress, log, eval_every)
+    return _pair_epochs(model, train, test, step, g, epochs, batch_size, ks, time_budget_s, progress, log, eval_every,
+                        exclude_level)
 
 
 def build_two_tower(kind: str, train: FeedbackData, in_batch_negatives: int = 4, uniform_negatives: int = 4,
