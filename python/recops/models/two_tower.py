@@ -148,4 +148,9 @@ def _lightgcn(cfg):
     return LightGCN(cfg)
 
 
-TWO_TOWER_MODELS = {"gnolr": GNOLRTwoTower, "bce": BCETwoTower, "lightgcn": _lightgcn}
+def _cml(cfg):
+    from .cml import CML
+    return CML(cfg)
+
+
+TWO_TOWER_MODELS = {"gnolr": GNOLRTwoTower, "bce": BCETwoTower, "lightgcn": _lightgcn, "cml": _cml}

@@ -261,12 +261,39 @@ def fit_lightgcn(model, train: FeedbackData, test: FeedbackData, epochs: int = 2
                         exclude_level)
 
 
+def fit_cml(model, train: FeedbackData, test: FeedbackData, epochs: int = 20, batch_size: int = 4096,
+            lr: float = 1e-2, negatives: int = 10, cov_weight: float = 1.0, seed: int = 0, ks: Sequence[int] = (50,),
+            time_budget_s: Optional[float] = None, progress: bool = True, log: Callable[[str], None] = print,
+            eval_every: int = 0, exclude_level: int = 1) -> TwoTowerFitResult:
+    """CML: every training pair against `negatives` uniform items, WARP-weighted hinge + covariance
+    regulariser, Adam(lr), points clipped to the unit ball after each step; the two-tower evaluation at the end."""
+    check_settings("fit_cml", epochs=epochs, batch_size=batch_size, dense_lr=lr, time_budget_s=time_budget_s,
+                   eval_every=eval_every, num_negatives=negatives)
+    check_split(train, test, "fit_cml")
+    opt = torch.optim.Adam(model.dense_parameters(), lr=lr)
+    g = torch.Generator().manual_seed(seed)
+
+    def step(sel: torch.Tensor):
+        neg = torch.randint(0, model.config.num_items, (sel.shape[0], negatives), generator=g)
+        opt.zero_grad(set_to_none=True)
+        loss = model.loss(train.users[sel], train.items[sel], neg, cov_weight)
+        loss.backward()
+        opt.step()
+        model.clip()
+        return float(loss.detach()), sel.shape[0]
+
+    return _pair_epochs(model, train, test, step, g, epochs, batch_size, ks, time_budget_s, progress, log, eval_every,
+                        exclude_level)
+
+
 def build_two_tower(kind: str, train: FeedbackData, in_batch_negatives: int = 4, uniform_negatives: int = 4,
                     **config) -> torch.nn.Module:
     """A GNOLR ('gnolr') or BCE ('bce') two-tower sized for `train`, thresholds/biases from its level rates, or
     LightGCN ('lightgcn', its graph set from `train`)."""
     if kind not in TWO_TOWER_MODELS:
         raise ValueError(f"build_two_tower: kind must be one of {sorted(TWO_TOWER_MODELS)}, got {kind!r}")
+    if kind == "cml":
+        return TWO_TOWER_MODELS[kind](TwoTowerConfig(train.num_users, train.num_items, train.num_levels, **config))
     if kind == "lightgcn":
         cfg = TwoTowerConfig(train.num_users, train.num_items, train.num_levels, **config)
         model = TWO_TOWER_MODELS[kind](cfg)
