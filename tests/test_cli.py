@@ -37,7 +37,7 @@ def _flags(text):
 
 def test_registry_families_are_checkpoint_families():
     assert set(cli.MODELS) == {"hstu", "hstu-large", "sasrec", "bert4rec", "dlrm", "logistic", "gnolr", "bce-two-tower",
-                              "lightgcn", "cml"}
+                              "lightgcn", "ngcf", "cml"}
     assert {m.family.name for m in cli.MODELS.values()} == set(checkpoint.FAMILIES) == set(cli.FAMILIES)
     assert cli.MODELS["dlrm"].family is cli.CTR and cli.MODELS["sasrec"].family is cli.SEQUENTIAL
 

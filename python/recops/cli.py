@@ -266,7 +266,7 @@ def _ctr_arguments(g) -> List[argparse.Action]:
 
 # ---- two-tower retrieval: gnolr, bce-two-tower ------------------------------------------------------------------
 
-_TWO_TOWER_KINDS = {"gnolr": "gnolr", "bce-two-tower": "bce", "lightgcn": "lightgcn", "cml": "cml"}
+_TWO_TOWER_KINDS = {"gnolr": "gnolr", "bce-two-tower": "bce", "lightgcn": "lightgcn", "ngcf": "ngcf", "cml": "cml"}
 
 
 _TWO_TOWER_KS = (20, 50)
@@ -291,7 +291,7 @@ def _feedback_data(data: str, fmt: Optional[str], seed: int):
 
 def cmd_train_two_tower(args) -> int:
     """GNOLR two-tower (and, unless --no-baseline, the per-feedback BCE two-tower) on multi-level feedback."""
-    from .train.two_tower import build_two_tower, fit_cml, fit_lightgcn, fit_two_tower, save_two_tower_checkpoint
+    from .train.two_tower import build_two_tower, fit_cml, fit_graph_cf, fit_two_tower, save_two_tower_checkpoint
 
     data, train, test, exclude_level = _feedback_data(args.data, args.format, args.seed)
     print(f"data: {data.num_users} users, {data.num_items} items, {len(data)} pairs, levels {data.behaviours} "
@@ -301,9 +301,9 @@ def cmd_train_two_tower(args) -> int:
         torch.manual_seed(args.seed)
         budget = args.time_budget * 60 if args.time_budget else None
         log = lambda m: print(f"{name} {m}", flush=True)  # noqa: E731
-        if name == "lightgcn":
-            model = build_two_tower("lightgcn", train, embedding_dim=args.dim, num_layers=args.layers)
-            res = fit_lightgcn(model, train, test, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+        if name in ("lightgcn", "ngcf"):
+            model = build_two_tower(name, train, embedding_dim=args.dim, num_layers=args.layers)
+            res = fit_graph_cf(model, train, test, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                                lr=args.gcn_lr or 1e-3, time_budget_s=budget, progress=not args.no_progress, log=log,
                                ks=_TWO_TOWER_KS, exclude_level=exclude_level)
         elif name == "cml":
@@ -340,9 +340,9 @@ def _eval_two_tower(ck, spec: dict) -> Dict[str, float]:
 
 def _two_tower_arguments(g) -> List[argparse.Action]:
     return [g.add_argument("--no-baseline", action="store_true", help="gnolr: skip the per-feedback BCE baseline"),
-            g.add_argument("--layers", type=_COUNT, default=3, help="lightgcn: propagation layers"),
+            g.add_argument("--layers", type=_COUNT, default=3, help="lightgcn, ngcf: propagation layers"),
             g.add_argument("--gcn-lr", type=_POSITIVE, default=None,
-                           help="lightgcn, cml: Adam learning rate of the embeddings (default 1e-3, cml 1e-2)")]
+                           help="lightgcn, ngcf, cml: Adam learning rate (default 1e-3, cml 1e-2)")]
 
 
 # ---- the registry -----------------------------------------------------------------------------------------------
@@ -399,6 +399,7 @@ MODELS: Dict[str, ModelSpec] = {m.name: m for m in (
     ModelSpec("gnolr", TWO_TOWER, "GNOLR two-tower (and the per-feedback BCE baseline unless --no-baseline)"),
     ModelSpec("bce-two-tower", TWO_TOWER, "per-feedback BCE two-tower"),
     ModelSpec("lightgcn", TWO_TOWER, "LightGCN over the user-item graph of every feedback level (BPR)"),
+    ModelSpec("ngcf", TWO_TOWER, "NGCF over the same graph (feature transforms, bi-interaction, layer concat; BPR)"),
     ModelSpec("cml", TWO_TOWER, "collaborative metric learning (WARP hinge, covariance regulariser, unit ball)"),
 )}
 DEFAULT_MODEL = "hstu"

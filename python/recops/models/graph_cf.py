@@ -94,3 +94,38 @@ class LightGCN(nn.Module):
         l2 = (e0[users].square().sum() + e0[self.config.num_users + pos].square().sum()
               + e0[self.config.num_users + neg].square().sum()) / (2 * users.shape[0])
         return loss + reg * l2
+
+
+class NGCF(LightGCN):
+    """NGCF (Wang et al., SIGIR 2019): per layer k, with L = A_hat (the normalised graph, no self loops),
+    E_{k+1} = LeakyReLU((L E_k + E_k) W1_k + ((L E_k) * E_k) W2_k), message dropout after each layer (training
+    only), final embeddings = the concatenation of E_0 .. E_K (each layer L2-normalised, as the authors' code does).
+    The propagation L E_k is the same embedding-bag kernel as LightGCN's; the layer weights go to Adam with the
+    embeddings."""
+
+    def __init__(self, cfg, dropout: float = 0.1):
+        super().__init__(cfg)
+        d = cfg.embedding_dim
+        self.w1 = nn.ModuleList([nn.Linear(d, d) for _ in range(cfg.num_layers)])
+        self.w2 = nn.ModuleList([nn.Linear(d, d) for _ in range(cfg.num_layers)])
+        self.dropout = dropout
+
+    def dense_parameters(self):
+        return [self.embedding] + list(self.w1.parameters()) + list(self.w2.parameters())
+
+    def final_embeddings(self) -> Tensor:
+        if not self.training and self._cache is not None:
+            return self._cache
+        from ..nn.graph import propagate
+
+        e = self.embedding
+        layers = [e]
+        for w1, w2 in zip(self.w1, self.w2):
+            side = propagate(e, self.graph())
+            e = F.leaky_relu(w1(side + e) + w2(side * e), 0.2)
+            e = F.dropout(e, self.dropout, self.training)
+            layers.append(F.normalize(e, dim=1))
+        out = torch.cat(layers, dim=1)
+        if not self.training:
+            self._cache = out.detach()
+        return out

@@ -148,9 +148,15 @@ def _lightgcn(cfg):
     return LightGCN(cfg)
 
 
+def _ngcf(cfg):
+    from .graph_cf import NGCF
+    return NGCF(cfg)
+
+
 def _cml(cfg):
     from .cml import CML
     return CML(cfg)
 
 
-TWO_TOWER_MODELS = {"gnolr": GNOLRTwoTower, "bce": BCETwoTower, "lightgcn": _lightgcn, "cml": _cml}
+TWO_TOWER_MODELS = {"gnolr": GNOLRTwoTower, "bce": BCETwoTower, "lightgcn": _lightgcn, "ngcf": _ngcf,
+                    "cml": _cml}

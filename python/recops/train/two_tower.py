@@ -234,16 +234,16 @@ def _pair_epochs(model, train: FeedbackData, test: FeedbackData, step, g: torch.
     return TwoTowerFitResult(result, res.history, time.perf_counter() - res.started, res.samples_per_second)
 
 
-def fit_lightgcn(model, train: FeedbackData, test: FeedbackData, epochs: int = 20, batch_size: int = 8192,
+def fit_graph_cf(model, train: FeedbackData, test: FeedbackData, epochs: int = 20, batch_size: int = 8192,
                  lr: float = 1e-3, reg: float = 1e-4, seed: int = 0, ks: Sequence[int] = (50,),
                  time_budget_s: Optional[float] = None, progress: bool = True, log: Callable[[str], None] = print,
                  eval_every: int = 0, exclude_level: int = 1) -> TwoTowerFitResult:
-    """LightGCN with BPR: every step propagates the whole graph (recops.nn.graph.propagate), scores a batch of
+    """LightGCN or NGCF with BPR: every step propagates the whole graph (recops.nn.graph.propagate), scores a batch of
     training pairs against one uniform negative each, Adam(lr) on the embeddings; the two-tower evaluation at
     the end. The graph is set from `train` here."""
-    check_settings("fit_lightgcn", epochs=epochs, batch_size=batch_size, dense_lr=lr, time_budget_s=time_budget_s,
+    check_settings("fit_graph_cf", epochs=epochs, batch_size=batch_size, dense_lr=lr, time_budget_s=time_budget_s,
                    eval_every=eval_every)
-    check_split(train, test, "fit_lightgcn")
+    check_split(train, test, "fit_graph_cf")
     model.set_graph(train)
     model.train()
     opt = torch.optim.Adam(model.dense_parameters(), lr=lr)
@@ -286,6 +286,9 @@ def fit_cml(model, train: FeedbackData, test: FeedbackData, epochs: int = 20, ba
                         exclude_level)
 
 
+fit_lightgcn = fit_graph_cf  # the name of the first graph model
+
+
 def build_two_tower(kind: str, train: FeedbackData, in_batch_negatives: int = 4, uniform_negatives: int = 4,
                     **config) -> torch.nn.Module:
     """A GNOLR ('gnolr') or BCE ('bce') two-tower sized for `train`, thresholds/biases from its level rates, or
@@ -294,7 +297,7 @@ def build_two_tower(kind: str, train: FeedbackData, in_batch_negatives: int = 4,
         raise ValueError(f"build_two_tower: kind must be one of {sorted(TWO_TOWER_MODELS)}, got {kind!r}")
     if kind == "cml":
         return TWO_TOWER_MODELS[kind](TwoTowerConfig(train.num_users, train.num_items, train.num_levels, **config))
-    if kind == "lightgcn":
+    if kind in ("lightgcn", "ngcf"):
         cfg = TwoTowerConfig(train.num_users, train.num_items, train.num_levels, **config)
         model = TWO_TOWER_MODELS[kind](cfg)
         model.set_graph(train)
