@@ -123,19 +123,6 @@ class DynamicState:
     def capacity(self) -> int:
         return self.map.capacity
 
-    def resolve(self, ids: Tensor, rows: Tensor, training: bool, now: float, grow) -> Tuple[Tensor, Tensor]:
-        """rows[:] <- the rows of ids (int64 cpu contiguous, the zero row `capacity` for ids without one).
-        Training calls `grow(state, new_capacity)` when the table must double (the caller re-lays its buffers
-        out) and returns (new_rows, new_ids) assigned by this call; eval returns empty tensors."""
-        n = ids.shape[0]
-        new_rows = torch.empty(n if training else 0, dtype=torch.int64)
-        new_ids = torch.empty_like(new_rows)
-        while True:
-            grow_to, num_new = self.map.resolve(ids, rows, training, float(now), num_threads(), new_rows, new_ids)
-            if not grow_to:
-                return new_rows[:num_new], new_ids[:num_new]
-            grow(self, grow_to)
-
     def device_lookup(self, ids: Tensor, rows: Tensor, now: float) -> None:
         """Eval lookups of CUDA ids into CUDA rows through a device mirror of the map (refreshed when the map
         changed since the last call: one host-to-device copy of the slots per training step at most)."""
